@@ -1,0 +1,106 @@
+//! The `loyalty-gateway` command line (SPEC 2.1): parses arguments, sets up logging, and hands
+//! each subcommand to the library. Maps failures to exit codes: 0 ok, 1 runtime failure,
+//! 2 invalid configuration or usage.
+
+use clap::{Parser, Subcommand};
+use loyalty_gateway::config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Default configuration path of an installed gateway.
+const DEFAULT_CONFIG: &str = "/etc/loyalty-gateway/gateway.toml";
+
+#[derive(Parser)]
+#[command(name = "loyalty-gateway", version, about = "In-store loyalty gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run(ConfigArg),
+    /// Validate the configuration: exit 0, or exit 2 naming every error by key path.
+    CheckConfig(ConfigArg),
+    /// A whole simulated store on this machine, no hardware needed.
+    Demo(loyalty_gateway::demo::DemoArgs),
+    /// Replay the ledger journal and check every balance and the hash chain.
+    Verify(ConfigArg),
+    /// Voucher signing keys.
+    #[command(subcommand)]
+    Keys(loyalty_gateway::voucher::KeysCommand),
+    /// Staff goodwill vouchers.
+    #[command(subcommand)]
+    Voucher(loyalty_gateway::voucher::VoucherCommand),
+    /// The reference CRM receiver (for integrators and tests; not a CRM).
+    ReferenceCrm(loyalty_gateway::crm_reference::ReferenceCrmArgs),
+    /// Load generator against a running gateway.
+    Loadgen(loyalty_gateway::loadgen::LoadgenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    loyalty_gateway::telemetry::init_logging();
+    let result = match cli.command {
+        Command::Run(arg) => with_config(&arg.config, loyalty_gateway::gateway::run_daemon),
+        Command::CheckConfig(arg) => match config::load(&arg.config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", arg.config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => Ok(report_config_errors(&arg.config, &errors)),
+        },
+        Command::Demo(args) => loyalty_gateway::demo::main(args),
+        Command::Verify(arg) => with_config(&arg.config, loyalty_gateway::store::verify_command),
+        Command::Keys(command) => loyalty_gateway::voucher::keys_main(command),
+        Command::Voucher(command) => {
+            with_config_path(command, loyalty_gateway::voucher::voucher_main)
+        }
+        Command::ReferenceCrm(args) => loyalty_gateway::crm_reference::main(args),
+        Command::Loadgen(args) => loyalty_gateway::loadgen::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn with_config(
+    path: &std::path::Path,
+    run: fn(config::Config) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    match config::load(path) {
+        Ok(config) => run(config),
+        Err(errors) => Ok(report_config_errors(path, &errors)),
+    }
+}
+
+fn with_config_path<T>(
+    command: T,
+    run: fn(T) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    run(command)
+}
+
+fn report_config_errors(path: &std::path::Path, errors: &[config::ConfigError]) -> ExitCode {
+    eprintln!(
+        "{}: {} configuration error(s):",
+        path.display(),
+        errors.len()
+    );
+    for error in errors {
+        eprintln!("  {error}");
+    }
+    ExitCode::from(2)
+}

@@ -1,0 +1,269 @@
+//! The receipt as the core sees it, whichever way it arrived (MQTT JSON from the till, or text
+//! captured from the printer stream), and its validation. Pure: no I/O, no wire formats.
+//!
+//! Invariant: a `Receipt` that passed [`validate`] has a non-empty id, exact amounts whose lines
+//! add up to the total, positive quantities, and a total within the accepted range.
+
+use crate::money::Money;
+use std::collections::BTreeSet;
+
+/// Sale or return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// Goods sold: points are earned.
+    Sale,
+    /// Goods returned against an earlier sale: points are clawed back.
+    Return {
+        /// The receipt id of the sale the goods came from.
+        original_receipt_id: String,
+    },
+}
+
+/// One item line. Quantities are in thousandths so that weighed goods (0.532 kg) are exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptLine {
+    /// Article number, usually a GTIN (EAN-13).
+    pub sku: String,
+    /// Display name as printed.
+    pub name: String,
+    /// Quantity in thousandths (2 pieces = 2000).
+    pub qty_milli: i64,
+    /// Price of one unit, when the till sent it.
+    pub unit_price: Option<Money>,
+    /// Line amount (what the customer pays for this line; negative for a discount line).
+    pub amount: Money,
+    /// Merchandise category, when known.
+    pub category: Option<String>,
+}
+
+/// A receipt from a lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Unique per store; the idempotency key.
+    pub id: String,
+    /// The lane (till) it came from.
+    pub lane: String,
+    /// When the till says it was made.
+    pub timestamp: jiff::Timestamp,
+    /// Sale or return.
+    pub kind: ReceiptKind,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The receipt total. For a return, the amount refunded (positive).
+    pub total: Money,
+    /// Loyalty card number the till already knew, if any.
+    pub card: Option<String>,
+    /// Voucher ids the till applied.
+    pub rewards: Vec<String>,
+    /// Item lines. For a return, the returned lines with positive quantities.
+    pub lines: Vec<ReceiptLine>,
+}
+
+/// Limits applied by [`validate`].
+#[derive(Debug, Clone)]
+pub struct ReceiptLimits {
+    /// The store's currency; a receipt in another is refused.
+    pub currency: String,
+    /// Largest accepted absolute receipt total.
+    pub max_total: Money,
+    /// Known merchandise categories; empty means any category is accepted.
+    pub known_categories: BTreeSet<String>,
+}
+
+/// Why a receipt was refused. Each names the field at fault so the till's integrator can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// Missing or overlong receipt id.
+    #[error("receipt_id must be 1 to 64 characters")]
+    BadId,
+    /// A sale or return without lines.
+    #[error("a receipt needs at least one line")]
+    NoLines,
+    /// Currency other than the store's.
+    #[error("currency {found} is not the store's currency {expected}")]
+    WrongCurrency {
+        /// What the receipt said.
+        found: String,
+        /// The store's currency.
+        expected: String,
+    },
+    /// Non-positive quantity.
+    #[error("line {line}: quantity must be positive")]
+    BadQuantity {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// The sum of the line amounts differs from the total.
+    #[error("total {total} disagrees with the sum of the lines {lines_sum}")]
+    TotalMismatch {
+        /// Total as received.
+        total: String,
+        /// Sum of lines.
+        lines_sum: String,
+    },
+    /// A total beyond the accepted range (a scanning or integration error, not a sale).
+    #[error("total {0} is outside the accepted range")]
+    AbsurdTotal(String),
+    /// A category the rules do not know.
+    #[error("line {line}: unknown category '{category}'")]
+    UnknownCategory {
+        /// 1-based line number.
+        line: usize,
+        /// The category.
+        category: String,
+    },
+    /// A return without the sale it refers to.
+    #[error("a return must name original_receipt_id")]
+    ReturnWithoutOriginal,
+    /// A negative total on a sale or return.
+    #[error("total must not be negative")]
+    NegativeTotal,
+}
+
+/// Checks a receipt against the store's limits. Pure; nothing is written for a refused receipt.
+pub fn validate(receipt: &Receipt, limits: &ReceiptLimits) -> Result<(), ReceiptError> {
+    if receipt.id.is_empty() || receipt.id.chars().count() > 64 {
+        return Err(ReceiptError::BadId);
+    }
+    if receipt.currency != limits.currency {
+        return Err(ReceiptError::WrongCurrency {
+            found: receipt.currency.clone(),
+            expected: limits.currency.clone(),
+        });
+    }
+    if let ReceiptKind::Return {
+        original_receipt_id,
+    } = &receipt.kind
+    {
+        if original_receipt_id.is_empty() {
+            return Err(ReceiptError::ReturnWithoutOriginal);
+        }
+    }
+    if receipt.lines.is_empty() {
+        return Err(ReceiptError::NoLines);
+    }
+    if receipt.total.0.abs() > limits.max_total.0 {
+        return Err(ReceiptError::AbsurdTotal(receipt.total.to_string()));
+    }
+    if receipt.total.0 < 0 {
+        return Err(ReceiptError::NegativeTotal);
+    }
+    for (index, line) in receipt.lines.iter().enumerate() {
+        if line.qty_milli <= 0 {
+            return Err(ReceiptError::BadQuantity { line: index + 1 });
+        }
+        if let Some(category) = &line.category {
+            if !limits.known_categories.is_empty() && !limits.known_categories.contains(category) {
+                return Err(ReceiptError::UnknownCategory {
+                    line: index + 1,
+                    category: category.clone(),
+                });
+            }
+        }
+    }
+    let lines_sum: i64 = receipt.lines.iter().map(|l| l.amount.0).sum();
+    if lines_sum != receipt.total.0 {
+        return Err(ReceiptError::TotalMismatch {
+            total: receipt.total.to_string(),
+            lines_sum: Money(lines_sum).to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ReceiptLimits {
+        ReceiptLimits {
+            currency: "EUR".into(),
+            max_total: Money(10_000_00),
+            known_categories: ["food", "stationery"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+
+    fn sale() -> Receipt {
+        Receipt {
+            id: "R-1".into(),
+            lane: "1".into(),
+            timestamp: "2026-11-23T10:15:00+01:00".parse().expect("valid time"),
+            kind: ReceiptKind::Sale,
+            currency: "EUR".into(),
+            total: Money(398),
+            card: None,
+            rewards: vec![],
+            lines: vec![
+                ReceiptLine {
+                    sku: "4006381333931".into(),
+                    name: "Pencil".into(),
+                    qty_milli: 2000,
+                    unit_price: Some(Money(149)),
+                    amount: Money(298),
+                    category: Some("stationery".into()),
+                },
+                ReceiptLine {
+                    sku: "1".into(),
+                    name: "Bread".into(),
+                    qty_milli: 1000,
+                    unit_price: None,
+                    amount: Money(100),
+                    category: Some("food".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn accepts_a_consistent_sale() {
+        assert_eq!(validate(&sale(), &limits()), Ok(()));
+    }
+
+    #[test]
+    fn refuses_each_kind_of_bad_receipt() {
+        let mut r = sale();
+        r.total = Money(399);
+        assert!(matches!(
+            validate(&r, &limits()),
+            Err(ReceiptError::TotalMismatch { .. })
+        ));
+        let mut r = sale();
+        r.lines[0].qty_milli = -1000;
+        assert_eq!(
+            validate(&r, &limits()),
+            Err(ReceiptError::BadQuantity { line: 1 })
+        );
+        let mut r = sale();
+        r.lines[1].category = Some("tobaco".into());
+        assert!(matches!(
+            validate(&r, &limits()),
+            Err(ReceiptError::UnknownCategory { line: 2, .. })
+        ));
+        let mut r = sale();
+        r.total = Money(50_000_00);
+        assert!(matches!(
+            validate(&r, &limits()),
+            Err(ReceiptError::AbsurdTotal(_))
+        ));
+        let mut r = sale();
+        r.id.clear();
+        assert_eq!(validate(&r, &limits()), Err(ReceiptError::BadId));
+        let mut r = sale();
+        r.currency = "USD".into();
+        assert!(matches!(
+            validate(&r, &limits()),
+            Err(ReceiptError::WrongCurrency { .. })
+        ));
+        let mut r = sale();
+        r.kind = ReceiptKind::Return {
+            original_receipt_id: String::new(),
+        };
+        assert_eq!(
+            validate(&r, &limits()),
+            Err(ReceiptError::ReturnWithoutOriginal)
+        );
+    }
+}
