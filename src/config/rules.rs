@@ -204,7 +204,7 @@ impl Section for RulesConfig {
             }
             errors.check(
                 promo.factor.is_some() || promo.bonus_points.is_some(),
-                format!("{at}"),
+                at.to_string(),
                 "a promotion needs a factor or bonus_points",
             );
         }
