@@ -1,4 +1,6 @@
-//! `loyalty-gateway demo`: a whole simulated store on this machine (not yet written).
+//! `loyalty-gateway demo`: a whole simulated store on this machine (being written).
+
+pub mod broker;
 
 use std::process::ExitCode;
 

@@ -3,8 +3,7 @@
 //! it with `mod harness;`.
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,83 +28,33 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
-fn mosquitto_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
-        if Path::new(candidate).exists() {
-            return PathBuf::from(candidate);
-        }
-    }
-    panic!("mosquitto is not installed: apt-get install mosquitto (.ci/run does this)");
-}
-
 /// A Mosquitto broker for one test, with persistence in its own directory.
 pub struct Mosquitto {
     pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    broker: loyalty_gateway::demo::broker::Mosquitto,
+    _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut broker = Mosquitto {
-            port,
-            dir,
-            child: None,
-        };
-        broker.spawn();
-        broker
-    }
-
-    fn spawn(&mut self) {
-        let conf = self.dir.path().join("mosquitto.conf");
-        let mut file = std::fs::File::create(&conf).expect("conf");
-        write!(
-            file,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {dir}/\nautosave_interval 1\nset_tcp_nodelay true\n\
-             max_queued_messages 100000\nmax_inflight_messages 100\n",
-            port = self.port,
-            dir = self.dir.path().display()
-        )
-        .expect("write conf");
-        let child = Command::new(mosquitto_binary())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        self.child = Some(child);
-        let port = self.port;
-        assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
-            "mosquitto did not start on port {port}"
-        );
+        let broker = loyalty_gateway::demo::broker::Mosquitto::start(dir.path())
+            .expect("mosquitto (apt-get install mosquitto; .ci/run does this)");
+        Mosquitto {
+            port: broker.port,
+            broker,
+            _dir: dir,
+        }
     }
 
     /// Stops the broker the way a service manager does (SIGTERM: it saves its persistence).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
+        self.broker.stop();
     }
 
     /// Starts it again on the same port with the same persistence.
     pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.broker.restart().expect("mosquitto restarts");
     }
 }
 
@@ -149,7 +98,10 @@ impl Till {
             }
         });
         client
-            .subscribe(format!("{prefix}/lane/+/response"), rumqttc::QoS::AtLeastOnce)
+            .subscribe(
+                format!("{prefix}/lane/+/response"),
+                rumqttc::QoS::AtLeastOnce,
+            )
             .await
             .expect("subscribe");
         tokio::time::timeout(Duration::from_secs(10), subscribed)
@@ -218,7 +170,12 @@ impl Till {
 }
 
 /// A receipt JSON in the SPEC 2.3 shape.
-pub fn sale(id: &str, lane: &str, card: Option<&str>, lines: &[(&str, i64, &str, &str)]) -> serde_json::Value {
+pub fn sale(
+    id: &str,
+    lane: &str,
+    card: Option<&str>,
+    lines: &[(&str, i64, &str, &str)],
+) -> serde_json::Value {
     let mut total = 0i64;
     let lines: Vec<serde_json::Value> = lines
         .iter()
@@ -239,7 +196,8 @@ pub fn sale(id: &str, lane: &str, card: Option<&str>, lines: &[(&str, i64, &str,
 
 pub fn parse_cents(text: &str) -> i64 {
     let (int, frac) = text.split_once('.').unwrap_or((text, "0"));
-    int.parse::<i64>().expect("int") * 100 + format!("{frac:0<2}")[..2].parse::<i64>().expect("frac")
+    int.parse::<i64>().expect("int") * 100
+        + format!("{frac:0<2}")[..2].parse::<i64>().expect("frac")
 }
 
 pub fn format_cents(cents: i64) -> String {
