@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The largest factor accepted anywhere (category, tier, promotion): 100.00.
-pub const MAX_FACTOR_HUNDREDTHS: i64 = 100_00;
+pub const MAX_FACTOR_HUNDREDTHS: i64 = 10_000;
 
 /// One factor is 1.00.
 const ONE: i128 = 100;
@@ -302,12 +302,19 @@ impl EarningRules {
             if category.is_empty() {
                 p.push(format!("categories[{index}]"), "must not be empty");
             } else if !categories.insert(category.clone()) {
-                p.push(format!("categories[{index}]"), format!("'{category}' is listed twice"));
+                p.push(
+                    format!("categories[{index}]"),
+                    format!("'{category}' is listed twice"),
+                );
             }
         }
         let mut excluded_categories = BTreeSet::new();
         for (index, category) in config.excluded_categories.iter().enumerate() {
-            p.category(&format!("excluded_categories[{index}]"), category, &categories);
+            p.category(
+                &format!("excluded_categories[{index}]"),
+                category,
+                &categories,
+            );
             excluded_categories.insert(category.clone());
         }
         let mut excluded_gtin_prefixes = Vec::new();
@@ -411,10 +418,18 @@ impl EarningRules {
                 }
                 promo_tiers.insert(tier.clone());
             }
-            let factor = promo
-                .factor
-                .as_ref()
-                .map(|f| p.factor(&format!("{at}.factor"), f));
+            let factor = promo.factor.as_ref().map(|text| {
+                let key = format!("{at}.factor");
+                let f = p.factor(&key, text);
+                if f < ONE as i64 {
+                    // Keeps earning monotone in spend: a promotion never lowers points.
+                    p.push(
+                        key,
+                        format!("'{text}' is below 1: a promotion must not lower earning"),
+                    );
+                }
+                f
+            });
             let bonus_points = promo.bonus_points.unwrap_or(0);
             if !(0..=1_000_000).contains(&bonus_points) {
                 p.push(
@@ -681,7 +696,9 @@ impl EarningRules {
                 self.rounding,
             )
         };
-        let points = i64::try_from(keep(before) - keep(after)).unwrap_or(0).max(0);
+        let points = i64::try_from(keep(before) - keep(after))
+            .unwrap_or(0)
+            .max(0);
         Clawback {
             points,
             eligible_returned: Money(after - before),
