@@ -19,7 +19,8 @@
 //! 2. exact line value = `amount × points_per_unit / per_amount`
 //!    `× category multiplier × tier factor × promotion factor` (each factor 1.00 when absent;
 //!    several promotion factors on one line do not stack: the highest wins, first in
-//!    configuration order on a tie);
+//!    configuration order on a tie; a promotion factor is at least 1.00, so points are
+//!    monotone in spend);
 //! 3. if the eligible spend is not positive or below `min_spend`, the receipt earns nothing
 //!    (no bonus either);
 //! 4. base points = the exact sum of the line values, rounded once (floor / nearest / ceil),
@@ -85,8 +86,8 @@ pub struct LinePoints {
     pub points: i64,
     /// Why the line earns nothing, if it is excluded.
     pub excluded: Option<Exclusion>,
-    /// The combined factor in hundredths applied to this line (category × tier × promotion);
-    /// 0 when excluded.
+    /// The combined factor in hundredths applied to this line (category × tier × promotion,
+    /// truncated to whole hundredths; for display); 0 when excluded.
     pub factor_hundredths: i64,
 }
 

@@ -485,7 +485,15 @@ pub fn decode_hinted(
         if !code.is_ascii_alphabetic() || !modifier.is_ascii_alphanumeric() {
             return Err(ScanError::BadAimPrefix);
         }
-        let data = chars.as_str();
+        let mut data = chars.as_str();
+        // `]E3`: EAN/UPC with a 2- or 5-digit add-on in one packet; the add-on is dropped.
+        if (code, modifier) == ('E', '3') {
+            data = match data.len() {
+                15 | 18 => data.get(..13).unwrap_or(data),
+                14 | 17 => data.get(..12).unwrap_or(data),
+                _ => data,
+            };
+        }
         let symbology = match (code, modifier) {
             ('E', '4') => Symbology::Ean8,
             ('E', _) if data.len() == 12 => Symbology::UpcA,

@@ -46,6 +46,9 @@ fn program_cards_in_every_format() {
         (b"  2990000000019 \r", card("2990000000019", bar(Unspecified))),
         (b"]E02990000000019", card("2990000000019", bar(Ean13))),
         (b"]E32990000000019", card("2990000000019", bar(Ean13))),
+        (b"]E3299000000001912", card("2990000000019", bar(Ean13))),
+        (b"]E3299000000001912345", card("2990000000019", bar(Ean13))),
+        (b"]E340000012345512", card("0400000123455", bar(UpcA))),
         // UPC-A 12 digits (number system 4 = in-store) becomes 13-digit 04...
         (b"]E0400000123455", card("0400000123455", bar(UpcA))),
         (b"400000123455", card("0400000123455", bar(Unspecified))),
