@@ -40,7 +40,10 @@ fn check_config_names_every_error_and_exits_2() {
         "mqtt.urll (line 6): unknown key",
         "storage.cache_capacity_mb (line 9)",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
