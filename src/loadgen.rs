@@ -143,18 +143,22 @@ fn broker_host_port(url: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_string(), port.parse()?))
 }
 
-struct Connection {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+/// An MQTT client that plays a till (or a relay): publishes, and receives what it subscribed to.
+pub struct Peer {
+    /// The client, for publishing.
+    pub client: AsyncClient,
+    /// Messages received: (topic, payload).
+    pub incoming: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     _poller: tokio::task::JoinHandle<()>,
 }
 
-async fn connect(
+/// Connects a peer with TCP_NODELAY and waits until its subscriptions are acknowledged.
+pub async fn connect_peer(
     host: &str,
     port: u16,
     id: &str,
     subscribe: &[String],
-) -> anyhow::Result<Connection> {
+) -> anyhow::Result<Peer> {
     let mut options = MqttOptions::new(id, host, port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1 << 20, 1 << 20);
@@ -197,7 +201,7 @@ async fn connect(
     tokio::time::timeout(Duration::from_secs(10), ready)
         .await
         .map_err(|_| anyhow::anyhow!("the broker at {host}:{port} did not answer"))??;
-    Ok(Connection {
+    Ok(Peer {
         client,
         incoming,
         _poller: poller,
@@ -214,7 +218,7 @@ struct LaneResult {
 }
 
 async fn request(
-    connection: &mut Connection,
+    connection: &mut Peer,
     topic: String,
     payload: Vec<u8>,
     timeout: Duration,
@@ -255,7 +259,7 @@ async fn run_lane(
     deadline: Instant,
 ) -> anyhow::Result<LaneResult> {
     let response_topic = format!("{prefix}/lane/{lane}/response");
-    let mut connection = connect(
+    let mut connection = connect_peer(
         &host,
         port,
         &format!("loadgen-{run_id}-{lane}"),
@@ -343,7 +347,7 @@ pub async fn broker_floor(
     let run = std::process::id();
     let inbound = format!("{prefix}/loadgen/{run}/in");
     let outbound = format!("{prefix}/loadgen/{run}/out");
-    let mut relay = connect(
+    let mut relay = connect_peer(
         host,
         port,
         &format!("loadgen-relay-{run}"),
@@ -363,7 +367,7 @@ pub async fn broker_floor(
             }
         }
     });
-    let mut sender = connect(
+    let mut sender = connect_peer(
         host,
         port,
         &format!("loadgen-echo-{run}"),
