@@ -10,12 +10,12 @@
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
 use crate::lane::{CardDecision, Identified, LaneSession};
-use crate::mqtt::BrokerState;
-use crate::receipt::{Receipt, ReceiptLimits};
-use crate::rules::EarningRules;
 use crate::ledger::{Earning, EarningPolicy};
 use crate::money::Money;
+use crate::mqtt::BrokerState;
 use crate::receipt::ReceiptLine;
+use crate::receipt::{Receipt, ReceiptLimits};
+use crate::rules::EarningRules;
 use crate::scan::{CardMatcher, Scan};
 use crate::store::{ReceiptOutcome, Store, StoreError};
 use crate::wire::Response;
@@ -167,7 +167,8 @@ pub async fn start(
     let rules = EarningRules::from_config(&config.rules, &config.store.currency)
         .map_err(|err| anyhow::anyhow!("rules: {err}"))?;
     let rules = Arc::new(RwLock::new(Arc::new(rules)));
-    let cards = CardMatcher::from_config(&config.cards).map_err(|err| anyhow::anyhow!("cards: {err}"))?;
+    let cards =
+        CardMatcher::from_config(&config.cards).map_err(|err| anyhow::anyhow!("cards: {err}"))?;
     let decimals = crate::money::currency_decimals(&config.store.currency);
     let limits = ReceiptLimits {
         currency: config.store.currency.clone(),
@@ -191,7 +192,9 @@ pub async fn start(
         enroll_unknown: config.cards.enroll_unknown,
         limits,
         answers: answer_tx,
-        card_before_receipt: SignedDuration::from_secs(config.lanes.card_before_receipt_secs as i64),
+        card_before_receipt: SignedDuration::from_secs(
+            config.lanes.card_before_receipt_secs as i64,
+        ),
         card_after_receipt: SignedDuration::from_secs(config.lanes.card_after_receipt_secs as i64),
         counters: counters.clone(),
     });
@@ -212,7 +215,12 @@ pub async fn start(
         });
     }
 
-    tokio::spawn(route_inputs(input_rx, shared, devices.clone(), shutdown.clone()));
+    tokio::spawn(route_inputs(
+        input_rx,
+        shared,
+        devices.clone(),
+        shutdown.clone(),
+    ));
 
     if options.mqtt && config.mqtt.enabled {
         let config = config.clone();
@@ -370,18 +378,23 @@ async fn on_scan(
             match session.on_card(who, now) {
                 CardDecision::HoldForNextReceipt { replaced } => {
                     let balance = current_balance(shared, &customer.id, now).await;
-                    vec![customer_answer(lane, &customer, &number, balance, enrolled, replaced)]
+                    vec![customer_answer(
+                        lane, &customer, &number, balance, enrolled, replaced,
+                    )]
                 }
                 CardDecision::AttachTo { receipt_id } => {
                     let balance = current_balance(shared, &customer.id, now).await;
-                    let mut answers =
-                        vec![customer_answer(lane, &customer, &number, balance, enrolled, None)];
+                    let mut answers = vec![customer_answer(
+                        lane, &customer, &number, balance, enrolled, None,
+                    )];
                     let store = shared.store.clone();
                     let rules = current_rules(shared);
                     let customer_id = customer.id.clone();
                     let attach_id = receipt_id.clone();
-                    match blocking(move || store.attach_customer(&attach_id, &customer_id, rules.as_ref(), now))
-                        .await
+                    match blocking(move || {
+                        store.attach_customer(&attach_id, &customer_id, rules.as_ref(), now)
+                    })
+                    .await
                     {
                         Ok(outcome) => {
                             shared
@@ -540,7 +553,12 @@ async fn on_receipt(
                     customer_id: customer.id,
                     card: normalized,
                 }),
-                Err(err) => return (storage_error(lane, Some(&receipt.id), &err), Handled::Failed),
+                Err(err) => {
+                    return (
+                        storage_error(lane, Some(&receipt.id), &err),
+                        Handled::Failed,
+                    )
+                }
             }
         }
     };
@@ -572,7 +590,10 @@ async fn on_receipt(
             Response::error(lane, Some(&receipt_id), "refused", err.to_string()),
             Handled::Refused,
         ),
-        Err(err) => (storage_error(lane, Some(&receipt_id), &err), Handled::Failed),
+        Err(err) => (
+            storage_error(lane, Some(&receipt_id), &err),
+            Handled::Failed,
+        ),
     }
 }
 
@@ -597,8 +618,10 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
@@ -634,7 +657,11 @@ pub async fn request(
 }
 
 /// A receipt input for in-process use, with its completion channel.
-pub fn receipt_input(lane: &str, receipt: Receipt, origin: Origin) -> (Input, oneshot::Receiver<Handled>) {
+pub fn receipt_input(
+    lane: &str,
+    receipt: Receipt,
+    origin: Origin,
+) -> (Input, oneshot::Receiver<Handled>) {
     let (done, handled) = oneshot::channel();
     (
         Input::Receipt {
