@@ -17,7 +17,12 @@ use store_support::*;
 
 const CHILD_DIR: &str = "LG_STORE_CRASH_DIR";
 const CHILD_ROUND: &str = "LG_STORE_CRASH_ROUND";
-const CARDS: [&str; 4] = ["2990000000019", "2990000000026", "2990000000033", "2990000000040"];
+const CARDS: [&str; 4] = [
+    "2990000000019",
+    "2990000000026",
+    "2990000000033",
+    "2990000000040",
+];
 
 struct Rng(u64);
 impl Rng {
@@ -74,9 +79,13 @@ fn crash_child() {
                     let customer = &customers[rng.next(4) as usize];
                     if n % 11 == 5 {
                         // Card-less, then the card is scanned.
-                        store.apply_receipt(&sale(&id, lines), None, policy, now()).expect("apply");
+                        store
+                            .apply_receipt(&sale(&id, lines), None, policy, now())
+                            .expect("apply");
                         say(format!("APPLIED {id}"));
-                        store.attach_customer(&id, customer, policy, now()).expect("attach");
+                        store
+                            .attach_customer(&id, customer, policy, now())
+                            .expect("attach");
                         say(format!("ATTACHED {id}"));
                     } else {
                         store
@@ -90,7 +99,12 @@ fn crash_child() {
                         let returned = store.receipt(&original).expect("read").expect("applied");
                         let rid = format!("RET-{original}");
                         store
-                            .apply_receipt(&ret(&rid, &original, vec![returned.lines[0].clone()]), None, policy, now())
+                            .apply_receipt(
+                                &ret(&rid, &original, vec![returned.lines[0].clone()]),
+                                None,
+                                policy,
+                                now(),
+                            )
                             .expect("return");
                         say(format!("APPLIED {rid}"));
                     }
@@ -98,7 +112,9 @@ fn crash_child() {
                         // A till resending an earlier receipt.
                         let again = format!("C{round}-{t}-{}", n - 1);
                         let r = store.receipt(&again).expect("read").expect("applied");
-                        let out = store.apply_receipt(&r, None, policy, now()).expect("duplicate");
+                        let out = store
+                            .apply_receipt(&r, None, policy, now())
+                            .expect("duplicate");
                         assert!(out.duplicate);
                     }
                 }
@@ -118,7 +134,13 @@ fn sigkill_at_random_moments_loses_nothing() {
     let rounds = 25;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--include-ignored", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--include-ignored",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_ROUND, round.to_string())
             .stdout(Stdio::piped())
@@ -133,7 +155,11 @@ fn sigkill_at_random_moments_loses_nothing() {
                 .collect::<Vec<String>>()
         });
         // A random moment: sometimes during open, mostly while receipts fly.
-        let delay = if round % 5 == 0 { rng.next(60) } else { 150 + rng.next(450) };
+        let delay = if round % 5 == 0 {
+            rng.next(60)
+        } else {
+            150 + rng.next(450)
+        };
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
@@ -170,18 +196,27 @@ fn sigkill_at_random_moments_loses_nothing() {
                 "round {round}: balance differs from replay"
             );
             for e in entries.iter().filter(|e| e.kind == EntryKind::Earn) {
-                *earns.entry(e.receipt_id.clone().expect("earn has receipt")).or_default() += 1;
+                *earns
+                    .entry(e.receipt_id.clone().expect("earn has receipt"))
+                    .or_default() += 1;
             }
         }
         for (id, count) in &earns {
-            assert_eq!(*count, 1, "round {round}: receipt {id} earned {count} times");
+            assert_eq!(
+                *count, 1,
+                "round {round}: receipt {id} earned {count} times"
+            );
         }
         for id in &attached {
             assert!(earns.contains_key(id), "round {round}: attach of {id} lost");
         }
         drop(store);
     }
-    assert!(printed.len() > 100, "the child made too little progress: {}", printed.len());
+    assert!(
+        printed.len() > 100,
+        "the child made too little progress: {}",
+        printed.len()
+    );
     eprintln!(
         "{rounds} SIGKILLs, {} answered receipts all present, {:?}",
         printed.len(),

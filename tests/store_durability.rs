@@ -26,7 +26,12 @@ fn durability_child() {
         writeln!(out, "BEGIN {id}").expect("stdout");
         out.flush().expect("flush");
         store
-            .apply_receipt(&sale(&id, vec![line("a", 1000, None)]), Some(&customer.id), &policy, now())
+            .apply_receipt(
+                &sale(&id, vec![line("a", 1000, None)]),
+                Some(&customer.id),
+                &policy,
+                now(),
+            )
             .expect("apply");
         writeln!(out, "APPLIED {id}").expect("stdout");
         out.flush().expect("flush");
@@ -43,7 +48,12 @@ fn fsync_happens_before_the_answer() {
         .args(["-f", "-y", "-e", "trace=fsync,fdatasync,write", "-o"])
         .arg(&log)
         .arg(&exe)
-        .args(["--exact", "durability_child", "--nocapture", "--include-ignored"])
+        .args([
+            "--exact",
+            "durability_child",
+            "--nocapture",
+            "--include-ignored",
+        ])
         .env(CHILD_DIR, &data)
         .output()
         .expect("strace must be installed (apt-get install strace)");
@@ -78,7 +88,10 @@ fn fsync_happens_before_the_answer() {
                 completed = true;
             } else if is_db_fsync && line.contains("<unfinished ...>") {
                 started_by.push(pid);
-            } else if line.contains("sync resumed>") && line.trim_end().ends_with("= 0") && started_by.contains(&pid) {
+            } else if line.contains("sync resumed>")
+                && line.trim_end().ends_with("= 0")
+                && started_by.contains(&pid)
+            {
                 completed = true;
             }
         }
@@ -107,7 +120,9 @@ fn concurrent_receipts_share_fsyncs() {
             s.spawn(move || {
                 for n in 0..per_thread {
                     let r = sale(&format!("T{t}-{n}"), vec![line("a", 100, None)]);
-                    store.apply_receipt(&r, Some(&id), policy, now()).expect("apply");
+                    store
+                        .apply_receipt(&r, Some(&id), policy, now())
+                        .expect("apply");
                 }
             });
         }
@@ -122,5 +137,8 @@ fn concurrent_receipts_share_fsyncs() {
         fsyncs * 2 < receipts,
         "group commit: {fsyncs} fsyncs for {receipts} receipts"
     );
-    assert_eq!(store.balance(&customer.id, now()).expect("balance").total, receipts as i64);
+    assert_eq!(
+        store.balance(&customer.id, now()).expect("balance").total,
+        receipts as i64
+    );
 }

@@ -21,7 +21,7 @@ impl Default for Policy {
         Policy {
             limits: ReceiptLimits {
                 currency: "EUR".into(),
-                max_total: Money(100_000_00),
+                max_total: Money(10_000_000),
                 known_categories: Default::default(),
             },
             vesting_days: 0,
