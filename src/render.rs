@@ -295,7 +295,7 @@ pub fn slip_lines(voucher: &Voucher, time_zone: &jiff::tz::TimeZone) -> Vec<Stri
         "Valid until {}",
         last_valid_day(voucher, time_zone)
     ));
-    if voucher.customer_id.is_some() {
+    if voucher.customer.is_some() {
         lines.push("Personal: show your loyalty card".into());
     }
     lines

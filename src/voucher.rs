@@ -11,17 +11,19 @@ pub mod format;
 pub mod issue;
 pub mod keyfile;
 pub mod keys;
+pub mod settings;
 
 pub use check::{
     check, check_receipt, check_text, CheckContext, Clock, Discount, RedemptionState, Refusal,
     Revocations, Verdict,
 };
 pub use format::{
-    decode, is_voucher_text, valid_key_id, Benefit, FormatError, SignedVoucher, Voucher, VoucherId,
-    QR_PREFIX,
+    decode, is_voucher_text, valid_key_id, Benefit, CustomerBinding, FormatError, SignedVoucher,
+    Voucher, VoucherId, QR_PREFIX,
 };
 pub use issue::{IssuePlan, RewardRules};
 pub use keys::{KeyAnnouncement, KeyChange, KeyError, StoreKey, TrustedKeys};
+pub use settings::{RedeemOn, VoucherSettings};
 
 use std::process::ExitCode;
 

@@ -230,6 +230,12 @@ pub enum Refusal {
         /// The SKU.
         sku: String,
     },
+    /// A receipt names a voucher this store has neither seen scanned nor issued.
+    #[error("voucher {voucher_id} was never scanned here: scan it before the till applies it")]
+    UnknownVoucher {
+        /// The id as the receipt gave it.
+        voucher_id: String,
+    },
     /// Vouchers apply to sales only.
     #[error("a voucher cannot be redeemed on a return")]
     NotASale,
@@ -265,6 +271,7 @@ impl Refusal {
             Refusal::ReservedElsewhere { .. } => "reserved_elsewhere",
             Refusal::MinimumSpendNotMet { .. } => "minimum_spend_not_met",
             Refusal::ItemNotOnReceipt { .. } => "item_not_on_receipt",
+            Refusal::UnknownVoucher { .. } => "unknown_voucher",
             Refusal::NotASale => "not_a_sale",
         }
     }
@@ -359,10 +366,12 @@ fn check_inner(signed: &SignedVoucher, ctx: &CheckContext<'_>) -> Result<Discoun
         });
     }
     check_window(voucher, &ctx.clock)?;
-    if let Some(bound) = &voucher.customer_id {
+    if let Some(bound) = &voucher.customer {
         match ctx.customer_id {
             None => return Err(Refusal::CustomerNotIdentified),
-            Some(customer) if customer != bound => return Err(Refusal::BoundToAnotherCustomer),
+            Some(customer) if !bound.matches(customer) => {
+                return Err(Refusal::BoundToAnotherCustomer)
+            }
             Some(_) => {}
         }
     }
@@ -449,7 +458,7 @@ mod tests {
             valid_until: "2026-04-01T00:00:00Z".parse().expect("time"),
             valid_from_issue: false,
             min_spend: Some(Money(2000)),
-            customer_id: None,
+            customer: None,
         }
     }
 

@@ -40,8 +40,8 @@ pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> 
             }
             println!("valid from:  {}", v.valid_from);
             println!("valid until: {}", v.valid_until);
-            if let Some(customer) = &v.customer_id {
-                println!("customer:    {customer}");
+            if v.customer.is_some() {
+                println!("customer:    bound (personal voucher)");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -67,7 +67,12 @@ pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> 
                     return Ok(ExitCode::from(2));
                 }
             };
-            let issued = goodwill_pending(&config, &value, customer.as_deref(), days)?;
+            let issued = crate::store::vouchers::goodwill_command(
+                &config,
+                &value,
+                customer.as_deref(),
+                days,
+            )?;
             println!("{}", issued.text);
             println!("voucher {} issued", issued.voucher.id);
             print!("{}", crate::render::terminal(&issued.text, true)?);
@@ -90,18 +95,4 @@ pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-struct PendingIssued {
-    text: String,
-    voucher: super::Voucher,
-}
-
-fn goodwill_pending(
-    _config: &crate::config::Config,
-    _value: &str,
-    _customer: Option<&str>,
-    _days: Option<u32>,
-) -> anyhow::Result<PendingIssued> {
-    anyhow::bail!("not wired to the store yet")
 }

@@ -13,7 +13,7 @@
 //! | benefit: 1 amount off (`varint` minor units), 2 percent off (1 byte, 1..=100), 3 free item (length + SKU ASCII) | 1 + value |
 //! | valid from, valid until (Unix seconds, u32) | 4 + 4 |
 //! | minimum spend (`varint` minor units), if flagged | 1..=5 |
-//! | customer id: length, UTF-8, if flagged | 1 + 1..=40 |
+//! | customer binding (hash of the customer id, see [`CustomerBinding`]), if flagged | 8 |
 //!
 //! followed by the 64-byte Ed25519 signature over [`SIGNING_CONTEXT`] ‖ body. The text is
 //! `LGV1:` ‖ base45(body ‖ signature). Decoding is strict: a text whose base45 is not the
@@ -36,8 +36,6 @@ pub const SIGNING_CONTEXT: &[u8] = b"loyalty-gateway voucher v1\0";
 const FORMAT_VERSION: u8 = 1;
 /// Longest issuer key id.
 pub const MAX_KEY_ID_LEN: usize = 32;
-/// Longest customer id a voucher can be bound to.
-pub const MAX_CUSTOMER_ID_LEN: usize = 40;
 /// Longest SKU of a free-item voucher.
 pub const MAX_SKU_LEN: usize = 32;
 /// Largest amount (minor units) a voucher may carry: 100,000.00 in a 2-decimal currency.
@@ -99,6 +97,31 @@ impl fmt::Display for VoucherId {
     }
 }
 
+/// A voucher's customer binding: the first 8 bytes of SHA-256 over a domain tag and the
+/// customer id. Fixed size whatever the id's length, and the printed code does not reveal who
+/// the customer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomerBinding(pub [u8; 8]);
+
+impl CustomerBinding {
+    /// The binding to `customer_id`.
+    pub fn of(customer_id: &str) -> CustomerBinding {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"loyalty-gateway customer\0");
+        hash.update(customer_id.as_bytes());
+        let digest = hash.finalize();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&digest[..8]);
+        CustomerBinding(out)
+    }
+
+    /// True when the binding is to `customer_id`.
+    pub fn matches(&self, customer_id: &str) -> bool {
+        *self == CustomerBinding::of(customer_id)
+    }
+}
+
 /// What a voucher gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Benefit {
@@ -134,7 +157,7 @@ pub struct Voucher {
     /// Smallest receipt spend (goods, before discounts) it may be redeemed on.
     pub min_spend: Option<Money>,
     /// Only this customer may redeem it.
-    pub customer_id: Option<String>,
+    pub customer: Option<CustomerBinding>,
 }
 
 /// A voucher read back from its text: the content, the signature, and the bytes signed.
@@ -212,13 +235,6 @@ impl Voucher {
                 return bad(format!("minimum spend {} is out of range", min.0));
             }
         }
-        if let Some(customer) = &self.customer_id {
-            if customer.is_empty() || customer.len() > MAX_CUSTOMER_ID_LEN {
-                return bad(format!(
-                    "customer id must be 1 to {MAX_CUSTOMER_ID_LEN} bytes to fit a voucher"
-                ));
-            }
-        }
         let from = unix_u32(self.valid_from)?;
         let until = unix_u32(self.valid_until)?;
         if from >= until {
@@ -243,7 +259,7 @@ impl Voucher {
         if self.min_spend.is_some() {
             flags |= FLAG_MIN_SPEND;
         }
-        if self.customer_id.is_some() {
+        if self.customer.is_some() {
             flags |= FLAG_CUSTOMER;
         }
         if self.valid_from_issue {
@@ -270,9 +286,8 @@ impl Voucher {
         if let Some(min) = self.min_spend {
             put_varint(&mut out, min.0 as u64);
         }
-        if let Some(customer) = &self.customer_id {
-            out.push(customer.len() as u8);
-            out.extend_from_slice(customer.as_bytes());
+        if let Some(customer) = &self.customer {
+            out.extend_from_slice(&customer.0);
         }
         Ok(out)
     }
@@ -388,16 +403,10 @@ pub fn decode_body(body: &[u8]) -> Result<Voucher, FormatError> {
     } else {
         None
     };
-    let customer_id = if flags & FLAG_CUSTOMER != 0 {
-        let len = r.u8()? as usize;
-        if len == 0 || len > MAX_CUSTOMER_ID_LEN {
-            return Err(FormatError::BadBody("bad customer id length"));
-        }
-        let bytes = r.take(len)?;
-        Some(
-            String::from_utf8(bytes.to_vec())
-                .map_err(|_| FormatError::BadBody("customer id is not UTF-8"))?,
-        )
+    let customer = if flags & FLAG_CUSTOMER != 0 {
+        let mut binding = [0u8; 8];
+        binding.copy_from_slice(r.take(8)?);
+        Some(CustomerBinding(binding))
     } else {
         None
     };
@@ -413,7 +422,7 @@ pub fn decode_body(body: &[u8]) -> Result<Voucher, FormatError> {
         valid_until,
         valid_from_issue: flags & FLAG_FROM_ISSUE != 0,
         min_spend,
-        customer_id,
+        customer,
     })
 }
 
@@ -512,7 +521,7 @@ mod tests {
             valid_until: "2027-02-21T09:15:00Z".parse().expect("time"),
             valid_from_issue: true,
             min_spend: Some(Money(2000)),
-            customer_id: None,
+            customer: None,
         }
     }
 
@@ -529,10 +538,10 @@ mod tests {
                 sku: "4006381333931".into(),
             },
         ] {
-            for customer in [None, Some("C-000123".to_string())] {
+            for customer in [None, Some(CustomerBinding::of("C-000123"))] {
                 let voucher = Voucher {
                     benefit: benefit.clone(),
-                    customer_id: customer,
+                    customer,
                     ..sample()
                 };
                 let text = voucher.sign(&key()).expect("sign");
@@ -590,9 +599,8 @@ mod tests {
         let mut v = sample();
         v.key_id = "has space".into();
         assert!(v.sign(&key()).is_err());
-        let mut v = sample();
-        v.customer_id = Some("x".repeat(41));
-        assert!(v.sign(&key()).is_err());
+        let bound = CustomerBinding::of("C-1");
+        assert!(bound.matches("C-1") && !bound.matches("C-2"));
     }
 
     proptest::proptest! {

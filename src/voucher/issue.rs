@@ -2,7 +2,7 @@
 //! and the vouchers themselves (ids derived from the receipt, so handling a receipt twice
 //! issues nothing twice). Pure: the store converts the points and records the vouchers.
 
-use super::format::{Benefit, Voucher, VoucherId};
+use super::format::{Benefit, CustomerBinding, Voucher, VoucherId};
 use crate::config::RewardsConfig;
 use crate::money::Money;
 use jiff::Timestamp;
@@ -140,7 +140,9 @@ impl RewardRules {
                 valid_until,
                 valid_from_issue: true,
                 min_spend: rule.min_spend,
-                customer_id: self.bind_to_customer.then(|| customer_id.to_string()),
+                customer: self
+                    .bind_to_customer
+                    .then(|| CustomerBinding::of(customer_id)),
             })
             .collect()
     }
@@ -241,7 +243,7 @@ mod tests {
             "2026-05-30T22:00:00Z".parse::<Timestamp>().expect("t")
         );
         assert_eq!(last_valid_day(v, &tz), jiff::civil::date(2026, 5, 30));
-        assert_eq!(v.customer_id.as_deref(), Some("C-1"));
+        assert_eq!(v.customer, Some(CustomerBinding::of("C-1")));
         assert!(v.validate().is_ok());
     }
 
