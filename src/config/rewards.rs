@@ -160,3 +160,49 @@ impl Section for RewardsConfig {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn errors_of(text: &str) -> Vec<String> {
+        match crate::config::parse(text) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn rewards_errors_name_their_keys() {
+        let errors = errors_of(
+            "[store]\nid = \"S1\"\n\n[rewards]\nredeem_on = \"sometimes\"\n\
+             reservation_timeout_secs = 1\n\n\
+             [[rewards.rules]]\nevery_points = 500\nvalue = \"5.00\"\nvalidity_days = 90\n\
+             min_spend = \"x\"\n\n\
+             [[rewards.trusted_keys]]\nkey_id = \"ho\"\npublic_key = \"AAAA\"\n",
+        );
+        for key in [
+            "rewards.redeem_on",
+            "rewards.reservation_timeout_secs",
+            "rewards.rules[0].min_spend",
+            "rewards.signing_key_file",
+            "rewards.trusted_keys[0].public_key",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key} missing from {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_complete_rewards_section_is_valid() {
+        let public = crate::voucher::keys::public_key_base64(
+            &ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]).verifying_key(),
+        );
+        let text = format!(
+            "[store]\nid = \"S1\"\n\n[rewards]\nsigning_key_file = \"/etc/lg/store.key\"\n\n\
+             [[rewards.rules]]\nevery_points = 500\nvalue = \"5.00\"\nvalidity_days = 90\n\n\
+             [[rewards.trusted_keys]]\nkey_id = \"ho-2026\"\npublic_key = \"{public}\"\n"
+        );
+        assert_eq!(errors_of(&text), Vec::<String>::new());
+    }
+}
