@@ -146,8 +146,9 @@ fn qr_version_and_level_fit_a_58mm_receipt() {
     let text = voucher().sign(&store_key()).expect("sign");
     let symbol = render::Symbol::new(&text).expect("symbol");
     eprintln!("bound: {} chars, version {}", text.len(), symbol.version);
-    // Customer-bound voucher: at most version 9 at level M, modules of 6 dots (0.75 mm).
-    assert!(symbol.version <= 9, "version {}", symbol.version);
+    // A typical earned voucher (customer-bound, amount off, minimum spend): version 7 at level
+    // M, modules of 6 dots (0.75 mm) on 58 mm paper.
+    assert_eq!(symbol.version, 7);
     assert_eq!(
         render::module_dots(&symbol, render::PAPER_58MM_DOTS).expect("fits"),
         6
@@ -160,6 +161,27 @@ fn qr_version_and_level_fit_a_58mm_receipt() {
     let symbol = render::Symbol::new(&text).expect("qr");
     eprintln!("unbound: {} chars, version {}", text.len(), symbol.version);
     assert!(symbol.version <= 7, "version {}", symbol.version);
+    // The largest voucher the format allows (32-character key id and SKU, customer binding,
+    // minimum spend): still version 9 with 6-dot modules on 58 mm paper.
+    let largest = Voucher {
+        key_id: "k".repeat(32),
+        benefit: Benefit::FreeItem {
+            sku: "9".repeat(32),
+        },
+        min_spend: Some(Money(voucher::format::MAX_AMOUNT_MINOR)),
+        ..voucher()
+    };
+    let key = SigningKey::from_bytes(&[9u8; 32]);
+    let text = largest.sign(&key).expect("sign");
+    let symbol = render::Symbol::new(&text).expect("qr");
+    eprintln!("largest: {} chars, version {}", text.len(), symbol.version);
+    assert!(symbol.version <= 9, "version {}", symbol.version);
+    assert_eq!(
+        render::module_dots(&symbol, render::PAPER_58MM_DOTS).expect("fits"),
+        6
+    );
+    // Its image still decodes.
+    assert_eq!(decode_png(&render::png(&text, 3).expect("png")), vec![text]);
 }
 
 #[test]
