@@ -391,7 +391,7 @@ impl Vouchers {
     // ----- scanning -----
 
     /// A voucher scanned at `lane` (with `customer_id` identified there, if any): checks it
-    /// and, when valid, reserves it for the lane durably before returning `Valid`. A second
+    /// (a trusted `now` also raises the stored time floor) and, when valid, reserves it for the lane durably before returning `Valid`. A second
     /// scan at the same lane renews the reservation; at another lane it is `reserved`; once
     /// redeemed, everywhere `redeemed` with when and where. A refusal writes nothing.
     pub fn scan(
@@ -407,6 +407,9 @@ impl Vouchers {
             Err(err) => return Ok(Verdict::Refused(Refusal::Malformed(err))),
         };
         let id = signed.voucher.id;
+        if clock_trusted {
+            self.observe_trusted_time(now)?;
+        }
         let clock = self.clock(now, clock_trusted)?;
         let check_with = |state: &RedemptionState, revoked: bool| {
             voucher::check(
