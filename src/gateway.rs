@@ -10,15 +10,15 @@
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
 use crate::lane::{CardDecision, Identified, LaneSession};
-use crate::ledger::{Earning, EarningPolicy};
-use crate::money::Money;
+use crate::ledger::RulesPolicy;
 use crate::mqtt::BrokerState;
-use crate::receipt::ReceiptLine;
 use crate::receipt::{Receipt, ReceiptLimits};
-use crate::rules::EarningRules;
 use crate::scan::{CardMatcher, Scan};
+use crate::store::vouchers::{IssuedVoucher, Vouchers};
 use crate::store::{ReceiptOutcome, Store, StoreError};
+use crate::voucher::{Benefit, Verdict};
 use crate::wire::Response;
+use crate::wire::{DiscountJson, IssuedVoucherJson};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -45,12 +45,14 @@ pub struct GatewayHandle {
     pub answers: broadcast::Sender<Response>,
     /// The store.
     pub store: Store,
+    /// Issued, reserved and redeemed vouchers.
+    pub vouchers: Vouchers,
     /// The broker connection.
     pub broker: watch::Receiver<BrokerState>,
     /// Devices by configured name.
     pub devices: Arc<Mutex<BTreeMap<String, DeviceStatus>>>,
     /// The rules in force (replaced when the CRM sends new ones).
-    pub rules: Arc<RwLock<Arc<EarningRules>>>,
+    pub rules: Arc<RwLock<Arc<RulesPolicy>>>,
     /// Counts of what the main loop did, for summaries and metrics.
     pub counters: Arc<Counters>,
 }
@@ -68,6 +70,12 @@ pub struct Counters {
     pub errors: std::sync::atomic::AtomicU64,
     /// Points earned (net of returns).
     pub points: std::sync::atomic::AtomicI64,
+    /// Customers enrolled offline.
+    pub enrolled: std::sync::atomic::AtomicU64,
+    /// Vouchers issued.
+    pub vouchers_issued: std::sync::atomic::AtomicU64,
+    /// Vouchers redeemed.
+    pub vouchers_redeemed: std::sync::atomic::AtomicU64,
 }
 
 /// Which edges to start.
@@ -80,46 +88,6 @@ pub struct StartOptions {
 impl Default for StartOptions {
     fn default() -> Self {
         StartOptions { mqtt: true }
-    }
-}
-
-/// The earning rules as the store applies them: the rules in force, evaluated in the store's
-/// time zone, with the receipt limits of the configuration.
-pub struct RulesPolicy {
-    rules: Arc<EarningRules>,
-    time_zone: jiff::tz::TimeZone,
-    limits: ReceiptLimits,
-}
-
-impl RulesPolicy {
-    /// Rules in force in `time_zone`.
-    pub fn new(rules: Arc<EarningRules>, time_zone: jiff::tz::TimeZone) -> Self {
-        let limits = rules.receipt_limits();
-        RulesPolicy {
-            rules,
-            time_zone,
-            limits,
-        }
-    }
-}
-
-impl EarningPolicy for RulesPolicy {
-    fn earn(&self, receipt: &Receipt, tier: Option<&str>) -> Earning {
-        let earned = self.rules.earn(receipt, tier, &self.time_zone);
-        Earning {
-            points: earned.points,
-            eligible: earned.eligible,
-            vests_at: earned.vests_at,
-            promotions: earned.promotions,
-        }
-    }
-
-    fn eligible_amount(&self, lines: &[ReceiptLine]) -> Money {
-        self.rules.eligible_amount(lines)
-    }
-
-    fn limits(&self) -> &ReceiptLimits {
-        &self.limits
     }
 }
 
@@ -142,8 +110,9 @@ fn is_refusal(err: &StoreError) -> bool {
 /// Everything a lane actor needs, shared by all lanes.
 struct Shared {
     store: Store,
-    rules: Arc<RwLock<Arc<EarningRules>>>,
+    vouchers: Vouchers,
     time_zone: jiff::tz::TimeZone,
+    rules: Arc<RwLock<Arc<RulesPolicy>>>,
     cards: CardMatcher,
     enroll_unknown: bool,
     limits: ReceiptLimits,
@@ -164,18 +133,24 @@ pub async fn start(
         let store_id = config.store.id.clone();
         tokio::task::spawn_blocking(move || Store::open(&storage, &store_id)).await??
     };
-    let rules = EarningRules::from_config(&config.rules, &config.store.currency)
+    let rules = crate::rules::EarningRules::from_config(&config.rules, &config.store.currency)
         .map_err(|err| anyhow::anyhow!("rules: {err}"))?;
-    let rules = Arc::new(RwLock::new(Arc::new(rules)));
-    let cards =
-        CardMatcher::from_config(&config.cards).map_err(|err| anyhow::anyhow!("cards: {err}"))?;
-    let decimals = crate::money::currency_decimals(&config.store.currency);
-    let limits = ReceiptLimits {
-        currency: config.store.currency.clone(),
-        max_total: crate::money::Money::parse(&config.rules.max_receipt_total, decimals)
-            .map_err(|err| anyhow::anyhow!("rules.max_receipt_total: {err}"))?,
-        known_categories: config.rules.categories.iter().cloned().collect(),
+    let vouchers = {
+        let settings = crate::voucher::VoucherSettings::from_config(&config)
+            .map_err(|err| anyhow::anyhow!("rewards: {err}"))?;
+        let keys = settings
+            .trusted_keys(&config)
+            .map_err(|err| anyhow::anyhow!("rewards.trusted_keys: {err}"))?;
+        Vouchers::open(&store, settings, keys)?
     };
+    let cards = CardMatcher::from_config(&config.cards)
+        .map_err(|err| anyhow::anyhow!("cards: {err}"))?
+        .with_voucher_prefix(crate::voucher::QR_PREFIX);
+    let limits = rules.receipt_limits();
+    let rules = Arc::new(RwLock::new(Arc::new(RulesPolicy::new(
+        rules,
+        config.store.time_zone(),
+    ))));
 
     let (input_tx, input_rx) = mpsc::channel::<Input>(1024);
     let (answer_tx, answer_rx) = mpsc::unbounded_channel::<Response>();
@@ -186,8 +161,9 @@ pub async fn start(
 
     let shared = Arc::new(Shared {
         store: store.clone(),
-        rules: rules.clone(),
+        vouchers: vouchers.clone(),
         time_zone: config.store.time_zone(),
+        rules: rules.clone(),
         cards,
         enroll_unknown: config.cards.enroll_unknown,
         limits,
@@ -239,6 +215,7 @@ pub async fn start(
         inputs: input_tx,
         answers: broadcast_tx,
         store,
+        vouchers,
         broker: broker_rx,
         devices,
         rules,
@@ -371,6 +348,12 @@ async fn on_scan(
                 Ok(found) => found,
                 Err(err) => return vec![refusal_or_storage(lane, None, &err)],
             };
+            if enrolled {
+                shared
+                    .counters
+                    .enrolled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let who = Identified {
                 customer_id: customer.id.clone(),
                 card: number.clone(),
@@ -409,16 +392,15 @@ async fn on_scan(
                 }
             }
         }
-        Scan::Voucher { text } => vec![Response::Reward {
-            lane: lane.to_string(),
-            voucher_id: String::new(),
-            status: "invalid".into(),
-            discount: None,
-            reason: Some(format!(
-                "vouchers cannot be checked by this gateway version ({} characters scanned)",
-                text.len()
-            )),
-        }],
+        Scan::Voucher { text } => {
+            let vouchers = shared.vouchers.clone();
+            let lane_name = lane.to_string();
+            let customer = session.held_card(now).map(|who| who.customer_id.clone());
+            let verdict =
+                blocking(move || vouchers.scan(&text, &lane_name, customer.as_deref(), now, true))
+                    .await;
+            vec![reward_answer(lane, verdict)]
+        }
         other => {
             let (code, message) = other
                 .refusal()
@@ -438,11 +420,10 @@ async fn current_balance(shared: &Shared, customer_id: &str, now: Timestamp) -> 
 }
 
 fn current_rules(shared: &Shared) -> Arc<RulesPolicy> {
-    let rules = match shared.rules.read() {
+    match shared.rules.read() {
         Ok(rules) => rules.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    Arc::new(RulesPolicy::new(rules, shared.time_zone.clone()))
+    }
 }
 
 fn customer_answer(
@@ -567,6 +548,7 @@ async fn on_receipt(
     let rules = current_rules(shared);
     let customer_id = who.as_ref().map(|w| w.customer_id.clone());
     let receipt_id = receipt.id.clone();
+    let for_vouchers = receipt.clone();
     let applied = blocking(move || {
         store.apply_receipt(&receipt, customer_id.as_deref(), rules.as_ref(), now)
     })
@@ -584,7 +566,31 @@ async fn on_receipt(
                 &shared.counters.receipts
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            (points_answer(lane, &outcome), Handled::Durable)
+            match settle_vouchers(lane, for_vouchers, &outcome, shared, now).await {
+                Ok((issued, refusals)) => {
+                    let mut answer = points_answer(lane, &outcome);
+                    if let Response::Points {
+                        vouchers, balance, ..
+                    } = &mut answer
+                    {
+                        if !issued.is_empty() {
+                            // Issuing converted points: answer the balance after it.
+                            if let Some(customer_id) = &outcome.customer_id {
+                                *balance = Some(current_balance(shared, customer_id, now).await);
+                            }
+                        }
+                        *vouchers = issued;
+                    }
+                    for refusal in refusals {
+                        send_answer(shared, refusal);
+                    }
+                    (answer, Handled::Durable)
+                }
+                Err(err) => (
+                    storage_error(lane, Some(&receipt_id), &err),
+                    Handled::Failed,
+                ),
+            }
         }
         Err(err) if is_refusal(&err) => (
             Response::error(lane, Some(&receipt_id), "refused", err.to_string()),
@@ -594,6 +600,118 @@ async fn on_receipt(
             storage_error(lane, Some(&receipt_id), &err),
             Handled::Failed,
         ),
+    }
+}
+
+/// After a receipt is durable: redeems the vouchers it names (or the lane's reservation, per
+/// `rewards.redeem_on`) and issues the vouchers its points earned. Both are idempotent, so a
+/// redelivered receipt changes nothing. Returns the issued vouchers for the `points` answer and
+/// an error answer for each voucher the receipt named that could not be redeemed.
+async fn settle_vouchers(
+    lane: &str,
+    receipt: Receipt,
+    outcome: &ReceiptOutcome,
+    shared: &Shared,
+    now: Timestamp,
+) -> Result<(Vec<IssuedVoucherJson>, Vec<Response>), StoreError> {
+    let vouchers = shared.vouchers.clone();
+    let customer_id = outcome.customer_id.clone();
+    let is_sale = matches!(receipt.kind, crate::receipt::ReceiptKind::Sale);
+    let (commit, issued) = blocking(move || {
+        let commit = vouchers.commit_receipt(&receipt, now)?;
+        let issued = match (&customer_id, is_sale) {
+            (Some(customer_id), true) => vouchers
+                .issue_after_receipt(&receipt.id, customer_id, now)
+                .unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, receipt = %receipt.id, "no voucher issued");
+                    Vec::new()
+                }),
+            _ => Vec::new(),
+        };
+        Ok((commit, issued))
+    })
+    .await?;
+    let redeemed_now = commit.redeemed.iter().filter(|r| !r.duplicate).count() as u64;
+    shared
+        .counters
+        .vouchers_redeemed
+        .fetch_add(redeemed_now, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .vouchers_issued
+        .fetch_add(issued.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let refusals = commit
+        .refused
+        .into_iter()
+        .map(|(voucher_id, refusal)| {
+            Response::error(
+                lane,
+                Some(&outcome.receipt_id),
+                refusal.code(),
+                format!("voucher {voucher_id}: {refusal}"),
+            )
+        })
+        .collect();
+    let issued = issued
+        .iter()
+        .map(|voucher| issued_json(voucher, &shared.time_zone))
+        .collect();
+    Ok((issued, refusals))
+}
+
+fn issued_json(issued: &IssuedVoucher, time_zone: &jiff::tz::TimeZone) -> IssuedVoucherJson {
+    use base64::Engine as _;
+    let options = crate::render::SlipOptions {
+        time_zone: time_zone.clone(),
+        ..Default::default()
+    };
+    let escpos =
+        crate::render::escpos_slip(&issued.voucher, &issued.text, &options).unwrap_or_default();
+    let decimals = crate::money::currency_decimals(&issued.voucher.currency);
+    IssuedVoucherJson {
+        voucher_id: issued.voucher.id.to_string(),
+        text: issued.text.clone(),
+        escpos_base64: base64::engine::general_purpose::STANDARD.encode(escpos),
+        value: match &issued.voucher.benefit {
+            Benefit::AmountOff(amount) => amount.format(decimals),
+            Benefit::PercentOff(percent) => format!("{percent}%"),
+            Benefit::FreeItem { sku } => format!("free {sku}"),
+        },
+        valid_until: issued.voucher.valid_until.to_string(),
+    }
+}
+
+fn reward_answer(lane: &str, verdict: Result<Verdict, StoreError>) -> Response {
+    match verdict {
+        Ok(Verdict::Valid { discount }) => {
+            let decimals = crate::money::currency_decimals(&discount.currency);
+            Response::Reward {
+                lane: lane.to_string(),
+                voucher_id: discount.voucher_id.to_string(),
+                status: "valid".into(),
+                discount: Some(match discount.benefit {
+                    Benefit::AmountOff(amount) => DiscountJson::AmountOff {
+                        amount: amount.format(decimals),
+                    },
+                    Benefit::PercentOff(percent) => DiscountJson::PercentOff {
+                        percent: u32::from(percent),
+                    },
+                    Benefit::FreeItem { sku } => DiscountJson::FreeItem { sku },
+                }),
+                reason: discount
+                    .min_spend
+                    .filter(|m| m.0 > 0)
+                    .map(|m| format!("minimum spend {}", m.format(decimals))),
+            }
+        }
+        Ok(Verdict::Refused(refusal)) => Response::Reward {
+            lane: lane.to_string(),
+            voucher_id: String::new(),
+            status: refusal.status().into(),
+            discount: None,
+            reason: Some(format!("{} ({})", refusal, refusal.code())),
+        },
+        Err(err) => storage_error(lane, None, &err),
     }
 }
 
