@@ -74,7 +74,17 @@ fn explain(text: &str) {
 }
 
 fn show_answer(answer: &Value) {
-    println!("    ← {answer}");
+    let mut shown = answer.clone();
+    if let Some(vouchers) = shown["vouchers"].as_array_mut() {
+        for voucher in vouchers {
+            let bytes = voucher["escpos_base64"]
+                .as_str()
+                .map_or(0, |b| b.len() * 3 / 4);
+            voucher["escpos_base64"] = json!(format!("<{bytes} bytes of ESC/POS for the printer>"));
+            voucher["text"] = json!("<the QR text>");
+        }
+    }
+    println!("    ← {shown}");
 }
 
 /// A lane as the demo drives it: over MQTT through the broker, or straight into the gateway.
@@ -170,6 +180,7 @@ fn receipt_json(
 }
 
 fn demo_config(data_dir: &Path, broker_port: Option<u16>) -> String {
+    // Keep in step with `config/gateway.toml`: the same sections, demo-sized values.
     let mqtt = match broker_port {
         Some(port) => format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nreconnect_min_ms = 50\n"),
         None => "[mqtt]\nenabled = false\n".into(),
@@ -198,10 +209,16 @@ excluded_gtin_prefixes = ["978", "979"]
 [rules.category_multipliers]
 fresh = "2"
 
+[rewards]
+signing_key_file = "{key}"
+# Generous for a demo: every 20 points become a 2.00 voucher.
+rules = [{{ every_points = 20, value = "2.00", validity_days = 30 }}]
+
 [http]
 enabled = false
 "#,
-        data = data_dir.join("gateway").display()
+        data = data_dir.join("gateway").display(),
+        key = data_dir.join("voucher-signing.key").display()
     )
 }
 
@@ -340,6 +357,83 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
             1,
         )
         .await;
+
+    say("Lane 3: a bigger shop crosses the reward threshold: a voucher is issued");
+    explain(
+        "Every 20 points become a 2.00 voucher. The points are converted by a ledger entry and",
+    );
+    explain(
+        "the voucher is stored durably before the lane hears of it; the till prints its QR code.",
+    );
+    let receipt3b = receipt_json(
+        "D-3002",
+        "3",
+        &[
+            ("4011", "Bananas", 3, "5.97", "fresh"),
+            ("4000417025005", "Coffee", 1, "8.99", "food"),
+        ],
+        Some("2990000000033"),
+    );
+    let answers = recorder
+        .step(
+            lanes,
+            "3",
+            "receipt",
+            serde_json::to_vec(&receipt3b).unwrap_or_default(),
+            1,
+        )
+        .await;
+    let voucher_text = answers
+        .first()
+        .and_then(|a| a["vouchers"][0]["text"].as_str())
+        .map(str::to_string);
+    let voucher_id = answers
+        .first()
+        .and_then(|a| a["vouchers"][0]["voucher_id"].as_str())
+        .map(str::to_string);
+    if let (Some(text), Some(id)) = (voucher_text, voucher_id) {
+        explain("The voucher's QR code as the customer's phone or the receipt shows it:");
+        match crate::render::terminal(&text, true) {
+            Ok(art) => println!("{art}"),
+            Err(err) => explain(&format!("(cannot draw the QR code: {err})")),
+        }
+        say("Lane 1: the customer comes back, shows her card and the voucher");
+        explain(
+            "The voucher is bound to her, so the lane identifies her first; the gateway checks",
+        );
+        explain(
+            "the Ed25519 signature offline, the validity window and the binding, and reserves it.",
+        );
+        recorder
+            .step(lanes, "1", "scan", b"]E02990000000033".to_vec(), 1)
+            .await;
+        recorder
+            .step(lanes, "1", "scan", text.clone().into_bytes(), 1)
+            .await;
+        explain("The till applies the discount and names the voucher in the receipt: redeemed, durably.");
+        let mut receipt = receipt_json(
+            "D-1002",
+            "1",
+            &[("4000417025005", "Coffee", 1, "8.99", "food")],
+            None,
+        );
+        receipt["rewards"] = json!([id]);
+        recorder
+            .step(
+                lanes,
+                "1",
+                "receipt",
+                serde_json::to_vec(&receipt).unwrap_or_default(),
+                1,
+            )
+            .await;
+        say("Lane 2: someone tries the same voucher again");
+        recorder
+            .step(lanes, "2", "scan", text.into_bytes(), 1)
+            .await;
+    } else {
+        explain("(no voucher was issued: check [rewards] in the demo configuration)");
+    }
 
     say("Lane 4: a receipt without a card, then the card is scanned right after");
     explain("Within the configured window the card attaches to the receipt retroactively.");
@@ -481,6 +575,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     };
 
     say("Starting the gateway");
+    crate::voucher::keyfile::generate(&dir.join("voucher-signing.key"))?;
+    explain("A fresh Ed25519 voucher signing key for this store (mode 0600).");
     let config_text = demo_config(&dir, broker.as_ref().map(|b| b.port));
     let config = crate::config::parse(&config_text).map_err(|errors| {
         anyhow::anyhow!(
@@ -561,10 +657,10 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         receipts: counters.receipts.load(Ordering::Relaxed),
         duplicates: counters.duplicates.load(Ordering::Relaxed),
         points: counters.points.load(Ordering::Relaxed),
-        enrolled: 0,
+        enrolled: counters.enrolled.load(Ordering::Relaxed),
         error_answers: counters.errors.load(Ordering::Relaxed),
-        vouchers_issued: 0,
-        vouchers_redeemed: 0,
+        vouchers_issued: counters.vouchers_issued.load(Ordering::Relaxed),
+        vouchers_redeemed: counters.vouchers_redeemed.load(Ordering::Relaxed),
         events_written: stats.last_seq,
         events_acknowledged: stats.acked_through,
         latency_ms: Percentiles::of(&mut recorder.latencies),
@@ -594,6 +690,7 @@ fn print_summary(summary: &DemoSummary) {
         summary.receipts, summary.duplicates
     );
     println!("  points earned (net)  {}", summary.points);
+    println!("  customers enrolled   {}", summary.enrolled);
     println!(
         "  error answers        {} (bad input sent on purpose)",
         summary.error_answers

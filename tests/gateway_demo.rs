@@ -31,6 +31,15 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
     assert!(summary["duplicates"].as_u64().expect("duplicates") >= 1);
     assert!(summary["error_answers"].as_u64().expect("errors") >= 3);
     assert_eq!(summary["ledger_verified"], true);
+    assert!(
+        summary["vouchers_issued"].as_u64().expect("issued") >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["vouchers_redeemed"], 1, "{summary}");
+    assert!(
+        stdout.contains("\"status\":\"redeemed\""),
+        "the second scan is refused"
+    );
     assert!(summary["latency_ms"]["count"].as_u64().expect("count") > 10);
     assert!(stdout.contains("Summary"));
 }
