@@ -665,3 +665,35 @@ fn offline_compaction_swaps_in_a_smaller_copy_and_keeps_everything() {
     assert!(!dir.path().join("db.compact").exists());
     assert_eq!(store.receipt_count(), 200);
 }
+
+#[test]
+fn verify_command_exits_0_when_consistent_and_1_after_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[store]\nid = \"S1\"\n[storage]\ndata_dir = \"{}\"\n",
+        dir.path().display()
+    );
+    let config = loyalty_gateway::config::parse(&text).expect("config");
+    {
+        let store = open(dir.path());
+        let c = store.enroll("2990000000019", now()).expect("enroll").id;
+        store
+            .crm_adjustment(&c, 10, "a-1", "x", now())
+            .expect("adjust");
+        store
+            .crm_adjustment(&c, 20, "a-2", "x", now())
+            .expect("adjust");
+    }
+    let code = loyalty_gateway::store::verify_command(config.clone()).expect("verify");
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    {
+        let store = open(dir.path());
+        store
+            .raw_tree_for_tests("journal")
+            .expect("tree")
+            .remove(1u64.to_be_bytes())
+            .expect("delete");
+    }
+    let code = loyalty_gateway::store::verify_command(config).expect("verify");
+    assert_eq!(code, std::process::ExitCode::from(1));
+}
