@@ -186,6 +186,8 @@ struct State {
     faults: Faults,
     rng: u64,
     last_tls_error: Option<String>,
+    last_upload: Option<Bytes>,
+    last_changes: Option<Bytes>,
 }
 
 impl State {
@@ -331,6 +333,17 @@ impl ReferenceCrm {
         lock(&self.state).last_tls_error.clone()
     }
 
+    /// The last upload body received (decompressed JSON), for checks against the OpenAPI
+    /// document.
+    pub fn last_upload_body(&self) -> Option<Bytes> {
+        lock(&self.state).last_upload.clone()
+    }
+
+    /// The last changes page served (JSON).
+    pub fn last_changes_body(&self) -> Option<Bytes> {
+        lock(&self.state).last_changes.clone()
+    }
+
     /// Replaces the fault injection settings.
     pub fn set_faults(&self, faults: Faults) {
         lock(&self.state).faults = faults;
@@ -390,6 +403,8 @@ pub async fn serve(config: ReferenceConfig) -> Result<ReferenceCrm, ReferenceErr
         faults: config.faults.clone(),
         rng: u64::from_le_bytes(seed) | 1,
         last_tls_error: None,
+        last_upload: None,
+        last_changes: None,
     }));
     let shutdown = CancellationToken::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
@@ -579,6 +594,7 @@ async fn handle(
             } else {
                 body
             };
+            lock(&state).last_upload = Some(body.clone());
             let response = store_events(&state, &store_id, &body);
             if fault == Some(Fault::DropAfter) {
                 return Err(DropConnection);

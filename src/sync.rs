@@ -16,8 +16,12 @@
 pub mod backoff;
 pub mod certs;
 pub mod client;
+pub mod status;
 pub mod tls;
+pub mod uploader;
 pub mod wire;
+
+pub use status::{SyncFailure, SyncStatus, SyncStatusHandle};
 
 use std::time::Duration;
 
