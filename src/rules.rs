@@ -302,12 +302,19 @@ impl EarningRules {
             if category.is_empty() {
                 p.push(format!("categories[{index}]"), "must not be empty");
             } else if !categories.insert(category.clone()) {
-                p.push(format!("categories[{index}]"), format!("'{category}' is listed twice"));
+                p.push(
+                    format!("categories[{index}]"),
+                    format!("'{category}' is listed twice"),
+                );
             }
         }
         let mut excluded_categories = BTreeSet::new();
         for (index, category) in config.excluded_categories.iter().enumerate() {
-            p.category(&format!("excluded_categories[{index}]"), category, &categories);
+            p.category(
+                &format!("excluded_categories[{index}]"),
+                category,
+                &categories,
+            );
             excluded_categories.insert(category.clone());
         }
         let mut excluded_gtin_prefixes = Vec::new();
@@ -681,7 +688,9 @@ impl EarningRules {
                 self.rounding,
             )
         };
-        let points = i64::try_from(keep(before) - keep(after)).unwrap_or(0).max(0);
+        let points = i64::try_from(keep(before) - keep(after))
+            .unwrap_or(0)
+            .max(0);
         Clawback {
             points,
             eligible_returned: Money(after - before),

@@ -33,6 +33,7 @@ pub mod events;
 mod journal;
 mod records;
 mod schema;
+pub mod sync_state;
 
 use crate::config::{Config, StorageConfig};
 use crate::customer::{check_id, Customer, IdError};

@@ -209,7 +209,14 @@ fn per_line_points_are_distributed_by_largest_remainder() {
     );
     assert_eq!(earned.lines[1].factor_hundredths, 200);
     // A discount line shows 0; the positive lines carry the points.
-    let earned = check(&r, "1 10.00 food; D -2.50; 2 10.00 food", MONDAY, None, 17, &[]);
+    let earned = check(
+        &r,
+        "1 10.00 food; D -2.50; 2 10.00 food",
+        MONDAY,
+        None,
+        17,
+        &[],
+    );
     assert_eq!(
         earned.lines.iter().map(|l| l.points).collect::<Vec<_>>(),
         [9, 0, 8]
@@ -272,7 +279,11 @@ fn vesting_uses_calendar_days_in_the_store_time_zone() {
         Some("2026-12-07T10:15:00+01:00".parse().expect("ts"))
     );
     // Across the DST change (29 March 2026): same wall-clock time, one hour less.
-    let earned = r.earn(&sale("1 10.00 food", "2026-03-20T10:00:00+01:00"), None, &berlin());
+    let earned = r.earn(
+        &sale("1 10.00 food", "2026-03-20T10:00:00+01:00"),
+        None,
+        &berlin(),
+    );
     assert_eq!(
         earned.vests_at,
         Some("2026-04-03T10:00:00+02:00".parse().expect("ts"))
@@ -385,7 +396,13 @@ fn clawback_is_proportional_and_never_exceeds_the_sale() {
     let r = rules(PROGRAM);
     let third = lines("1 33.33 food");
     let c1 = r.clawback(100, Money(10000), Money::ZERO, &third);
-    assert_eq!(c1, Clawback { points: 34, eligible_returned: Money(3333) });
+    assert_eq!(
+        c1,
+        Clawback {
+            points: 34,
+            eligible_returned: Money(3333)
+        }
+    );
     let c2 = r.clawback(100, Money(10000), Money(3333), &third);
     assert_eq!(c2.points, 33);
     let c3 = r.clawback(100, Money(10000), Money(6666), &lines("1 33.34 food"));
@@ -393,7 +410,13 @@ fn clawback_is_proportional_and_never_exceeds_the_sale() {
     assert_eq!(c1.points + c2.points + c3.points, 100);
     // Returning more than was bought takes back nothing more.
     let c4 = r.clawback(100, Money(10000), Money(10000), &third);
-    assert_eq!(c4, Clawback { points: 0, eligible_returned: Money::ZERO });
+    assert_eq!(
+        c4,
+        Clawback {
+            points: 0,
+            eligible_returned: Money::ZERO
+        }
+    );
     // Excluded returned lines take back nothing.
     let c = r.clawback(100, Money(10000), Money::ZERO, &lines("2 50.00 tobacco"));
     assert_eq!(c.points, 0);
@@ -471,7 +494,9 @@ name = ""
     ] {
         assert!(keys.contains(&key), "no problem for {key}: {keys:?}");
     }
-    assert!(err.to_string().contains("rules.excluded_categories[0]: 'tobaco'"));
+    assert!(err
+        .to_string()
+        .contains("rules.excluded_categories[0]: 'tobaco'"));
 }
 
 #[test]
@@ -503,7 +528,11 @@ fn the_config_snippet_builds() {
     let text = format!("[store]\nid = \"berlin-001\"\ntimezone = \"Europe/Berlin\"\n{snippet}");
     let config = crate::config::parse(&text).unwrap_or_else(|e| panic!("{e:#?}"));
     let built = EarningRules::from_config(&config.rules, "EUR").expect("valid");
-    assert_eq!(built, rules(PROGRAM), "the snippet and the test fixture agree");
+    assert_eq!(
+        built,
+        rules(PROGRAM),
+        "the snippet and the test fixture agree"
+    );
     crate::scan::CardMatcher::from_config(&config.cards).expect("cards snippet valid");
 }
 
@@ -529,20 +558,23 @@ const CATEGORIES: [Option<&str>; 6] = [
 
 fn arb_line(allow_negative: bool) -> impl Strategy<Value = ReceiptLine> {
     let low = if allow_negative { -50_00_i64 } else { 0 };
-    (0..SKUS.len(), 0..CATEGORIES.len(), low..2_000_00_i64).prop_map(|(s, c, amount)| {
-        ReceiptLine {
-            sku: SKUS[s].into(),
-            name: "item".into(),
-            qty_milli: 1000,
-            unit_price: None,
-            amount: Money(amount),
-            category: CATEGORIES[c].map(str::to_string),
-        }
+    (0..SKUS.len(), 0..CATEGORIES.len(), low..2_000_00_i64).prop_map(|(s, c, amount)| ReceiptLine {
+        sku: SKUS[s].into(),
+        name: "item".into(),
+        qty_milli: 1000,
+        unit_price: None,
+        amount: Money(amount),
+        category: CATEGORIES[c].map(str::to_string),
     })
 }
 
 fn arb_tier() -> impl Strategy<Value = Option<&'static str>> {
-    prop_oneof![Just(None), Just(Some("silver")), Just(Some("gold")), Just(Some("x"))]
+    prop_oneof![
+        Just(None),
+        Just(Some("silver")),
+        Just(Some("gold")),
+        Just(Some("x"))
+    ]
 }
 
 /// Any instant in 2026.
@@ -559,7 +591,10 @@ fn receipt_of(lines: Vec<ReceiptLine>, at: Timestamp) -> Receipt {
 }
 
 fn with_rounding(mode: &str) -> EarningRules {
-    rules(&format!("{}\nrounding = \"{mode}\"", PROGRAM.replace("rounding = \"floor\"", "")))
+    rules(&format!(
+        "{}\nrounding = \"{mode}\"",
+        PROGRAM.replace("rounding = \"floor\"", "")
+    ))
 }
 
 proptest! {

@@ -48,8 +48,8 @@ pub trait Outbox: Clone + Send + Sync + 'static {
     fn ack(&self, through: u64) -> Result<(), SyncError>;
     /// Counters.
     fn counts(&self) -> Result<OutboxCounts, SyncError>;
-    /// Removes acknowledged events older than `retention`; returns how many.
-    fn compact(&self, retention: Duration) -> Result<u64, SyncError>;
+    /// Removes acknowledged events older than the retention period; returns how many.
+    fn compact(&self) -> Result<u64, SyncError>;
 }
 
 /// Uploader settings (from `[crm]` and `[storage]`).
@@ -69,8 +69,6 @@ pub struct UploadSettings {
     pub backoff_max: Duration,
     /// Longest `Retry-After` honoured.
     pub retry_after_cap: Duration,
-    /// How long acknowledged events are kept before compaction.
-    pub retention: Duration,
     /// How often compaction runs.
     pub compaction_interval: Duration,
 }
@@ -132,8 +130,7 @@ pub(crate) async fn run<O: Outbox>(
         if Instant::now() >= next_compaction {
             next_compaction = Instant::now() + settings.compaction_interval;
             let o = outbox.clone();
-            let retention = settings.retention;
-            match blocking(move || o.compact(retention)).await {
+            match blocking(move || o.compact()).await {
                 Ok(removed) if removed > 0 => tracing::info!(removed, "outbox compacted"),
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "outbox compaction failed"),
