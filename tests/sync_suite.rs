@@ -3,6 +3,7 @@
 
 mod sync_suite {
     pub mod common;
+    mod delivery;
     mod openapi;
     mod transport;
 }

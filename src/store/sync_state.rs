@@ -211,7 +211,10 @@ impl Store {
             let mut report = ApplyReport::default();
             for customer in &changes.customers {
                 let valid = check_id(&customer.customer_id).is_ok()
-                    && customer.card.as_deref().map_or(true, |c| check_id(c).is_ok());
+                    && customer
+                        .card
+                        .as_deref()
+                        .map_or(true, |c| check_id(c).is_ok());
                 if !valid {
                     report.refused_customers += 1;
                     continue;

@@ -103,3 +103,67 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+use loyalty_gateway::config::Config;
+use loyalty_gateway::store::Store;
+use loyalty_gateway::sync::{self, SyncHandle};
+use tokio_util::sync::CancellationToken;
+
+/// A whole-gateway configuration for the sync tests.
+pub fn config(pki: &Pki, url: &str, data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.store.id = STORE.to_string();
+    config.storage.data_dir = data_dir.to_path_buf();
+    config.crm = pki.crm_config(url);
+    config
+}
+
+pub fn open_store(config: &Config) -> Store {
+    Store::open(&config.storage, &config.store.id).expect("open store")
+}
+
+/// Starts sync; returns the handle and its cancellation token.
+pub fn start(config: &Config, store: &Store) -> (SyncHandle, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let handle = sync::start(config, store.clone(), cancel.clone()).expect("start sync");
+    (handle, cancel)
+}
+
+/// Writes `n` outbox events (one `customer_enrolled` each) with cards `{prefix}{i}`.
+pub fn add_events(store: &Store, prefix: &str, n: usize) {
+    for i in 0..n {
+        store
+            .enroll(&format!("{prefix}{i}"), jiff::Timestamp::now())
+            .expect("enroll");
+    }
+}
+
+/// The ids of every event in the local outbox, in order.
+pub fn outbox_ids(store: &Store) -> Vec<(u64, String)> {
+    store
+        .outbox_raw_after(0, usize::MAX)
+        .expect("outbox")
+        .into_iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.json).expect("json");
+            (e.seq, v["id"].as_str().expect("id").to_string())
+        })
+        .collect()
+}
+
+/// Asserts the receiver holds exactly the local outbox: every event once, in order.
+pub fn assert_delivered_exactly_once(crm: &ReferenceCrm, store: &Store) {
+    let local = outbox_ids(store);
+    let remote: Vec<(u64, String)> = crm
+        .received(STORE)
+        .into_iter()
+        .map(|e| (e.seq, e.id))
+        .collect();
+    assert_eq!(remote.len(), local.len(), "event count differs");
+    assert!(
+        remote == local,
+        "the receiver's events differ from the outbox"
+    );
+    let ids: std::collections::HashSet<_> = remote.iter().map(|(_, id)| id).collect();
+    assert_eq!(ids.len(), remote.len(), "duplicate ids at the receiver");
+}
