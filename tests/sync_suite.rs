@@ -4,6 +4,7 @@
 mod sync_suite {
     pub mod common;
     mod delivery;
+    mod kill;
     mod openapi;
     mod transport;
 }
