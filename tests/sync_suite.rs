@@ -2,6 +2,7 @@
 //! reference CRM receiver in-process on 127.0.0.1:0, real sled in a tempdir.
 
 mod sync_suite {
+    mod changes;
     pub mod common;
     mod delivery;
     mod kill;
