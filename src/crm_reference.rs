@@ -339,7 +339,7 @@ impl ReferenceCrm {
         lock(&self.state).last_upload.clone()
     }
 
-    /// The last changes page served (JSON).
+    /// The last non-empty changes page served (JSON).
     pub fn last_changes_body(&self) -> Option<Bytes> {
         lock(&self.state).last_changes.clone()
     }
@@ -760,10 +760,11 @@ fn changes_page(
             ..ChangesPage::default()
         },
     };
-    json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&page).unwrap_or_default(),
-    )
+    let body = serde_json::to_vec(&page).unwrap_or_default();
+    if !page.is_empty() {
+        guard.last_changes = Some(Bytes::from(body.clone()));
+    }
+    json_response(StatusCode::OK, body)
 }
 
 /// Runs `loyalty-gateway reference-crm` until Ctrl-C or SIGTERM.

@@ -55,3 +55,61 @@ fn the_document_rejects_a_malformed_event() {
         "an event without payload must be refused by the schema"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_payloads_match_the_document() {
+    use super::common::*;
+    use loyalty_gateway::sync::wire::{AckResponse, ChangesPage, WireCustomer, WireKey};
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    let crm = pki.receiver(None).await;
+    let config = config(&pki, &crm.url(), data.path());
+    let store = open_store(&config);
+    // A customer from the CRM, a local enrolment and a ledger entry: three event types.
+    crm.push_changes(
+        STORE,
+        ChangesPage {
+            customers: vec![WireCustomer {
+                customer_id: "C1".into(),
+                balance: 10,
+                includes_store_seq: 0,
+                tier: None,
+                cards: vec!["2990000000019".into()],
+                display_name: Some("Ada".into()),
+            }],
+            erased: vec!["C9".into()],
+            revoked_vouchers: vec!["V1".into()],
+            keys: vec![WireKey {
+                key_id: "K1".into(),
+                algorithm: "ed25519".into(),
+                public_key: "AAAA".into(),
+                issuer: None,
+                revoked: false,
+            }],
+            rules: Some(serde_json::json!({"points_per_unit": 1, "per_amount": "1.00", "tiers": [{"name": "gold", "factor": "1.5"}]})),
+            ..ChangesPage::default()
+        },
+    );
+    let (handle, cancel) = start(&config, &store);
+    handle
+        .status()
+        .wait_for(|s| s.feed_pages_applied >= 1)
+        .await;
+    add_events(&store, "O", 2);
+    store
+        .crm_adjustment("C1", 7, "adj-1", "goodwill", jiff::Timestamp::now())
+        .expect("adjust");
+    handle.nudge();
+    handle.status().wait_for(|s| s.acked_through == 3).await;
+    let upload = String::from_utf8(crm.last_upload_body().expect("upload").to_vec()).expect("utf8");
+    let changes =
+        String::from_utf8(crm.last_changes_body().expect("changes").to_vec()).expect("utf8");
+    let ack = serde_json::to_string(&AckResponse { acked_through: 3 }).expect("json");
+    check_against_openapi(&[
+        ("EventsRequest", upload),
+        ("ChangesPage", changes),
+        ("AckResponse", ack),
+    ]);
+    cancel.cancel();
+    handle.join().await;
+}
