@@ -149,7 +149,11 @@ pub(crate) async fn run(
 ) {
     let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
     loop {
-        let wait = match poll_once(&store, &mut client, &settings, &status, &rules).await {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => break,
+            attempt = poll_once(&store, &mut client, &settings, &status, &rules) => attempt,
+        };
+        let wait = match attempt {
             Ok(true) => {
                 backoff.reset();
                 if cancel.is_cancelled() {

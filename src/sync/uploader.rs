@@ -136,8 +136,11 @@ pub(crate) async fn run<O: Outbox>(
                 Err(err) => tracing::warn!(error = %err, "outbox compaction failed"),
             }
         }
-        let attempt =
-            upload_once(&outbox, &mut client, &settings, &status, &mut waiting_since).await;
+        // Cancelling mid-request is safe: whatever the CRM stored is sent again and deduplicated.
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => break,
+            attempt = upload_once(&outbox, &mut client, &settings, &status, &mut waiting_since) => attempt,
+        };
         let wait = match attempt {
             Ok(Step::Sent) => {
                 backoff.reset();

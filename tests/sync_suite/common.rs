@@ -167,3 +167,18 @@ pub fn assert_delivered_exactly_once(crm: &ReferenceCrm, store: &Store) {
     let ids: std::collections::HashSet<_> = remote.iter().map(|(_, id)| id).collect();
     assert_eq!(ids.len(), remote.len(), "duplicate ids at the receiver");
 }
+
+/// Waits (at most 60 s, then fails) until the sync status satisfies `predicate`.
+pub async fn wait_status(
+    status: &loyalty_gateway::sync::SyncStatusHandle,
+    predicate: impl FnMut(&loyalty_gateway::sync::SyncStatus) -> bool,
+) -> loyalty_gateway::sync::SyncStatus {
+    tokio::time::timeout(Duration::from_secs(60), status.wait_for(predicate))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "status condition not reached in 60 s: {:?}",
+                status.snapshot()
+            )
+        })
+}

@@ -34,9 +34,7 @@ async fn a_long_outage_loses_nothing_and_delivers_each_event_once_in_order() {
     tokio::task::spawn_blocking(move || add_events(&s, "B", 300))
         .await
         .expect("add");
-    let st = status
-        .wait_for(|s| s.upload_failures >= 3 && s.outbox_depth == 300)
-        .await;
+    let st = wait_status(&status, |s| s.upload_failures >= 3 && s.outbox_depth == 300).await;
     assert!(st.last_upload_error.is_some());
     assert!(st.oldest_unsent_at.is_some());
     assert!(!st.healthy());
@@ -48,9 +46,10 @@ async fn a_long_outage_loses_nothing_and_delivers_each_event_once_in_order() {
         crm.received_count(STORE) == 340
     })
     .await;
-    let st = status
-        .wait_for(|s| s.acked_through == 340 && s.upload_failures == 0)
-        .await;
+    let st = wait_status(&status, |s| {
+        s.acked_through == 340 && s.upload_failures == 0
+    })
+    .await;
     assert_eq!(st.outbox_depth, 0);
     assert!(st.last_upload_success.is_some());
     assert_delivered_exactly_once(&crm, &store);
@@ -92,7 +91,7 @@ async fn random_faults_lose_nothing_and_duplicate_nothing() {
         crm.received_count(STORE) == 600
     })
     .await;
-    handle.status().wait_for(|s| s.acked_through == 600).await;
+    wait_status(&handle.status(), |s| s.acked_through == 600).await;
     let stats = crm.stats();
     assert!(stats.faults_injected >= 5, "{stats:?}");
     assert!(
@@ -118,7 +117,7 @@ async fn retry_after_is_honoured() {
     let store = open_store(&config);
     add_events(&store, "R", 3);
     let (handle, cancel) = start(&config, &store);
-    let st = handle.status().wait_for(|s| s.upload_failures >= 1).await;
+    let st = wait_status(&handle.status(), |s| s.upload_failures >= 1).await;
     let refused_at = Instant::now();
     let requests = crm.stats().upload_requests;
     assert!(st.last_upload_error.expect("error").message.contains("429"));
@@ -181,7 +180,7 @@ async fn tls_failures_show_in_the_status_lose_nothing_and_recover_once_fixed() {
         add_events(&store, "T", 5);
         break_it(&pki);
         let (handle, cancel) = start(&config, &store);
-        let st = handle.status().wait_for(|s| s.upload_failures >= 2).await;
+        let st = wait_status(&handle.status(), |s| s.upload_failures >= 2).await;
         let error = st.last_upload_error.expect("error");
         assert_eq!(error.kind, "tls", "{name}: {error:?}");
         assert!(
@@ -192,10 +191,10 @@ async fn tls_failures_show_in_the_status_lose_nothing_and_recover_once_fixed() {
         assert_eq!(st.outbox_depth, 5, "{name}: nothing lost");
         assert_eq!(crm.received_count(STORE), 0);
         fix_it(&pki);
-        handle
-            .status()
-            .wait_for(|s| s.acked_through == 5 && s.upload_failures == 0)
-            .await;
+        wait_status(&handle.status(), |s| {
+            s.acked_through == 5 && s.upload_failures == 0
+        })
+        .await;
         assert_delivered_exactly_once(&crm, &store);
         cancel.cancel();
         handle.join().await;
@@ -211,7 +210,7 @@ async fn wrong_host_name_shows_in_the_status() {
     let store = open_store(&config);
     add_events(&store, "H", 2);
     let (handle, cancel) = start(&config, &store);
-    let st = handle.status().wait_for(|s| s.upload_failures >= 1).await;
+    let st = wait_status(&handle.status(), |s| s.upload_failures >= 1).await;
     assert!(st
         .last_upload_error
         .expect("error")

@@ -53,10 +53,8 @@ async fn kill_9_during_upload_resumes_at_the_right_sequence() {
         let before = crm.received_count(STORE);
         let mut child = spawn(&round.to_string());
         tokio::time::sleep(Duration::from_millis(150 + random_below(350))).await;
-        // SAFETY-free: libc::kill with a pid we own.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
+        // Child::kill sends SIGKILL on Unix: no chance to clean up, like kill -9.
+        let _ = child.kill();
         let _ = child.wait();
         kills += 1;
         let after = crm.received_count(STORE);
@@ -66,10 +64,17 @@ async fn kill_9_during_upload_resumes_at_the_right_sequence() {
     }
     // A last run to completion.
     let mut child = spawn("final");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the final child did not finish in 90 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(status.success(), "the final child failed");
     assert_eq!(kills, 10);
     assert!(

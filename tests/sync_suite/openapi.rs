@@ -91,16 +91,13 @@ async fn real_payloads_match_the_document() {
         },
     );
     let (handle, cancel) = start(&config, &store);
-    handle
-        .status()
-        .wait_for(|s| s.feed_pages_applied >= 1)
-        .await;
+    wait_status(&handle.status(), |s| s.feed_pages_applied >= 1).await;
     add_events(&store, "O", 2);
     store
         .crm_adjustment("C1", 7, "adj-1", "goodwill", jiff::Timestamp::now())
         .expect("adjust");
     handle.nudge();
-    handle.status().wait_for(|s| s.acked_through == 3).await;
+    wait_status(&handle.status(), |s| s.acked_through == 3).await;
     let upload = String::from_utf8(crm.last_upload_body().expect("upload").to_vec()).expect("utf8");
     let changes =
         String::from_utf8(crm.last_changes_body().expect("changes").to_vec()).expect("utf8");
