@@ -33,6 +33,7 @@ pub mod events;
 mod journal;
 mod records;
 mod schema;
+pub mod sync_state;
 pub mod vouchers;
 
 use crate::config::{Config, StorageConfig};

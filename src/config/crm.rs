@@ -34,6 +34,8 @@ pub struct CrmConfig {
     pub backoff_min_ms: u64,
     /// Longest retry delay in milliseconds.
     pub backoff_max_ms: u64,
+    /// Longest `Retry-After` (from a 429 or 503) honoured, in milliseconds.
+    pub retry_after_max_ms: u64,
 }
 
 impl Default for CrmConfig {
@@ -52,6 +54,7 @@ impl Default for CrmConfig {
             request_timeout_ms: 30_000,
             backoff_min_ms: 500,
             backoff_max_ms: 300_000,
+            retry_after_max_ms: 3_600_000,
         }
     }
 }
@@ -90,6 +93,21 @@ impl Section for CrmConfig {
             self.backoff_min_ms > 0 && self.backoff_min_ms <= self.backoff_max_ms,
             format!("{path}.backoff_min_ms"),
             "must be positive and not above backoff_max_ms",
+        );
+        errors.check(
+            self.batch_max_bytes >= 1024,
+            format!("{path}.batch_max_bytes"),
+            "must be at least 1024",
+        );
+        errors.check(
+            self.connect_timeout_ms > 0 && self.request_timeout_ms > 0,
+            format!("{path}.request_timeout_ms"),
+            "timeouts must be positive",
+        );
+        errors.check(
+            self.poll_interval_secs > 0,
+            format!("{path}.poll_interval_secs"),
+            "must be positive",
         );
     }
 }

@@ -1,0 +1,222 @@
+//! Store-and-forward through the real uploader: a long outage, random faults, Retry-After, TLS
+//! misconfigurations reported in the status and recovered from.
+
+use super::common::*;
+use loyalty_gateway::crm_reference::{self, Fault, Faults};
+use loyalty_gateway::sync::certs::{write_pem, TestCa, Validity};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_loses_nothing_and_delivers_each_event_once_in_order() {
+    let pki = Pki::new();
+    let crm_data = tempfile::tempdir().expect("tempdir");
+    let data = tempfile::tempdir().expect("tempdir");
+    let crm = pki.receiver(Some(crm_data.path())).await;
+    let addr = crm.addr();
+    let config = config(&pki, &crm.url(), data.path());
+    let store = open_store(&config);
+    let (handle, cancel) = start(&config, &store);
+    let status = handle.status();
+
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || add_events(&s, "A", 40))
+        .await
+        .expect("add");
+    handle.nudge();
+    eventually(Duration::from_secs(20), "first 40 delivered", || {
+        crm.received_count(STORE) == 40
+    })
+    .await;
+
+    crm.shutdown().await;
+    // Events keep coming while the CRM is away.
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || add_events(&s, "B", 300))
+        .await
+        .expect("add");
+    let st = wait_status(&status, |s| s.upload_failures >= 3 && s.outbox_depth == 300).await;
+    assert!(st.last_upload_error.is_some());
+    assert!(st.oldest_unsent_at.is_some());
+    assert!(!st.healthy());
+
+    let crm = crm_reference::serve(pki.receiver_config(addr, Some(crm_data.path())))
+        .await
+        .expect("receiver back");
+    eventually(Duration::from_secs(30), "all 340 delivered", || {
+        crm.received_count(STORE) == 340
+    })
+    .await;
+    let st = wait_status(&status, |s| {
+        s.acked_through == 340 && s.upload_failures == 0
+    })
+    .await;
+    assert_eq!(st.outbox_depth, 0);
+    assert!(st.last_upload_success.is_some());
+    assert_delivered_exactly_once(&crm, &store);
+    cancel.cancel();
+    handle.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_faults_lose_nothing_and_duplicate_nothing() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    let crm = pki.receiver(None).await;
+    crm.set_faults(Faults {
+        rate_percent: 40,
+        kinds: vec![
+            Fault::ServerError,
+            Fault::TooManyRequests(1),
+            Fault::Unavailable(1),
+            Fault::Stall(Duration::from_millis(800)),
+            Fault::DropBefore,
+            Fault::DropAfter,
+        ],
+        on_changes: true,
+    });
+    let mut config = config(&pki, &crm.url(), data.path());
+    config.crm.batch_max_events = 25;
+    config.crm.request_timeout_ms = 300;
+    config.crm.retry_after_max_ms = 30;
+    let store = open_store(&config);
+    let (handle, cancel) = start(&config, &store);
+    let s = store.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        for round in 0..6 {
+            add_events(&s, &format!("F{round}-"), 100);
+        }
+    });
+    writer.await.expect("writer");
+    eventually(Duration::from_secs(60), "600 delivered", || {
+        crm.received_count(STORE) == 600
+    })
+    .await;
+    wait_status(&handle.status(), |s| s.acked_through == 600).await;
+    let stats = crm.stats();
+    assert!(stats.faults_injected >= 5, "{stats:?}");
+    assert!(
+        stats.duplicates > 0,
+        "a lost ack must have caused a resend: {stats:?}"
+    );
+    assert_delivered_exactly_once(&crm, &store);
+    cancel.cancel();
+    handle.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    let crm = pki.receiver(None).await;
+    crm.set_faults(Faults {
+        rate_percent: 100,
+        kinds: vec![Fault::TooManyRequests(1)],
+        on_changes: false,
+    });
+    let config = config(&pki, &crm.url(), data.path());
+    let store = open_store(&config);
+    add_events(&store, "R", 3);
+    let (handle, cancel) = start(&config, &store);
+    let st = wait_status(&handle.status(), |s| s.upload_failures >= 1).await;
+    let refused_at = Instant::now();
+    let requests = crm.stats().upload_requests;
+    assert!(st.last_upload_error.expect("error").message.contains("429"));
+    crm.set_faults(Faults::default());
+    eventually(Duration::from_secs(10), "delivered", || {
+        crm.received_count(STORE) == 3
+    })
+    .await;
+    // backoff_max_ms is 100 in tests: only Retry-After explains a wait of about a second.
+    assert!(
+        refused_at.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        refused_at.elapsed()
+    );
+    assert_eq!(
+        crm.stats().upload_requests,
+        requests + 1,
+        "no request during Retry-After"
+    );
+    cancel.cancel();
+    handle.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failures_show_in_the_status_lose_nothing_and_recover_once_fixed() {
+    // (name, break it, expected text, fix it)
+    type Step = Box<dyn Fn(&Pki)>;
+    let cases: Vec<(&str, Step, &str, Step)> = vec![
+        (
+            "unknown CA",
+            Box::new(|p: &Pki| {
+                let other = TestCa::new("other").expect("ca");
+                std::fs::copy(&p.ca_file, p.dir.path().join("ca.good")).expect("copy");
+                write_pem(&p.ca_file, &other.cert_pem(), false).expect("write");
+            }),
+            "unknown issuer",
+            Box::new(|p: &Pki| {
+                std::fs::copy(p.dir.path().join("ca.good"), &p.ca_file).expect("copy");
+            }),
+        ),
+        (
+            "expired client certificate",
+            Box::new(|p: &Pki| p.reissue_client(Validity::Expired)),
+            "expired",
+            Box::new(|p: &Pki| p.reissue_client(Validity::Current)),
+        ),
+        (
+            "missing client certificate",
+            Box::new(|p: &Pki| std::fs::remove_file(&p.client_cert).expect("rm")),
+            "client_cert_file",
+            Box::new(|p: &Pki| p.reissue_client(Validity::Current)),
+        ),
+    ];
+    for (name, break_it, needle, fix_it) in cases {
+        let pki = Pki::new();
+        let data = tempfile::tempdir().expect("tempdir");
+        let crm = pki.receiver(None).await;
+        let config = config(&pki, &crm.url(), data.path());
+        let store = open_store(&config);
+        add_events(&store, "T", 5);
+        break_it(&pki);
+        let (handle, cancel) = start(&config, &store);
+        let st = wait_status(&handle.status(), |s| s.upload_failures >= 2).await;
+        let error = st.last_upload_error.expect("error");
+        assert_eq!(error.kind, "tls", "{name}: {error:?}");
+        assert!(
+            error.message.contains(needle),
+            "{name}: '{}' lacks '{needle}'",
+            error.message
+        );
+        assert_eq!(st.outbox_depth, 5, "{name}: nothing lost");
+        assert_eq!(crm.received_count(STORE), 0);
+        fix_it(&pki);
+        wait_status(&handle.status(), |s| {
+            s.acked_through == 5 && s.upload_failures == 0
+        })
+        .await;
+        assert_delivered_exactly_once(&crm, &store);
+        cancel.cancel();
+        handle.join().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_host_name_shows_in_the_status() {
+    let pki = Pki::with_server_names(&["crm.example.com"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let crm = pki.receiver(None).await;
+    let config = config(&pki, &crm.url(), data.path());
+    let store = open_store(&config);
+    add_events(&store, "H", 2);
+    let (handle, cancel) = start(&config, &store);
+    let st = wait_status(&handle.status(), |s| s.upload_failures >= 1).await;
+    assert!(st
+        .last_upload_error
+        .expect("error")
+        .message
+        .contains("wrong host name"));
+    assert_eq!(st.outbox_depth, 2);
+    cancel.cancel();
+    handle.join().await;
+}
