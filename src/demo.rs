@@ -75,7 +75,7 @@ fn explain(text: &str) {
 
 fn show_answer(answer: &Value) {
     let mut shown = answer.clone();
-    if let Some(vouchers) = shown["vouchers"].as_array_mut() {
+    if let Some(vouchers) = shown.get_mut("vouchers").and_then(Value::as_array_mut) {
         for voucher in vouchers {
             let bytes = voucher["escpos_base64"]
                 .as_str()
@@ -179,7 +179,7 @@ fn receipt_json(
     receipt
 }
 
-fn demo_config(data_dir: &Path, broker_port: Option<u16>) -> String {
+fn demo_config(data_dir: &Path, broker_port: Option<u16>, crm: &str) -> String {
     // Keep in step with `config/gateway.toml`: the same sections, demo-sized values.
     let mqtt = match broker_port {
         Some(port) => format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nreconnect_min_ms = 50\n"),
@@ -214,6 +214,7 @@ signing_key_file = "{key}"
 # Generous for a demo: every 20 points become a 2.00 voucher.
 rules = [{{ every_points = 20, value = "2.00", validity_days = 30 }}]
 
+{crm}
 [http]
 enabled = false
 "#,
@@ -577,7 +578,35 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     say("Starting the gateway");
     crate::voucher::keyfile::generate(&dir.join("voucher-signing.key"))?;
     explain("A fresh Ed25519 voucher signing key for this store (mode 0600).");
-    let config_text = demo_config(&dir, broker.as_ref().map(|b| b.port));
+    say("Starting the reference CRM receiver (mutual TLS)");
+    let pki = crate::sync::certs::write_local_pki(&dir, STORE_ID)?;
+    let crm = crate::crm_reference::serve(crate::crm_reference::ReferenceConfig {
+        listen: "127.0.0.1:0".parse()?,
+        cert_file: pki.server_cert_file.clone(),
+        key_file: pki.server_key_file.clone(),
+        client_ca_file: pki.ca_file.clone(),
+        data_dir: None,
+        fsync: false,
+        faults: Default::default(),
+    })
+    .await?;
+    explain(&format!(
+        "{} with a throw-away CA; the store authenticates with its own client certificate.",
+        crm.url()
+    ));
+    explain(
+        "It is the repository's reference receiver for integrators, not a CRM: it deduplicates",
+    );
+    explain("events by id and acknowledges them with acked_through.");
+    let crm_section = format!(
+        "[crm]\nenabled = true\nurl = \"{url}\"\nclient_cert_file = \"{cert}\"\nclient_key_file = \"{key}\"\n\
+         ca_file = \"{ca}\"\nbatch_max_age_ms = 50\npoll_interval_secs = 1\nbackoff_min_ms = 100\nbackoff_max_ms = 2000\n",
+        url = crm.url(),
+        cert = pki.client_cert_file.display(),
+        key = pki.client_key_file.display(),
+        ca = pki.ca_file.display()
+    );
+    let config_text = demo_config(&dir, broker.as_ref().map(|b| b.port), &crm_section);
     let config = crate::config::parse(&config_text).map_err(|errors| {
         anyhow::anyhow!(
             "demo configuration invalid: {}",
@@ -647,10 +676,24 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let ledger_verified = report.is_consistent();
     explain(&format!("{report}"));
 
+    say("Syncing with the CRM");
+    explain("Every receipt, ledger entry, enrolment and voucher event goes to the CRM in order,");
+    explain("gzip-compressed over TLS 1.3; the store advances only on the CRM's acknowledgement.");
     let stats = {
         let store = handle.store.clone();
         tokio::task::spawn_blocking(move || store.outbox_stats()).await??
     };
+    handle.sync.nudge();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crm.acked_through(STORE_ID) < stats.last_seq && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    explain(&format!(
+        "The CRM holds {} distinct events, acknowledged through sequence {} of {}.",
+        crm.received_count(STORE_ID),
+        crm.acked_through(STORE_ID),
+        stats.last_seq
+    ));
     let counters = &handle.counters;
     let summary = DemoSummary {
         via_mqtt: broker.is_some(),
@@ -662,11 +705,12 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         vouchers_issued: counters.vouchers_issued.load(Ordering::Relaxed),
         vouchers_redeemed: counters.vouchers_redeemed.load(Ordering::Relaxed),
         events_written: stats.last_seq,
-        events_acknowledged: stats.acked_through,
+        events_acknowledged: crm.received_count(STORE_ID) as u64,
         latency_ms: Percentiles::of(&mut recorder.latencies),
         ledger_verified,
     };
     shutdown.cancel();
+    crm.shutdown().await;
     drop(lanes);
     drop(broker);
     if !args.keep_data {

@@ -55,6 +55,8 @@ pub struct GatewayHandle {
     pub rules: Arc<RwLock<Arc<RulesPolicy>>>,
     /// Counts of what the main loop did, for summaries and metrics.
     pub counters: Arc<Counters>,
+    /// CRM sync: status, rules from the CRM, upload nudges.
+    pub sync: Arc<crate::sync::SyncHandle>,
 }
 
 /// Simple counters of the gateway's work.
@@ -117,6 +119,7 @@ struct Shared {
     enroll_unknown: bool,
     limits: ReceiptLimits,
     answers: mpsc::UnboundedSender<Response>,
+    sync: Arc<crate::sync::SyncHandle>,
     card_before_receipt: SignedDuration,
     card_after_receipt: SignedDuration,
     counters: Arc<Counters>,
@@ -152,6 +155,12 @@ pub async fn start(
         config.store.time_zone(),
     ))));
 
+    let sync = Arc::new(
+        crate::sync::start(&config, store.clone(), shutdown.clone())
+            .map_err(|err| anyhow::anyhow!("crm: {err}"))?,
+    );
+    spawn_crm_followers(&config, &sync, &rules, &vouchers, &store, &shutdown);
+
     let (input_tx, input_rx) = mpsc::channel::<Input>(1024);
     let (answer_tx, answer_rx) = mpsc::unbounded_channel::<Response>();
     let (broadcast_tx, _) = broadcast::channel::<Response>(4096);
@@ -168,6 +177,7 @@ pub async fn start(
         enroll_unknown: config.cards.enroll_unknown,
         limits,
         answers: answer_tx,
+        sync: sync.clone(),
         card_before_receipt: SignedDuration::from_secs(
             config.lanes.card_before_receipt_secs as i64,
         ),
@@ -220,7 +230,63 @@ pub async fn start(
         devices,
         rules,
         counters,
+        sync,
     })
+}
+
+/// Follows what the CRM sends down: swaps in accepted rules, and keeps the voucher keys the
+/// changes feed stored in the trusted set (revoked ones removed).
+fn spawn_crm_followers(
+    config: &Config,
+    sync: &crate::sync::SyncHandle,
+    rules: &Arc<RwLock<Arc<RulesPolicy>>>,
+    vouchers: &Vouchers,
+    store: &Store,
+    shutdown: &CancellationToken,
+) {
+    let mut crm_rules = sync.rules();
+    let rules = rules.clone();
+    let time_zone = config.store.time_zone();
+    let follow_rules = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Some(accepted) = crm_rules.borrow_and_update().clone() {
+                let policy = Arc::new(RulesPolicy::new(accepted.rules.clone(), time_zone.clone()));
+                if let Ok(mut current) = rules.write() {
+                    *current = policy;
+                    tracing::info!("earning rules from the CRM are in force");
+                }
+            }
+            tokio::select! {
+                changed = crm_rules.changed() => if changed.is_err() { break },
+                () = follow_rules.cancelled() => break,
+            }
+        }
+    });
+    let vouchers = vouchers.clone();
+    let store = store.clone();
+    let follow_keys = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let (vouchers, store) = (vouchers.clone(), store.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                for key in store.crm_keys().unwrap_or_default() {
+                    if key.revoked {
+                        vouchers.trusted_keys().remove(&key.key_id);
+                    } else if let Err(err) =
+                        vouchers.trusted_keys().insert_base64(&key.key_id, &key.public_key)
+                    {
+                        tracing::warn!(key = %key.key_id, error = %err, "a voucher key from the CRM was refused");
+                    }
+                }
+            })
+            .await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                () = follow_keys.cancelled() => break,
+            }
+        }
+    });
 }
 
 async fn route_inputs(
@@ -556,6 +622,7 @@ async fn on_receipt(
     match applied {
         Ok(outcome) => {
             session.on_receipt_applied(&outcome.receipt_id, outcome.customer_id.is_some(), now);
+            shared.sync.nudge();
             let counter = if outcome.duplicate {
                 &shared.counters.duplicates
             } else {

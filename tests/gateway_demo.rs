@@ -40,6 +40,13 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
         stdout.contains("\"status\":\"redeemed\""),
         "the second scan is refused"
     );
+    let written = summary["events_written"].as_u64().expect("written");
+    assert!(written > 10, "{summary}");
+    assert_eq!(
+        summary["events_acknowledged"].as_u64(),
+        Some(written),
+        "every event reached the reference CRM once: {summary}"
+    );
     assert!(summary["latency_ms"]["count"].as_u64().expect("count") > 10);
     assert!(stdout.contains("Summary"));
 }

@@ -196,6 +196,8 @@ impl Store {
     /// Invalid customer ids or cards skip that customer (counted), never the page.
     pub fn apply_changes(&self, changes: &ChangeSet) -> Result<ApplyReport, StoreError> {
         let [state, revoked, keys] = self.sync_trees()?;
+        // Revocations also go where voucher checks look, in the same transaction.
+        let voucher_revoked = self.db().open_tree(super::vouchers::REVOKED)?;
         let last_seq = self.outbox_stats()?.last_seq;
         let key_values: Vec<(String, Vec<u8>)> = changes
             .keys
@@ -207,7 +209,7 @@ impl Store {
             })
             .collect::<Result<_, _>>()?;
         let now_bytes = changes.now.as_second().to_be_bytes();
-        self.transact(&[&state, &revoked, &keys], |tx| {
+        self.transact(&[&state, &revoked, &keys, &voucher_revoked], |tx| {
             let mut report = ApplyReport::default();
             for customer in &changes.customers {
                 let valid = check_id(&customer.customer_id).is_ok()
@@ -234,6 +236,9 @@ impl Store {
             }
             for voucher_id in &changes.revoked_vouchers {
                 tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
+                if let Some(id) = crate::voucher::VoucherId::parse(voucher_id) {
+                    tx.extra(3).insert(&id.0[..], &now_bytes[..])?;
+                }
                 report.revoked_vouchers += 1;
             }
             for (key_id, value) in &key_values {

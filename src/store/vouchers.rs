@@ -35,7 +35,8 @@ use serde_json::json;
 
 const ISSUED: &str = "vouchers/issued";
 const STATE: &str = "vouchers/state";
-const REVOKED: &str = "vouchers/revoked";
+/// Voucher id (10 bytes) → revocation time; the sync feed writes here too.
+pub(crate) const REVOKED: &str = "vouchers/revoked";
 const META: &str = "vouchers/meta";
 const TIME_FLOOR: &[u8] = b"time_floor";
 
