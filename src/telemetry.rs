@@ -313,6 +313,9 @@ macro_rules! label_enum {
         }
 
         impl $name {
+            /// Every value, so each series is exported (at zero) from the start.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
             /// The label value as exported.
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -583,6 +586,25 @@ impl Metrics {
             "Operations rejected because an internal invariant failed, by what",
             inner.invariant_violations.clone(),
         );
+        // Export every known series from the start, so rates and alerts work before traffic.
+        for &kind in ScanKind::ALL {
+            let _ = inner.scans.get_or_create_owned(&ScanLabel { kind });
+        }
+        for &outcome in ReceiptOutcome::ALL {
+            let _ = inner
+                .receipts
+                .get_or_create_owned(&OutcomeLabel { outcome });
+        }
+        for &kind in AnswerKind::ALL {
+            let _ = inner
+                .answer_latency
+                .get_or_create_owned(&TypeLabel { r#type: kind });
+        }
+        for &kind in SyncErrorKind::ALL {
+            let _ = inner
+                .sync_errors
+                .get_or_create_owned(&SyncErrorLabel { kind });
+        }
         let mut inner = inner;
         inner.registry = registry;
         Metrics {
