@@ -11,7 +11,7 @@
 //! and the health predicate passed; a wedged main loop or a broken store therefore gets the
 //! daemon restarted by systemd (`WatchdogSec=` + `Restart=on-failure`).
 
-use crate::clock::NtpState;
+use crate::clock::{ClockGuard, NtpState, TrustedTime};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -178,6 +178,17 @@ pub fn ntp_state() -> NtpState {
     } else {
         NtpState::Synchronized
     }
+}
+
+/// Reads the wall clock, the monotonic clock (since `origin`, typically the process start) and,
+/// when `use_ntp` is set, the kernel's NTP state, and lets `guard` judge them (see `clock`).
+pub fn observe_clock(guard: &mut ClockGuard, origin: Instant, use_ntp: bool) -> TrustedTime {
+    let ntp = if use_ntp {
+        ntp_state()
+    } else {
+        NtpState::Unknown
+    };
+    guard.observe(jiff::Timestamp::now(), origin.elapsed(), ntp)
 }
 
 /// Proof of life from the main loop: a counter the loop bumps on every iteration (including a

@@ -307,3 +307,26 @@ fn child_sends_from_env() {
     systemd::status("serving").expect("status");
     systemd::stopping().expect("stopping");
 }
+
+#[test]
+fn the_real_clock_is_trusted_against_a_floor_in_the_past() {
+    use loyalty_gateway::clock::{ClockGuard, NtpState};
+    let origin = Instant::now();
+    let floor: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("timestamp");
+    let mut guard = ClockGuard::new(floor, None, Duration::ZERO);
+    // Without the NTP signal only the floor decides: this machine's clock is past 2026-01-01.
+    let reading = systemd::observe_clock(&mut guard, origin, false);
+    assert!(reading.trusted, "{reading:?}");
+    // The kernel's NTP flag can be read (any answer is fine; a container may say unsynchronised).
+    let state = systemd::ntp_state();
+    assert!(matches!(
+        state,
+        NtpState::Synchronized | NtpState::Unsynchronized | NtpState::Unknown
+    ));
+    // A floor far in the future makes the same clock untrusted.
+    let future: jiff::Timestamp = "2099-01-01T00:00:00Z".parse().expect("timestamp");
+    let mut guard = ClockGuard::new(floor, Some(future), Duration::ZERO);
+    let reading = systemd::observe_clock(&mut guard, origin, false);
+    assert!(!reading.trusted);
+    assert!(reading.now >= future);
+}
