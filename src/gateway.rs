@@ -1,9 +1,793 @@
-//! The daemon: wires configuration, storage and the edges together (not yet written).
+//! The daemon's shell: opens the store, starts the edges (MQTT, serial devices, printer
+//! proxies, CRM sync, local API), and runs the main loop that routes every [`Input`] to the
+//! actor of its lane. A lane actor handles its lane's inputs strictly in order (card scans and
+//! receipts of one lane must not overtake each other) while different lanes run in parallel, so
+//! their receipts share the store's group commits.
+//!
+//! Invariant: every input that names a lane gets exactly one answer on that lane (a refusal is
+//! an `error` answer); a receipt's answer is sent only after the store reported it durable.
 
 use crate::config::Config;
+use crate::input::{Handled, Input, Origin};
+use crate::lane::{CardDecision, Identified, LaneSession};
+use crate::ledger::RulesPolicy;
+use crate::mqtt::BrokerState;
+use crate::receipt::{Receipt, ReceiptLimits};
+use crate::scan::{CardMatcher, Scan};
+use crate::store::vouchers::{IssuedVoucher, Vouchers};
+use crate::store::{ReceiptOutcome, Store, StoreError};
+use crate::voucher::{Benefit, Verdict};
+use crate::wire::Response;
+use crate::wire::{DiscountJson, IssuedVoucherJson};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-/// Runs the daemon until SIGTERM.
-pub fn run_daemon(_config: Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+/// State of one configured device (serial port or printer proxy), for health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Open and reading.
+    pub up: bool,
+    /// The last detail reported (path opened, or the error).
+    pub detail: String,
+}
+
+/// What the rest of the program (daemon, demo, tests, local API) holds of a running gateway.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    /// Feed inputs directly (the demo's in-process lanes, tests).
+    pub inputs: mpsc::Sender<Input>,
+    /// Every answer sent to any lane.
+    pub answers: broadcast::Sender<Response>,
+    /// The store.
+    pub store: Store,
+    /// Issued, reserved and redeemed vouchers.
+    pub vouchers: Vouchers,
+    /// The broker connection.
+    pub broker: watch::Receiver<BrokerState>,
+    /// Devices by configured name.
+    pub devices: Arc<Mutex<BTreeMap<String, DeviceStatus>>>,
+    /// The rules in force (replaced when the CRM sends new ones).
+    pub rules: Arc<RwLock<Arc<RulesPolicy>>>,
+    /// Counts of what the main loop did, for summaries and metrics.
+    pub counters: Arc<Counters>,
+}
+
+/// Simple counters of the gateway's work.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Scans handled.
+    pub scans: std::sync::atomic::AtomicU64,
+    /// Receipts durably applied (not counting duplicates).
+    pub receipts: std::sync::atomic::AtomicU64,
+    /// Duplicate receipts answered with their first outcome.
+    pub duplicates: std::sync::atomic::AtomicU64,
+    /// Error answers.
+    pub errors: std::sync::atomic::AtomicU64,
+    /// Points earned (net of returns).
+    pub points: std::sync::atomic::AtomicI64,
+    /// Customers enrolled offline.
+    pub enrolled: std::sync::atomic::AtomicU64,
+    /// Vouchers issued.
+    pub vouchers_issued: std::sync::atomic::AtomicU64,
+    /// Vouchers redeemed.
+    pub vouchers_redeemed: std::sync::atomic::AtomicU64,
+}
+
+/// Which edges to start.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Connect to the MQTT broker of the configuration.
+    pub mqtt: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { mqtt: true }
+    }
+}
+
+/// Whether a store error is a refusal of the request (answered to the lane, acknowledged to
+/// the broker) rather than a storage failure (to be retried).
+fn is_refusal(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::InvalidReceipt(_)
+            | StoreError::InvalidId(_)
+            | StoreError::UnknownCustomer(_)
+            | StoreError::UnknownReceipt(_)
+            | StoreError::NotASale(_)
+            | StoreError::AlreadyAttached { .. }
+            | StoreError::CardTaken { .. }
+            | StoreError::Ledger(_)
+    )
+}
+
+/// Everything a lane actor needs, shared by all lanes.
+struct Shared {
+    store: Store,
+    vouchers: Vouchers,
+    time_zone: jiff::tz::TimeZone,
+    rules: Arc<RwLock<Arc<RulesPolicy>>>,
+    cards: CardMatcher,
+    enroll_unknown: bool,
+    limits: ReceiptLimits,
+    answers: mpsc::UnboundedSender<Response>,
+    card_before_receipt: SignedDuration,
+    card_after_receipt: SignedDuration,
+    counters: Arc<Counters>,
+}
+
+/// Opens the store and starts the gateway's tasks; they stop when `shutdown` is cancelled.
+pub async fn start(
+    config: Config,
+    options: StartOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<GatewayHandle> {
+    let store = {
+        let storage = config.storage.clone();
+        let store_id = config.store.id.clone();
+        tokio::task::spawn_blocking(move || Store::open(&storage, &store_id)).await??
+    };
+    let rules = crate::rules::EarningRules::from_config(&config.rules, &config.store.currency)
+        .map_err(|err| anyhow::anyhow!("rules: {err}"))?;
+    let vouchers = {
+        let settings = crate::voucher::VoucherSettings::from_config(&config)
+            .map_err(|err| anyhow::anyhow!("rewards: {err}"))?;
+        let keys = settings
+            .trusted_keys(&config)
+            .map_err(|err| anyhow::anyhow!("rewards.trusted_keys: {err}"))?;
+        Vouchers::open(&store, settings, keys)?
+    };
+    let cards = CardMatcher::from_config(&config.cards)
+        .map_err(|err| anyhow::anyhow!("cards: {err}"))?
+        .with_voucher_prefix(crate::voucher::QR_PREFIX);
+    let limits = rules.receipt_limits();
+    let rules = Arc::new(RwLock::new(Arc::new(RulesPolicy::new(
+        rules,
+        config.store.time_zone(),
+    ))));
+
+    let (input_tx, input_rx) = mpsc::channel::<Input>(1024);
+    let (answer_tx, answer_rx) = mpsc::unbounded_channel::<Response>();
+    let (broadcast_tx, _) = broadcast::channel::<Response>(4096);
+    let (broker_tx, broker_rx) = watch::channel(BrokerState::default());
+    let devices = Arc::new(Mutex::new(BTreeMap::new()));
+    let counters = Arc::new(Counters::default());
+
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        vouchers: vouchers.clone(),
+        time_zone: config.store.time_zone(),
+        rules: rules.clone(),
+        cards,
+        enroll_unknown: config.cards.enroll_unknown,
+        limits,
+        answers: answer_tx,
+        card_before_receipt: SignedDuration::from_secs(
+            config.lanes.card_before_receipt_secs as i64,
+        ),
+        card_after_receipt: SignedDuration::from_secs(config.lanes.card_after_receipt_secs as i64),
+        counters: counters.clone(),
+    });
+
+    // Answers fan out to the broker (when connected) and to in-process observers.
+    let (mqtt_answers_tx, mqtt_answers_rx) = mpsc::unbounded_channel::<Response>();
+    {
+        let broadcast_tx = broadcast_tx.clone();
+        let to_mqtt = options.mqtt.then_some(mqtt_answers_tx);
+        let mut answer_rx = answer_rx;
+        tokio::spawn(async move {
+            while let Some(answer) = answer_rx.recv().await {
+                if let Some(to_mqtt) = &to_mqtt {
+                    let _ = to_mqtt.send(answer.clone());
+                }
+                let _ = broadcast_tx.send(answer);
+            }
+        });
+    }
+
+    tokio::spawn(route_inputs(
+        input_rx,
+        shared,
+        devices.clone(),
+        shutdown.clone(),
+    ));
+
+    if options.mqtt && config.mqtt.enabled {
+        let config = config.clone();
+        let inputs = input_tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) =
+                crate::mqtt::run(config, inputs, mqtt_answers_rx, broker_tx, shutdown).await
+            {
+                tracing::error!(error = %err, "the MQTT edge stopped");
+            }
+        });
+    }
+
+    Ok(GatewayHandle {
+        inputs: input_tx,
+        answers: broadcast_tx,
+        store,
+        vouchers,
+        broker: broker_rx,
+        devices,
+        rules,
+        counters,
+    })
+}
+
+async fn route_inputs(
+    mut inputs: mpsc::Receiver<Input>,
+    shared: Arc<Shared>,
+    devices: Arc<Mutex<BTreeMap<String, DeviceStatus>>>,
+    shutdown: CancellationToken,
+) {
+    let mut lanes: HashMap<String, mpsc::Sender<Input>> = HashMap::new();
+    loop {
+        let input = tokio::select! {
+            input = inputs.recv() => input,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(input) = input else { break };
+        let lane = match &input {
+            Input::Scan { lane, .. } | Input::Receipt { lane, .. } => lane.clone(),
+            Input::Device { name, up, detail } => {
+                if let Ok(mut devices) = devices.lock() {
+                    devices.insert(
+                        name.clone(),
+                        DeviceStatus {
+                            up: *up,
+                            detail: detail.clone(),
+                        },
+                    );
+                }
+                continue;
+            }
+        };
+        let sender = lanes.entry(lane.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(256);
+            tokio::spawn(lane_actor(lane.clone(), rx, shared.clone()));
+            tx
+        });
+        if sender.send(input).await.is_err() {
+            tracing::error!(lane = %lane, "a lane actor stopped; restarting it");
+            lanes.remove(&lane);
+        }
+    }
+}
+
+async fn lane_actor(lane: String, mut inputs: mpsc::Receiver<Input>, shared: Arc<Shared>) {
+    let mut session = LaneSession::new(shared.card_before_receipt, shared.card_after_receipt);
+    while let Some(input) = inputs.recv().await {
+        match input {
+            Input::Scan { data, origin, .. } => {
+                shared
+                    .counters
+                    .scans
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let answers = on_scan(&lane, &data, &origin, &mut session, &shared).await;
+                for answer in answers {
+                    send_answer(&shared, answer);
+                }
+            }
+            Input::Receipt { receipt, done, .. } => {
+                let (answer, handled) = on_receipt(&lane, receipt, &mut session, &shared).await;
+                send_answer(&shared, answer);
+                if let Some(done) = done {
+                    let _ = done.send(handled);
+                }
+            }
+            Input::Device { .. } => {}
+        }
+    }
+}
+
+fn send_answer(shared: &Shared, answer: Response) {
+    if matches!(answer, Response::Error { .. }) {
+        shared
+            .counters
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let _ = shared.answers.send(answer);
+}
+
+/// Runs a blocking store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(err) => Err(StoreError::Io {
+            context: "storage task failed".into(),
+            source: std::io::Error::other(err.to_string()),
+        }),
+    }
+}
+
+/// Looks a program card up, enrolling it offline when unknown. Returns the customer and
+/// whether it was enrolled now.
+async fn identify(
+    shared: &Shared,
+    card: &str,
+    now: Timestamp,
+) -> Result<(crate::customer::Customer, bool), StoreError> {
+    let store = shared.store.clone();
+    let card = card.to_string();
+    let enroll_unknown = shared.enroll_unknown;
+    blocking(move || match store.customer_by_card(&card)? {
+        Some(customer) => Ok((customer, false)),
+        None if enroll_unknown => store.enroll(&card, now).map(|customer| (customer, true)),
+        None => Err(StoreError::UnknownCustomer(format!("card {card}"))),
+    })
+    .await
+}
+
+async fn on_scan(
+    lane: &str,
+    data: &[u8],
+    _origin: &Origin,
+    session: &mut LaneSession,
+    shared: &Shared,
+) -> Vec<Response> {
+    let now = Timestamp::now();
+    let scan = match crate::scan::decode(data, &shared.cards) {
+        Ok(scan) => scan,
+        Err(err) => return vec![Response::error(lane, None, err.code(), err.to_string())],
+    };
+    match scan {
+        Scan::Card { number, .. } => {
+            let (customer, enrolled) = match identify(shared, &number, now).await {
+                Ok(found) => found,
+                Err(err) => return vec![refusal_or_storage(lane, None, &err)],
+            };
+            if enrolled {
+                shared
+                    .counters
+                    .enrolled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let who = Identified {
+                customer_id: customer.id.clone(),
+                card: number.clone(),
+            };
+            match session.on_card(who, now) {
+                CardDecision::HoldForNextReceipt { replaced } => {
+                    let balance = current_balance(shared, &customer.id, now).await;
+                    vec![customer_answer(
+                        lane, &customer, &number, balance, enrolled, replaced,
+                    )]
+                }
+                CardDecision::AttachTo { receipt_id } => {
+                    let balance = current_balance(shared, &customer.id, now).await;
+                    let mut answers = vec![customer_answer(
+                        lane, &customer, &number, balance, enrolled, None,
+                    )];
+                    let store = shared.store.clone();
+                    let rules = current_rules(shared);
+                    let customer_id = customer.id.clone();
+                    let attach_id = receipt_id.clone();
+                    match blocking(move || {
+                        store.attach_customer(&attach_id, &customer_id, rules.as_ref(), now)
+                    })
+                    .await
+                    {
+                        Ok(outcome) => {
+                            shared
+                                .counters
+                                .points
+                                .fetch_add(outcome.earned, std::sync::atomic::Ordering::Relaxed);
+                            answers.push(points_answer(lane, &outcome));
+                        }
+                        Err(err) => answers.push(refusal_or_storage(lane, Some(&receipt_id), &err)),
+                    }
+                    answers
+                }
+            }
+        }
+        Scan::Voucher { text } => {
+            let vouchers = shared.vouchers.clone();
+            let lane_name = lane.to_string();
+            let customer = session.held_card(now).map(|who| who.customer_id.clone());
+            let verdict =
+                blocking(move || vouchers.scan(&text, &lane_name, customer.as_deref(), now, true))
+                    .await;
+            vec![reward_answer(lane, verdict)]
+        }
+        other => {
+            let (code, message) = other
+                .refusal()
+                .unwrap_or(("unknown_card", "not a card of this program".into()));
+            vec![Response::error(lane, None, code, message)]
+        }
+    }
+}
+
+async fn current_balance(shared: &Shared, customer_id: &str, now: Timestamp) -> i64 {
+    let store = shared.store.clone();
+    let id = customer_id.to_string();
+    blocking(move || store.balance(&id, now))
+        .await
+        .map(|b| b.total)
+        .unwrap_or(0)
+}
+
+fn current_rules(shared: &Shared) -> Arc<RulesPolicy> {
+    match shared.rules.read() {
+        Ok(rules) => rules.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn customer_answer(
+    lane: &str,
+    customer: &crate::customer::Customer,
+    card: &str,
+    balance: i64,
+    enrolled: bool,
+    replaced_card: Option<String>,
+) -> Response {
+    if enrolled {
+        Response::Enrolled {
+            lane: lane.to_string(),
+            customer_id: customer.id.clone(),
+            card: card.to_string(),
+            tier: customer.tier.clone().unwrap_or_else(|| "basic".into()),
+            balance,
+            replaced_card,
+        }
+    } else {
+        Response::Customer {
+            lane: lane.to_string(),
+            customer_id: customer.id.clone(),
+            card: card.to_string(),
+            name: customer.name.clone(),
+            tier: customer.tier.clone().unwrap_or_else(|| "basic".into()),
+            balance,
+            replaced_card,
+        }
+    }
+}
+
+fn points_answer(lane: &str, outcome: &ReceiptOutcome) -> Response {
+    Response::Points {
+        lane: lane.to_string(),
+        receipt_id: outcome.receipt_id.clone(),
+        customer_id: outcome.customer_id.clone(),
+        earned: outcome.earned,
+        balance: outcome.balance.map(|b| b.total),
+        duplicate: outcome.duplicate,
+        vouchers: Vec::new(),
+    }
+}
+
+fn storage_error(lane: &str, receipt_id: Option<&str>, err: &StoreError) -> Response {
+    tracing::error!(lane, error = %err, "storage failure");
+    Response::error(
+        lane,
+        receipt_id,
+        "storage",
+        "the gateway could not store this; the till should retry",
+    )
+}
+
+fn refusal_or_storage(lane: &str, receipt_id: Option<&str>, err: &StoreError) -> Response {
+    if is_refusal(err) {
+        Response::error(lane, receipt_id, "refused", err.to_string())
+    } else {
+        storage_error(lane, receipt_id, err)
+    }
+}
+
+async fn on_receipt(
+    lane: &str,
+    receipt: Result<Receipt, String>,
+    session: &mut LaneSession,
+    shared: &Shared,
+) -> (Response, Handled) {
+    let now = Timestamp::now();
+    let receipt = match receipt {
+        Ok(receipt) => receipt,
+        Err(message) => {
+            return (
+                Response::error(lane, None, "malformed_receipt", message),
+                Handled::Refused,
+            )
+        }
+    };
+    if let Err(err) = crate::receipt::validate(&receipt, &shared.limits) {
+        return (
+            Response::error(lane, Some(&receipt.id), "invalid_receipt", err.to_string()),
+            Handled::Refused,
+        );
+    }
+    let in_receipt = match &receipt.card {
+        None => None,
+        Some(card) => {
+            let normalized = match crate::scan::decode(card.as_bytes(), &shared.cards) {
+                Ok(Scan::Card { number, .. }) => number,
+                Ok(other) => {
+                    let (code, message) = other
+                        .refusal()
+                        .unwrap_or(("unknown_card", "not a card of this program".into()));
+                    return (
+                        Response::error(lane, Some(&receipt.id), code, message),
+                        Handled::Refused,
+                    );
+                }
+                Err(err) => {
+                    return (
+                        Response::error(lane, Some(&receipt.id), "unknown_card", err.to_string()),
+                        Handled::Refused,
+                    )
+                }
+            };
+            match identify(shared, &normalized, now).await {
+                Ok((customer, _)) => Some(Identified {
+                    customer_id: customer.id,
+                    card: normalized,
+                }),
+                Err(err) => {
+                    return (
+                        storage_error(lane, Some(&receipt.id), &err),
+                        Handled::Failed,
+                    )
+                }
+            }
+        }
+    };
+    let who = session.on_receipt(in_receipt, now);
+    let store = shared.store.clone();
+    let rules = current_rules(shared);
+    let customer_id = who.as_ref().map(|w| w.customer_id.clone());
+    let receipt_id = receipt.id.clone();
+    let for_vouchers = receipt.clone();
+    let applied = blocking(move || {
+        store.apply_receipt(&receipt, customer_id.as_deref(), rules.as_ref(), now)
+    })
+    .await;
+    match applied {
+        Ok(outcome) => {
+            session.on_receipt_applied(&outcome.receipt_id, outcome.customer_id.is_some(), now);
+            let counter = if outcome.duplicate {
+                &shared.counters.duplicates
+            } else {
+                shared
+                    .counters
+                    .points
+                    .fetch_add(outcome.earned, std::sync::atomic::Ordering::Relaxed);
+                &shared.counters.receipts
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match settle_vouchers(lane, for_vouchers, &outcome, shared, now).await {
+                Ok((issued, refusals)) => {
+                    let mut answer = points_answer(lane, &outcome);
+                    if let Response::Points {
+                        vouchers, balance, ..
+                    } = &mut answer
+                    {
+                        if !issued.is_empty() {
+                            // Issuing converted points: answer the balance after it.
+                            if let Some(customer_id) = &outcome.customer_id {
+                                *balance = Some(current_balance(shared, customer_id, now).await);
+                            }
+                        }
+                        *vouchers = issued;
+                    }
+                    for refusal in refusals {
+                        send_answer(shared, refusal);
+                    }
+                    (answer, Handled::Durable)
+                }
+                Err(err) => (
+                    storage_error(lane, Some(&receipt_id), &err),
+                    Handled::Failed,
+                ),
+            }
+        }
+        Err(err) if is_refusal(&err) => (
+            Response::error(lane, Some(&receipt_id), "refused", err.to_string()),
+            Handled::Refused,
+        ),
+        Err(err) => (
+            storage_error(lane, Some(&receipt_id), &err),
+            Handled::Failed,
+        ),
+    }
+}
+
+/// After a receipt is durable: redeems the vouchers it names (or the lane's reservation, per
+/// `rewards.redeem_on`) and issues the vouchers its points earned. Both are idempotent, so a
+/// redelivered receipt changes nothing. Returns the issued vouchers for the `points` answer and
+/// an error answer for each voucher the receipt named that could not be redeemed.
+async fn settle_vouchers(
+    lane: &str,
+    receipt: Receipt,
+    outcome: &ReceiptOutcome,
+    shared: &Shared,
+    now: Timestamp,
+) -> Result<(Vec<IssuedVoucherJson>, Vec<Response>), StoreError> {
+    let vouchers = shared.vouchers.clone();
+    let customer_id = outcome.customer_id.clone();
+    let is_sale = matches!(receipt.kind, crate::receipt::ReceiptKind::Sale);
+    let (commit, issued) = blocking(move || {
+        let commit = vouchers.commit_receipt(&receipt, now)?;
+        let issued = match (&customer_id, is_sale) {
+            (Some(customer_id), true) => vouchers
+                .issue_after_receipt(&receipt.id, customer_id, now)
+                .unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, receipt = %receipt.id, "no voucher issued");
+                    Vec::new()
+                }),
+            _ => Vec::new(),
+        };
+        Ok((commit, issued))
+    })
+    .await?;
+    let redeemed_now = commit.redeemed.iter().filter(|r| !r.duplicate).count() as u64;
+    shared
+        .counters
+        .vouchers_redeemed
+        .fetch_add(redeemed_now, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .vouchers_issued
+        .fetch_add(issued.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let refusals = commit
+        .refused
+        .into_iter()
+        .map(|(voucher_id, refusal)| {
+            Response::error(
+                lane,
+                Some(&outcome.receipt_id),
+                refusal.code(),
+                format!("voucher {voucher_id}: {refusal}"),
+            )
+        })
+        .collect();
+    let issued = issued
+        .iter()
+        .map(|voucher| issued_json(voucher, &shared.time_zone))
+        .collect();
+    Ok((issued, refusals))
+}
+
+fn issued_json(issued: &IssuedVoucher, time_zone: &jiff::tz::TimeZone) -> IssuedVoucherJson {
+    use base64::Engine as _;
+    let options = crate::render::SlipOptions {
+        time_zone: time_zone.clone(),
+        ..Default::default()
+    };
+    let escpos =
+        crate::render::escpos_slip(&issued.voucher, &issued.text, &options).unwrap_or_default();
+    let decimals = crate::money::currency_decimals(&issued.voucher.currency);
+    IssuedVoucherJson {
+        voucher_id: issued.voucher.id.to_string(),
+        text: issued.text.clone(),
+        escpos_base64: base64::engine::general_purpose::STANDARD.encode(escpos),
+        value: match &issued.voucher.benefit {
+            Benefit::AmountOff(amount) => amount.format(decimals),
+            Benefit::PercentOff(percent) => format!("{percent}%"),
+            Benefit::FreeItem { sku } => format!("free {sku}"),
+        },
+        valid_until: issued.voucher.valid_until.to_string(),
+    }
+}
+
+fn reward_answer(lane: &str, verdict: Result<Verdict, StoreError>) -> Response {
+    match verdict {
+        Ok(Verdict::Valid { discount }) => {
+            let decimals = crate::money::currency_decimals(&discount.currency);
+            Response::Reward {
+                lane: lane.to_string(),
+                voucher_id: discount.voucher_id.to_string(),
+                status: "valid".into(),
+                discount: Some(match discount.benefit {
+                    Benefit::AmountOff(amount) => DiscountJson::AmountOff {
+                        amount: amount.format(decimals),
+                    },
+                    Benefit::PercentOff(percent) => DiscountJson::PercentOff {
+                        percent: u32::from(percent),
+                    },
+                    Benefit::FreeItem { sku } => DiscountJson::FreeItem { sku },
+                }),
+                reason: discount
+                    .min_spend
+                    .filter(|m| m.0 > 0)
+                    .map(|m| format!("minimum spend {}", m.format(decimals))),
+            }
+        }
+        Ok(Verdict::Refused(refusal)) => Response::Reward {
+            lane: lane.to_string(),
+            voucher_id: String::new(),
+            status: refusal.status().into(),
+            discount: None,
+            reason: Some(format!("{} ({})", refusal, refusal.code())),
+        },
+        Err(err) => storage_error(lane, None, &err),
+    }
+}
+
+/// `loyalty-gateway run`: the daemon, until SIGTERM or SIGINT.
+pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let handle = start(config, StartOptions::default(), shutdown.clone()).await?;
+        tracing::info!("gateway started");
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        shutdown.cancel();
+        // Give the edges a bounded moment to say goodbye (retained offline status).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(handle);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Sends one input and waits for the answers it produces on its lane (in-process use: demo,
+/// tests). Returns the answers seen for `lane` until `count` arrived or `timeout` passed.
+pub async fn request(
+    handle: &GatewayHandle,
+    input: Input,
+    lane: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Response> {
+    let mut answers = handle.answers.subscribe();
+    if handle.inputs.send(input).await.is_err() {
+        return Vec::new();
+    }
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while seen.len() < count {
+        match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Ok(Ok(answer)) if answer.lane() == lane => seen.push(answer),
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+        }
+    }
+    seen
+}
+
+/// A receipt input for in-process use, with its completion channel.
+pub fn receipt_input(
+    lane: &str,
+    receipt: Receipt,
+    origin: Origin,
+) -> (Input, oneshot::Receiver<Handled>) {
+    let (done, handled) = oneshot::channel();
+    (
+        Input::Receipt {
+            lane: lane.to_string(),
+            receipt: Ok(receipt),
+            origin,
+            done: Some(done),
+        },
+        handled,
+    )
 }

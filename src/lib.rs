@@ -30,3 +30,4 @@ pub mod sync;
 pub mod systemd;
 pub mod telemetry;
 pub mod voucher;
+pub mod wire;

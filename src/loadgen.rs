@@ -1,16 +1,552 @@
-//! The load generator (not yet written).
+//! `loyalty-gateway loadgen`: simulated lanes against a running gateway over its MQTT broker.
+//! Each lane is its own MQTT client (as each till is) and runs a closed loop of card scan,
+//! receipt, and now and then a return or a voucher scan; every request waits for its answer on
+//! the lane's response topic, which gives the answer latency. In the same run a relay client
+//! echoes messages through the broker without the gateway, which measures the broker's own
+//! round-trip floor for the same path (till → broker → client → broker → till).
 
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// Options of `loyalty-gateway loadgen`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenArgs {
+    /// Broker URL (mqtt://host:port).
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    pub broker: String,
+    /// Topic prefix of the gateway (`loyalty/{store_id}`).
+    #[arg(long, default_value = "loyalty/demo-store")]
+    pub prefix: String,
     /// Number of simulated lanes.
     #[arg(long, default_value_t = 10)]
     pub lanes: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Requests per second per lane (0: flat out, closed loop).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Card prefix of the program (cards are this prefix + digits + check digit, 13 digits).
+    #[arg(long, default_value = "299")]
+    pub card_prefix: String,
+    /// Percent of receipts followed by a return of one line.
+    #[arg(long, default_value_t = 10)]
+    pub return_percent: u32,
+    /// Percent of cycles that also scan a (forged) voucher.
+    #[arg(long, default_value_t = 5)]
+    pub voucher_percent: u32,
+    /// PID of the gateway, for its RSS (found by name when not given).
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+    /// Skip the broker floor measurement.
+    #[arg(long)]
+    pub no_floor: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for one answer before counting a timeout.
+    #[arg(long, default_value_t = 5)]
+    pub answer_timeout_secs: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoadSummary {
+    /// Lanes simulated.
+    pub lanes: usize,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Requests answered.
+    pub answered: u64,
+    /// Receipts answered with `points`.
+    pub receipts: u64,
+    /// Answers of type `error`.
+    pub error_answers: u64,
+    /// Requests without an answer in time.
+    pub timeouts: u64,
+    /// Answers per second.
+    pub throughput: f64,
+    /// Answer latency percentiles in milliseconds: p50, p90, p99, max.
+    pub latency_ms: Percentiles,
+    /// Broker-only round trip over the same path, in milliseconds.
+    pub broker_floor_ms: Option<Percentiles>,
+    /// The gateway's resident memory in KiB (current, peak), when found.
+    pub gateway_rss_kib: Option<(u64, u64)>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Samples.
+    pub count: usize,
+}
+
+impl Percentiles {
+    /// From samples (any order).
+    pub fn of(samples: &mut [Duration]) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort();
+        let at = |q: f64| {
+            let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples[index].as_secs_f64() * 1000.0
+        };
+        Percentiles {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: at(1.0),
+            count: samples.len(),
+        }
+    }
+}
+
+/// A card number of the program: `prefix` + serial digits + EAN-13 check digit.
+pub fn card_number(prefix: &str, serial: u64) -> String {
+    let body_len = 12usize.saturating_sub(prefix.len());
+    let body = format!(
+        "{prefix}{:0width$}",
+        serial % 10u64.pow(body_len as u32),
+        width = body_len
+    );
+    let check = ean13_check_digit(&body);
+    format!("{body}{check}")
+}
+
+fn ean13_check_digit(twelve: &str) -> u32 {
+    let sum: u32 = twelve
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| (b - b'0') as u32 * if i % 2 == 0 { 1 } else { 3 })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+fn broker_host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| anyhow::anyhow!("--broker must be mqtt://host:port"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--broker must include a port"))?;
+    Ok((host.to_string(), port.parse()?))
+}
+
+/// An MQTT client that plays a till (or a relay): publishes, and receives what it subscribed to.
+pub struct Peer {
+    /// The client, for publishing.
+    pub client: AsyncClient,
+    /// Messages received: (topic, payload).
+    pub incoming: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    _poller: tokio::task::JoinHandle<()>,
+}
+
+/// Connects a peer with TCP_NODELAY and waits until its subscriptions are acknowledged.
+pub async fn connect_peer(
+    host: &str,
+    port: u16,
+    id: &str,
+    subscribe: &[String],
+) -> anyhow::Result<Peer> {
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    let (tx, incoming) = mpsc::unbounded_channel();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
+    let wanted = subscribe.len();
+    let poller = tokio::spawn(async move {
+        let mut ready_tx = Some(ready_tx);
+        let mut acked = 0;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    acked += 1;
+                    if acked >= wanted {
+                        if let Some(done) = ready_tx.take() {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(_))) if wanted == 0 => {
+                    if let Some(done) = ready_tx.take() {
+                        let _ = done.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    for topic in subscribe {
+        client.subscribe(topic.clone(), QoS::AtLeastOnce).await?;
+    }
+    tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .map_err(|_| anyhow::anyhow!("the broker at {host}:{port} did not answer"))??;
+    Ok(Peer {
+        client,
+        incoming,
+        _poller: poller,
+    })
+}
+
+#[derive(Default)]
+struct LaneResult {
+    latencies: Vec<Duration>,
+    answered: u64,
+    receipts: u64,
+    errors: u64,
+    timeouts: u64,
+}
+
+async fn request(
+    connection: &mut Peer,
+    topic: String,
+    payload: Vec<u8>,
+    timeout: Duration,
+    result: &mut LaneResult,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let started = Instant::now();
+    connection
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await?;
+    match tokio::time::timeout(timeout, connection.incoming.recv()).await {
+        Ok(Some((_, payload))) => {
+            result.latencies.push(started.elapsed());
+            result.answered += 1;
+            let value: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+            match value["type"].as_str() {
+                Some("error") => result.errors += 1,
+                Some("points") => result.receipts += 1,
+                _ => {}
+            }
+            Ok(Some(value))
+        }
+        _ => {
+            result.timeouts += 1;
+            Ok(None)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_lane(
+    host: String,
+    port: u16,
+    prefix: String,
+    lane: String,
+    args: LoadgenArgs,
+    run_id: String,
+    deadline: Instant,
+) -> anyhow::Result<LaneResult> {
+    let response_topic = format!("{prefix}/lane/{lane}/response");
+    let mut connection = connect_peer(
+        &host,
+        port,
+        &format!("loadgen-{run_id}-{lane}"),
+        std::slice::from_ref(&response_topic),
+    )
+    .await?;
+    let timeout = Duration::from_secs(args.answer_timeout_secs);
+    let mut result = LaneResult::default();
+    let lane_number: u64 = lane.trim_start_matches('L').parse().unwrap_or(0);
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let mut cycle: u64 = 0;
+    while Instant::now() < deadline {
+        let cycle_started = Instant::now();
+        cycle += 1;
+        let card = card_number(&args.card_prefix, lane_number * 1_000_000 + cycle % 50);
+        request(
+            &mut connection,
+            format!("{prefix}/lane/{lane}/scan"),
+            format!("]E0{card}").into_bytes(),
+            timeout,
+            &mut result,
+        )
+        .await?;
+        if cycle % 100 < args.voucher_percent as u64 {
+            request(
+                &mut connection,
+                format!("{prefix}/lane/{lane}/scan"),
+                b"LGV1:NOT-A-REAL-VOUCHER".to_vec(),
+                timeout,
+                &mut result,
+            )
+            .await?;
+        }
+        let receipt_id = format!("LG-{run_id}-{lane}-{cycle}");
+        let receipt = serde_json::json!({
+            "receipt_id": receipt_id, "lane": lane, "timestamp": jiff::Timestamp::now().to_string(),
+            "kind": "sale", "currency": "EUR", "total": "13.47",
+            "lines": [
+                {"sku": "4006381333931", "name": "Pencil", "qty": 3, "unit_price": "1.49", "amount": "4.47"},
+                {"sku": "4000417025005", "name": "Coffee", "qty": 1, "unit_price": "9.00", "amount": "9.00"}
+            ]
+        });
+        request(
+            &mut connection,
+            format!("{prefix}/lane/{lane}/receipt"),
+            serde_json::to_vec(&receipt)?,
+            timeout,
+            &mut result,
+        )
+        .await?;
+        if cycle % 100 < args.return_percent as u64 {
+            let ret = serde_json::json!({
+                "receipt_id": format!("{receipt_id}-R"), "lane": lane,
+                "timestamp": jiff::Timestamp::now().to_string(), "kind": "return",
+                "original_receipt_id": receipt_id, "currency": "EUR", "total": "1.49",
+                "lines": [{"sku": "4006381333931", "name": "Pencil", "qty": 1, "unit_price": "1.49", "amount": "1.49"}]
+            });
+            request(
+                &mut connection,
+                format!("{prefix}/lane/{lane}/receipt"),
+                serde_json::to_vec(&ret)?,
+                timeout,
+                &mut result,
+            )
+            .await?;
+        }
+        if let Some(interval) = interval {
+            let elapsed = cycle_started.elapsed();
+            if elapsed < interval {
+                tokio::time::sleep(interval - elapsed).await;
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Measures the broker's round trip over the gateway's path without the gateway: a relay client
+/// republishes every message it receives, and a sender times the echo.
+pub async fn broker_floor(
+    host: &str,
+    port: u16,
+    prefix: &str,
+    samples: usize,
+) -> anyhow::Result<Percentiles> {
+    let run = std::process::id();
+    let inbound = format!("{prefix}/loadgen/{run}/in");
+    let outbound = format!("{prefix}/loadgen/{run}/out");
+    let mut relay = connect_peer(
+        host,
+        port,
+        &format!("loadgen-relay-{run}"),
+        std::slice::from_ref(&inbound),
+    )
+    .await?;
+    let relay_client = relay.client.clone();
+    let relay_out = outbound.clone();
+    let relay_task = tokio::spawn(async move {
+        while let Some((_, payload)) = relay.incoming.recv().await {
+            if relay_client
+                .publish(relay_out.clone(), QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut sender = connect_peer(
+        host,
+        port,
+        &format!("loadgen-echo-{run}"),
+        std::slice::from_ref(&outbound),
+    )
+    .await?;
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let started = Instant::now();
+        sender
+            .client
+            .publish(
+                inbound.clone(),
+                QoS::AtLeastOnce,
+                false,
+                format!("{i}").into_bytes(),
+            )
+            .await?;
+        if tokio::time::timeout(Duration::from_secs(5), sender.incoming.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            latencies.push(started.elapsed());
+        }
+    }
+    relay_task.abort();
+    Ok(Percentiles::of(&mut latencies))
+}
+
+/// Resident memory (current, peak) in KiB of `pid`.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Finds a running `loyalty-gateway run` process.
+pub fn find_gateway_pid() -> Option<u32> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            if pid == own {
+                return None;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_gateway = args
+                .first()
+                .is_some_and(|a| a.ends_with(b"loyalty-gateway"))
+                && args.iter().any(|a| *a == b"run" || *a == b"demo");
+            is_gateway.then_some(pid)
+        })
+}
+
+/// Runs a load against the gateway and returns what it measured.
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
+    let (host, port) = broker_host_port(&args.broker)?;
+    let broker_floor_ms = if args.no_floor {
+        None
+    } else {
+        Some(broker_floor(&host, port, &args.prefix, 300).await?)
+    };
+    let run_id = format!("{:x}", jiff::Timestamp::now().as_millisecond());
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration_secs);
+    let mut tasks = Vec::new();
+    for lane in 0..args.lanes {
+        tasks.push(tokio::spawn(run_lane(
+            host.clone(),
+            port,
+            args.prefix.clone(),
+            format!("L{}", lane + 1),
+            args.clone(),
+            run_id.clone(),
+            deadline,
+        )));
+    }
+    let mut total = LaneResult::default();
+    for task in tasks {
+        let lane = task.await??;
+        total.latencies.extend(lane.latencies);
+        total.answered += lane.answered;
+        total.receipts += lane.receipts;
+        total.errors += lane.errors;
+        total.timeouts += lane.timeouts;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let pid = args.gateway_pid.or_else(find_gateway_pid);
+    Ok(LoadSummary {
+        lanes: args.lanes,
+        seconds,
+        answered: total.answered,
+        receipts: total.receipts,
+        error_answers: total.errors,
+        timeouts: total.timeouts,
+        throughput: total.answered as f64 / seconds.max(0.001),
+        latency_ms: Percentiles::of(&mut total.latencies),
+        broker_floor_ms,
+        gateway_rss_kib: pid.and_then(rss_kib),
+    })
+}
+
+/// Prints a summary for people.
+pub fn print_summary(summary: &LoadSummary) {
+    println!(
+        "lanes {}  duration {:.1} s  answered {}  receipts {}  error answers {}  timeouts {}",
+        summary.lanes,
+        summary.seconds,
+        summary.answered,
+        summary.receipts,
+        summary.error_answers,
+        summary.timeouts
+    );
+    println!("throughput       {:.0} answers/s", summary.throughput);
+    let l = &summary.latency_ms;
+    println!(
+        "answer latency   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={})",
+        l.p50, l.p90, l.p99, l.max, l.count
+    );
+    if let Some(f) = &summary.broker_floor_ms {
+        println!(
+            "broker floor     p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={})",
+            f.p50, f.p90, f.p99, f.max, f.count
+        );
+        println!(
+            "gateway adds     p50 {:.2} ms  p99 {:.2} ms",
+            l.p50 - f.p50,
+            l.p99 - f.p99
+        );
+    }
+    match summary.gateway_rss_kib {
+        Some((rss, peak)) => println!("gateway RSS      {rss} KiB (peak {peak} KiB)"),
+        None => println!("gateway RSS      (gateway process not found; pass --gateway-pid)"),
+    }
 }
 
 /// Runs the load generator.
-pub fn main(_args: LoadgenArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+pub fn main(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let json = args.json;
+    let summary = runtime.block_on(run(args))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cards_have_valid_check_digits() {
+        let card = card_number("299", 19);
+        assert_eq!(card.len(), 13);
+        assert!(card.starts_with("299"));
+        assert_eq!(card, "2990000000194");
+        assert_eq!(ean13_check_digit("400638133393"), 1);
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(&mut samples);
+        assert_eq!(p.count, 100);
+        assert!((p.p50 - 51.0).abs() < 1.01);
+        assert!((p.max - 100.0).abs() < 0.01);
+    }
 }

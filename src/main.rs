@@ -48,6 +48,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("LOYALTY_LOG").is_none() {
+        // The demo explains itself; only warnings and errors from the daemon's log.
+        std::env::set_var("LOYALTY_LOG", "warn");
+    }
     loyalty_gateway::telemetry::init_logging();
     let result = match cli.command {
         Command::Run(arg) => with_config(&arg.config, loyalty_gateway::gateway::run_daemon),

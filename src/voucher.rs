@@ -1,22 +1,54 @@
-//! QR reward vouchers: format, signing, verification (not yet written).
+//! QR reward vouchers (SPEC 2.6): the signed compact format ([`format`]), the pure redemption
+//! decision ([`check`]), issuing rules ([`issue`]), keys in memory ([`keys`]); and at the shell,
+//! the signing key file ([`keyfile`]) and the `keys` / `voucher` subcommands.
+//!
+//! Invariant: `format`, `check`, `issue` and `keys` do no I/O and never import tokio or sled;
+//! redemption state lives in `store::vouchers`, images in `render`.
+
+pub mod check;
+mod cli;
+pub mod format;
+pub mod issue;
+pub mod keyfile;
+pub mod keys;
+pub mod settings;
+
+pub use check::{
+    check, check_receipt, check_text, CheckContext, Clock, Discount, RedemptionState, Refusal,
+    Revocations, Verdict,
+};
+pub use format::{
+    decode, is_voucher_text, valid_key_id, Benefit, CustomerBinding, FormatError, SignedVoucher,
+    Voucher, VoucherId, QR_PREFIX,
+};
+pub use issue::{IssuePlan, RewardRules};
+pub use keys::{KeyAnnouncement, KeyChange, KeyError, StoreKey, TrustedKeys};
+pub use settings::{RedeemOn, VoucherSettings};
 
 use std::process::ExitCode;
 
 /// `loyalty-gateway keys ...`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum KeysCommand {
-    /// Write a new store signing key pair.
+    /// Write a new store signing key pair: the private key file (mode 0600) and `PATH.pub`.
     Generate {
-        /// Private key file to write (mode 0600).
+        /// Private key file to write (mode 0600); refused if it exists.
         #[arg(long)]
         out: std::path::PathBuf,
+    },
+    /// Print the public key of an existing private key file (for `rewards.trusted_keys`).
+    Public {
+        /// Private key file.
+        #[arg(long)]
+        key: std::path::PathBuf,
     },
 }
 
 /// `loyalty-gateway voucher ...`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum VoucherCommand {
-    /// Issue a staff goodwill voucher.
+    /// Issue a staff goodwill voucher (at most `rewards.goodwill_max_value`), recorded in the
+    /// store's database and announced to the CRM like any other.
     Goodwill {
         /// Configuration file.
         #[arg(long, default_value = "/etc/loyalty-gateway/gateway.toml")]
@@ -24,15 +56,32 @@ pub enum VoucherCommand {
         /// Value, e.g. 5.00.
         #[arg(long)]
         value: String,
+        /// Bind it to this customer id.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Days it stays valid (default `rewards.goodwill_validity_days`).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Write the voucher as a PNG image here.
+        #[arg(long)]
+        png: Option<std::path::PathBuf>,
+        /// Write ESC/POS bytes (to send to a receipt printer) here.
+        #[arg(long)]
+        escpos: Option<std::path::PathBuf>,
+    },
+    /// Decode a voucher text and show what it contains (no signature check against the store).
+    Show {
+        /// The voucher text (`LGV1:...`).
+        text: String,
     },
 }
 
 /// Runs `keys`.
-pub fn keys_main(_command: KeysCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+pub fn keys_main(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    cli::keys_main(command)
 }
 
 /// Runs `voucher`.
-pub fn voucher_main(_command: VoucherCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+pub fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> {
+    cli::voucher_main(command)
 }

@@ -2,7 +2,6 @@
 //! pure earning function; validation here refuses anything it could not evaluate.
 
 use super::{Config, Errors, Section};
-use crate::money::Money;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -25,7 +24,7 @@ pub enum RoundingMode {
 pub struct TierConfig {
     /// Tier name as the CRM sends it (`"basic"`, `"gold"`).
     pub name: String,
-    /// Earning factor as a decimal text (`"1.5"`).
+    /// Earning factor as a decimal text (`"1.5"`), at most 100.
     pub factor: String,
 }
 
@@ -43,12 +42,22 @@ pub struct PromotionConfig {
     pub weekdays: Vec<String>,
     /// Only lines of these categories; empty means all eligible lines.
     pub categories: Vec<String>,
-    /// Earning factor for matching lines as a decimal text (`"2"` doubles).
+    /// Earning factor for matching lines as a decimal text (`"2"` doubles). Several factor
+    /// promotions on one line do not stack: the highest applies.
     pub factor: Option<String>,
     /// Flat bonus points per qualifying receipt.
     pub bonus_points: Option<i64>,
-    /// Minimum eligible spend for the bonus, as a decimal text.
+    /// Minimum eligible spend (in the promotion's categories, if any) for the promotion to
+    /// apply at all (factor and bonus), as a decimal text.
     pub min_spend: Option<String>,
+    /// Start of the daily time window (`HH:MM`, store time zone), inclusive.
+    pub time_from: Option<String>,
+    /// End of the daily time window (`HH:MM`), exclusive; before `time_from` means the window
+    /// crosses midnight.
+    pub time_until: Option<String>,
+    /// Only customers of these tiers; empty means everyone (card-less receipts earn nothing
+    /// anyway).
+    pub tiers: Vec<String>,
 }
 
 /// Earning rules.
@@ -61,11 +70,14 @@ pub struct RulesConfig {
     pub per_amount: String,
     /// How fractional points are rounded.
     pub rounding: RoundingMode,
-    /// Known merchandise categories; a receipt line with another is refused. Empty: any.
+    /// Known merchandise categories; a receipt line with another is refused. Empty: any. When
+    /// set, every category named elsewhere in `[rules]` must be one of them (catches typos).
     pub categories: Vec<String>,
     /// Categories that never earn (tobacco, deposits, gift cards).
     pub excluded_categories: Vec<String>,
-    /// GTIN prefixes that never earn (books: 978, 979).
+    /// GTIN prefixes that never earn (books: 978, 979). Matched against the GTIN in 13-digit
+    /// form (UPC-A gets a leading 0, GTIN-14 loses its indicator digit); non-GTIN SKUs never
+    /// match.
     pub excluded_gtin_prefixes: Vec<String>,
     /// Category factors as decimal texts (`fresh = "2"`).
     pub category_multipliers: BTreeMap<String, String>,
@@ -103,110 +115,14 @@ impl Default for RulesConfig {
     }
 }
 
-/// Parses a factor such as `"1.5"` into hundredths (150). Factors are kept exact.
-pub fn parse_factor(text: &str) -> Option<i64> {
-    Money::parse(text, 2).ok().filter(|f| f.0 >= 0).map(|f| f.0)
-}
-
-const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
 impl Section for RulesConfig {
+    /// Validation is the build of the exact rules (`rules::EarningRules::from_config`), so the
+    /// file and rules pushed by the CRM are checked by the same code.
     fn validate(&self, path: &str, config: &Config, errors: &mut Errors) {
-        let decimals = crate::money::currency_decimals(&config.store.currency);
-        errors.check(
-            (0..=1_000_000).contains(&self.points_per_unit),
-            format!("{path}.points_per_unit"),
-            "must be between 0 and 1000000",
-        );
-        errors.check(
-            Money::parse(&self.per_amount, decimals).is_ok_and(|m| m.0 > 0),
-            format!("{path}.per_amount"),
-            "must be a positive decimal amount such as \"1.00\"",
-        );
-        errors.check(
-            Money::parse(&self.min_spend, decimals).is_ok_and(|m| m.0 >= 0),
-            format!("{path}.min_spend"),
-            "must be a decimal amount such as \"5.00\"",
-        );
-        errors.check(
-            Money::parse(&self.max_receipt_total, decimals).is_ok_and(|m| m.0 > 0),
-            format!("{path}.max_receipt_total"),
-            "must be a positive decimal amount",
-        );
-        errors.check(
-            self.cap_per_receipt >= 0,
-            format!("{path}.cap_per_receipt"),
-            "must not be negative (0 means no cap)",
-        );
-        errors.check(
-            self.vesting_days <= 365,
-            format!("{path}.vesting_days"),
-            "must be at most 365",
-        );
-        for (index, prefix) in self.excluded_gtin_prefixes.iter().enumerate() {
-            errors.check(
-                !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()),
-                format!("{path}.excluded_gtin_prefixes[{index}]"),
-                "must be digits",
-            );
-        }
-        for (category, factor) in &self.category_multipliers {
-            errors.check(
-                parse_factor(factor).is_some(),
-                format!("{path}.category_multipliers.{category}"),
-                format!("'{factor}' is not a factor such as \"2\" or \"1.5\""),
-            );
-        }
-        for (index, tier) in self.tiers.iter().enumerate() {
-            errors.check(
-                !tier.name.is_empty(),
-                format!("{path}.tiers[{index}].name"),
-                "required",
-            );
-            errors.check(
-                parse_factor(&tier.factor).is_some(),
-                format!("{path}.tiers[{index}].factor"),
-                "must be a factor such as \"1.5\"",
-            );
-        }
-        for (index, promo) in self.promotions.iter().enumerate() {
-            let at = format!("{path}.promotions[{index}]");
-            errors.check(!promo.name.is_empty(), format!("{at}.name"), "required");
-            for (field, value) in [("from", &promo.from), ("until", &promo.until)] {
-                if let Some(value) = value {
-                    errors.check(
-                        value.parse::<jiff::civil::Date>().is_ok(),
-                        format!("{at}.{field}"),
-                        format!("'{value}' is not a date YYYY-MM-DD"),
-                    );
-                }
+        if let Err(err) = crate::rules::EarningRules::from_config(self, &config.store.currency) {
+            for problem in err.problems {
+                errors.push(format!("{path}.{}", problem.key), problem.message);
             }
-            for (day_index, day) in promo.weekdays.iter().enumerate() {
-                errors.check(
-                    WEEKDAYS.contains(&day.to_ascii_lowercase().as_str()),
-                    format!("{at}.weekdays[{day_index}]"),
-                    format!("'{day}' is not one of mon, tue, wed, thu, fri, sat, sun"),
-                );
-            }
-            if let Some(factor) = &promo.factor {
-                errors.check(
-                    parse_factor(factor).is_some(),
-                    format!("{at}.factor"),
-                    "must be a factor such as \"2\"",
-                );
-            }
-            if let Some(min_spend) = &promo.min_spend {
-                errors.check(
-                    Money::parse(min_spend, decimals).is_ok(),
-                    format!("{at}.min_spend"),
-                    "must be a decimal amount",
-                );
-            }
-            errors.check(
-                promo.factor.is_some() || promo.bonus_points.is_some(),
-                format!("{at}"),
-                "a promotion needs a factor or bonus_points",
-            );
         }
     }
 }

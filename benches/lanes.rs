@@ -1,0 +1,64 @@
+//! Lane answer latency over a real Mosquitto (issue 3's benchmark): 1, 10 and 50 simulated lanes
+//! doing card scan + receipt in a closed loop against the release gateway binary, with the
+//! broker's own round-trip floor for the same path measured in the same run.
+//!
+//! Run: `cargo bench --bench lanes` (set `LANES_SECS` to change the 10 s per step).
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use loyalty_gateway::loadgen::{self, LoadgenArgs};
+use std::time::Duration;
+
+fn main() {
+    let seconds: u64 = std::env::var("LANES_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let broker = harness::Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[store]\nid = \"bench\"\ntimezone = \"Europe/Berlin\"\n[storage]\ndata_dir = \"{}\"\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[cards]\nprefixes = [\"299\"]\n[http]\nenabled = false\n",
+        dir.path().join("data").display(),
+        broker.port
+    );
+    let gateway = harness::Gateway::start(dir.path(), &config);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // Wait for the gateway to answer before measuring.
+    runtime.block_on(async {
+        let mut till = harness::Till::connect(broker.port, "loyalty/bench", "bench-warmup").await;
+        for _ in 0..50 {
+            till.scan("warmup", "2990000000019").await;
+            if till.try_next(Duration::from_secs(1)).await.is_some() {
+                break;
+            }
+        }
+    });
+    println!("lanes  answers/s   p50 ms   p90 ms   p99 ms   max ms | floor p50   p99 | adds p50   p99 | errors timeouts | gateway RSS KiB");
+    for lanes in [1usize, 10, 50] {
+        let args = LoadgenArgs {
+            broker: format!("mqtt://127.0.0.1:{}", broker.port),
+            prefix: "loyalty/bench".into(),
+            lanes,
+            duration_secs: seconds,
+            rate: 0.0,
+            card_prefix: "299".into(),
+            return_percent: 10,
+            voucher_percent: 0,
+            gateway_pid: None,
+            no_floor: false,
+            json: false,
+            answer_timeout_secs: 5,
+        };
+        let s = runtime.block_on(loadgen::run(args)).expect("loadgen run");
+        let f = s.broker_floor_ms.clone().unwrap_or_default();
+        let l = &s.latency_ms;
+        println!(
+            "{lanes:>5} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} | {:>9.2} {:>5.2} | {:>8.2} {:>5.2} | {:>6} {:>8} | {:?}",
+            s.throughput, l.p50, l.p90, l.p99, l.max, f.p50, f.p99, l.p50 - f.p50, l.p99 - f.p99,
+            s.error_answers, s.timeouts, s.gateway_rss_kib
+        );
+    }
+    drop(gateway);
+}

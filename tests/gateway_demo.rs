@@ -1,0 +1,36 @@
+//! `loyalty-gateway demo`, run non-interactively as a newcomer would, with its summary checked.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_the_whole_store_and_its_summary_adds_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary_path = dir.path().join("summary.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+        .args(["demo", "--duration-secs", "1", "--summary-json"])
+        .arg(&summary_path)
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).expect("summary written"))
+            .expect("json");
+    assert_eq!(
+        summary["via_mqtt"], true,
+        "mosquitto is installed in CI: the lanes use MQTT"
+    );
+    assert!(
+        summary["receipts"].as_u64().expect("receipts") >= 6,
+        "{summary}"
+    );
+    assert!(summary["duplicates"].as_u64().expect("duplicates") >= 1);
+    assert!(summary["error_answers"].as_u64().expect("errors") >= 3);
+    assert_eq!(summary["ledger_verified"], true);
+    assert!(summary["latency_ms"]["count"].as_u64().expect("count") > 10);
+    assert!(stdout.contains("Summary"));
+}

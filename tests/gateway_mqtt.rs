@@ -1,0 +1,357 @@
+//! The gateway binary against a real Mosquitto started on a free port: card scans and receipts
+//! get their answers; duplicates, returns and bad input are answered correctly; receipts
+//! published while the gateway is down are applied after it restarts; `kill -9` during load
+//! loses nothing that was answered and doubles nothing; a broker restart is survived.
+
+mod harness;
+
+use harness::{sale, Gateway, Mosquitto, Till};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const ANSWER: Duration = Duration::from_secs(15);
+
+fn config(data_dir: &std::path::Path, port: u16, store_id: &str) -> String {
+    format!(
+        r#"
+[store]
+id = "{store_id}"
+timezone = "Europe/Berlin"
+currency = "EUR"
+
+[storage]
+data_dir = "{data}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+reconnect_min_ms = 50
+reconnect_max_ms = 500
+
+[cards]
+prefixes = ["299"]
+
+[rules]
+points_per_unit = 1
+per_amount = "1.00"
+excluded_categories = ["tobacco"]
+
+[http]
+enabled = false
+"#,
+        data = data_dir.join("data").display()
+    )
+}
+
+/// Waits for the gateway's retained `online` status, i.e. it is connected and subscribed.
+async fn wait_online(port: u16, prefix: &str) {
+    let mut options =
+        rumqttc::MqttOptions::new(format!("probe-{}", harness::free_port()), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    client
+        .subscribe(
+            format!("{prefix}/gateway/status"),
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .expect("subscribe");
+    let online = async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) =
+                eventloop.poll().await
+            {
+                if p.payload.as_ref() == b"online" {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), online)
+        .await
+        .expect("gateway online in time");
+}
+
+async fn answer_for(till: &mut Till, predicate: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let answer = till.next(ANSWER).await;
+        if predicate(&answer) {
+            return answer;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_then_receipt_earns_points_and_duplicates_change_nothing() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s1"));
+    wait_online(broker.port, "loyalty/s1").await;
+    let mut till = Till::connect(broker.port, "loyalty/s1", "till-1").await;
+
+    till.scan("1", "]E02990000000019").await;
+    let enrolled = till.next(ANSWER).await;
+    assert_eq!(enrolled["type"], "enrolled", "{enrolled}");
+    assert_eq!(enrolled["lane"], "1");
+    assert_eq!(enrolled["card"], "2990000000019");
+    let customer_id = enrolled["customer_id"].as_str().expect("id").to_string();
+
+    let receipt = sale(
+        "R-1",
+        "1",
+        None,
+        &[
+            ("4006381333931", 2, "12.40", "stationery"),
+            ("1", 1, "8.00", "tobacco"),
+        ],
+    );
+    till.receipt("1", &receipt).await;
+    let points = till.next(ANSWER).await;
+    assert_eq!(points["type"], "points", "{points}");
+    assert_eq!(points["receipt_id"], "R-1");
+    assert_eq!(points["customer_id"], customer_id.as_str());
+    assert_eq!(points["earned"], 12, "tobacco earns nothing: {points}");
+    assert_eq!(points["balance"], 12);
+
+    // The same receipt again: the same answer, no new points.
+    till.receipt("1", &receipt).await;
+    let again = till.next(ANSWER).await;
+    assert_eq!(again["earned"], 12);
+    assert_eq!(again["balance"], 12);
+    assert_eq!(again["duplicate"], true);
+
+    // Scanning the card again shows the balance.
+    till.scan("2", "2990000000019").await;
+    let known = till.next(ANSWER).await;
+    assert_eq!(known["type"], "customer");
+    assert_eq!(known["balance"], 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_claw_back_and_bad_input_gets_error_answers() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s2"));
+    wait_online(broker.port, "loyalty/s2").await;
+    let mut till = Till::connect(broker.port, "loyalty/s2", "till-2").await;
+
+    let receipt = sale(
+        "R-10",
+        "3",
+        Some("2990000000026"),
+        &[("A", 1, "10.00", "food"), ("B", 1, "20.00", "food")],
+    );
+    till.receipt("3", &receipt).await;
+    let points = till.next(ANSWER).await;
+    assert_eq!(points["earned"], 30, "{points}");
+
+    let ret = json!({"receipt_id": "R-10-R", "lane": "3", "timestamp": "2026-11-23T11:00:00+01:00",
+        "kind": "return", "original_receipt_id": "R-10", "currency": "EUR", "total": "20.00",
+        "lines": [{"sku": "B", "name": "B", "qty": 1, "amount": "20.00", "category": "food"}]});
+    till.receipt("3", &ret).await;
+    let back = till.next(ANSWER).await;
+    assert_eq!(back["type"], "points", "{back}");
+    assert_eq!(back["earned"], -20);
+    assert_eq!(back["balance"], 10);
+
+    // Malformed JSON, a total that disagrees with its lines, garbage scans: error answers.
+    till.receipt_bytes("3", b"{\"receipt_id\": ").await;
+    let malformed = till.next(ANSWER).await;
+    assert_eq!(malformed["type"], "error");
+    assert_eq!(malformed["code"], "malformed_receipt");
+
+    let mut wrong_total = sale("R-11", "3", None, &[("A", 1, "10.00", "food")]);
+    wrong_total["total"] = json!("11.00");
+    till.receipt("3", &wrong_total).await;
+    let invalid = till.next(ANSWER).await;
+    assert_eq!(invalid["code"], "invalid_receipt", "{invalid}");
+    assert_eq!(invalid["receipt_id"], "R-11");
+
+    till.scan("3", "\u{1}\u{2}garbage").await;
+    assert_eq!(till.next(ANSWER).await["type"], "error");
+    till.scan("3", "]E09800000000014").await;
+    let coupon = till.next(ANSWER).await;
+    assert_eq!(coupon["type"], "error", "98x is a coupon range: {coupon}");
+
+    // Nothing was written for the refused receipt: sending a valid R-11 now earns points.
+    till.receipt(
+        "3",
+        &sale(
+            "R-11",
+            "3",
+            Some("2990000000026"),
+            &[("A", 1, "10.00", "food")],
+        ),
+    )
+    .await;
+    let ok = till.next(ANSWER).await;
+    assert_eq!(ok["earned"], 10, "{ok}");
+    assert_eq!(ok["duplicate"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_scanned_after_a_cardless_receipt_attaches_to_it() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s3"));
+    wait_online(broker.port, "loyalty/s3").await;
+    let mut till = Till::connect(broker.port, "loyalty/s3", "till-3").await;
+
+    till.receipt("5", &sale("R-20", "5", None, &[("A", 1, "7.00", "food")]))
+        .await;
+    let anonymous = till.next(ANSWER).await;
+    assert_eq!(anonymous["earned"], 0);
+    assert_eq!(anonymous["customer_id"], Value::Null);
+
+    till.scan("5", "2990000000033").await;
+    let who = till.next(ANSWER).await;
+    assert_eq!(who["type"], "enrolled");
+    let attached = till.next(ANSWER).await;
+    assert_eq!(attached["type"], "points", "{attached}");
+    assert_eq!(attached["receipt_id"], "R-20");
+    assert_eq!(attached["earned"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_published_while_the_gateway_is_down_are_applied_after_restart() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s4"));
+    wait_online(broker.port, "loyalty/s4").await;
+    gateway.stop();
+
+    let mut till = Till::connect(broker.port, "loyalty/s4", "till-4").await;
+    for i in 0..20 {
+        till.receipt(
+            "1",
+            &sale(
+                &format!("R-{i}"),
+                "1",
+                Some("2990000000019"),
+                &[("A", 1, "1.00", "food")],
+            ),
+        )
+        .await;
+    }
+    gateway.spawn();
+    let mut seen = BTreeSet::new();
+    while seen.len() < 20 {
+        let answer = till.next(ANSWER).await;
+        assert_eq!(answer["type"], "points", "{answer}");
+        seen.insert(answer["receipt_id"].as_str().expect("id").to_string());
+    }
+    till.scan("1", "2990000000019").await;
+    let customer = answer_for(&mut till, |a| a["type"] == "customer").await;
+    assert_eq!(customer["balance"], 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_load_loses_no_answered_receipt_and_doubles_none() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s5"));
+    wait_online(broker.port, "loyalty/s5").await;
+    let mut till = Till::connect(broker.port, "loyalty/s5", "till-5").await;
+
+    // Each receipt earns 1 point for the same customer; the final balance must equal the
+    // number of distinct receipts, whatever the kills did.
+    let total = 120;
+    let mut answered: BTreeMap<String, i64> = BTreeMap::new();
+    let mut next = 0;
+    for round in 0..4 {
+        for _ in 0..total / 4 {
+            till.receipt(
+                "1",
+                &sale(
+                    &format!("K-{next}"),
+                    "1",
+                    Some("2990000000019"),
+                    &[("A", 1, "1.00", "food")],
+                ),
+            )
+            .await;
+            next += 1;
+        }
+        // Let some answers arrive, then kill without warning mid-stream.
+        for _ in 0..(5 + round * 3) {
+            if let Some(answer) = till.try_next(Duration::from_secs(5)).await {
+                if answer["type"] == "points" {
+                    answered.insert(
+                        answer["receipt_id"].as_str().expect("id").into(),
+                        answer["earned"].as_i64().expect("earned"),
+                    );
+                }
+            }
+        }
+        gateway.kill9();
+        gateway.spawn();
+    }
+    // After the last restart every receipt is eventually answered (redelivered by the broker).
+    while answered.len() < total {
+        let answer = till.next(Duration::from_secs(30)).await;
+        if answer["type"] == "points" {
+            answered.insert(
+                answer["receipt_id"].as_str().expect("id").into(),
+                answer["earned"].as_i64().expect("earned"),
+            );
+        }
+    }
+    assert!(answered.values().all(|earned| *earned == 1));
+    till.scan("1", "2990000000019").await;
+    let customer = answer_for(&mut till, |a| a["type"] == "customer").await;
+    assert_eq!(
+        customer["balance"], total as i64,
+        "every receipt counted exactly once"
+    );
+    gateway.stop();
+
+    let output = std::process::Command::new(harness::gateway_binary())
+        .args(["verify", "--config"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run verify");
+    assert!(
+        output.status.success(),
+        "verify failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_is_survived() {
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s6"));
+    wait_online(broker.port, "loyalty/s6").await;
+    {
+        let mut till = Till::connect(broker.port, "loyalty/s6", "till-6").await;
+        till.receipt(
+            "1",
+            &sale(
+                "B-1",
+                "1",
+                Some("2990000000019"),
+                &[("A", 1, "3.00", "food")],
+            ),
+        )
+        .await;
+        assert_eq!(till.next(ANSWER).await["earned"], 3);
+    }
+    broker.restart();
+    wait_online(broker.port, "loyalty/s6").await;
+    let mut till = Till::connect(broker.port, "loyalty/s6", "till-6b").await;
+    till.receipt(
+        "1",
+        &sale(
+            "B-2",
+            "1",
+            Some("2990000000019"),
+            &[("A", 1, "4.00", "food")],
+        ),
+    )
+    .await;
+    let answer = till.next(ANSWER).await;
+    assert_eq!(answer["earned"], 4, "{answer}");
+    assert_eq!(answer["balance"], 7);
+}

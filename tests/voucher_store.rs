@@ -1,0 +1,647 @@
+//! Vouchers on a real sled store: reservation races between lanes, redemption exactly once
+//! (also across `kill -9`), replays, minimum spend at the receipt, issuing with points
+//! conversion, revocation, goodwill limits.
+
+use ed25519_dalek::SigningKey;
+use jiff::{SignedDuration, Timestamp};
+use loyalty_gateway::config::{Config, RewardRuleConfig};
+use loyalty_gateway::money::Money;
+use loyalty_gateway::receipt::{Receipt, ReceiptKind, ReceiptLine};
+use loyalty_gateway::store::events::EventType;
+use loyalty_gateway::store::vouchers::{IssueError, Vouchers};
+use loyalty_gateway::store::Store;
+use loyalty_gateway::voucher::{
+    Benefit, RedemptionState, Refusal, StoreKey, Verdict, Voucher, VoucherId, VoucherSettings,
+};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+
+const KEY_ID: &str = "store-S042";
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[42u8; 32])
+}
+
+fn t0() -> Timestamp {
+    "2026-12-01T12:00:00Z".parse().expect("time")
+}
+
+fn at(seconds: i64) -> Timestamp {
+    t0() + SignedDuration::from_secs(seconds)
+}
+
+fn config(dir: &Path, redeem_on: &str) -> Config {
+    let mut config = Config::default();
+    config.store.id = "S042".into();
+    config.store.timezone = "Europe/Berlin".into();
+    config.storage.data_dir = dir.to_path_buf();
+    config.rewards.rules = vec![RewardRuleConfig {
+        every_points: 500,
+        value: "5.00".into(),
+        validity_days: 90,
+        min_spend: Some("20.00".into()),
+    }];
+    config.rewards.redeem_on = redeem_on.into();
+    config.rewards.goodwill_max_value = "10.00".into();
+    config
+}
+
+fn open(dir: &Path, redeem_on: &str) -> (Store, Vouchers) {
+    let config = config(dir, redeem_on);
+    let store = Store::open(&config.storage, &config.store.id).expect("open store");
+    let key = StoreKey {
+        key_id: KEY_ID.into(),
+        signing: signing_key(),
+    };
+    let settings = VoucherSettings::with_key(&config, Some(key)).expect("settings");
+    let keys = settings.trusted_keys(&config).expect("keys");
+    let vouchers = Vouchers::open(&store, settings, keys).expect("vouchers");
+    (store, vouchers)
+}
+
+/// A voucher signed with the store's key (as head office or another store would).
+fn voucher_text(n: u8, min_spend: Option<i64>) -> (VoucherId, String) {
+    let voucher = Voucher {
+        id: VoucherId([n; 10]),
+        key_id: KEY_ID.into(),
+        currency: "EUR".into(),
+        benefit: Benefit::AmountOff(Money(500)),
+        valid_from: "2026-11-01T00:00:00Z".parse().expect("time"),
+        valid_until: "2027-02-01T00:00:00Z".parse().expect("time"),
+        valid_from_issue: true,
+        min_spend: min_spend.map(Money),
+        customer: None,
+    };
+    (voucher.id, voucher.sign(&signing_key()).expect("sign"))
+}
+
+fn receipt(id: &str, lane: &str, total: i64, rewards: &[VoucherId]) -> Receipt {
+    Receipt {
+        id: id.into(),
+        lane: lane.into(),
+        timestamp: t0(),
+        kind: ReceiptKind::Sale,
+        currency: "EUR".into(),
+        total: Money(total),
+        card: None,
+        rewards: rewards.iter().map(|id| id.to_string()).collect(),
+        lines: vec![ReceiptLine {
+            sku: "4006381333931".into(),
+            name: "Goods".into(),
+            qty_milli: 1000,
+            unit_price: None,
+            amount: Money(total),
+            category: None,
+        }],
+    }
+}
+
+fn events_of(store: &Store, kind: EventType) -> Vec<serde_json::Value> {
+    store
+        .outbox_after(0, 100_000)
+        .expect("outbox")
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.json)
+        .collect()
+}
+
+fn redeemed_events_for(store: &Store, id: &VoucherId) -> usize {
+    events_of(store, EventType::VoucherRedeemed)
+        .iter()
+        .filter(|e| e["payload"]["voucher_id"] == id.to_string())
+        .count()
+}
+
+fn is_valid(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Valid { .. })
+}
+
+fn refusal(verdict: Verdict) -> Refusal {
+    match verdict {
+        Verdict::Refused(r) => r,
+        Verdict::Valid { discount } => panic!("accepted: {discount:?}"),
+    }
+}
+
+#[test]
+fn two_lanes_scanning_at_the_same_moment_exactly_one_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, vouchers) = open(dir.path(), "named");
+    for n in 0..8u8 {
+        let (id, text) = voucher_text(n, None);
+        let barrier = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = ["1", "2"]
+            .into_iter()
+            .map(|lane| {
+                let vouchers = vouchers.clone();
+                let barrier = barrier.clone();
+                let text = text.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    vouchers.scan(&text, lane, None, t0(), true).expect("scan")
+                })
+            })
+            .collect();
+        let verdicts: Vec<Verdict> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        let winners = verdicts.iter().filter(|v| is_valid(v)).count();
+        assert_eq!(winners, 1, "voucher {n}: {verdicts:?}");
+        let loser = verdicts.into_iter().find(|v| !is_valid(v)).expect("loser");
+        let r = refusal(loser);
+        assert!(matches!(r, Refusal::ReservedElsewhere { .. }), "{r:?}");
+        assert_eq!(r.status(), "reserved");
+        assert!(matches!(
+            vouchers.state(&id).expect("state"),
+            RedemptionState::Reserved { .. }
+        ));
+    }
+}
+
+#[test]
+fn redeemed_once_then_every_scan_says_when_and_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let (id, text) = voucher_text(1, Some(2000));
+    assert!(is_valid(
+        &vouchers.scan(&text, "3", None, t0(), true).expect("scan")
+    ));
+    // Same lane again: still valid (renewed); another lane: in use.
+    assert!(is_valid(
+        &vouchers.scan(&text, "3", None, at(5), true).expect("scan")
+    ));
+    assert!(matches!(
+        refusal(vouchers.scan(&text, "4", None, at(6), true).expect("scan")),
+        Refusal::ReservedElsewhere { lane, .. } if lane == "3"
+    ));
+
+    // Minimum spend not met: refused, nothing redeemed, still reserved.
+    let small = vouchers
+        .commit_receipt(&receipt("R-1", "3", 1999, &[id]), at(10))
+        .expect("commit");
+    assert!(small.redeemed.is_empty());
+    assert!(matches!(
+        small.refused[0].1,
+        Refusal::MinimumSpendNotMet {
+            required: Money(2000),
+            spent: Money(1999)
+        }
+    ));
+    assert_eq!(redeemed_events_for(&store, &id), 0);
+
+    let outcome = vouchers
+        .commit_receipt(&receipt("R-2", "3", 2500, &[id]), at(20))
+        .expect("commit");
+    assert_eq!(outcome.redeemed.len(), 1);
+    assert_eq!(outcome.redeemed[0].discount, Money(500));
+    assert!(!outcome.redeemed[0].duplicate);
+
+    // The same receipt again (redelivered): same answer, nothing new.
+    let again = vouchers
+        .commit_receipt(&receipt("R-2", "3", 2500, &[id]), at(21))
+        .expect("commit");
+    assert!(again.redeemed[0].duplicate);
+    assert_eq!(redeemed_events_for(&store, &id), 1);
+
+    // Replay anywhere in the store: redeemed, with when and where.
+    for lane in ["3", "4", "9"] {
+        let r = refusal(
+            vouchers
+                .scan(&text, lane, None, at(30), true)
+                .expect("scan"),
+        );
+        assert_eq!(
+            r,
+            Refusal::AlreadyRedeemed {
+                at: at(20),
+                lane: "3".into(),
+                receipt_id: "R-2".into()
+            }
+        );
+        assert_eq!(r.status(), "redeemed");
+    }
+    // Another receipt naming it is refused.
+    let other = vouchers
+        .commit_receipt(&receipt("R-3", "4", 3000, &[id]), at(40))
+        .expect("commit");
+    assert!(other.redeemed.is_empty());
+    assert!(matches!(
+        other.refused[0].1,
+        Refusal::AlreadyRedeemed { .. }
+    ));
+    assert_eq!(redeemed_events_for(&store, &id), 1);
+    let event = &events_of(&store, EventType::VoucherRedeemed)[0];
+    assert_eq!(event["payload"]["discount"], "5.00");
+    assert_eq!(event["payload"]["receipt_id"], "R-2");
+}
+
+#[test]
+fn reservations_end_by_timeout_void_or_next_receipt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "next_receipt");
+    let (id, text) = voucher_text(2, None);
+    assert!(is_valid(
+        &vouchers.scan(&text, "1", None, t0(), true).expect("scan")
+    ));
+    // After the timeout (300 s) another lane may take it.
+    assert!(!is_valid(
+        &vouchers
+            .scan(&text, "2", None, at(299), true)
+            .expect("scan")
+    ));
+    assert!(is_valid(
+        &vouchers
+            .scan(&text, "2", None, at(301), true)
+            .expect("scan")
+    ));
+    // A voided sale releases it at once.
+    assert_eq!(vouchers.release_lane("2").expect("release"), vec![id]);
+    assert_eq!(vouchers.state(&id).expect("state"), RedemptionState::Free);
+    assert!(is_valid(
+        &vouchers
+            .scan(&text, "1", None, at(310), true)
+            .expect("scan")
+    ));
+    // redeem_on = next_receipt: the lane's next receipt redeems it without naming it.
+    let outcome = vouchers
+        .commit_receipt(&receipt("R-10", "1", 1000, &[]), at(320))
+        .expect("commit");
+    assert_eq!(outcome.redeemed.len(), 1);
+    assert_eq!(outcome.redeemed[0].voucher_id, id);
+    assert_eq!(redeemed_events_for(&store, &id), 1);
+}
+
+#[test]
+fn issuing_converts_points_once_and_the_voucher_redeems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let customer = store.enroll("2990000000019", t0()).expect("enroll");
+    store
+        .crm_adjustment(&customer.id, 1200, "adj-1", "test points", t0())
+        .expect("points");
+    let issued = vouchers
+        .issue_after_receipt("R-100", &customer.id, at(1))
+        .expect("issue");
+    assert_eq!(issued.len(), 2);
+    assert_eq!(
+        store
+            .balance(&customer.id, at(2))
+            .expect("balance")
+            .available,
+        200
+    );
+    // Idempotent per receipt: the same vouchers, no second conversion.
+    let again = vouchers
+        .issue_after_receipt("R-100", &customer.id, at(3))
+        .expect("issue");
+    assert_eq!(again, issued);
+    assert_eq!(
+        store
+            .balance(&customer.id, at(4))
+            .expect("balance")
+            .available,
+        200
+    );
+    assert_eq!(events_of(&store, EventType::VoucherIssued).len(), 2);
+    let payload = &events_of(&store, EventType::VoucherIssued)[0]["payload"];
+    assert_eq!(payload["value"], "5.00");
+    assert_eq!(payload["text"], issued[0].text);
+    // Below the threshold: nothing.
+    assert!(vouchers
+        .issue_after_receipt("R-101", &customer.id, at(5))
+        .expect("issue")
+        .is_empty());
+
+    // The earned voucher is personal: refused without the card, valid with it.
+    let text = &issued[0].text;
+    assert_eq!(
+        refusal(vouchers.scan(text, "2", None, at(6), true).expect("scan")),
+        Refusal::CustomerNotIdentified
+    );
+    assert_eq!(
+        refusal(
+            vouchers
+                .scan(text, "2", Some("someone-else"), at(6), true)
+                .expect("scan")
+        ),
+        Refusal::BoundToAnotherCustomer
+    );
+    assert!(is_valid(
+        &vouchers
+            .scan(text, "2", Some(&customer.id), at(7), true)
+            .expect("scan")
+    ));
+    let outcome = vouchers
+        .commit_receipt(&receipt("R-102", "2", 2500, &[issued[0].voucher.id]), at(8))
+        .expect("commit");
+    assert_eq!(outcome.redeemed.len(), 1);
+}
+
+#[test]
+fn revocation_stops_scans_and_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, vouchers) = open(dir.path(), "named");
+    let (reserved_id, reserved) = voucher_text(3, None);
+    let (other_id, other) = voucher_text(4, None);
+    assert!(is_valid(
+        &vouchers
+            .scan(&reserved, "1", None, t0(), true)
+            .expect("scan")
+    ));
+    let report = vouchers
+        .revoke(
+            &[reserved_id.to_string(), other_id.to_string(), "junk".into()],
+            at(1),
+        )
+        .expect("revoke");
+    assert_eq!(report.revoked, 2);
+    assert_eq!(report.unparsable, vec!["junk".to_string()]);
+    assert_eq!(
+        vouchers
+            .revoke(&[other_id.to_string()], at(2))
+            .expect("revoke")
+            .already,
+        1
+    );
+    assert_eq!(
+        refusal(vouchers.scan(&other, "1", None, at(3), true).expect("scan")),
+        Refusal::Revoked
+    );
+    let outcome = vouchers
+        .commit_receipt(&receipt("R-1", "1", 5000, &[reserved_id]), at(4))
+        .expect("commit");
+    assert_eq!(outcome.refused[0].1, Refusal::Revoked);
+}
+
+#[test]
+fn goodwill_is_capped_and_nothing_is_written_above_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let before = store.outbox_after(0, 1000).expect("outbox").len();
+    assert!(matches!(
+        vouchers.issue_goodwill("10.01", None, None, t0()),
+        Err(IssueError::AboveGoodwillMax { .. })
+    ));
+    assert!(matches!(
+        vouchers.issue_goodwill("-1", None, None, t0()),
+        Err(IssueError::BadValue(_))
+    ));
+    assert_eq!(store.outbox_after(0, 1000).expect("outbox").len(), before);
+    let issued = vouchers
+        .issue_goodwill("10.00", None, Some(7), t0())
+        .expect("goodwill");
+    assert_eq!(issued.voucher.benefit, Benefit::AmountOff(Money(1000)));
+    assert_eq!(
+        vouchers.issued(&issued.voucher.id).expect("read"),
+        Some(issued.clone())
+    );
+    assert_eq!(events_of(&store, EventType::VoucherIssued).len(), 1);
+    assert!(is_valid(
+        &vouchers
+            .scan(&issued.text, "1", None, at(60), true)
+            .expect("scan")
+    ));
+    // Expired after 7 days (through the end of the 7th day, Berlin time).
+    assert!(matches!(
+        refusal(
+            vouchers
+                .scan(&issued.text, "2", None, at(9 * 86_400), true)
+                .expect("scan")
+        ),
+        Refusal::Expired { .. }
+    ));
+}
+
+#[test]
+fn untrusted_clock_uses_the_stored_floor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, vouchers) = open(dir.path(), "named");
+    let (_, text) = voucher_text(5, None);
+    // A Pi that booted in 2030 by mistake, untrusted: the voucher (ends 2027-02-01) is not
+    // expired on that clock alone...
+    let future: Timestamp = "2030-01-01T00:00:00Z".parse().expect("time");
+    assert!(is_valid(
+        &vouchers
+            .scan(&text, "1", None, future, false)
+            .expect("scan")
+    ));
+    vouchers.release_lane("1").expect("release");
+    // ...but once a trusted time past its end has been seen, it is expired for sure.
+    vouchers
+        .observe_trusted_time("2027-03-01T00:00:00Z".parse().expect("time"))
+        .expect("observe");
+    let past: Timestamp = "1970-01-02T00:00:00Z".parse().expect("time");
+    assert!(matches!(
+        refusal(vouchers.scan(&text, "1", None, past, false).expect("scan")),
+        Refusal::Expired { .. }
+    ));
+}
+
+// ----- kill -9 between reservation and commit -----
+
+const CHILD_ENV: &str = "VOUCHER_KILL_CHILD_DIR";
+const KILL_VOUCHERS: u8 = 12;
+
+/// Run only as a child of `kill_9_between_reservation_and_commit`: reserves vouchers at lane
+/// 1, reports it, then commits them one receipt at a time, reporting each, until killed.
+#[test]
+#[ignore = "child process of kill_9_between_reservation_and_commit"]
+fn kill_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (_store, vouchers) = open(Path::new(&dir), "named");
+    for n in 0..KILL_VOUCHERS {
+        let (_, text) = voucher_text(100 + n, None);
+        assert!(is_valid(
+            &vouchers.scan(&text, "1", None, t0(), true).expect("scan")
+        ));
+    }
+    println!("CHILD RESERVED");
+    let go = Path::new(&dir).join("go");
+    while !go.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for n in 0..KILL_VOUCHERS {
+        let (id, _) = voucher_text(100 + n, None);
+        let outcome = vouchers
+            .commit_receipt(&receipt(&format!("R-{n}"), "1", 1000, &[id]), at(10))
+            .expect("commit");
+        assert_eq!(outcome.redeemed.len(), 1);
+        println!("CHILD COMMITTED {n}");
+    }
+    println!("CHILD DONE");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn spawn_child(
+    dir: &Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "kill_child", "--include-ignored", "--nocapture"])
+        .env(CHILD_ENV, dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    (child, std::io::BufReader::new(stdout).lines())
+}
+
+fn wait_for(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    wanted: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("child output");
+        if line.starts_with("CHILD") {
+            seen.push(line.clone());
+        }
+        if line == wanted {
+            return seen;
+        }
+    }
+    panic!("child ended before {wanted:?}; saw {seen:?}");
+}
+
+#[test]
+fn kill_9_between_reservation_and_commit() {
+    for (round, kill_after) in [None, Some(0), Some(5)].into_iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, mut lines) = spawn_child(dir.path());
+        wait_for(&mut lines, "CHILD RESERVED");
+        let mut acknowledged = 0;
+        if let Some(after) = kill_after {
+            std::fs::write(dir.path().join("go"), b"").expect("go");
+            // Kill while later commits are in flight.
+            let seen = wait_for(&mut lines, &format!("CHILD COMMITTED {after}"));
+            acknowledged = seen.iter().filter(|l| l.contains("COMMITTED")).count();
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        drop(lines);
+
+        let (store, vouchers) = open(dir.path(), "named");
+        for n in 0..KILL_VOUCHERS {
+            let (id, text) = voucher_text(100 + n, None);
+            let state = vouchers.state(&id).expect("state");
+            let events = redeemed_events_for(&store, &id);
+            match &state {
+                RedemptionState::Redeemed { receipt_id, .. } => {
+                    assert_eq!(events, 1, "round {round} voucher {n}");
+                    assert_eq!(receipt_id, &format!("R-{n}"));
+                }
+                RedemptionState::Reserved { lane, .. } => {
+                    assert_eq!(events, 0, "round {round} voucher {n}");
+                    assert_eq!(lane, "1");
+                    assert!(
+                        (n as usize) >= acknowledged,
+                        "round {round}: voucher {n} was acknowledged as redeemed but is not"
+                    );
+                    // Still held for lane 1 after the restart: lane 2 cannot take it.
+                    assert!(matches!(
+                        refusal(vouchers.scan(&text, "2", None, at(11), true).expect("scan")),
+                        Refusal::ReservedElsewhere { .. }
+                    ));
+                }
+                RedemptionState::Free => panic!("round {round}: voucher {n} lost its reservation"),
+            }
+            // The lane's receipt (redelivered after the crash) redeems it exactly once.
+            let outcome = vouchers
+                .commit_receipt(&receipt(&format!("R-{n}"), "1", 1000, &[id]), at(12))
+                .expect("commit");
+            assert_eq!(outcome.redeemed.len(), 1, "round {round} voucher {n}");
+            assert_eq!(redeemed_events_for(&store, &id), 1);
+            // And never a second time.
+            let replay = vouchers
+                .commit_receipt(&receipt(&format!("R-X{n}"), "2", 1000, &[id]), at(13))
+                .expect("commit");
+            assert!(replay.redeemed.is_empty());
+            assert_eq!(redeemed_events_for(&store, &id), 1);
+        }
+    }
+}
+
+#[test]
+fn goodwill_command_line_issues_and_refuses_above_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_loyalty-gateway");
+    let key = dir.path().join("store.key");
+    let status = std::process::Command::new(bin)
+        .args(["keys", "generate", "--out"])
+        .arg(&key)
+        .output()
+        .expect("keys generate");
+    assert!(status.status.success());
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[store]\nid = \"S042\"\ntimezone = \"Europe/Berlin\"\ncurrency = \"EUR\"\n\n\
+             [storage]\ndata_dir = \"{}\"\n\n\
+             [rewards]\nsigning_key_file = \"{}\"\ngoodwill_max_value = \"10.00\"\n",
+            dir.path().join("data").display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let refused = std::process::Command::new(bin)
+        .args(["voucher", "goodwill", "--value", "10.01", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("goodwill_max_value"));
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing written for a refused value"
+    );
+
+    let png = dir.path().join("v.png");
+    let ok = std::process::Command::new(bin)
+        .args([
+            "voucher",
+            "goodwill",
+            "--value",
+            "5.00",
+            "--customer",
+            "C-1",
+            "--png",
+        ])
+        .arg(&png)
+        .arg("--config")
+        .arg(&config_path)
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    let text = stdout
+        .lines()
+        .find(|l| l.starts_with(loyalty_gateway::voucher::QR_PREFIX))
+        .expect("voucher text printed")
+        .to_string();
+    let signed = loyalty_gateway::voucher::decode(&text).expect("decode");
+    assert_eq!(signed.voucher.benefit, Benefit::AmountOff(Money(500)));
+    assert!(std::fs::metadata(&png).expect("png").len() > 100);
+
+    // Recorded in the store with its outbox event.
+    let config = loyalty_gateway::config::load(&config_path).expect("config");
+    let store = Store::open(&config.storage, "S042").expect("open");
+    let issued = events_of(&store, EventType::VoucherIssued);
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0]["payload"]["text"], text.as_str());
+    assert_eq!(issued[0]["payload"]["origin"], "goodwill");
+}
