@@ -7,6 +7,9 @@
 //! Invariant: every input that names a lane gets exactly one answer on that lane (a refusal is
 //! an `error` answer); a receipt's answer is sent only after the store reported it durable.
 
+pub mod backend;
+
+use crate::clock::{ClockGuard, TrustedTime};
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
 use crate::lane::{CardDecision, Identified, LaneSession};
@@ -16,6 +19,8 @@ use crate::receipt::{Receipt, ReceiptLimits};
 use crate::scan::{CardMatcher, Scan};
 use crate::store::vouchers::{IssuedVoucher, Vouchers};
 use crate::store::{ReceiptOutcome, Store, StoreError};
+use crate::systemd::Heartbeat;
+use crate::telemetry::{AnswerKind, Metrics, ReceiptOutcome as ReceiptMetric, ScanKind};
 use crate::voucher::{Benefit, Verdict};
 use crate::wire::Response;
 use crate::wire::{DiscountJson, IssuedVoucherJson};
@@ -34,6 +39,39 @@ pub struct DeviceStatus {
     pub up: bool,
     /// The last detail reported (path opened, or the error).
     pub detail: String,
+}
+
+/// The wall clock as the gateway trusts it (see `clock`): the guard and the process's
+/// monotonic origin.
+pub struct TrustedClock {
+    guard: ClockGuard,
+    origin: std::time::Instant,
+    use_ntp: bool,
+}
+
+impl TrustedClock {
+    /// A clock whose floor starts at the later of the build date and `high_water`.
+    pub fn new(high_water: Option<Timestamp>, use_ntp: bool) -> Self {
+        let origin = std::time::Instant::now();
+        TrustedClock {
+            guard: ClockGuard::new(crate::clock::build_floor(), high_water, origin.elapsed()),
+            origin,
+            use_ntp,
+        }
+    }
+
+    /// Reads the clocks and judges them.
+    pub fn observe(&mut self) -> TrustedTime {
+        crate::systemd::observe_clock(&mut self.guard, self.origin, self.use_ntp)
+    }
+}
+
+/// Reads the trusted time from a shared clock (a poisoned lock still holds a usable clock).
+fn trusted_now(clock: &Mutex<TrustedClock>) -> TrustedTime {
+    match clock.lock() {
+        Ok(mut clock) => clock.observe(),
+        Err(poisoned) => poisoned.into_inner().observe(),
+    }
 }
 
 /// What the rest of the program (daemon, demo, tests, local API) holds of a running gateway.
@@ -57,6 +95,23 @@ pub struct GatewayHandle {
     pub counters: Arc<Counters>,
     /// CRM sync: status, rules from the CRM, upload nudges.
     pub sync: Arc<crate::sync::SyncHandle>,
+    /// Every metric.
+    pub metrics: Metrics,
+    /// Bumped by the main loop (input router) on every input and every second when idle.
+    pub heartbeat: Heartbeat,
+    /// The trusted wall clock.
+    pub clock: Arc<Mutex<TrustedClock>>,
+    storage_failures: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl GatewayHandle {
+    /// False after storage writes failed repeatedly without a success since (the watchdog and
+    /// `/health` use it).
+    pub fn storage_ok(&self) -> bool {
+        self.storage_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 3
+    }
 }
 
 /// Simple counters of the gateway's work.
@@ -120,6 +175,9 @@ struct Shared {
     limits: ReceiptLimits,
     answers: mpsc::UnboundedSender<Response>,
     sync: Arc<crate::sync::SyncHandle>,
+    metrics: Metrics,
+    clock: Arc<Mutex<TrustedClock>>,
+    storage_failures: Arc<std::sync::atomic::AtomicU64>,
     card_before_receipt: SignedDuration,
     card_after_receipt: SignedDuration,
     counters: Arc<Counters>,
@@ -155,6 +213,17 @@ pub async fn start(
         config.store.time_zone(),
     ))));
 
+    let metrics = Metrics::new();
+    let heartbeat = Heartbeat::new();
+    let high_water = {
+        let vouchers = vouchers.clone();
+        tokio::task::spawn_blocking(move || vouchers.time_floor()).await??
+    };
+    let clock = Arc::new(Mutex::new(TrustedClock::new(
+        high_water,
+        config.store.require_ntp_sync,
+    )));
+    let storage_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sync = Arc::new(
         crate::sync::start(&config, store.clone(), shutdown.clone())
             .map_err(|err| anyhow::anyhow!("crm: {err}"))?,
@@ -178,6 +247,9 @@ pub async fn start(
         limits,
         answers: answer_tx,
         sync: sync.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        storage_failures: storage_failures.clone(),
         card_before_receipt: SignedDuration::from_secs(
             config.lanes.card_before_receipt_secs as i64,
         ),
@@ -205,6 +277,7 @@ pub async fn start(
         input_rx,
         shared,
         devices.clone(),
+        heartbeat.clone(),
         shutdown.clone(),
     ));
 
@@ -221,7 +294,7 @@ pub async fn start(
         });
     }
 
-    Ok(GatewayHandle {
+    let handle = GatewayHandle {
         inputs: input_tx,
         answers: broadcast_tx,
         store,
@@ -231,7 +304,64 @@ pub async fn start(
         rules,
         counters,
         sync,
-    })
+        metrics,
+        heartbeat,
+        clock,
+        storage_failures,
+    };
+    tokio::spawn(housekeeping(handle.clone(), shutdown.clone()));
+    if config.http.enabled {
+        let server = crate::http::ApiServer::bind(&config.http).await?;
+        tracing::info!(addr = %config.http.bind, "local API listening");
+        let mut devices: Vec<String> = config.serial.iter().map(|s| s.name.clone()).collect();
+        devices.extend(config.printer_proxy.iter().map(|p| p.name.clone()));
+        let backend = Arc::new(backend::GatewayBackend::new(
+            handle.clone(),
+            options.mqtt && config.mqtt.enabled,
+            devices,
+            &config.store.currency,
+        ));
+        let metrics = handle.metrics.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = server.serve(backend, metrics, shutdown).await {
+                tracing::error!(error = %err, "the local API stopped");
+            }
+        });
+    }
+    Ok(handle)
+}
+
+/// Every few seconds: outbox, broker and clock gauges; while the clock is trusted, its time is
+/// persisted as the floor a later boot with a wrong clock cannot go below.
+async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last_persisted: Option<Timestamp> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let status = handle.sync.status().snapshot();
+        let age = status
+            .oldest_unsent_at
+            .and_then(|at| Duration::try_from(Timestamp::now().duration_since(at)).ok());
+        handle.metrics.outbox(status.outbox_depth, age);
+        handle.metrics.broker(handle.broker.borrow().connected);
+        let time = trusted_now(&handle.clock);
+        handle.metrics.clock_trusted(time.trusted);
+        let due = last_persisted
+            .is_none_or(|at| time.now.duration_since(at) >= SignedDuration::from_secs(60));
+        if time.trusted && due {
+            let vouchers = handle.vouchers.clone();
+            let now = time.now;
+            if let Ok(Ok(())) =
+                tokio::task::spawn_blocking(move || vouchers.observe_trusted_time(now)).await
+            {
+                last_persisted = Some(now);
+            }
+        }
+    }
 }
 
 /// Follows what the CRM sends down: swaps in accepted rules, and keeps the voucher keys the
@@ -293,18 +423,23 @@ async fn route_inputs(
     mut inputs: mpsc::Receiver<Input>,
     shared: Arc<Shared>,
     devices: Arc<Mutex<BTreeMap<String, DeviceStatus>>>,
+    heartbeat: Heartbeat,
     shutdown: CancellationToken,
 ) {
     let mut lanes: HashMap<String, mpsc::Sender<Input>> = HashMap::new();
+    let mut idle_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        heartbeat.beat();
         let input = tokio::select! {
             input = inputs.recv() => input,
+            _ = idle_tick.tick() => continue,
             () = shutdown.cancelled() => None,
         };
         let Some(input) = input else { break };
         let lane = match &input {
             Input::Scan { lane, .. } | Input::Receipt { lane, .. } => lane.clone(),
             Input::Device { name, up, detail } => {
+                shared.metrics.device(name, *up);
                 if let Ok(mut devices) = devices.lock() {
                     devices.insert(
                         name.clone(),
@@ -332,6 +467,7 @@ async fn route_inputs(
 async fn lane_actor(lane: String, mut inputs: mpsc::Receiver<Input>, shared: Arc<Shared>) {
     let mut session = LaneSession::new(shared.card_before_receipt, shared.card_after_receipt);
     while let Some(input) = inputs.recv().await {
+        let started = std::time::Instant::now();
         match input {
             Input::Scan { data, origin, .. } => {
                 shared
@@ -339,13 +475,39 @@ async fn lane_actor(lane: String, mut inputs: mpsc::Receiver<Input>, shared: Arc
                     .scans
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let answers = on_scan(&lane, &data, &origin, &mut session, &shared).await;
+                let kind = match answers.first() {
+                    Some(Response::Reward { .. }) => ScanKind::Voucher,
+                    Some(Response::Error { .. }) | None => ScanKind::Refused,
+                    Some(_) => ScanKind::Card,
+                };
+                shared.metrics.scan(kind);
                 for answer in answers {
-                    send_answer(&shared, answer);
+                    send_answer(&shared, answer, started);
                 }
             }
             Input::Receipt { receipt, done, .. } => {
                 let (answer, handled) = on_receipt(&lane, receipt, &mut session, &shared).await;
-                send_answer(&shared, answer);
+                let outcome = match (&handled, &answer) {
+                    (
+                        Handled::Durable,
+                        Response::Points {
+                            duplicate: true, ..
+                        },
+                    ) => ReceiptMetric::Duplicate,
+                    (Handled::Durable, _) => ReceiptMetric::Applied,
+                    (Handled::Refused, _) => ReceiptMetric::Refused,
+                    (Handled::Failed, _) => ReceiptMetric::Failed,
+                };
+                shared.metrics.receipt(outcome);
+                let failures = &shared.storage_failures;
+                match handled {
+                    Handled::Failed => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Handled::Durable => failures.store(0, std::sync::atomic::Ordering::Relaxed),
+                    Handled::Refused => {}
+                }
+                send_answer(&shared, answer, started);
                 if let Some(done) = done {
                     let _ = done.send(handled);
                 }
@@ -355,13 +517,21 @@ async fn lane_actor(lane: String, mut inputs: mpsc::Receiver<Input>, shared: Arc
     }
 }
 
-fn send_answer(shared: &Shared, answer: Response) {
-    if matches!(answer, Response::Error { .. }) {
-        shared
-            .counters
-            .errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+fn send_answer(shared: &Shared, answer: Response, started: std::time::Instant) {
+    let kind = match &answer {
+        Response::Customer { .. } => AnswerKind::Customer,
+        Response::Enrolled { .. } => AnswerKind::Enrolled,
+        Response::Points { .. } => AnswerKind::Points,
+        Response::Reward { .. } => AnswerKind::Reward,
+        Response::Error { .. } => {
+            shared
+                .counters
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            AnswerKind::Error
+        }
+    };
+    shared.metrics.answer(kind, started.elapsed());
     let _ = shared.answers.send(answer);
 }
 
@@ -403,7 +573,8 @@ async fn on_scan(
     session: &mut LaneSession,
     shared: &Shared,
 ) -> Vec<Response> {
-    let now = Timestamp::now();
+    let time = trusted_now(&shared.clock);
+    let now = time.now;
     let scan = match crate::scan::decode(data, &shared.cards) {
         Ok(scan) => scan,
         Err(err) => return vec![Response::error(lane, None, err.code(), err.to_string())],
@@ -558,7 +729,7 @@ async fn on_receipt(
     session: &mut LaneSession,
     shared: &Shared,
 ) -> (Response, Handled) {
-    let now = Timestamp::now();
+    let now = trusted_now(&shared.clock).now;
     let receipt = match receipt {
         Ok(receipt) => receipt,
         Err(message) => {
@@ -633,6 +804,9 @@ async fn on_receipt(
                 &shared.counters.receipts
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !outcome.duplicate {
+                shared.metrics.points(outcome.earned);
+            }
             match settle_vouchers(lane, for_vouchers, &outcome, shared, now).await {
                 Ok((issued, refusals)) => {
                     let mut answer = points_answer(lane, &outcome);
@@ -649,7 +823,7 @@ async fn on_receipt(
                         *vouchers = issued;
                     }
                     for refusal in refusals {
-                        send_answer(shared, refusal);
+                        send_answer(shared, refusal, std::time::Instant::now());
                     }
                     (answer, Handled::Durable)
                 }
@@ -699,6 +873,12 @@ async fn settle_vouchers(
     })
     .await?;
     let redeemed_now = commit.redeemed.iter().filter(|r| !r.duplicate).count() as u64;
+    for _ in 0..redeemed_now {
+        shared.metrics.voucher_redeemed();
+    }
+    for _ in &issued {
+        shared.metrics.voucher_issued();
+    }
     shared
         .counters
         .vouchers_redeemed
@@ -782,19 +962,35 @@ fn reward_answer(lane: &str, verdict: Result<Verdict, StoreError>) -> Response {
     }
 }
 
-/// `loyalty-gateway run`: the daemon, until SIGTERM or SIGINT.
+/// `loyalty-gateway run`: the daemon, until SIGTERM or SIGINT. Tells systemd READY once
+/// storage, configuration and inputs are up, and pings its watchdog only while the main loop
+/// turns and storage works.
 pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
+        let notifier = crate::systemd::Notifier::from_env();
         let handle = start(config, StartOptions::default(), shutdown.clone()).await?;
+        if let Some(watchdog) = crate::systemd::Watchdog::from_env(notifier.clone()) {
+            let heartbeat = handle.heartbeat.clone();
+            let health_handle = handle.clone();
+            tokio::spawn(watchdog.run(
+                heartbeat,
+                move || health_handle.storage_ok(),
+                shutdown.clone(),
+            ));
+        }
+        if let Err(err) = notifier.ready("serving the lanes") {
+            tracing::warn!(error = %err, "cannot tell systemd we are ready");
+        }
         tracing::info!("gateway started");
         wait_for_signal().await;
         tracing::info!("stopping");
+        let _ = notifier.stopping();
         shutdown.cancel();
-        // Give the edges a bounded moment to say goodbye (retained offline status).
+        // Bounded goodbye: the broker edge publishes the retained offline status within 2 s.
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(handle);
         Ok(ExitCode::SUCCESS)

@@ -15,6 +15,9 @@ pub struct StoreConfig {
     pub timezone: String,
     /// ISO 4217 currency code of the tills.
     pub currency: String,
+    /// Distrust the wall clock while the kernel says NTP has not synchronised it. Turn off only
+    /// in a store without NTP (the clock is then judged by its floor alone).
+    pub require_ntp_sync: bool,
 }
 
 impl Default for StoreConfig {
@@ -24,6 +27,7 @@ impl Default for StoreConfig {
             name: String::new(),
             timezone: "UTC".into(),
             currency: "EUR".into(),
+            require_ntp_sync: true,
         }
     }
 }

@@ -213,10 +213,7 @@ impl Store {
             let mut report = ApplyReport::default();
             for customer in &changes.customers {
                 let valid = check_id(&customer.customer_id).is_ok()
-                    && customer
-                        .card
-                        .as_deref()
-                        .map_or(true, |c| check_id(c).is_ok());
+                    && customer.card.as_deref().is_none_or(|c| check_id(c).is_ok());
                 if !valid {
                     report.refused_customers += 1;
                     continue;

@@ -494,7 +494,7 @@ impl Vouchers {
                 ..
             } = decode_state(&id, &value)?
             {
-                if holder == lane && running_at.map_or(true, |now| now < until) {
+                if holder == lane && running_at.is_none_or(|now| now < until) {
                     out.push(id);
                 }
             }

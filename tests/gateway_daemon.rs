@@ -1,0 +1,166 @@
+//! The daemon as systemd and store IT see it: READY and watchdog pings on `NOTIFY_SOCKET`, the
+//! local API's `/health`, `/metrics`, customer lookup and voucher images over real HTTP, and a
+//! clean exit on SIGTERM.
+
+mod harness;
+
+use harness::{sale, Gateway, Mosquitto, Till};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn config(dir: &std::path::Path, broker: u16, http: u16) -> String {
+    format!(
+        "[store]\nid = \"d1\"\ntimezone = \"Europe/Berlin\"\nrequire_ntp_sync = false\n[storage]\ndata_dir = \"{}\"\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\nreconnect_min_ms = 50\n[cards]\nprefixes = [\"299\"]\n\
+         [http]\nbind = \"127.0.0.1:{http}\"\n",
+        dir.join("data").display()
+    )
+}
+
+#[test]
+fn daemon_notifies_ready_and_pings_the_watchdog_then_stops_on_sigterm() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config_path,
+        config(dir.path(), broker.port, harness::free_port()),
+    )
+    .expect("config");
+    let mut child = Command::new(harness::gateway_binary())
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "600000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    let mut ready = false;
+    let mut pings = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline && (!ready || pings < 3) {
+        let Ok(n) = socket.recv(&mut buf) else { break };
+        let message = String::from_utf8_lossy(&buf[..n]);
+        ready |= message.lines().any(|l| l == "READY=1");
+        if message.lines().any(|l| l == "WATCHDOG=1") {
+            assert!(ready, "a watchdog ping before READY");
+            pings += 1;
+        }
+    }
+    assert!(ready, "no READY=1");
+    assert!(pings >= 3, "only {pings} watchdog pings");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown not bounded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_api_reports_health_metrics_and_customers() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = harness::free_port();
+    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, http));
+    assert!(
+        harness::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            http
+        ))
+        .is_ok()),
+        "local API did not come up"
+    );
+    let mut till = Till::connect(broker.port, "loyalty/d1", "till-api").await;
+    till.receipt(
+        "1",
+        &sale(
+            "H-1",
+            "1",
+            Some("2990000000019"),
+            &[("A", 1, "12.00", "food")],
+        ),
+    )
+    .await;
+    let points = till.next(Duration::from_secs(15)).await;
+    assert_eq!(points["earned"], 12, "{points}");
+
+    let port = http;
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/health"))
+        .await
+        .expect("join");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("health json");
+    assert_eq!(health["broker"]["ok"], true, "{health}");
+    assert_eq!(health["storage"]["ok"], true);
+
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+        .await
+        .expect("join");
+    assert_eq!(status, 200);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("loyalty_receipts_total{outcome=\"applied\"} 1")),
+        "{body}"
+    );
+    assert!(body.contains("loyalty_answer_latency_seconds_bucket"));
+
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http_get(port, "/customers?card=2990000000019"))
+            .await
+            .expect("join");
+    assert_eq!(status, 200, "{body}");
+    let customer: serde_json::Value = serde_json::from_str(&body).expect("customer json");
+    assert_eq!(customer["balance"], 12);
+    assert_eq!(customer["recent_purchases"][0]["receipt_id"], "H-1");
+
+    let (status, _) =
+        tokio::task::spawn_blocking(move || http_get(port, "/customers?card=2990000000026"))
+            .await
+            .expect("join");
+    assert_eq!(status, 404);
+
+    // The broker goes away: health degrades to 503 and says why.
+    drop(broker);
+    let degraded = harness::wait_until(Duration::from_secs(20), || {
+        http_get(port, "/health").0 == 503
+    });
+    assert!(degraded, "health stayed 200 without a broker");
+}
