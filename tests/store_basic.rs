@@ -697,3 +697,9 @@ fn verify_command_exits_0_when_consistent_and_1_after_tampering() {
     let code = loyalty_gateway::store::verify_command(config).expect("verify");
     assert_eq!(code, std::process::ExitCode::from(1));
 }
+
+#[test]
+fn store_is_clone_send_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Store>();
+}
