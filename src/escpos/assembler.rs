@@ -30,7 +30,8 @@ pub enum DocumentEnd {
 /// One printed receipt as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
-    /// Printed lines, decoded, right-trimmed, payment card numbers masked.
+    /// Printed lines, decoded, right-trimmed, payment card numbers masked; no blank lines at
+    /// the start or the end.
     pub lines: Vec<String>,
     /// What ended it.
     pub end: DocumentEnd,
@@ -174,8 +175,15 @@ impl Assembler {
             return None;
         }
         let mut masked_pans = 0;
+        let first = lines.iter().position(|l| !l.is_empty()).unwrap_or(0);
+        let last = lines
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(0, |l| l + 1);
         let lines = lines
             .into_iter()
+            .take(last)
+            .skip(first)
             .map(|line| {
                 let (masked, count) = mask_pans(&line, &self.pan_exempt_prefixes);
                 masked_pans += count;
