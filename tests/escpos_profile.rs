@@ -341,3 +341,18 @@ fn config_validation_names_profile_mistakes() {
         assert!(all.contains(expected), "missing {expected} in\n{all}");
     }
 }
+
+#[test]
+fn capture_setup_names_the_device_and_profile() {
+    let config = config();
+    let mut device = config.serial[1].clone();
+    device.profile = Some("nope".into());
+    let err = ReceiptCapture::for_serial(&device, &config).expect_err("unknown profile");
+    assert_eq!(
+        err.to_string(),
+        "lane3-printer: receipt profile 'nope' is not defined in [receipt_profiles]"
+    );
+    let capture = ReceiptCapture::for_serial(&config.serial[1], &config).expect("capture");
+    assert_eq!(capture.lane, "3");
+    assert_eq!(capture.idle_gap, Duration::from_millis(2000));
+}

@@ -354,3 +354,21 @@ async fn escpos_tap_passes_everything_through_and_captures_receipts() {
         .expect("ran");
     drop((till, printer));
 }
+
+#[tokio::test]
+async fn a_tap_without_capture_is_refused_before_opening_anything() {
+    let cfg = SerialConfig {
+        name: "tap2".into(),
+        path: "/nonexistent/till".into(),
+        printer_path: Some("/nonexistent/printer".into()),
+        lane: "4".into(),
+        kind: SerialKind::Escpos,
+        ..SerialConfig::default()
+    };
+    let (tx, mut rx) = mpsc::channel(4);
+    let err = serial::run(cfg, None, tx, CancellationToken::new())
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("needs a receipt capture"), "{err}");
+    assert!(rx.try_recv().is_err());
+}

@@ -88,13 +88,10 @@ pub fn mask_pans(text: &str, exempt_prefixes: &[String]) -> (String, usize) {
         let start = i;
         let mut end = i;
         while end < chars.len() {
-            if chars[end].is_ascii_digit() {
-                end += 1;
-            } else if (chars[end] == ' ' || chars[end] == '-')
-                && end + 1 < chars.len()
-                && chars[end + 1].is_ascii_digit()
+            let separator = (chars[end] == ' ' || chars[end] == '-')
                 && end > start
-            {
+                && chars.get(end + 1).is_some_and(char::is_ascii_digit);
+            if chars[end].is_ascii_digit() || separator {
                 end += 1;
             } else {
                 break;
