@@ -46,7 +46,7 @@ struct Proxy {
 }
 
 /// Starts a proxy for `printer` on a free port; returns once it listens.
-async fn start(printer: String, idle_gap_ms: u64) -> Proxy {
+async fn start(printer: String, idle_gap_ms: u64, max_connections: usize) -> Proxy {
     let config = example_config();
     let cfg = PrinterProxyConfig {
         name: "proxy1".into(),
@@ -56,6 +56,7 @@ async fn start(printer: String, idle_gap_ms: u64) -> Proxy {
         profile: Some("example".into()),
         idle_gap_ms,
         connect_timeout_ms: 1000,
+        max_connections,
         ..config.printer_proxy[0].clone()
     };
     let capture = ReceiptCapture::for_proxy(&cfg, &config).expect("capture");
@@ -108,7 +109,7 @@ async fn expect_receipt(rx: &mut mpsc::Receiver<Input>) -> loyalty_gateway::rece
 #[tokio::test]
 async fn bytes_pass_unchanged_both_ways_and_receipts_are_captured() {
     let printer = TcpListener::bind("127.0.0.1:0").await.expect("printer");
-    let mut proxy = start(printer.local_addr().expect("addr").to_string(), 300).await;
+    let mut proxy = start(printer.local_addr().expect("addr").to_string(), 300, 8).await;
 
     // A job: the whole sale, then a status request, then the till closes its side.
     let sale = std::fs::read("tests/fixtures/escpos/sale_cp858.bin").expect("fixture");
@@ -185,7 +186,7 @@ async fn a_printer_that_is_down_is_visible_to_the_till() {
     let free = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let printer_addr = free.local_addr().expect("addr");
     drop(free);
-    let mut proxy = start(printer_addr.to_string(), 300).await;
+    let mut proxy = start(printer_addr.to_string(), 300, 8).await;
 
     let mut till = TcpStream::connect(&proxy.listen)
         .await
@@ -223,5 +224,31 @@ async fn a_printer_that_is_down_is_visible_to_the_till() {
     let detail = expect_device(&mut proxy.rx, false).await;
     assert!(detail.contains("mid-job"), "{detail}");
     drop(till);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_reset() {
+    let printer = TcpListener::bind("127.0.0.1:0").await.expect("printer");
+    let proxy = start(printer.local_addr().expect("addr").to_string(), 300, 1).await;
+    let mut first = TcpStream::connect(&proxy.listen).await.expect("first");
+    let (mut at_printer, _) = printer.accept().await.expect("accept");
+    first.write_all(b"A").await.expect("writes");
+    let mut one = [0u8; 1];
+    at_printer.read_exact(&mut one).await.expect("reads");
+    // The second till connection while the first is open: reset, not left hanging.
+    let mut second = TcpStream::connect(&proxy.listen)
+        .await
+        .expect("kernel accepts");
+    let mut buf = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(3), second.read(&mut buf))
+        .await
+        .expect("told at once");
+    assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?}");
+    // The first still works.
+    first.write_all(b"B").await.expect("writes");
+    at_printer.read_exact(&mut one).await.expect("reads");
+    assert_eq!(one, *b"B");
+    drop((first, second, at_printer));
     proxy.stop().await;
 }
