@@ -48,6 +48,9 @@ pub struct SerialConfig {
     pub code_page: String,
     /// For `escpos`: milliseconds without bytes that end a receipt when no cut comes.
     pub idle_gap_ms: u64,
+    /// For `scanner`: the longest line accepted; a longer one (no CR/LF: wrong baud rate or
+    /// suffix setting) is dropped and reported.
+    pub max_line_len: usize,
 }
 
 impl Default for SerialConfig {
@@ -66,12 +69,21 @@ impl Default for SerialConfig {
             profile: None,
             code_page: "cp858".into(),
             idle_gap_ms: 2000,
+            max_line_len: 512,
         }
     }
 }
 
-/// The code pages the ESC/POS decoder knows by name.
-pub const CODE_PAGES: [&str; 5] = ["cp437", "cp850", "cp858", "windows-1252", "utf-8"];
+fn check_code_page(code_page: &str, path: &str, errors: &mut Errors) {
+    errors.check(
+        crate::escpos::CodePage::from_name(code_page).is_some(),
+        format!("{path}.code_page"),
+        format!(
+            "must be one of {}",
+            crate::escpos::CODE_PAGE_NAMES.join(", ")
+        ),
+    );
+}
 
 impl Section for SerialConfig {
     fn validate(&self, path: &str, config: &Config, errors: &mut Errors) {
@@ -114,12 +126,18 @@ impl Section for SerialConfig {
                 "required for kind = \"escpos\": the real printer's serial device",
             );
             check_profile(self.profile.as_deref(), path, config, errors);
+            check_code_page(&self.code_page, path, errors);
             errors.check(
-                CODE_PAGES.contains(&self.code_page.as_str()),
-                format!("{path}.code_page"),
-                format!("must be one of {}", CODE_PAGES.join(", ")),
+                (50..=600_000).contains(&self.idle_gap_ms),
+                format!("{path}.idle_gap_ms"),
+                "must be between 50 and 600000",
             );
         }
+        errors.check(
+            (16..=65_536).contains(&self.max_line_len),
+            format!("{path}.max_line_len"),
+            "must be between 16 and 65536",
+        );
     }
 }
 
@@ -155,6 +173,11 @@ pub struct PrinterProxyConfig {
     pub code_page: String,
     /// Milliseconds without bytes that end a receipt when no cut comes.
     pub idle_gap_ms: u64,
+    /// Till connections served at once; more are refused (closed) until one ends.
+    pub max_connections: usize,
+    /// Milliseconds to wait for the real printer to accept a connection before the till's
+    /// connection is closed.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for PrinterProxyConfig {
@@ -167,6 +190,8 @@ impl Default for PrinterProxyConfig {
             profile: None,
             code_page: "cp858".into(),
             idle_gap_ms: 2000,
+            max_connections: 8,
+            connect_timeout_ms: 3000,
         }
     }
 }
@@ -188,28 +213,50 @@ impl Section for PrinterProxyConfig {
         );
         errors.check(!self.lane.is_empty(), format!("{path}.lane"), "required");
         check_profile(self.profile.as_deref(), path, config, errors);
+        check_code_page(&self.code_page, path, errors);
         errors.check(
-            CODE_PAGES.contains(&self.code_page.as_str()),
-            format!("{path}.code_page"),
-            format!("must be one of {}", CODE_PAGES.join(", ")),
+            (50..=600_000).contains(&self.idle_gap_ms),
+            format!("{path}.idle_gap_ms"),
+            "must be between 50 and 600000",
+        );
+        errors.check(
+            (1..=1000).contains(&self.max_connections),
+            format!("{path}.max_connections"),
+            "must be between 1 and 1000",
+        );
+        errors.check(
+            (100..=120_000).contains(&self.connect_timeout_ms),
+            format!("{path}.connect_timeout_ms"),
+            "must be between 100 and 120000",
         );
     }
 }
 
-/// How printed receipt text is read: regular expressions with named groups.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// How printed receipt text is read: regular expressions with named groups, matched against
+/// each printed line (decoded, payment card numbers already masked).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ReceiptProfileConfig {
     /// An item line; groups `name`, `amount`, optional `qty`, `unit_price`, `sku`, `category`.
+    /// Only lines before the total line are items.
     pub item_line: String,
+    /// A line following an item that carries its quantity (`  2 x 1,49`); groups `qty` and
+    /// optional `unit_price`. Optional.
+    pub qty_line: Option<String>,
     /// The total line; group `total`.
     pub total: String,
     /// The receipt number; group `receipt_id`.
     pub receipt_id: String,
+    /// How the gateway's receipt id is built from the printed number: placeholders
+    /// `{receipt_id}` and `{lane}` (use `"{lane}-{receipt_id}"` when every till numbers its
+    /// receipts from 1). Applies to a return's original receipt number too.
+    pub receipt_id_format: String,
     /// The date/time; groups `date` and optional `time`.
     pub date: Option<String>,
-    /// Date format of the `date` group (strftime, `%d.%m.%Y`).
+    /// Format of the `date` group (strftime, `%d.%m.%Y`).
     pub date_format: Option<String>,
+    /// Format of the `time` group (strftime, `%H:%M`).
+    pub time_format: Option<String>,
     /// A printed loyalty card number; group `card`.
     pub card: Option<String>,
     /// A return marker; group `original` names the original receipt.
@@ -218,12 +265,36 @@ pub struct ReceiptProfileConfig {
     pub ignore: Vec<String>,
     /// Decimal separator in printed amounts (`","` in Germany).
     pub decimal_separator: String,
+    /// Digit prefixes of the program's own card numbers that are never masked as payment cards
+    /// even when they pass the Luhn check (`["7777"]`). Payment card ranges are refused.
+    pub pan_exempt_prefixes: Vec<String>,
+}
+
+impl Default for ReceiptProfileConfig {
+    fn default() -> Self {
+        ReceiptProfileConfig {
+            item_line: String::new(),
+            qty_line: None,
+            total: String::new(),
+            receipt_id: String::new(),
+            receipt_id_format: "{receipt_id}".into(),
+            date: None,
+            date_format: None,
+            time_format: None,
+            card: None,
+            return_marker: None,
+            ignore: Vec::new(),
+            decimal_separator: ".".into(),
+            pan_exempt_prefixes: Vec::new(),
+        }
+    }
 }
 
 impl Section for ReceiptProfileConfig {
     fn validate(&self, path: &str, _config: &Config, errors: &mut Errors) {
         let patterns = [
             ("item_line", Some(&self.item_line), Some("amount")),
+            ("qty_line", self.qty_line.as_ref(), Some("qty")),
             ("total", Some(&self.total), Some("total")),
             ("receipt_id", Some(&self.receipt_id), Some("receipt_id")),
             ("date", self.date.as_ref(), Some("date")),
@@ -257,12 +328,30 @@ impl Section for ReceiptProfileConfig {
             }
         }
         errors.check(
-            self.decimal_separator.is_empty()
-                || self.decimal_separator == "."
-                || self.decimal_separator == ",",
+            self.decimal_separator == "." || self.decimal_separator == ",",
             format!("{path}.decimal_separator"),
             "must be \".\" or \",\"",
         );
+        errors.check(
+            self.receipt_id_format.contains("{receipt_id}"),
+            format!("{path}.receipt_id_format"),
+            "must contain {receipt_id} (and may contain {lane})",
+        );
+        errors.check(
+            self.date.is_none() || self.date_format.is_some(),
+            format!("{path}.date_format"),
+            "required when date is set, e.g. \"%d.%m.%Y\"",
+        );
+        for (index, prefix) in self.pan_exempt_prefixes.iter().enumerate() {
+            errors.check(
+                !prefix.is_empty()
+                    && prefix.bytes().all(|b| b.is_ascii_digit())
+                    && !crate::escpos::prefix_overlaps_payment_cards(prefix),
+                format!("{path}.pan_exempt_prefixes[{index}]"),
+                "must be digits outside payment card ranges (not starting with 1, 3, 4, 5, 6 \
+                 or 2221-2720): payment card numbers are always masked",
+            );
+        }
     }
 }
 
