@@ -281,6 +281,26 @@ pub async fn start(
         shutdown.clone(),
     ));
 
+    if !config.serial.is_empty() {
+        let config = config.clone();
+        let inputs = input_tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::serial::run_all(&config, inputs, shutdown).await {
+                tracing::error!(error = %err, "serial devices stopped");
+            }
+        });
+    }
+    if !config.printer_proxy.is_empty() {
+        let config = config.clone();
+        let inputs = input_tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::printer_proxy::run_all(&config, inputs, shutdown).await {
+                tracing::error!(error = %err, "printer proxies stopped");
+            }
+        });
+    }
     if options.mqtt && config.mqtt.enabled {
         let config = config.clone();
         let inputs = input_tx.clone();
