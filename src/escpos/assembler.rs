@@ -88,7 +88,7 @@ impl Assembler {
 
     /// Feeds bytes received at `now`; returns the documents finished by cuts inside them
     /// (usually none or one). A pending document whose idle gap passed before `now` is
-    /// finished first.
+    /// finished first. Status requests alone do not restart the idle gap.
     pub fn feed(&mut self, bytes: &[u8], now: Instant) -> Vec<Document> {
         let mut done = Vec::new();
         if let Some(doc) = self.on_idle(now) {
@@ -97,10 +97,20 @@ impl Assembler {
         if bytes.is_empty() {
             return done;
         }
-        self.last_byte_at = Some(now);
         let mut tokens = std::mem::take(&mut self.tokens);
         tokens.clear();
         self.tokenizer.feed(bytes, &mut tokens);
+        // Status polls (DLE EOT, DLE ENQ, DLE DC4, GS r, GS a) do not print: a till that polls
+        // its printer every second must not keep a receipt without cut open for ever.
+        let prints = tokens.iter().any(|token| match token {
+            Token::Command(command) => {
+                !(command.name.starts_with("DLE") || matches!(command.name, "GS r" | "GS a"))
+            }
+            _ => true,
+        });
+        if prints || !self.tokenizer.is_idle() {
+            self.last_byte_at = Some(now);
+        }
         for token in &tokens {
             match *token {
                 Token::Text(ch) => {
@@ -196,5 +206,50 @@ impl Assembler {
             truncated,
             masked_pans,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_polls_do_not_keep_a_receipt_open() {
+        let t0 = Instant::now();
+        let gap = Duration::from_millis(2000);
+        let mut assembler = Assembler::new(CodePage::Cp858, gap, vec![]);
+        assert!(assembler.feed(b"Bon 1\nSumme 1,00\n", t0).is_empty());
+        // The till polls DLE EOT every 500 ms.
+        for i in 1..4 {
+            let at = t0 + Duration::from_millis(500 * i);
+            assert!(assembler.feed(b"\x10\x04\x01", at).is_empty());
+        }
+        assert_eq!(assembler.deadline(), Some(t0 + gap));
+        let docs = assembler.feed(b"\x10\x04\x01", t0 + gap);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].lines, ["Bon 1", "Summe 1,00"]);
+        assert_eq!(docs[0].end, DocumentEnd::IdleGap);
+        // Printing bytes do restart it.
+        let t1 = t0 + Duration::from_secs(10);
+        assembler.feed(b"A", t1);
+        assembler.feed(b"\x1bE\x01B", t1 + Duration::from_millis(1500));
+        assert_eq!(
+            assembler.deadline(),
+            Some(t1 + Duration::from_millis(1500) + gap)
+        );
+    }
+
+    #[test]
+    fn documents_without_text_are_not_emitted_and_limits_hold() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(CodePage::Cp858, Duration::from_secs(1), vec![]);
+        assert!(assembler.feed(b"\x1b@\n\n\x1dV\x00", t0).is_empty());
+        assert!(assembler.end_of_stream().is_none());
+        let long = vec![b'x'; MAX_LINE_CHARS + 10];
+        assembler.feed(&long, t0);
+        let doc = assembler.end_of_stream().expect("a document");
+        assert!(doc.truncated);
+        assert_eq!(doc.lines[0].chars().count(), MAX_LINE_CHARS);
+        assert_eq!(doc.end, DocumentEnd::StreamEnd);
     }
 }
