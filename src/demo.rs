@@ -6,6 +6,7 @@
 //! `--duration-secs`), and ends with a summary.
 
 pub mod broker;
+pub mod pty;
 
 use crate::gateway::{self, GatewayHandle, StartOptions};
 use crate::input::{Input, Origin};
@@ -179,6 +180,36 @@ fn receipt_json(
     receipt
 }
 
+/// The printed receipt the demo's till sends to its serial printer (made by python-escpos,
+/// see `tests/fixtures/escpos/make_fixtures.py`).
+const PRINTED_RECEIPT: &[u8] = include_bytes!("../tests/fixtures/escpos/sale_cp858.bin");
+
+/// The receipt profile that reads it (the example profile of `config/gateway.toml`).
+const RECEIPT_PROFILE: &str = r#"
+[receipt_profiles.example]
+item_line = '^(?:(?P<sku>\d{8,14}) )?(?P<name>\S.*?)\s{2,}(?P<amount>-?\d{1,3}(?:\.\d{3})*,\d{2}-?) [AB]$'
+qty_line = '^\s+(?P<qty>\d+(?:,\d{1,3})?)(?: kg)? x (?P<unit_price>\d+,\d{2})'
+total = '^SUMME EUR\s+(?P<total>-?\d{1,3}(?:\.\d{3})*,\d{2})$'
+receipt_id = '^Bon-Nr\.:\s*(?P<receipt_id>\d+)'
+receipt_id_format = "{lane}-{receipt_id}"
+date = '^Datum:\s*(?P<date>\d{2}\.\d{2}\.\d{4})\s+(?P<time>\d{2}:\d{2})'
+date_format = "%d.%m.%Y"
+time_format = "%H:%M"
+card = '^Kundenkarte:\s*(?P<card>\d{8,19})$'
+return_marker = '^RÜCKGABE zu Bon-Nr\.\s*(?P<original>\d+)'
+ignore = ['^MwSt ', '^Zwischensumme']
+decimal_separator = ","
+"#;
+
+fn serial_tap_config(till_side: &Path, printer_side: &Path) -> String {
+    format!(
+        "[[serial]]\nname = \"lane5-printer\"\nkind = \"escpos\"\npath = \"{}\"\nprinter_path = \"{}\"\n\
+         lane = \"5\"\nbaud = 38400\nprofile = \"example\"\ncode_page = \"cp858\"\nidle_gap_ms = 1000\n{RECEIPT_PROFILE}",
+        till_side.display(),
+        printer_side.display()
+    )
+}
+
 fn demo_config(data_dir: &Path, broker_port: Option<u16>, crm: &str) -> String {
     // Keep in step with `config/gateway.toml`: the same sections, demo-sized values.
     let mqtt = match broker_port {
@@ -213,15 +244,17 @@ fresh = "2"
 
 [rewards]
 signing_key_file = "{key}"
-# Generous for a demo: every 20 points become a 2.00 voucher.
-rules = [{{ every_points = 20, value = "2.00", validity_days = 30 }}]
+# Generous for a demo: every 30 points become a 3.00 voucher.
+rules = [{{ every_points = 30, value = "3.00", validity_days = 30 }}]
 
 {crm}
+{tap}
 [http]
 enabled = false
 "#,
         data = data_dir.join("gateway").display(),
-        key = data_dir.join("voucher-signing.key").display()
+        key = data_dir.join("voucher-signing.key").display(),
+        tap = serial_tap_config(&data_dir.join("till-side"), &data_dir.join("printer-side"))
     )
 }
 
@@ -492,6 +525,73 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         .await;
 }
 
+/// Lane 5's till prints a receipt on its serial printer; the gateway passes every byte through
+/// and reads the receipt from the printed text.
+async fn printer_tap(handle: &GatewayHandle, till_side: pty::Pty, printer_side: pty::Pty) {
+    use std::io::{Read, Write};
+    say("Lane 5: a till without MQTT prints its receipt on a serial printer; the gateway taps the line");
+    explain(
+        "python-escpos made these bytes: code page 858 (€, umlauts), bold, a barcode, a QR code,",
+    );
+    explain(
+        "the paper cut. The gateway passes every byte to the printer and parses the printed text.",
+    );
+    let mut answers = handle.answers.subscribe();
+    // Give the serial edge a moment to open both sides before the till starts printing.
+    let opened = handle.devices.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && !opened
+            .lock()
+            .map(|d| d.get("lane5-printer").is_some_and(|s| s.up))
+            .unwrap_or(false)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected = PRINTED_RECEIPT.len();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut printer = printer_side.master;
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        while received.len() < expected {
+            match printer.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+        received
+    });
+    let mut till = till_side.master;
+    if let Err(err) = till.write_all(PRINTED_RECEIPT) {
+        explain(&format!("(cannot write to the till side: {err})"));
+        return;
+    }
+    println!(
+        "    → lane 5 printer stream: {} bytes of ESC/POS",
+        PRINTED_RECEIPT.len()
+    );
+    match tokio::time::timeout(Duration::from_secs(5), reader).await {
+        Ok(Ok(received)) if received == PRINTED_RECEIPT => explain(&format!(
+            "The printer received all {} bytes unchanged.",
+            received.len()
+        )),
+        Ok(Ok(received)) => explain(&format!(
+            "(the printer received {} of {} bytes)",
+            received.len(),
+            PRINTED_RECEIPT.len()
+        )),
+        _ => explain("(the printer side did not receive the stream in time)"),
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Ok(answer)) = tokio::time::timeout_at(deadline, answers.recv()).await {
+        if answer.lane() == "5" {
+            show_answer(&serde_json::to_value(&answer).unwrap_or(Value::Null));
+            break;
+        }
+    }
+    drop(till);
+}
+
 /// Keeps the store trading until `stop` fires: each lane scans a card and sends a receipt.
 async fn keep_trading(lanes: &mut Lanes, recorder: &mut Recorder, stop: &CancellationToken) -> u64 {
     let mut cycle = 0u64;
@@ -577,6 +677,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         }
     };
 
+    let till_side = pty::Pty::open(&dir.join("till-side"))?;
+    let printer_side = pty::Pty::open(&dir.join("printer-side"))?;
     say("Starting the gateway");
     crate::voucher::keyfile::generate(&dir.join("voucher-signing.key"))?;
     explain("A fresh Ed25519 voucher signing key for this store (mode 0600).");
@@ -629,6 +731,11 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     )
     .await?;
     explain("Store data in sled with group commit + fsync; answers on loyalty/demo-store/lane/N/response.");
+    explain(&format!(
+        "Lane 5's receipt printer is tapped inline on a serial line: {} (till) -> gateway -> {} (printer).",
+        till_side.link.display(),
+        printer_side.link.display()
+    ));
 
     let mut lanes = match &broker {
         Some(broker) => {
@@ -651,6 +758,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         latencies: Vec::new(),
     };
     story(&mut lanes, &mut recorder).await;
+    printer_tap(&handle, till_side, printer_side).await;
 
     let trading_stop = shutdown.child_token();
     match args.duration_secs {

@@ -49,4 +49,12 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
     );
     assert!(summary["latency_ms"]["count"].as_u64().expect("count") > 10);
     assert!(stdout.contains("Summary"));
+    assert!(
+        stdout.contains("The printer received all"),
+        "the serial printer tap passed every byte through"
+    );
+    assert!(
+        stdout.contains("\"receipt_id\":\"5-4711\""),
+        "the printed receipt was parsed and applied"
+    );
 }
