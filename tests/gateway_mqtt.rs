@@ -5,7 +5,7 @@
 
 mod harness;
 
-use harness::{sale, Gateway, Mosquitto, Till};
+use harness::{sale, wait_online, Gateway, Mosquitto, Till};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -41,35 +41,6 @@ enabled = false
 "#,
         data = data_dir.join("data").display()
     )
-}
-
-/// Waits for the gateway's retained `online` status, i.e. it is connected and subscribed.
-async fn wait_online(port: u16, prefix: &str) {
-    let mut options =
-        rumqttc::MqttOptions::new(format!("probe-{}", harness::free_port()), "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
-    client
-        .subscribe(
-            format!("{prefix}/gateway/status"),
-            rumqttc::QoS::AtLeastOnce,
-        )
-        .await
-        .expect("subscribe");
-    let online = async {
-        loop {
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) =
-                eventloop.poll().await
-            {
-                if p.payload.as_ref() == b"online" {
-                    return;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), online)
-        .await
-        .expect("gateway online in time");
 }
 
 async fn answer_for(till: &mut Till, predicate: impl Fn(&Value) -> bool) -> Value {
