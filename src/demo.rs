@@ -263,6 +263,21 @@ struct Recorder {
 }
 
 impl Recorder {
+    async fn scan(
+        &mut self,
+        lanes: &mut Lanes,
+        lane: &str,
+        text: &[u8],
+        answers: usize,
+    ) -> Vec<Value> {
+        self.step(lanes, lane, "scan", text.to_vec(), answers).await
+    }
+
+    async fn receipt(&mut self, lanes: &mut Lanes, lane: &str, receipt: &Value) -> Vec<Value> {
+        let payload = serde_json::to_vec(receipt).unwrap_or_default();
+        self.step(lanes, lane, "receipt", payload, 1).await
+    }
+
     async fn step(
         &mut self,
         lanes: &mut Lanes,
@@ -289,9 +304,7 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
     say("Lane 1: a customer scans her loyalty card (EAN-13 barcode with AIM prefix ]E0)");
     explain("The card 2990000000019 is in the program's range (prefix 299) but unknown here,");
     explain("so the gateway enrolls her offline and answers at once.");
-    recorder
-        .step(lanes, "1", "scan", b"]E02990000000019".to_vec(), 1)
-        .await;
+    recorder.scan(lanes, "1", b"]E02990000000019", 1).await;
 
     say("Lane 1: the till sends the receipt as JSON over MQTT");
     explain("Fresh produce earns double; tobacco and bottle deposits earn nothing. The receipt is");
@@ -314,37 +327,15 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         ],
         None,
     );
-    recorder
-        .step(
-            lanes,
-            "1",
-            "receipt",
-            serde_json::to_vec(&receipt).unwrap_or_default(),
-            1,
-        )
-        .await;
+    recorder.receipt(lanes, "1", &receipt).await;
 
     say("Lane 1: the till's network hiccups and it sends the same receipt again");
     explain("Same receipt id: the same answer, marked duplicate, and no new points.");
-    recorder
-        .step(
-            lanes,
-            "1",
-            "receipt",
-            serde_json::to_vec(&receipt).unwrap_or_default(),
-            1,
-        )
-        .await;
+    recorder.receipt(lanes, "1", &receipt).await;
 
     say("Lane 2: a card swiped through the magnetic stripe reader (track 2)");
     recorder
-        .step(
-            lanes,
-            "2",
-            "scan",
-            b";2990000000026=49120000000?".to_vec(),
-            1,
-        )
+        .scan(lanes, "2", b";2990000000026=49120000000?", 1)
         .await;
     let receipt2 = receipt_json(
         "D-2001",
@@ -355,23 +346,14 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         ],
         None,
     );
-    recorder
-        .step(
-            lanes,
-            "2",
-            "receipt",
-            serde_json::to_vec(&receipt2).unwrap_or_default(),
-            1,
-        )
-        .await;
+    recorder.receipt(lanes, "2", &receipt2).await;
 
     say("Lane 3: the customer shows the app's QR card on her phone");
     recorder
-        .step(
+        .scan(
             lanes,
             "3",
-            "scan",
-            b"]Q1https://app.example.com/card/2990000000033".to_vec(),
+            b"]Q1https://app.example.com/card/2990000000033",
             1,
         )
         .await;
@@ -384,19 +366,11 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         ],
         None,
     );
-    recorder
-        .step(
-            lanes,
-            "3",
-            "receipt",
-            serde_json::to_vec(&receipt3).unwrap_or_default(),
-            1,
-        )
-        .await;
+    recorder.receipt(lanes, "3", &receipt3).await;
 
     say("Lane 3: a bigger shop crosses the reward threshold: a voucher is issued");
     explain(
-        "Every 20 points become a 2.00 voucher. The points are converted by a ledger entry and",
+        "Every 30 points become a 3.00 voucher. The points are converted by a ledger entry and",
     );
     explain(
         "the voucher is stored durably before the lane hears of it; the till prints its QR code.",
@@ -410,15 +384,7 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         ],
         Some("2990000000033"),
     );
-    let answers = recorder
-        .step(
-            lanes,
-            "3",
-            "receipt",
-            serde_json::to_vec(&receipt3b).unwrap_or_default(),
-            1,
-        )
-        .await;
+    let answers = recorder.receipt(lanes, "3", &receipt3b).await;
     let voucher_text = answers
         .first()
         .and_then(|a| a["vouchers"][0]["text"].as_str())
@@ -440,9 +406,7 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         explain(
             "the Ed25519 signature offline, the validity window and the binding, and reserves it.",
         );
-        recorder
-            .step(lanes, "1", "scan", b"]E02990000000033".to_vec(), 1)
-            .await;
+        recorder.scan(lanes, "1", b"]E02990000000033", 1).await;
         recorder
             .step(lanes, "1", "scan", text.clone().into_bytes(), 1)
             .await;
@@ -454,15 +418,7 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
             None,
         );
         receipt["rewards"] = json!([id]);
-        recorder
-            .step(
-                lanes,
-                "1",
-                "receipt",
-                serde_json::to_vec(&receipt).unwrap_or_default(),
-                1,
-            )
-            .await;
+        recorder.receipt(lanes, "1", &receipt).await;
         say("Lane 2: someone tries the same voucher again");
         recorder
             .step(lanes, "2", "scan", text.into_bytes(), 1)
@@ -479,33 +435,15 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         &[("4001686301265", "Bread", 2, "5.98", "food")],
         None,
     );
-    recorder
-        .step(
-            lanes,
-            "4",
-            "receipt",
-            serde_json::to_vec(&receipt4).unwrap_or_default(),
-            1,
-        )
-        .await;
-    recorder
-        .step(lanes, "4", "scan", b"2990000000019".to_vec(), 2)
-        .await;
+    recorder.receipt(lanes, "4", &receipt4).await;
+    recorder.scan(lanes, "4", b"2990000000019", 2).await;
 
     say("Lane 2: a return: the customer brings the coffee back");
     explain("Points are clawed back in proportion to what was returned, never more than earned.");
     let ret = json!({"receipt_id": "D-2001-R", "lane": "2", "timestamp": jiff::Timestamp::now().to_string(),
         "kind": "return", "original_receipt_id": "D-2001", "currency": "EUR", "total": "17.98",
         "lines": [{"sku": "4000417025005", "name": "Coffee", "qty": 2, "amount": "17.98", "category": "food"}]});
-    recorder
-        .step(
-            lanes,
-            "2",
-            "receipt",
-            serde_json::to_vec(&ret).unwrap_or_default(),
-            1,
-        )
-        .await;
+    recorder.receipt(lanes, "2", &ret).await;
 
     say("Bad input gets a clear error answer, never silence");
     recorder
@@ -517,11 +455,9 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
             1,
         )
         .await;
+    recorder.scan(lanes, "3", b"]E02990000000010", 1).await;
     recorder
-        .step(lanes, "3", "scan", b"]E02990000000010".to_vec(), 1)
-        .await;
-    recorder
-        .step(lanes, "3", "scan", b";4111111111111111=2912?".to_vec(), 1)
+        .scan(lanes, "3", b";4111111111111111=2912?", 1)
         .await;
 }
 
