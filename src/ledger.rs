@@ -28,7 +28,7 @@ pub struct Earning {
 }
 
 /// The earning rules as the store needs them. Implemented by the `rules` module's
-/// `EarningRules` (through [`crate::store::RulesPolicy`]) and by simple stand-ins in tests.
+/// `EarningRules` (through [`RulesPolicy`]) and by simple stand-ins in tests.
 pub trait EarningPolicy {
     /// Points a sale earns for a customer of `tier`.
     fn earn(&self, receipt: &Receipt, tier: Option<&str>) -> Earning;
@@ -36,6 +36,46 @@ pub trait EarningPolicy {
     fn eligible_amount(&self, lines: &[ReceiptLine]) -> Money;
     /// Limits every receipt is validated against before anything is written.
     fn limits(&self) -> &ReceiptLimits;
+}
+
+/// The `rules` module's earning rules with the store's time zone, as an [`EarningPolicy`].
+#[derive(Debug, Clone)]
+pub struct RulesPolicy {
+    rules: crate::rules::EarningRules,
+    time_zone: jiff::tz::TimeZone,
+    limits: ReceiptLimits,
+}
+
+impl RulesPolicy {
+    /// Wraps `rules`; promotions and vesting are evaluated in `time_zone`.
+    pub fn new(rules: crate::rules::EarningRules, time_zone: jiff::tz::TimeZone) -> RulesPolicy {
+        let limits = rules.receipt_limits();
+        RulesPolicy {
+            rules,
+            time_zone,
+            limits,
+        }
+    }
+}
+
+impl EarningPolicy for RulesPolicy {
+    fn earn(&self, receipt: &Receipt, tier: Option<&str>) -> Earning {
+        let earned = self.rules.earn(receipt, tier, &self.time_zone);
+        Earning {
+            points: earned.points.max(0),
+            eligible: earned.eligible,
+            vests_at: earned.vests_at,
+            promotions: earned.promotions,
+        }
+    }
+
+    fn eligible_amount(&self, lines: &[ReceiptLine]) -> Money {
+        self.rules.eligible_amount(lines)
+    }
+
+    fn limits(&self) -> &ReceiptLimits {
+        &self.limits
+    }
 }
 
 /// Kind of a ledger entry.
@@ -444,6 +484,42 @@ mod tests {
         assert!(check_spend(b, 461).is_err());
         assert!(check_spend(b, 460).is_ok());
         assert!(check_spend(b, 0).is_err());
+    }
+
+    #[test]
+    fn rules_policy_earns_through_the_rules_module() {
+        let config = crate::config::RulesConfig {
+            excluded_categories: vec!["tobacco".into()],
+            vesting_days: 14,
+            ..Default::default()
+        };
+        let rules = crate::rules::EarningRules::from_config(&config, "EUR").expect("rules");
+        let policy = RulesPolicy::new(rules, jiff::tz::TimeZone::UTC);
+        let line = |amount, category: &str| ReceiptLine {
+            sku: "1".into(),
+            name: "x".into(),
+            qty_milli: 1000,
+            unit_price: None,
+            amount: Money(amount),
+            category: Some(category.into()),
+        };
+        let receipt = Receipt {
+            id: "R".into(),
+            lane: "1".into(),
+            timestamp: "2026-11-23T10:00:00Z".parse().expect("time"),
+            kind: crate::receipt::ReceiptKind::Sale,
+            currency: "EUR".into(),
+            total: Money(1500),
+            card: None,
+            rewards: vec![],
+            lines: vec![line(1000, "food"), line(500, "tobacco")],
+        };
+        let earning = policy.earn(&receipt, None);
+        assert_eq!(earning.points, 10);
+        assert_eq!(earning.eligible, Money(1000));
+        assert!(earning.vests_at.is_some());
+        assert_eq!(policy.eligible_amount(&receipt.lines[1..]), Money(0));
+        assert_eq!(policy.limits().currency, "EUR");
     }
 
     proptest! {

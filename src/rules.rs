@@ -19,7 +19,8 @@
 //! 2. exact line value = `amount × points_per_unit / per_amount`
 //!    `× category multiplier × tier factor × promotion factor` (each factor 1.00 when absent;
 //!    several promotion factors on one line do not stack: the highest wins, first in
-//!    configuration order on a tie);
+//!    configuration order on a tie; a promotion factor is at least 1.00, so points are
+//!    monotone in spend);
 //! 3. if the eligible spend is not positive or below `min_spend`, the receipt earns nothing
 //!    (no bonus either);
 //! 4. base points = the exact sum of the line values, rounded once (floor / nearest / ceil),
@@ -39,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The largest factor accepted anywhere (category, tier, promotion): 100.00.
-pub const MAX_FACTOR_HUNDREDTHS: i64 = 100_00;
+pub const MAX_FACTOR_HUNDREDTHS: i64 = 10_000;
 
 /// One factor is 1.00.
 const ONE: i128 = 100;
@@ -85,8 +86,8 @@ pub struct LinePoints {
     pub points: i64,
     /// Why the line earns nothing, if it is excluded.
     pub excluded: Option<Exclusion>,
-    /// The combined factor in hundredths applied to this line (category × tier × promotion);
-    /// 0 when excluded.
+    /// The combined factor in hundredths applied to this line (category × tier × promotion,
+    /// truncated to whole hundredths; for display); 0 when excluded.
     pub factor_hundredths: i64,
 }
 
@@ -418,10 +419,18 @@ impl EarningRules {
                 }
                 promo_tiers.insert(tier.clone());
             }
-            let factor = promo
-                .factor
-                .as_ref()
-                .map(|f| p.factor(&format!("{at}.factor"), f));
+            let factor = promo.factor.as_ref().map(|text| {
+                let key = format!("{at}.factor");
+                let f = p.factor(&key, text);
+                if f < ONE as i64 {
+                    // Keeps earning monotone in spend: a promotion never lowers points.
+                    p.push(
+                        key,
+                        format!("'{text}' is below 1: a promotion must not lower earning"),
+                    );
+                }
+                f
+            });
             let bonus_points = promo.bonus_points.unwrap_or(0);
             if !(0..=1_000_000).contains(&bonus_points) {
                 p.push(

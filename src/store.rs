@@ -543,6 +543,26 @@ impl Store {
         Ok(store)
     }
 
+    /// Compacts the (closed) database in `{storage.data_dir}/db` now: copies it into a fresh
+    /// database and swaps it in atomically (see `store/compact.rs`). Returns the sizes on disk
+    /// before and after, in bytes. [`Store::open`] does this by itself when the files exceed
+    /// 64 MiB and eight times the live data.
+    pub fn compact_offline(config: &StorageConfig) -> Result<(u64, u64), StoreError> {
+        let data_dir = &config.data_dir;
+        let db_dir = data_dir.join("db");
+        let size = |what: &str| {
+            compact::dir_size(&db_dir).map_err(|source| StoreError::Io {
+                context: format!("cannot measure {} {what}", db_dir.display()),
+                source,
+            })
+        };
+        compact::recover(data_dir)?;
+        let before = size("before compaction")?;
+        let db = open_sled(&db_dir, config.cache_capacity_mb)?;
+        compact::compact_into_fresh(db, data_dir, config.cache_capacity_mb)?;
+        Ok((before, size("after compaction")?))
+    }
+
     /// The store id given at open.
     pub fn store_id(&self) -> &str {
         &self.inner.store_id

@@ -283,13 +283,15 @@ pub struct CardsConfig {
     /// Number prefixes of program cards (GS1 restricted circulation `2x` / `04x`, never
     /// `98x`/`99` which are coupons and refund receipts).
     pub prefixes: Vec<String>,
-    /// Explicit number ranges.
+    /// Explicit number ranges (a number matches when it has the range's length and lies
+    /// between `from` and `to`).
     pub ranges: Vec<CardRangeConfig>,
-    /// Pattern for the customer app's QR card; group `card` is the card number.
+    /// Pattern for the customer app's QR card; group `card` is the card number (taken as a
+    /// program card: the pattern is the program's). Empty: no app cards.
     pub app_qr_pattern: String,
     /// Whether an unknown card inside the program's numbers enrolls a customer offline.
     pub enroll_unknown: bool,
-    /// Whether NFC card UIDs are accepted as cards (enrolled by UID).
+    /// Whether NFC card UIDs are accepted as cards (enrolled by UID, number `nfc:<HEX>`).
     pub accept_nfc_uid: bool,
 }
 
@@ -306,44 +308,12 @@ impl Default for CardsConfig {
 }
 
 impl Section for CardsConfig {
+    /// Validation is the build of the matcher (`scan::CardMatcher::from_config`).
     fn validate(&self, path: &str, _config: &Config, errors: &mut Errors) {
-        for (index, prefix) in self.prefixes.iter().enumerate() {
-            let at = format!("{path}.prefixes[{index}]");
-            errors.check(
-                !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()),
-                at.clone(),
-                "must be digits",
-            );
-            errors.check(
-                !(prefix.starts_with("98") || prefix.starts_with("99")),
-                at,
-                "98x and 99 are GS1 coupon and refund ranges, not loyalty cards",
-            );
-        }
-        for (index, range) in self.ranges.iter().enumerate() {
-            errors.check(
-                range.from.len() == range.to.len()
-                    && !range.from.is_empty()
-                    && range
-                        .from
-                        .bytes()
-                        .chain(range.to.bytes())
-                        .all(|b| b.is_ascii_digit())
-                    && range.from <= range.to,
-                format!("{path}.ranges[{index}]"),
-                "from and to must be digit strings of equal length with from <= to",
-            );
-        }
-        match regex::Regex::new(&self.app_qr_pattern) {
-            Err(err) => errors.push(
-                format!("{path}.app_qr_pattern"),
-                format!("not a valid pattern: {err}"),
-            ),
-            Ok(re) => errors.check(
-                re.capture_names().flatten().any(|n| n == "card"),
-                format!("{path}.app_qr_pattern"),
-                "the pattern needs a named group (?P<card>...)",
-            ),
+        if let Err(err) = crate::scan::CardMatcher::from_config(self) {
+            for problem in err.problems {
+                errors.push(format!("{path}.{}", problem.key), problem.message);
+            }
         }
     }
 }

@@ -122,11 +122,21 @@ fn check(
     earned
 }
 
+/// name, lines, when, tier, expected points, expected promotions.
+type Fixture<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    i64,
+    &'a [&'a str],
+);
+
 #[test]
 fn fixture_table() {
     let r = rules(PROGRAM);
     #[rustfmt::skip]
-    let table: &[(&str, &str, &str, Option<&str>, i64, &[&str])] = &[
+    let table: &[Fixture] = &[
         // name, lines, when, tier, points, promotions
         ("plain food, floor", "4006381333931 12.34 food", MONDAY, None, 12, &[]),
         ("tobacco excluded", "1 10.00 food; 2 8.00 tobacco", MONDAY, None, 10, &[]),
@@ -429,7 +439,7 @@ fn clawback_is_proportional_and_never_exceeds_the_sale() {
 fn receipt_limits_follow_the_rules() {
     let limits = rules(PROGRAM).receipt_limits();
     assert_eq!(limits.currency, "EUR");
-    assert_eq!(limits.max_total, Money(100_000_00));
+    assert_eq!(limits.max_total, Money(10_000_000));
     assert!(limits.known_categories.contains("books"));
     assert_eq!(limits.known_categories.len(), 8);
 }
@@ -557,8 +567,8 @@ const CATEGORIES: [Option<&str>; 6] = [
 ];
 
 fn arb_line(allow_negative: bool) -> impl Strategy<Value = ReceiptLine> {
-    let low = if allow_negative { -50_00_i64 } else { 0 };
-    (0..SKUS.len(), 0..CATEGORIES.len(), low..2_000_00_i64).prop_map(|(s, c, amount)| ReceiptLine {
+    let low = if allow_negative { -5_000_i64 } else { 0 };
+    (0..SKUS.len(), 0..CATEGORIES.len(), low..200_000_i64).prop_map(|(s, c, amount)| ReceiptLine {
         sku: SKUS[s].into(),
         name: "item".into(),
         qty_milli: 1000,
@@ -602,7 +612,7 @@ proptest! {
     fn points_are_monotone_in_spend(
         lines in prop::collection::vec(arb_line(true), 1..8),
         pick in any::<prop::sample::Index>(),
-        extra in 0..500_00_i64,
+        extra in 0..50_000_i64,
         tier in arb_tier(),
         at in arb_timestamp(),
         mode in prop_oneof![Just("floor"), Just("nearest"), Just("ceil")],
@@ -656,7 +666,7 @@ proptest! {
     #[test]
     fn excluded_lines_contribute_nothing(
         lines in prop::collection::vec(arb_line(true), 1..8),
-        excluded_amount in -100_00..5_000_00_i64,
+        excluded_amount in -10_000..500_000_i64,
         which in 0..3_usize,
         position in any::<prop::sample::Index>(),
         tier in arb_tier(),
@@ -714,8 +724,8 @@ proptest! {
     #[test]
     fn partial_returns_never_claw_back_more_than_earned(
         sale_points in 0..10_000_i64,
-        sale_eligible in 1..1_000_00_i64,
-        returns in prop::collection::vec(0..400_00_i64, 1..6),
+        sale_eligible in 1..100_000_i64,
+        returns in prop::collection::vec(0..40_000_i64, 1..6),
         mode in prop_oneof![Just("floor"), Just("nearest"), Just("ceil")],
     ) {
         let r = with_rounding(mode);

@@ -130,7 +130,7 @@ impl CustomerRec {
             } else {
                 CustomerOrigin::Crm
             },
-            confirmed: self.has_confirmed.then(|| Confirmed {
+            confirmed: self.has_confirmed.then_some(Confirmed {
                 points: self.account.confirmed_points,
                 through_seq: self.account.confirmed_through,
             }),

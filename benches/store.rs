@@ -1,0 +1,207 @@
+//! Store benchmark: durable receipts per second with 1, 8 and 64 concurrent submitters (p50/p99
+//! latency per receipt, fsyncs per receipt), peak RSS, and the database size on disk after
+//! 1,000,000 events went through the outbox (acknowledged and compacted), before and after the
+//! offline compaction at open.
+//!
+//! Run: `cargo bench --bench store` (all), or `cargo bench --bench store -- throughput` /
+//! `-- outbox`. The database lives under `$CARGO_TARGET_DIR` (a real disk, not tmpfs).
+
+#[path = "../tests/store_support/mod.rs"]
+mod store_support;
+
+use loyalty_gateway::store::events::EventType;
+use loyalty_gateway::store::Store;
+use std::time::{Duration, Instant};
+use store_support::*;
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    std::fs::create_dir_all(&base).expect("bench base dir");
+    tempfile::tempdir_in(base).expect("bench dir")
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Run {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    fsyncs_per_receipt: f64,
+    commits: u64,
+}
+
+fn throughput_run(submitters: usize, duration: Duration) -> Run {
+    let dir = bench_dir();
+    let store = open(dir.path());
+    let policy = Policy::default();
+    let customers: Vec<String> = (0..1000)
+        .map(|n| {
+            store
+                .enroll(&format!("299{n:010}"), now())
+                .expect("enroll")
+                .id
+        })
+        .collect();
+    let before = store.durability_stats();
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..submitters)
+            .map(|t| {
+                let store = store.clone();
+                let policy = &policy;
+                let customers = &customers;
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut n = 0usize;
+                    while started.elapsed() < duration {
+                        let receipt = sale(
+                            &format!("B{t}-{n}"),
+                            vec![
+                                line("4006381333931", 298, Some("stationery")),
+                                line("1", 1250, None),
+                            ],
+                        );
+                        let customer = &customers[(t * 7919 + n) % customers.len()];
+                        let one = Instant::now();
+                        store
+                            .apply_receipt(&receipt, Some(customer), policy, now())
+                            .expect("apply");
+                        lat.push(one.elapsed());
+                        n += 1;
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("submitter"))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let after = store.durability_stats();
+    latencies.sort();
+    let count = latencies.len();
+    let pct = |p: f64| latencies[((count as f64 * p) as usize).min(count - 1)];
+    Run {
+        per_sec: count as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        fsyncs_per_receipt: (after.fsyncs - before.fsyncs) as f64 / count as f64,
+        commits: after.commits - before.commits,
+    }
+}
+
+fn throughput() {
+    println!(
+        "durable receipts (apply_receipt incl. flush + fsync), 3 runs of 4 s each, median run:"
+    );
+    println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits");
+    for submitters in [1usize, 8, 64] {
+        let mut runs: Vec<Run> = (0..3)
+            .map(|_| throughput_run(submitters, Duration::from_secs(4)))
+            .collect();
+        runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+        let r = &runs[1];
+        println!(
+            "{submitters:>10} {:>11.0} {:>8.2} {:>8.2} {:>16.3} {:>15}   (runs: {:.0} / {:.0} / {:.0})",
+            r.per_sec,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.fsyncs_per_receipt,
+            r.commits,
+            runs[0].per_sec,
+            runs[1].per_sec,
+            runs[2].per_sec
+        );
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn outbox() {
+    let events_env = std::env::var("LG_BENCH_OUTBOX_EVENTS").ok();
+    let events: u64 = events_env.and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    const PER_TX: u64 = 100;
+    const SYNC_EVERY: u64 = 20_000;
+    let dir = bench_dir();
+    let store = open(dir.path());
+    let payload = serde_json::json!({
+        "receipt_id": "R-000000000", "lane": "3", "timestamp": "2026-11-23T10:15:00+01:00",
+        "kind": "sale", "currency": "EUR", "total": "12.34", "customer_id": "S1-0123456789abcdef",
+        "lines": [{"sku": "4006381333931", "name": "Pencil", "qty": "2", "unit_price": "1.49",
+                   "amount": "2.98", "category": "stationery"},
+                  {"sku": "1", "name": "Bread", "qty": "1", "unit_price": null, "amount": "9.36",
+                   "category": "food"}],
+        "points": 12
+    });
+    let started = Instant::now();
+    let mut written = 0;
+    let mut peak = 0;
+    while written < events {
+        store
+            .transact(&[], |tx| {
+                for _ in 0..PER_TX {
+                    tx.append_event(EventType::Receipt, now(), &payload)?;
+                }
+                Ok(())
+            })
+            .expect("append");
+        written += PER_TX;
+        if written % SYNC_EVERY == 0 {
+            // What the sync task does after the CRM acknowledged a batch.
+            store.outbox_ack(written).expect("ack");
+            store.compact_outbox(now()).expect("compact");
+            peak = peak.max(store.size_on_disk().expect("size"));
+        }
+    }
+    let live_events = store.outbox_stats().expect("stats").stored;
+    let size = store.size_on_disk().expect("size");
+    println!(
+        "outbox: {events} events of ~{} bytes appended, acknowledged and compacted in {:.1} s",
+        payload.to_string().len() + 120,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  db size on disk after the churn: {:.1} MiB (peak seen {:.1} MiB), events still stored: {live_events}",
+        mib(size),
+        mib(peak)
+    );
+    drop(store);
+    let reopened = Instant::now();
+    let store = open(dir.path());
+    println!(
+        "  after reopen (offline compaction at open when size >> live data): {:.1} MiB, open took {:.2} s",
+        mib(store.size_on_disk().expect("size")),
+        reopened.elapsed().as_secs_f64()
+    );
+    assert_eq!(store.outbox_stats().expect("stats").last_seq, events);
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wants("throughput") {
+        throughput();
+    }
+    if wants("outbox") {
+        outbox();
+    }
+    println!("peak RSS (VmHWM): {:.1} MiB", vm_hwm_kib() as f64 / 1024.0);
+    let _ = Store::open; // the benchmark goes through the public API only
+}

@@ -1,0 +1,144 @@
+//! Durability: a receipt is reported applied only after an `fsync` of sled's log file returned
+//! (observed with `strace` on a child process), and concurrent receipts share fsyncs (group
+//! commit) instead of paying one each.
+
+mod store_support;
+
+use std::io::Write;
+use std::process::Command;
+use store_support::*;
+
+const CHILD_DIR: &str = "LG_STORE_DURABILITY_CHILD_DIR";
+
+/// Runs inside the child process only (re-executed by `fsync_happens_before_the_answer`).
+#[test]
+#[ignore = "child process of fsync_happens_before_the_answer"]
+fn durability_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let store = open(std::path::Path::new(&dir));
+    let policy = Policy::default();
+    let customer = store.enroll("2990000000019", now()).expect("enroll");
+    let mut out = std::io::stdout().lock();
+    for n in 0..3 {
+        let id = format!("R-{n}");
+        writeln!(out, "BEGIN {id}").expect("stdout");
+        out.flush().expect("flush");
+        store
+            .apply_receipt(
+                &sale(&id, vec![line("a", 1000, None)]),
+                Some(&customer.id),
+                &policy,
+                now(),
+            )
+            .expect("apply");
+        writeln!(out, "APPLIED {id}").expect("stdout");
+        out.flush().expect("flush");
+    }
+}
+
+#[test]
+fn fsync_happens_before_the_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("strace.log");
+    let exe = std::env::current_exe().expect("current exe");
+    let output = Command::new("strace")
+        .args(["-f", "-y", "-e", "trace=fsync,fdatasync,write", "-o"])
+        .arg(&log)
+        .arg(&exe)
+        .args([
+            "--exact",
+            "durability_child",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env(CHILD_DIR, &data)
+        .output()
+        .expect("strace must be installed (apt-get install strace)");
+    assert!(
+        output.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("APPLIED R-2"), "{stdout}");
+    let trace = std::fs::read_to_string(&log).expect("strace log");
+    let db_file = format!("{}/db/db>", data.display());
+    for n in 0..3 {
+        let lines: Vec<&str> = trace.lines().collect();
+        let begin = lines
+            .iter()
+            .position(|l| l.contains("write(1") && l.contains(&format!("BEGIN R-{n}")))
+            .expect("BEGIN in trace");
+        let applied = lines
+            .iter()
+            .position(|l| l.contains("write(1") && l.contains(&format!("APPLIED R-{n}")))
+            .expect("APPLIED in trace");
+        assert!(begin < applied);
+        // An fsync of sled's log file must start after BEGIN and complete (= 0) before APPLIED.
+        let mut started_by: Vec<String> = Vec::new();
+        let mut completed = false;
+        for line in &lines[begin + 1..applied] {
+            let pid = line.split_whitespace().next().unwrap_or("").to_string();
+            let is_db_fsync =
+                (line.contains("fsync(") || line.contains("fdatasync(")) && line.contains(&db_file);
+            if is_db_fsync && line.trim_end().ends_with("= 0") {
+                completed = true;
+            } else if is_db_fsync && line.contains("<unfinished ...>") {
+                started_by.push(pid);
+            } else if line.contains("sync resumed>")
+                && line.trim_end().ends_with("= 0")
+                && started_by.contains(&pid)
+            {
+                completed = true;
+            }
+        }
+        assert!(
+            completed,
+            "no completed fsync of {db_file} between BEGIN R-{n} and APPLIED R-{n}:\n{}",
+            lines[begin..=applied].join("\n")
+        );
+    }
+}
+
+#[test]
+fn concurrent_receipts_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let policy = Policy::default();
+    let customer = store.enroll("2990000000019", now()).expect("enroll");
+    let before = store.durability_stats();
+    let threads = 32;
+    let per_thread = 20;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let store = store.clone();
+            let policy = &policy;
+            let id = customer.id.clone();
+            s.spawn(move || {
+                for n in 0..per_thread {
+                    let r = sale(&format!("T{t}-{n}"), vec![line("a", 100, None)]);
+                    store
+                        .apply_receipt(&r, Some(&id), policy, now())
+                        .expect("apply");
+                }
+            });
+        }
+    });
+    let after = store.durability_stats();
+    let receipts = (threads * per_thread) as u64;
+    let fsyncs = after.fsyncs - before.fsyncs;
+    let commits = after.commits - before.commits;
+    assert_eq!(after.tickets - before.tickets, receipts);
+    assert!(commits >= 1 && fsyncs >= commits);
+    assert!(
+        fsyncs * 2 < receipts,
+        "group commit: {fsyncs} fsyncs for {receipts} receipts"
+    );
+    assert_eq!(
+        store.balance(&customer.id, now()).expect("balance").total,
+        receipts as i64
+    );
+}
