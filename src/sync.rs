@@ -131,9 +131,10 @@ impl Outbox for Store {
     }
 
     fn counts(&self) -> Result<OutboxCounts, SyncError> {
-        let stats = self.outbox_stats().map_err(store_error)?;
-        let oldest = if stats.unacked > 0 {
-            self.outbox_raw_after(stats.acked_through, 1)
+        let (last_seq, acked_through) = self.outbox_positions().map_err(store_error)?;
+        let depth = last_seq.saturating_sub(acked_through);
+        let oldest = if depth > 0 {
+            self.outbox_raw_after(acked_through, 1)
                 .map_err(store_error)?
                 .first()
                 .map(|e| e.at)
@@ -141,10 +142,10 @@ impl Outbox for Store {
             None
         };
         Ok(OutboxCounts {
-            depth: stats.unacked,
+            depth,
             oldest_unsent_at: oldest,
-            last_seq: stats.last_seq,
-            acked_through: stats.acked_through,
+            last_seq,
+            acked_through,
         })
     }
 

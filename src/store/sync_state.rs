@@ -14,7 +14,7 @@
 //! interleaving of uploads and pulls neither double counts nor loses an entry.
 
 use super::records::{AccountRec, CustomerRec};
-use super::{Store, StoreError, Tx, TxResult, CARDS, OUTBOX};
+use super::{meta_key, read_u64, Store, StoreError, Tx, TxResult, CARDS, META, OUTBOX};
 use crate::customer::check_id;
 use crate::ledger::Confirmed;
 use jiff::Timestamp;
@@ -163,6 +163,17 @@ impl Store {
         Ok(out)
     }
 
+    /// `(last_seq, acked_through)` of the outbox in O(1) (`outbox_stats` also counts the
+    /// stored events, which walks the whole tree).
+    pub fn outbox_positions(&self) -> Result<(u64, u64), StoreError> {
+        let meta = self.tree(META);
+        let get = |key: &[u8]| -> Result<u64, StoreError> {
+            Ok(meta.get(key)?.as_deref().and_then(read_u64).unwrap_or(0))
+        };
+        let last_seq = get(meta_key::NEXT_SEQ)?.max(1) - 1;
+        Ok((last_seq, get(meta_key::ACKED)?))
+    }
+
     /// Up to `max` outbox events with `seq > after`, in order, without decoding their JSON.
     pub fn outbox_raw_after(
         &self,
@@ -198,7 +209,7 @@ impl Store {
         let [state, revoked, keys] = self.sync_trees()?;
         // Revocations also go where voucher checks look, in the same transaction.
         let voucher_revoked = self.db().open_tree(super::vouchers::REVOKED)?;
-        let last_seq = self.outbox_stats()?.last_seq;
+        let (last_seq, _) = self.outbox_positions()?;
         let key_values: Vec<(String, Vec<u8>)> = changes
             .keys
             .iter()

@@ -167,7 +167,7 @@ type Sender = SendRequest<Full<Bytes>>;
 pub struct CrmClient {
     settings: ClientSettings,
     counters: Arc<WireCounters>,
-    connection: Option<(Sender, tokio::task::JoinHandle<()>)>,
+    connection: Option<(Sender, tokio::task::JoinHandle<Option<SyncError>>)>,
 }
 
 impl Drop for CrmClient {
@@ -197,7 +197,9 @@ impl CrmClient {
         }
     }
 
-    async fn connect(&self) -> Result<(Sender, tokio::task::JoinHandle<()>), SyncError> {
+    async fn connect(
+        &self,
+    ) -> Result<(Sender, tokio::task::JoinHandle<Option<SyncError>>), SyncError> {
         let config = tls::client_config(&self.settings.tls).map_err(SyncError::from)?;
         let endpoint = &self.settings.endpoint;
         let name = ServerName::try_from(endpoint.host.clone()).map_err(|_| {
@@ -240,9 +242,15 @@ impl CrmClient {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|err| SyncError::Connect(format!("HTTP handshake failed: {err}")))?;
+        // The connection task's own error matters: in TLS 1.3 the CRM's refusal of the client
+        // certificate arrives as an alert after the handshake, read by this task.
         let task = tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "CRM connection ended");
+            match connection.await {
+                Ok(()) => None,
+                Err(err) => {
+                    tracing::debug!(error = %err, "CRM connection ended");
+                    Some(http_error(err))
+                }
             }
         });
         Ok((sender, task))
@@ -282,17 +290,37 @@ impl CrmClient {
         let Some((sender, _)) = self.connection.as_mut() else {
             return Err(SyncError::Connect("no connection".into()));
         };
-        sender.ready().await.map_err(http_error)?;
-        let response = sender.send_request(request).await.map_err(http_error)?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|err| match err.downcast::<hyper::Error>() {
-                Ok(err) => http_error(*err),
-                Err(err) => SyncError::BadResponse(format!("answer body: {err}")),
-            })?
-            .to_bytes();
+        let sent = async {
+            sender.ready().await.map_err(http_error)?;
+            let response = sender.send_request(request).await.map_err(http_error)?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|err| match err.downcast::<hyper::Error>() {
+                    Ok(err) => http_error(*err),
+                    Err(err) => SyncError::BadResponse(format!("answer body: {err}")),
+                })?
+                .to_bytes();
+            Ok::<_, SyncError>((parts, body))
+        }
+        .await;
+        let (parts, body) = match sent {
+            Ok(sent) => sent,
+            Err(err @ SyncError::Tls(_)) => return Err(err),
+            Err(err) => {
+                // The request only saw "connection closed"; the connection task knows why.
+                if let Some((_, task)) = self.connection.take() {
+                    let abort = task.abort_handle();
+                    let cause = tokio::time::timeout(Duration::from_millis(200), task).await;
+                    abort.abort();
+                    if let Ok(Ok(Some(cause @ SyncError::Tls(_)))) = cause {
+                        return Err(cause);
+                    }
+                }
+                return Err(err);
+            }
+        };
         let body = if parts
             .headers
             .get(hyper::header::CONTENT_ENCODING)

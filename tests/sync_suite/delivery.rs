@@ -220,3 +220,69 @@ async fn wrong_host_name_shows_in_the_status() {
     cancel.cancel();
     handle.join().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_ahead_of_the_local_outbox_raises_the_alarm_and_acks_nothing() {
+    let pki = Pki::new();
+    let crm = pki.receiver(None).await;
+    let first = tempfile::tempdir().expect("tempdir");
+    let config_a = config(&pki, &crm.url(), first.path());
+    let store = open_store(&config_a);
+    add_events(&store, "A", 20);
+    let (handle, cancel) = start(&config_a, &store);
+    wait_status(&handle.status(), |s| s.acked_through == 20).await;
+    cancel.cancel();
+    handle.join().await;
+    drop(store);
+    // The database "vanished" (a power cut with sled, FIELD-NOTES): a fresh one restarts seq.
+    let second = tempfile::tempdir().expect("tempdir");
+    let config_b = config(&pki, &crm.url(), second.path());
+    let store = open_store(&config_b);
+    add_events(&store, "B", 5);
+    let (handle, cancel) = start(&config_b, &store);
+    let st = wait_status(&handle.status(), |s| s.alarm.is_some()).await;
+    assert!(st
+        .alarm
+        .expect("alarm")
+        .contains("local data may have been lost"));
+    assert_eq!(
+        store.outbox_stats().expect("stats").acked_through,
+        0,
+        "never a fresh start"
+    );
+    assert_eq!(crm.received_count(STORE), 20);
+    assert!(crm.stats().seq_conflicts >= 5);
+    cancel.cancel();
+    handle.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_are_compacted_after_the_retention_period() {
+    let pki = Pki::new();
+    let crm = pki.receiver(None).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&pki, &crm.url(), data.path());
+    config.storage.outbox_retention_hours = 0;
+    let store = open_store(&config);
+    add_events(&store, "C", 10);
+    let (handle, cancel) = start(&config, &store);
+    wait_status(&handle.status(), |s| s.acked_through == 10).await;
+    cancel.cancel();
+    handle.join().await;
+    assert_eq!(crm.received_count(STORE), 10);
+    // Compaction runs when the uploader starts (then hourly).
+    tokio::time::sleep(Duration::from_millis(1100)).await; // event times have second resolution
+    let (handle, cancel) = start(&config, &store);
+    let s = store.clone();
+    eventually(Duration::from_secs(10), "compacted", move || {
+        s.outbox_stats().expect("stats").stored == 0
+    })
+    .await;
+    let stats = store.outbox_stats().expect("stats");
+    assert_eq!(
+        (stats.last_seq, stats.acked_through, stats.unacked),
+        (10, 10, 0)
+    );
+    cancel.cancel();
+    handle.join().await;
+}
