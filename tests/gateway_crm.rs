@@ -1,0 +1,187 @@
+//! The gateway and the CRM together, in-process, over real mutual TLS to the reference
+//! receiver: what head office sends down reaches the lanes (a revoked voucher is refused at
+//! once after the next poll; rules from the CRM are applied to the next receipt), and what the
+//! store writes reaches the CRM exactly once.
+
+use loyalty_gateway::crm_reference::{self, ReferenceConfig};
+use loyalty_gateway::gateway::{self, StartOptions};
+use loyalty_gateway::input::{Input, Origin};
+use loyalty_gateway::sync::wire::ChangesPage;
+use loyalty_gateway::wire::Response;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const STORE: &str = "crm-1";
+
+async fn scan(handle: &gateway::GatewayHandle, lane: &str, text: &str) -> Response {
+    let input = Input::Scan {
+        lane: lane.into(),
+        data: text.as_bytes().to_vec(),
+        origin: Origin::Mqtt,
+    };
+    gateway::request(handle, input, lane, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .expect("an answer")
+}
+
+async fn receipt(handle: &gateway::GatewayHandle, lane: &str, json: serde_json::Value) -> Response {
+    let receipt =
+        loyalty_gateway::wire::parse_receipt(&serde_json::to_vec(&json).expect("json"), lane, 2)
+            .expect("valid receipt");
+    let (input, _done) = gateway::receipt_input(lane, receipt, Origin::Mqtt);
+    gateway::request(handle, input, lane, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .expect("an answer")
+}
+
+fn sale(id: &str, total: &str) -> serde_json::Value {
+    serde_json::json!({"receipt_id": id, "timestamp": "2026-11-23T10:00:00Z", "currency": "EUR",
+        "total": total, "card": "2990000000019",
+        "lines": [{"sku": "1", "name": "Goods", "qty": 1, "amount": total, "category": "food"}]})
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_revocations_and_rules_reach_the_lanes_and_every_event_reaches_the_crm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = loyalty_gateway::sync::certs::write_local_pki(dir.path(), STORE).expect("pki");
+    let crm = crm_reference::serve(ReferenceConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        cert_file: pki.server_cert_file.clone(),
+        key_file: pki.server_key_file.clone(),
+        client_ca_file: pki.ca_file.clone(),
+        data_dir: None,
+        fsync: false,
+        faults: Default::default(),
+    })
+    .await
+    .expect("reference CRM");
+    let key = dir.path().join("signing.key");
+    loyalty_gateway::voucher::keyfile::generate(&key).expect("key");
+    let config = loyalty_gateway::config::parse(&format!(
+        r#"[store]
+id = "{STORE}"
+timezone = "Europe/Berlin"
+require_ntp_sync = false
+[storage]
+data_dir = "{data}"
+[mqtt]
+enabled = false
+[cards]
+prefixes = ["299"]
+[rewards]
+signing_key_file = "{key}"
+rules = [{{ every_points = 10, value = "1.00", validity_days = 30 }}]
+[crm]
+enabled = true
+url = "{url}"
+client_cert_file = "{cert}"
+client_key_file = "{ckey}"
+ca_file = "{ca}"
+poll_interval_secs = 1
+batch_max_age_ms = 20
+backoff_min_ms = 50
+backoff_max_ms = 500
+[http]
+enabled = false
+"#,
+        data = dir.path().join("data").display(),
+        key = key.display(),
+        url = crm.url(),
+        cert = pki.client_cert_file.display(),
+        ckey = pki.client_key_file.display(),
+        ca = pki.ca_file.display(),
+    ))
+    .expect("valid config");
+    let shutdown = CancellationToken::new();
+    let handle = gateway::start(config, StartOptions { mqtt: false }, shutdown.clone())
+        .await
+        .expect("gateway starts");
+
+    // A sale earns a voucher.
+    let Response::Points { vouchers, .. } = receipt(&handle, "1", sale("C-1", "12.00")).await
+    else {
+        panic!("no points answer");
+    };
+    let voucher = vouchers.first().expect("a voucher was issued").clone();
+
+    // Head office revokes it; after the next poll the lane refuses it.
+    crm.push_changes(
+        STORE,
+        ChangesPage {
+            cursor: "c1".into(),
+            revoked_vouchers: vec![voucher.voucher_id.clone()],
+            ..Default::default()
+        },
+    );
+    handle.sync.poll_changes_now();
+    let store = handle.store.clone();
+    let id = voucher.voucher_id.clone();
+    wait_for("the revocation to be applied", || {
+        store.is_voucher_revoked(&id).unwrap_or(false)
+    })
+    .await;
+    scan(&handle, "2", "2990000000019").await;
+    match scan(&handle, "2", &voucher.text).await {
+        Response::Reward { status, reason, .. } => {
+            assert_ne!(status, "valid");
+            assert!(
+                reason.unwrap_or_default().contains("revoked"),
+                "refused as revoked"
+            );
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+
+    // Head office doubles the points per unit; the next receipt earns by the new rules.
+    crm.push_changes(
+        STORE,
+        ChangesPage {
+            cursor: "c2".into(),
+            rules: Some(serde_json::json!({"points_per_unit": 2, "per_amount": "1.00"})),
+            ..Default::default()
+        },
+    );
+    handle.sync.poll_changes_now();
+    let mut earned = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for attempt in 0.. {
+        let Response::Points { earned: e, .. } =
+            receipt(&handle, "1", sale(&format!("C-2-{attempt}"), "5.00")).await
+        else {
+            panic!("no points answer");
+        };
+        earned = e;
+        if earned == 10 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        earned, 10,
+        "5.00 at 2 points per 1.00 under the CRM's rules"
+    );
+
+    // Everything written reached the CRM once, in order.
+    let store = handle.store.clone();
+    let last = tokio::task::spawn_blocking(move || store.outbox_stats().expect("stats").last_seq)
+        .await
+        .expect("join");
+    handle.sync.nudge();
+    wait_for("the CRM to acknowledge every event", || {
+        crm.acked_through(STORE) >= last
+    })
+    .await;
+    let received = crm.received(STORE);
+    assert_eq!(received.len() as u64, last, "each event exactly once");
+    shutdown.cancel();
+}
