@@ -204,6 +204,14 @@ pub async fn start(
             .map_err(|err| anyhow::anyhow!("rewards.trusted_keys: {err}"))?;
         Vouchers::open(&store, settings, keys)?
     };
+    {
+        // Other stores trust this store's vouchers once the CRM distributes its public key.
+        let vouchers = vouchers.clone();
+        let now = Timestamp::now();
+        if tokio::task::spawn_blocking(move || vouchers.announce_store_key(now)).await?? {
+            tracing::info!("announced this store's voucher key to the CRM");
+        }
+    }
     let cards = CardMatcher::from_config(&config.cards)
         .map_err(|err| anyhow::anyhow!("cards: {err}"))?
         .with_voucher_prefix(crate::voucher::QR_PREFIX);

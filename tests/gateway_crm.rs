@@ -183,5 +183,21 @@ enabled = false
     .await;
     let received = crm.received(STORE);
     assert_eq!(received.len() as u64, last, "each event exactly once");
+    let announced = received
+        .iter()
+        .find(|event| event.kind == "voucher_key")
+        .expect("the store's voucher key was announced");
+    assert_eq!(announced.payload["algorithm"], "ed25519");
+    assert!(announced.payload["public_key"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty()));
+    assert_eq!(
+        received
+            .iter()
+            .filter(|event| event.kind == "voucher_key")
+            .count(),
+        1,
+        "announced once"
+    );
     shutdown.cancel();
 }

@@ -26,6 +26,8 @@ pub enum EventType {
     VoucherIssued,
     /// A voucher was redeemed.
     VoucherRedeemed,
+    /// This store's voucher signing key (public part), for the CRM to distribute.
+    VoucherKey,
 }
 
 impl EventType {
@@ -38,6 +40,7 @@ impl EventType {
             EventType::CustomerUpdated => "customer_updated",
             EventType::VoucherIssued => "voucher_issued",
             EventType::VoucherRedeemed => "voucher_redeemed",
+            EventType::VoucherKey => "voucher_key",
         }
     }
 
@@ -50,6 +53,7 @@ impl EventType {
             "customer_updated" => EventType::CustomerUpdated,
             "voucher_issued" => EventType::VoucherIssued,
             "voucher_redeemed" => EventType::VoucherRedeemed,
+            "voucher_key" => EventType::VoucherKey,
             _ => return None,
         })
     }

@@ -38,6 +38,8 @@ const STATE: &str = "vouchers/state";
 /// Voucher id (10 bytes) → revocation time; the sync feed writes here too.
 pub(crate) const REVOKED: &str = "vouchers/revoked";
 const META: &str = "vouchers/meta";
+/// Meta key: the id of the store key last announced to the CRM.
+const ANNOUNCED_KEY: &[u8] = b"announced_key";
 const TIME_FLOOR: &[u8] = b"time_floor";
 
 // Indexes of the extra trees in a transaction.
@@ -314,6 +316,31 @@ impl Vouchers {
 
     fn extra(&self) -> [&sled::Tree; 3] {
         [&self.issued, &self.state, &self.revoked]
+    }
+
+    /// Announces this store's public signing key to the CRM (a `voucher_key` outbox event),
+    /// once per key: returns true when an event was written now. Durable on return.
+    pub fn announce_store_key(&self, now: Timestamp) -> Result<bool, StoreError> {
+        let Some(key) = &self.settings.store_key else {
+            return Ok(false);
+        };
+        let announcement = key.announcement().to_json();
+        let key_id = announcement["key_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if self.meta.get(ANNOUNCED_KEY)?.as_deref() == Some(key_id.as_bytes()) {
+            return Ok(false);
+        }
+        let meta = self.meta.clone();
+        self.store.transact(&[&meta], |tx| {
+            if tx.extra(0).get(ANNOUNCED_KEY)?.as_deref() == Some(key_id.as_bytes()) {
+                return Ok(false);
+            }
+            tx.append_event(EventType::VoucherKey, now, &announcement)?;
+            tx.extra(0).insert(ANNOUNCED_KEY, key_id.as_bytes())?;
+            Ok(true)
+        })
     }
 
     // ----- time -----
