@@ -2,7 +2,7 @@
 # The Raspberry Pi checks for CI (about 10-15 minutes on 2 cores; see cross/README.md):
 #   1. systemd-analyze verify (and an offline security score) of systemd/loyalty-gateway.service
 #   2. release cross builds for aarch64 and armv7 (stripped sizes checked against 8 MiB)
-#   3. a smoke run of the aarch64 binary (`--version`) under qemu-user
+#   3. smoke runs of the aarch64 binary under qemu-user: --version, check-config, the demo
 #   4. the amd64 Debian package, installed into a scratch root (cross/package-test.sh)
 # Each step prints its duration. Honours CARGO_TARGET_DIR.
 set -euo pipefail
@@ -37,6 +37,11 @@ step "3/4 aarch64 smoke run under qemu"
 out=$(cross/qemu-run.sh aarch64 "$target_dir/aarch64-unknown-linux-gnu/release/loyalty-gateway" --version)
 echo "$out"
 [[ "$out" == "loyalty-gateway "* ]] || { echo "ci: unexpected --version output" >&2; exit 1; }
+# More of the binary: the example configuration, then the in-process demo store (sled, tokio,
+# rules, ledger replay) for a few seconds. No serial ports: qemu-user cannot emulate them.
+aarch64_bin=$(realpath "$target_dir/aarch64-unknown-linux-gnu/release/loyalty-gateway")
+cross/qemu-run.sh aarch64 "$aarch64_bin" check-config --config config/gateway.toml
+timeout 300 cross/qemu-run.sh aarch64 "$aarch64_bin" demo --no-broker --duration-secs 1 | tail -n 3
 
 step "4/4 Debian package (amd64) into a scratch root"
 cross/package-test.sh amd64
