@@ -53,7 +53,7 @@ echo "package-test: built $deb ($(stat -c %s "$deb") bytes) in $(( $(date +%s) -
 info=$(dpkg-deb --info "$deb")
 grep -q "^ Architecture: $arch\$" <<<"$info" || fail "architecture is not $arch"
 grep -q '^ Package: loyalty-gateway$' <<<"$info" || fail "package name"
-grep -q '^ Depends: .*libc6' <<<"$info" || fail "Depends lacks libc6 (\$auto)"
+grep -q "^ Depends: libc6 (>= 2.34), libgcc-s1, passwd$" <<<"$info" || fail "Depends is not libc6 (>= 2.34), libgcc-s1, passwd"
 conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
 [ "$conffiles" = "/etc/loyalty-gateway/gateway.toml" ] || fail "conffiles is '$conffiles'"
 pass "control: Architecture $arch, Depends, conffile /etc/loyalty-gateway/gateway.toml"
