@@ -33,6 +33,7 @@ pub mod events;
 mod journal;
 mod records;
 mod schema;
+mod seed;
 pub mod sync_state;
 pub mod vouchers;
 

@@ -1,0 +1,52 @@
+//! Bulk seeding of customers, for footprint and start-up measurements only (`benches/footprint`):
+//! writes customer records and card index entries in large batches, without journal entries or
+//! outbox events, then makes them durable. Never used by the daemon.
+
+use super::records::CustomerRec;
+use super::{Store, StoreError, CARDS, CUSTOMERS};
+use jiff::Timestamp;
+
+/// Customers written per sled batch.
+const BATCH: u64 = 10_000;
+
+impl Store {
+    /// Writes `count` customers with cards `{card_prefix}{n}` (zero-padded to 13 digits) and ids
+    /// `seed-{n}`. For measurements only: no events reach the CRM.
+    #[doc(hidden)]
+    pub fn seed_customers(
+        &self,
+        count: u64,
+        card_prefix: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let width = 13usize.saturating_sub(card_prefix.len());
+        let mut start = 0;
+        while start < count {
+            let end = (start + BATCH).min(count);
+            let mut customers = sled::Batch::default();
+            let mut cards = sled::Batch::default();
+            for n in start..end {
+                let id = format!("seed-{n}");
+                let card = format!("{card_prefix}{n:0width$}");
+                let rec = CustomerRec {
+                    id: id.clone(),
+                    card: Some(card.clone()),
+                    name: None,
+                    tier: None,
+                    enrolled_at: at,
+                    local: true,
+                    has_confirmed: false,
+                    account: Default::default(),
+                };
+                let bytes =
+                    serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                customers.insert(id.as_bytes(), bytes);
+                cards.insert(card.as_bytes(), id.as_bytes());
+            }
+            self.tree(CUSTOMERS).apply_batch(customers)?;
+            self.tree(CARDS).apply_batch(cards)?;
+            start = end;
+        }
+        self.wait_durable()
+    }
+}
