@@ -473,16 +473,29 @@ async fn printer_tap(handle: &GatewayHandle, till_side: pty::Pty, printer_side: 
         "the paper cut. The gateway passes every byte to the printer and parses the printed text.",
     );
     let mut answers = handle.answers.subscribe();
-    // Give the serial edge a moment to open both sides before the till starts printing.
-    let opened = handle.devices.clone();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline
-        && !opened
+    // Wait until the serial edge has opened both sides before the till starts printing.
+    let devices = handle.devices.clone();
+    let is_up = || {
+        devices
             .lock()
             .map(|d| d.get("lane5-printer").is_some_and(|s| s.up))
             .unwrap_or(false)
-    {
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !is_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !is_up() {
+        let detail = devices
+            .lock()
+            .ok()
+            .and_then(|d| d.get("lane5-printer").map(|s| s.detail.clone()))
+            .unwrap_or_else(|| "not opened".into());
+        explain(&format!(
+            "(the serial tap could not open its pseudo-terminals: {detail}; skipped. Serial ports \
+             do not work under qemu-user)"
+        ));
+        return;
     }
     let expected = PRINTED_RECEIPT.len();
     let reader = tokio::task::spawn_blocking(move || {
