@@ -32,8 +32,25 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) of the whole process so far, in seconds.
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 struct Run {
     per_sec: f64,
+    cpu_us_per_receipt: f64,
+    sync_busy: f64,
     p50: Duration,
     p99: Duration,
     fsyncs_per_receipt: f64,
@@ -53,6 +70,7 @@ fn throughput_run(submitters: usize, duration: Duration) -> Run {
         })
         .collect();
     let before = store.durability_stats();
+    let cpu_before = process_cpu_secs();
     let started = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..submitters)
@@ -89,12 +107,15 @@ fn throughput_run(submitters: usize, duration: Duration) -> Run {
             .collect()
     });
     let elapsed = started.elapsed();
+    let cpu = process_cpu_secs() - cpu_before;
     let after = store.durability_stats();
     latencies.sort();
     let count = latencies.len();
     let pct = |p: f64| latencies[((count as f64 * p) as usize).min(count - 1)];
     Run {
         per_sec: count as f64 / elapsed.as_secs_f64(),
+        cpu_us_per_receipt: cpu * 1e6 / count as f64,
+        sync_busy: (after.sync_nanos - before.sync_nanos) as f64 / 1e9 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
         fsyncs_per_receipt: (after.fsyncs - before.fsyncs) as f64 / count as f64,
@@ -106,7 +127,10 @@ fn throughput() {
     println!(
         "durable receipts (apply_receipt incl. flush + fsync), 3 runs of 4 s each, median run:"
     );
-    println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits");
+    println!(
+        "(cpu: process CPU time per receipt; sync busy: share of the time the syncer spent in flush + fsync)"
+    );
+    println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits   cpu us/receipt   sync busy");
     for submitters in [1usize, 8, 64] {
         let mut runs: Vec<Run> = (0..3)
             .map(|_| throughput_run(submitters, Duration::from_secs(4)))
@@ -114,12 +138,14 @@ fn throughput() {
         runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
         let r = &runs[1];
         println!(
-            "{submitters:>10} {:>11.0} {:>8.2} {:>8.2} {:>16.3} {:>15}   (runs: {:.0} / {:.0} / {:.0})",
+            "{submitters:>10} {:>11.0} {:>8.2} {:>8.2} {:>16.3} {:>15} {:>16.0} {:>10.0}%   (runs: {:.0} / {:.0} / {:.0})",
             r.per_sec,
             r.p50.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3,
             r.fsyncs_per_receipt,
             r.commits,
+            r.cpu_us_per_receipt,
+            r.sync_busy * 100.0,
             runs[0].per_sec,
             runs[1].per_sec,
             runs[2].per_sec

@@ -329,6 +329,8 @@ pub struct DurabilityStats {
     pub commits: u64,
     /// Writes that waited for durability since open.
     pub tickets: u64,
+    /// Nanoseconds the syncer spent in flush + fsync since open.
+    pub sync_nanos: u64,
 }
 
 /// A new ledger entry, for [`Tx::ledger_entry`].
@@ -653,6 +655,7 @@ impl Store {
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             tickets: c.tickets.load(Ordering::Relaxed),
+            sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
         }
     }
 
