@@ -27,6 +27,7 @@
 //! sequence numbers are gapless and increasing; nothing is reported as applied before the
 //! syncer's `fsync` covering it returned.
 
+mod batch;
 mod compact;
 mod durability;
 pub mod events;
@@ -39,15 +40,20 @@ pub mod vouchers;
 
 use crate::config::{Config, StorageConfig};
 use crate::customer::{check_id, Customer, IdError};
-use crate::ledger::{self, Balance, Confirmed, EarningPolicy, Entry, EntryKind, LedgerError};
+use crate::ledger::{
+    self, Balance, Confirmed, Earning, EarningPolicy, Entry, EntryKind, LedgerError,
+};
+use crate::money::Money;
 use crate::receipt::{self, Receipt, ReceiptError, ReceiptKind};
+use batch::{BatchAnswer, Combiner};
 use durability::GroupCommit;
 use events::{EventIds, EventType, LedgerPayload};
 use jiff::Timestamp;
 use records::{CustomerRec, OutcomeRec, ReceiptDataRec, ReceiptRec, ReturnRec};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -212,6 +218,8 @@ pub struct Store {
 struct Inner {
     // Field order matters for drop: the syncer stops (after a last sync) before the db closes.
     commit: GroupCommit,
+    /// Concurrent `apply_receipt` calls, combined into one transaction per batch.
+    receipts: Combiner<Arc<ReceiptRequest>>,
     db: sled::Db,
     trees: Vec<sled::Tree>,
     store_id: String,
@@ -322,6 +330,8 @@ pub struct DurabilityStats {
     pub commits: u64,
     /// Writes that waited for durability since open.
     pub tickets: u64,
+    /// Nanoseconds the syncer spent in flush + fsync since open.
+    pub sync_nanos: u64,
 }
 
 /// A new ledger entry, for [`Tx::ledger_entry`].
@@ -352,6 +362,10 @@ pub struct Tx<'a> {
     trees: &'a [TransactionalTree],
     ids: EventIds,
     next_id: Cell<u32>,
+    /// Customer records decoded (or written) in this transaction, so that a receipt decodes
+    /// its customer once. Every write of the customers tree goes through `put_customer_rec`,
+    /// which keeps this in step; a re-run of the closure gets a fresh `Tx`.
+    customers: RefCell<HashMap<String, CustomerRec>>,
 }
 
 impl<'a> Tx<'a> {
@@ -396,10 +410,18 @@ impl<'a> Tx<'a> {
 
     /// Reads a customer record.
     fn customer_rec(&self, customer_id: &str) -> TxResult<Option<CustomerRec>> {
+        if let Some(rec) = self.customers.borrow().get(customer_id) {
+            return Ok(Some(rec.clone()));
+        }
         match self.tree(CUSTOMERS).get(customer_id.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(rec) => Ok(Some(rec)),
+            Some(bytes) => match serde_json::from_slice::<CustomerRec>(&bytes) {
+                Ok(rec) => {
+                    self.customers
+                        .borrow_mut()
+                        .insert(customer_id.to_string(), rec.clone());
+                    Ok(Some(rec))
+                }
                 Err(err) => corrupt(format!("customer {customer_id}: {err}")),
             },
         }
@@ -408,6 +430,9 @@ impl<'a> Tx<'a> {
     fn put_customer_rec(&self, rec: &CustomerRec) -> TxResult<()> {
         let bytes = serde_json::to_vec(rec).map_err(|e| tx_corrupt(e.to_string()))?;
         self.tree(CUSTOMERS).insert(rec.id.as_bytes(), bytes)?;
+        self.customers
+            .borrow_mut()
+            .insert(rec.id.clone(), rec.clone());
         Ok(())
     }
 
@@ -530,6 +555,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 commit,
+                receipts: Combiner::new(),
                 db,
                 trees,
                 store_id: store_id.to_string(),
@@ -588,6 +614,18 @@ impl Store {
         extra: &[&sled::Tree],
         f: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
+        let value = self.commit_only(extra, f)?;
+        self.wait_durable()?;
+        Ok(value)
+    }
+
+    /// [`Store::transact`] without waiting for durability (the caller must wait before it
+    /// reports anything as done).
+    fn commit_only<T>(
+        &self,
+        extra: &[&sled::Tree],
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
         let ids = EventIds::random().map_err(StoreError::Random)?;
         let mut all: Vec<&sled::Tree> = self.inner.trees.iter().collect();
         all.extend_from_slice(extra);
@@ -598,12 +636,11 @@ impl Store {
                     trees: views,
                     ids,
                     next_id: Cell::new(0),
+                    customers: RefCell::new(HashMap::new()),
                 };
                 f(&tx)
             });
-        let value = result?;
-        self.wait_durable()?;
-        Ok(value)
+        Ok(result?)
     }
 
     /// Blocks until everything committed before this call is on disk (group commit: one flush
@@ -619,6 +656,7 @@ impl Store {
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             tickets: c.tickets.load(Ordering::Relaxed),
+            sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
         }
     }
 
@@ -808,19 +846,93 @@ impl Store {
         {
             check_id(original_receipt_id)?;
         }
-        let data = ReceiptDataRec::from_receipt(receipt);
-        self.transact(&[], |tx| {
-            if let Some(bytes) = tx.tree(RECEIPTS).get(receipt.id.as_bytes())? {
-                let rec = decode_receipt(&receipt.id, &bytes)?;
-                return Ok(outcome_from(&receipt.id, &rec.outcome, true));
+        let request = Arc::new(self.prepare_receipt(receipt, customer_id, policy, now)?);
+        let answer = self
+            .inner
+            .receipts
+            .submit(request.clone(), |batch| self.apply_batch(batch));
+        let result = match answer {
+            BatchAnswer::Done(result) => result,
+            // Alone, with the policy at hand (a tier changed meanwhile, or the batch failed).
+            BatchAnswer::Retry => {
+                match self.commit_only(&[], |tx| apply_planned(tx, &request, Some(policy)))? {
+                    BatchAnswer::Done(result) => result,
+                    BatchAnswer::Retry => Err(StoreError::Corrupt(
+                        "receipt could not be applied alone (internal error)".into(),
+                    )),
+                }
             }
-            match &receipt.kind {
-                ReceiptKind::Sale => apply_sale(tx, receipt, &data, customer_id, policy, now),
-                ReceiptKind::Return {
-                    original_receipt_id,
-                } => apply_return(tx, receipt, &data, original_receipt_id, policy, now),
+        };
+        // Refusals wrote nothing; anything else (applied, or a duplicate whose first
+        // application may still be in flight) is answered only once it is on disk.
+        let outcome = result?;
+        self.wait_durable()?;
+        Ok(outcome)
+    }
+
+    /// Prepares a (validated) receipt for a batch. Everything that needs the policy is
+    /// computed here, outside the batch (see `store/batch.rs`): the earning for the tier of
+    /// the customer as read now, or the eligible amount of a return.
+    fn prepare_receipt(
+        &self,
+        receipt: &Receipt,
+        customer_id: Option<&str>,
+        policy: &dyn EarningPolicy,
+        now: Timestamp,
+    ) -> Result<ReceiptRequest, StoreError> {
+        let plan = match &receipt.kind {
+            ReceiptKind::Sale => {
+                let tier = self.expected_tier(customer_id, receipt.card.as_deref())?;
+                let earning = policy.earn(receipt, tier.as_deref());
+                Plan::Sale { tier, earning }
             }
+            ReceiptKind::Return { .. } => Plan::Return {
+                eligible: policy.eligible_amount(&receipt.lines),
+            },
+        };
+        Ok(ReceiptRequest {
+            receipt: receipt.clone(),
+            data: ReceiptDataRec::from_receipt(receipt),
+            customer_id: customer_id.map(Into::into),
+            now,
+            plan,
         })
+    }
+
+    /// The tier of the customer a sale will be applied to, as read outside a transaction
+    /// (`apply_planned` checks it again inside).
+    fn expected_tier(
+        &self,
+        customer_id: Option<&str>,
+        card: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let id = match (customer_id, card) {
+            (Some(id), _) => id.to_string(),
+            (None, Some(card)) => match self.tree(CARDS).get(card.as_bytes())? {
+                Some(id) => String::from_utf8_lossy(&id).to_string(),
+                None => return Ok(None),
+            },
+            (None, None) => return Ok(None),
+        };
+        Ok(self.customer_rec(&id)?.and_then(|c| c.tier))
+    }
+
+    /// Applies a batch of receipts in one transaction; one answer per request, in order.
+    fn apply_batch(&self, batch: &[Arc<ReceiptRequest>]) -> Vec<BatchAnswer> {
+        let result = self.commit_only(&[], |tx| {
+            batch
+                .iter()
+                .map(|request| apply_planned(tx, request, None))
+                .collect::<TxResult<Vec<BatchAnswer>>>()
+        });
+        match result {
+            Ok(answers) => answers,
+            Err(err) => {
+                tracing::warn!(error = %err, receipts = batch.len(),
+                    "a receipt batch failed; applying its receipts one by one");
+                batch.iter().map(|_| BatchAnswer::Retry).collect()
+            }
+        }
     }
 
     /// Attaches a card-less sale to a customer (a card scanned just after the receipt): earns
@@ -1326,26 +1438,112 @@ fn outcome_rec(
     }
 }
 
+/// A receipt prepared for [`apply_planned`]: owned, so that another caller's thread can apply
+/// it in a batch (see `store/batch.rs`).
+pub(crate) struct ReceiptRequest {
+    receipt: Receipt,
+    data: ReceiptDataRec,
+    customer_id: Option<String>,
+    now: Timestamp,
+    plan: Plan,
+}
+
+/// What the earning policy said, computed before the transaction.
+enum Plan {
+    /// A sale: the earning for a customer of `tier` (`None` also for no customer).
+    Sale {
+        tier: Option<String>,
+        earning: Earning,
+    },
+    /// A return: the eligible amount of the returned lines.
+    Return { eligible: Money },
+}
+
+/// Applies one prepared receipt inside a transaction. A duplicate answers the first outcome; a
+/// refusal is decided before anything is written and returned as `Done(Err(..))`; an error of
+/// the transaction (corrupt data, storage) aborts it. When the customer's tier differs from
+/// the one the earning was computed for, `policy` recomputes it, or without a policy the
+/// request is left untouched and answered [`BatchAnswer::Retry`].
+fn apply_planned(
+    tx: &Tx<'_>,
+    request: &ReceiptRequest,
+    policy: Option<&dyn EarningPolicy>,
+) -> TxResult<BatchAnswer> {
+    let receipt = &request.receipt;
+    if let Some(bytes) = tx.tree(RECEIPTS).get(receipt.id.as_bytes())? {
+        let rec = decode_receipt(&receipt.id, &bytes)?;
+        return Ok(BatchAnswer::Done(Ok(outcome_from(
+            &receipt.id,
+            &rec.outcome,
+            true,
+        ))));
+    }
+    match (&request.plan, &receipt.kind) {
+        (Plan::Sale { tier, earning }, ReceiptKind::Sale) => {
+            let customer = match (request.customer_id.as_deref(), &receipt.card) {
+                (Some(id), _) => match tx.customer_rec(id)? {
+                    Some(rec) => Some(rec),
+                    None => {
+                        return Ok(BatchAnswer::Done(Err(StoreError::UnknownCustomer(
+                            id.into(),
+                        ))))
+                    }
+                },
+                (None, Some(card)) => match tx.tree(CARDS).get(card.as_bytes())? {
+                    Some(id) => tx.customer_rec(&String::from_utf8_lossy(&id))?,
+                    None => None,
+                },
+                (None, None) => None,
+            };
+            let actual_tier = customer.as_ref().and_then(|c| c.tier.as_deref());
+            let recomputed;
+            let earning = if actual_tier == tier.as_deref() {
+                earning
+            } else {
+                match policy {
+                    Some(policy) => {
+                        recomputed = policy.earn(receipt, actual_tier);
+                        &recomputed
+                    }
+                    None => return Ok(BatchAnswer::Retry),
+                }
+            };
+            let outcome = apply_sale(
+                tx,
+                receipt,
+                &request.data,
+                customer.as_ref(),
+                earning,
+                request.now,
+            )?;
+            Ok(BatchAnswer::Done(Ok(outcome)))
+        }
+        (
+            Plan::Return { eligible },
+            ReceiptKind::Return {
+                original_receipt_id,
+            },
+        ) => apply_return(
+            tx,
+            receipt,
+            &request.data,
+            original_receipt_id,
+            *eligible,
+            request.now,
+        )
+        .map(BatchAnswer::Done),
+        _ => corrupt("receipt request plan does not match its kind (internal error)"),
+    }
+}
+
 fn apply_sale(
     tx: &Tx<'_>,
     receipt: &Receipt,
     data: &ReceiptDataRec,
-    customer_id: Option<&str>,
-    policy: &dyn EarningPolicy,
+    customer: Option<&CustomerRec>,
+    earning: &Earning,
     now: Timestamp,
 ) -> TxResult<ReceiptOutcome> {
-    let customer = match (customer_id, &receipt.card) {
-        (Some(id), _) => match tx.customer_rec(id)? {
-            Some(rec) => Some(rec),
-            None => return abort(StoreError::UnknownCustomer(id.into())),
-        },
-        (None, Some(card)) => match tx.tree(CARDS).get(card.as_bytes())? {
-            Some(id) => tx.customer_rec(&String::from_utf8_lossy(&id))?,
-            None => None,
-        },
-        (None, None) => None,
-    };
-    let earning = policy.earn(receipt, customer.as_ref().and_then(|c| c.tier.as_deref()));
     let points = if customer.is_some() {
         earning.points.max(0)
     } else {
@@ -1368,7 +1566,7 @@ fn apply_sale(
         attach_outcome: None,
         entries: Vec::new(),
     };
-    let outcome = match &customer {
+    let outcome = match customer {
         Some(customer) => {
             let mut balance = tx.balance(&customer.id, now)?;
             if points > 0 {
@@ -1409,15 +1607,15 @@ fn apply_sale(
     Ok(outcome_from(&receipt.id, &outcome, false))
 }
 
+/// Applies a return; `Ok(Err(NotASale))` (nothing written) when the "original" is a return.
 fn apply_return(
     tx: &Tx<'_>,
     receipt: &Receipt,
     data: &ReceiptDataRec,
     original_id: &str,
-    policy: &dyn EarningPolicy,
+    returning_eligible: Money,
     now: Timestamp,
-) -> TxResult<ReceiptOutcome> {
-    let returning_eligible = policy.eligible_amount(&receipt.lines);
+) -> TxResult<Result<ReceiptOutcome, StoreError>> {
     let mut rec = ReceiptRec {
         data: data.clone(),
         applied_at: now,
@@ -1435,7 +1633,7 @@ fn apply_return(
         Some(bytes) => {
             let mut original = decode_receipt(original_id, &bytes)?;
             if original.data.original_receipt_id.is_some() {
-                return abort(StoreError::NotASale(original_id.into()));
+                return Ok(Err(StoreError::NotASale(original_id.into())));
             }
             let (claw, state) = ledger::clawback(
                 original.returns.to_state(),
@@ -1486,7 +1684,7 @@ fn apply_return(
         receipt.timestamp,
         &events::receipt_payload(receipt, rec.customer_id.as_deref(), outcome.earned),
     )?;
-    Ok(outcome_from(&receipt.id, &outcome, false))
+    Ok(Ok(outcome_from(&receipt.id, &outcome, false)))
 }
 
 /// `loyalty-gateway verify`: replays the ledger and checks balances and the hash chain.
