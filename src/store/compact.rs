@@ -61,8 +61,26 @@ fn live_bytes(db: &sled::Db) -> Result<u64, StoreError> {
     Ok(total)
 }
 
+/// File in the data directory holding the database size after the last check, so that the
+/// check at start-up reads every record only when the database grew `COMPACT_FACTOR` times since
+/// (a full scan of a million customers costs seconds on every start otherwise).
+const BASELINE_FILE: &str = "db.size-baseline";
+
+fn read_baseline(data_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(data_dir.join(BASELINE_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
+fn write_baseline(data_dir: &Path, size: u64) {
+    // Best effort: without it the next start only repeats this check.
+    let _ = std::fs::write(data_dir.join(BASELINE_FILE), format!("{size}\n"));
+}
+
 /// Compacts when the database is much larger than its live data. Returns the database back
-/// when nothing was done, or `None` when it was compacted (and closed: reopen it).
+/// when nothing was done, or `None` when it was compacted (and closed: reopen it). Counting the
+/// live data reads every record, so it is done only when the database grew `COMPACT_FACTOR`
+/// times since the size recorded at the previous check.
 pub(crate) fn maybe_compact(
     db: sled::Db,
     data_dir: &Path,
@@ -73,12 +91,24 @@ pub(crate) fn maybe_compact(
     if size < COMPACT_MIN_BYTES {
         return Ok(Some(db));
     }
+    match read_baseline(data_dir) {
+        None => {
+            write_baseline(data_dir, size);
+            return Ok(Some(db));
+        }
+        Some(baseline) if size < baseline.saturating_mul(COMPACT_FACTOR) => return Ok(Some(db)),
+        Some(_) => {}
+    }
     let live = live_bytes(&db)?;
     if size < live.saturating_mul(COMPACT_FACTOR) {
+        write_baseline(data_dir, size);
         return Ok(Some(db));
     }
     tracing::info!(size, live, "compacting the database offline");
     compact_into_fresh(db, data_dir, cache_capacity_mb)?;
+    if let Ok(after) = dir_size(&db_dir) {
+        write_baseline(data_dir, after);
+    }
     Ok(None)
 }
 
