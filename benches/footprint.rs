@@ -1,6 +1,7 @@
 //! The gateway's footprint on a Pi-sized budget (issue 6's figures): start-up time from exec to
 //! systemd READY with 1,000,000 customers stored, and idle RSS with 100,000 customers stored.
-//! Runs the release daemon with `NOTIFY_SOCKET` pointing at a socket this program reads.
+//! Runs the release daemon with `NOTIFY_SOCKET` pointing at a socket this program reads, and
+//! `MALLOC_ARENA_MAX=2` as the systemd unit sets it.
 //!
 //! Run: `cargo bench --bench footprint` (`FOOTPRINT_STARTUP_CUSTOMERS` / `FOOTPRINT_RSS_CUSTOMERS`
 //! change the sizes).
@@ -67,6 +68,8 @@ fn run_daemon(dir: &Path, idle: Duration) -> (Duration, u64, u64) {
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("LOYALTY_LOG", "warn")
+        // As the systemd unit runs it (systemd/loyalty-gateway.service).
+        .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

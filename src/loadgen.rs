@@ -152,6 +152,13 @@ pub struct Peer {
     _poller: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // The poller owns the connection: without this it would keep reconnecting forever.
+        self._poller.abort();
+    }
+}
+
 /// Connects a peer with TCP_NODELAY and waits until its subscriptions are acknowledged.
 pub async fn connect_peer(
     host: &str,
@@ -344,7 +351,11 @@ pub async fn broker_floor(
     prefix: &str,
     samples: usize,
 ) -> anyhow::Result<Percentiles> {
-    let run = std::process::id();
+    let run = format!(
+        "{}-{:x}",
+        std::process::id(),
+        jiff::Timestamp::now().as_microsecond()
+    );
     let inbound = format!("{prefix}/loadgen/{run}/in");
     let outbound = format!("{prefix}/loadgen/{run}/out");
     let mut relay = connect_peer(
