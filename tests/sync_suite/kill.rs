@@ -49,18 +49,31 @@ async fn kill_9_during_upload_resumes_at_the_right_sequence() {
     };
     let mut kills = 0;
     let mut progressed_then_killed = 0;
-    for round in 0..10 {
+    let mut round = 0;
+    // At least 10 kills, and keep going (up to 40) until 3 of them landed while an upload was
+    // still draining a backlog: on a fast machine a backlog drains within one round, so the
+    // parent refills it (the child is dead then, so the store is free) whenever it was drained.
+    while round < 40 && (kills < 10 || progressed_then_killed < 3) {
+        let written = {
+            let config = config(&pki, &crm.url(), data.path());
+            let store = open_store(&config);
+            if crm.received_count(STORE) as u64 >= store.outbox_stats().expect("stats").last_seq {
+                add_events(&store, &format!("K{round}-"), 400);
+            }
+            store.outbox_stats().expect("stats").last_seq
+        };
         let before = crm.received_count(STORE);
         let mut child = spawn(&round.to_string());
-        tokio::time::sleep(Duration::from_millis(150 + random_below(350))).await;
+        tokio::time::sleep(Duration::from_millis(60 + random_below(300))).await;
         // Child::kill sends SIGKILL on Unix: no chance to clean up, like kill -9.
         let _ = child.kill();
         let _ = child.wait();
         kills += 1;
         let after = crm.received_count(STORE);
-        if after > before && after < 1500 + 30 * (round + 1) {
+        if after > before && (after as u64) < written {
             progressed_then_killed += 1;
         }
+        round += 1;
     }
     // A last run to completion.
     let mut child = spawn("final");
@@ -76,7 +89,7 @@ async fn kill_9_during_upload_resumes_at_the_right_sequence() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "the final child failed");
-    assert_eq!(kills, 10);
+    assert!(kills >= 10);
     assert!(
         progressed_then_killed >= 3,
         "too few kills landed mid-upload ({progressed_then_killed})"
