@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-builds the gateway for the Raspberry Pi in release mode.
+# Cross-builds the gateway for the Raspberry Pi with the `pi` profile (size-optimised release, see Cargo.toml).
 #
 #   cross/build.sh <aarch64|armv7|all> [--profile PROFILE]
 #
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 usage() { echo "usage: cross/build.sh <aarch64|armv7|all> [--profile PROFILE]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 which_targets=$1; shift
-profile=release
+profile=pi
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=${2:?}; shift 2 ;;

@@ -52,14 +52,14 @@ cross/syscall-check.sh "$debug_bin"
 step "3/5 cross builds"
 cross/build.sh all
 for triple in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
-  size=$(stat -c %s "$target_dir/$triple/release/loyalty-gateway")
+  size=$(stat -c %s "$target_dir/$triple/pi/loyalty-gateway")
   # A figure to report, not a pass/fail test (sizes are measured, not asserted).
   echo "$triple: stripped binary $size bytes (target <= $max_bytes)"
   [ "$size" -le "$max_bytes" ] || echo "WARNING: $triple binary is above the 8 MiB target" >&2
 done
 
 step "4/5 aarch64 smoke runs under qemu"
-aarch64_bin=$(realpath "$target_dir/aarch64-unknown-linux-gnu/release/loyalty-gateway")
+aarch64_bin=$(realpath "$target_dir/aarch64-unknown-linux-gnu/pi/loyalty-gateway")
 out=$(cross/qemu-run.sh aarch64 "$aarch64_bin" --version)
 echo "$out"
 [[ "$out" == "loyalty-gateway "* ]] || { echo "ci: unexpected --version output" >&2; exit 1; }

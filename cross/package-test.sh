@@ -39,10 +39,10 @@ target_dir=${CARGO_TARGET_DIR:-target}
 out_dir="$target_dir/debian"
 mkdir -p "$out_dir"
 deb_args=(--locked --output "$out_dir")
-[ -n "$triple" ] && deb_args+=(--target "$triple")
+[ -n "$triple" ] && deb_args+=(--target "$triple" --profile pi)
 [ "$build" = 0 ] && deb_args+=(--no-build)
-if [ -n "$triple" ] && [ ! -x "$target_dir/$triple/release/loyalty-gateway" ]; then
-  fail "$target_dir/$triple/release/loyalty-gateway missing: run cross/build.sh first"
+if [ -n "$triple" ] && [ ! -x "$target_dir/$triple/pi/loyalty-gateway" ]; then
+  fail "$target_dir/$triple/pi/loyalty-gateway missing: run cross/build.sh first"
 fi
 started=$(date +%s)
 deb=$(cargo deb "${deb_args[@]}" | tail -n 1)
