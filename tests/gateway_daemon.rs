@@ -36,11 +36,17 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 fn config(dir: &std::path::Path, broker: u16, http: u16) -> String {
+    let key = dir.join("voucher.key");
+    if !key.exists() {
+        loyalty_gateway::voucher::keyfile::generate(&key).expect("signing key");
+    }
     format!(
         "[store]\nid = \"d1\"\ntimezone = \"Europe/Berlin\"\nrequire_ntp_sync = false\n[storage]\ndata_dir = \"{}\"\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\nreconnect_min_ms = 50\n[cards]\nprefixes = [\"299\"]\n\
+         [rewards]\nsigning_key_file = \"{}\"\nrules = [{{ every_points = 10, value = \"1.00\", validity_days = 30 }}]\n\
          [http]\nbind = \"127.0.0.1:{http}\"\n",
-        dir.join("data").display()
+        dir.join("data").display(),
+        key.display()
     )
 }
 
@@ -148,7 +154,34 @@ async fn local_api_reports_health_metrics_and_customers() {
             .expect("join");
     assert_eq!(status, 200, "{body}");
     let customer: serde_json::Value = serde_json::from_str(&body).expect("customer json");
-    assert_eq!(customer["balance"], 12);
+    // 12 points earned, 10 converted into the voucher the receipt issued.
+    assert_eq!(customer["balance"], 2, "{customer}");
+
+    // The issued voucher's images for the customer display.
+    let voucher_id = points["vouchers"][0]["voucher_id"]
+        .as_str()
+        .expect("a voucher")
+        .to_string();
+    let png_path = format!("/vouchers/{voucher_id}.png");
+    let (status, png) = tokio::task::spawn_blocking(move || http_get(port, &png_path))
+        .await
+        .expect("join");
+    assert_eq!(status, 200);
+    assert!(
+        png.as_bytes().starts_with(b"\x89PNG") || png.contains("PNG"),
+        "not a PNG"
+    );
+    let svg_path = format!("/vouchers/{voucher_id}.svg");
+    let (status, svg) = tokio::task::spawn_blocking(move || http_get(port, &svg_path))
+        .await
+        .expect("join");
+    assert_eq!(status, 200);
+    assert!(svg.contains("<svg"), "not an SVG");
+    let (status, _) =
+        tokio::task::spawn_blocking(move || http_get(port, "/vouchers/00000000000000000000.png"))
+            .await
+            .expect("join");
+    assert_eq!(status, 404);
     assert_eq!(customer["recent_purchases"][0]["receipt_id"], "H-1");
 
     let (status, _) =
