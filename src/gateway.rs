@@ -13,9 +13,9 @@ use crate::clock::{ClockGuard, TrustedTime};
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
 use crate::lane::{CardDecision, Identified, LaneSession};
-use crate::ledger::RulesPolicy;
+use crate::ledger::{EarningPolicy, RulesPolicy};
 use crate::mqtt::BrokerState;
-use crate::receipt::{Receipt, ReceiptLimits};
+use crate::receipt::Receipt;
 use crate::scan::{CardMatcher, Scan};
 use crate::store::vouchers::{IssuedVoucher, Vouchers};
 use crate::store::{ReceiptOutcome, Store, StoreError};
@@ -172,7 +172,6 @@ struct Shared {
     rules: Arc<RwLock<Arc<RulesPolicy>>>,
     cards: CardMatcher,
     enroll_unknown: bool,
-    limits: ReceiptLimits,
     answers: mpsc::UnboundedSender<Response>,
     sync: Arc<crate::sync::SyncHandle>,
     metrics: Metrics,
@@ -215,7 +214,6 @@ pub async fn start(
     let cards = CardMatcher::from_config(&config.cards)
         .map_err(|err| anyhow::anyhow!("cards: {err}"))?
         .with_voucher_prefix(crate::voucher::QR_PREFIX);
-    let limits = rules.receipt_limits();
     let rules = Arc::new(RwLock::new(Arc::new(RulesPolicy::new(
         rules,
         config.store.time_zone(),
@@ -252,7 +250,6 @@ pub async fn start(
         rules: rules.clone(),
         cards,
         enroll_unknown: config.cards.enroll_unknown,
-        limits,
         answers: answer_tx,
         sync: sync.clone(),
         metrics: metrics.clone(),
@@ -767,7 +764,9 @@ async fn on_receipt(
             )
         }
     };
-    if let Err(err) = crate::receipt::validate(&receipt, &shared.limits) {
+    // The limits of the rules in force (the CRM may have replaced them since start-up).
+    let rules = current_rules(shared);
+    if let Err(err) = crate::receipt::validate(&receipt, rules.limits()) {
         return (
             Response::error(lane, Some(&receipt.id), "invalid_receipt", err.to_string()),
             Handled::Refused,
@@ -810,7 +809,6 @@ async fn on_receipt(
     };
     let who = session.on_receipt(in_receipt, now);
     let store = shared.store.clone();
-    let rules = current_rules(shared);
     let customer_id = who.as_ref().map(|w| w.customer_id.clone());
     let receipt_id = receipt.id.clone();
     let for_vouchers = receipt.clone();

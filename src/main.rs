@@ -65,9 +65,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => loyalty_gateway::demo::main(args),
         Command::Verify(arg) => with_config(&arg.config, loyalty_gateway::store::verify_command),
         Command::Keys(command) => loyalty_gateway::voucher::keys_main(command),
-        Command::Voucher(command) => {
-            with_config_path(command, loyalty_gateway::voucher::voucher_main)
-        }
+        Command::Voucher(command) => loyalty_gateway::voucher::voucher_main(command),
         Command::ReferenceCrm(args) => loyalty_gateway::crm_reference::main(args),
         Command::Loadgen(args) => loyalty_gateway::loadgen::main(args),
     };
@@ -88,13 +86,6 @@ fn with_config(
         Ok(config) => run(config),
         Err(errors) => Ok(report_config_errors(path, &errors)),
     }
-}
-
-fn with_config_path<T>(
-    command: T,
-    run: fn(T) -> anyhow::Result<ExitCode>,
-) -> anyhow::Result<ExitCode> {
-    run(command)
 }
 
 fn report_config_errors(path: &std::path::Path, errors: &[config::ConfigError]) -> ExitCode {

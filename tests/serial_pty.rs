@@ -8,79 +8,41 @@ use loyalty_gateway::escpos::ReceiptCapture;
 use loyalty_gateway::input::{Input, Origin};
 use loyalty_gateway::money::Money;
 use loyalty_gateway::serial;
-use std::ffi::CStr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One end of a pseudo-terminal pair as a device: the gateway opens the slave through `link`,
-/// the test talks to the master.
+/// the test talks to the master (the demo's pty pair, `loyalty_gateway::demo::pty`).
 struct Pty {
-    master: OwnedFd,
-    _slave: OwnedFd,
-    link: PathBuf,
+    inner: loyalty_gateway::demo::pty::Pty,
 }
 
 impl Pty {
     fn plug(link: &Path) -> Pty {
-        let mut master = -1;
-        let mut slave = -1;
-        // SAFETY: openpty writes two descriptors; null name/termios/winsize are allowed.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors were just returned by openpty and are owned here.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        // Raw from the start, so nothing written before the gateway opens it is cooked.
-        // SAFETY: termios is plain data filled by tcgetattr on a valid descriptor.
-        unsafe {
-            let mut termios: libc::termios = std::mem::zeroed();
-            assert_eq!(libc::tcgetattr(slave.as_raw_fd(), &mut termios), 0);
-            libc::cfmakeraw(&mut termios);
-            assert_eq!(
-                libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios),
-                0
-            );
-        }
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: the buffer is large enough and NUL-terminated on success.
-        let rc = unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) };
-        assert_eq!(rc, 0);
-        // SAFETY: ttyname_r succeeded, so the buffer holds a C string.
-        let name = unsafe { CStr::from_ptr(name.as_ptr()) }
-            .to_str()
-            .expect("utf-8 tty name")
-            .to_string();
-        let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(&name, link).expect("symlink");
         Pty {
-            master,
-            _slave: slave,
-            link: link.to_path_buf(),
+            inner: loyalty_gateway::demo::pty::Pty::open(link).expect("openpty"),
         }
     }
 
     /// The USB adapter is pulled: the link goes and the tty hangs up.
     fn unplug(self) {
-        let _ = std::fs::remove_file(&self.link);
+        let _ = std::fs::remove_file(&self.inner.link);
         drop(self);
     }
 
     fn write(&self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             // SAFETY: writing from a valid buffer to an owned descriptor.
-            let n =
-                unsafe { libc::write(self.master.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+            let n = unsafe {
+                libc::write(
+                    self.inner.master.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                )
+            };
             assert!(n > 0, "write: {}", std::io::Error::last_os_error());
             bytes = &bytes[n as usize..];
         }
@@ -94,7 +56,7 @@ impl Pty {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "timed out with {} of {n} bytes", out.len());
             let mut pfd = libc::pollfd {
-                fd: self.master.as_raw_fd(),
+                fd: self.inner.master.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
@@ -105,8 +67,13 @@ impl Pty {
             }
             let mut buf = vec![0u8; n - out.len()];
             // SAFETY: reading into a buffer of the given length.
-            let got =
-                unsafe { libc::read(self.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let got = unsafe {
+                libc::read(
+                    self.inner.master.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
             if got > 0 {
                 out.extend_from_slice(&buf[..got as usize]);
             }
@@ -117,7 +84,7 @@ impl Pty {
     /// True when nothing arrives within `wait`.
     fn quiet_for(&self, wait: Duration) -> bool {
         let mut pfd = libc::pollfd {
-            fd: self.master.as_raw_fd(),
+            fd: self.inner.master.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
