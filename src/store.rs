@@ -1151,28 +1151,12 @@ impl Store {
         reference: &str,
         now: Timestamp,
     ) -> Result<LedgerOutcome, StoreError> {
-        ledger::check_spend(
-            Balance {
-                total: i64::MAX,
-                available: i64::MAX,
-                pending: 0,
-            },
-            points,
-        )?;
-        self.points_op(
+        self.spend(
             "redeem",
+            EntryKind::Redeem,
+            customer_id,
+            points,
             reference,
-            NewEntry {
-                customer_id,
-                kind: EntryKind::Redeem,
-                points: -points,
-                at: now,
-                receipt_id: None,
-                cause_receipt_id: None,
-                reference: Some(reference),
-                reason: None,
-                vests_at: None,
-            },
             now,
         )
     }
@@ -1186,6 +1170,28 @@ impl Store {
         voucher_id: &str,
         now: Timestamp,
     ) -> Result<LedgerOutcome, StoreError> {
+        self.spend(
+            "voucher",
+            EntryKind::VoucherConversion,
+            customer_id,
+            points,
+            voucher_id,
+            now,
+        )
+    }
+
+    /// Takes `points` (positive) off the customer's available balance as a `kind` entry,
+    /// idempotent per (`op`, `reference`).
+    fn spend(
+        &self,
+        op: &str,
+        kind: EntryKind,
+        customer_id: &str,
+        points: i64,
+        reference: &str,
+        now: Timestamp,
+    ) -> Result<LedgerOutcome, StoreError> {
+        // Only the sign is checked here; the available balance is checked in the transaction.
         ledger::check_spend(
             Balance {
                 total: i64::MAX,
@@ -1195,16 +1201,16 @@ impl Store {
             points,
         )?;
         self.points_op(
-            "voucher",
-            voucher_id,
+            op,
+            reference,
             NewEntry {
                 customer_id,
-                kind: EntryKind::VoucherConversion,
+                kind,
                 points: -points,
                 at: now,
                 receipt_id: None,
                 cause_receipt_id: None,
-                reference: Some(voucher_id),
+                reference: Some(reference),
                 reason: None,
                 vests_at: None,
             },
