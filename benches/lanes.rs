@@ -5,7 +5,8 @@
 //! Flat out (closed loop, each lane sends its next request as soon as it has its answer) the
 //! machine saturates and the figures are queueing; the paced rows (each lane a cycle every
 //! 500 ms, still far busier than a real till) show the gateway's added latency when it is not
-//! saturated.
+//! saturated. Paced lanes are independent: each starts at a random moment and jitters its
+//! interval (see `LoadgenArgs::rate`).
 //!
 //! Run: `cargo bench --bench lanes` (set `LANES_SECS` to change the 10 s per step).
 
@@ -41,7 +42,7 @@ fn main() {
         }
     });
     println!(
-        "rate: 0 = flat out (closed loop); 2 = each lane runs a scan+receipt cycle every 500 ms"
+        "rate: 0 = flat out (closed loop); 2 = each lane runs a scan+receipt cycle every 500 ms on average, lanes independent (random phase, ±50% jitter)"
     );
     println!("lanes rate  answers/s   p50 ms   p90 ms   p99 ms   max ms | floor p50   p99 | adds p50   p99 | errors timeouts | gateway RSS KiB");
     for (lanes, rate) in [(1usize, 0.0), (10, 0.0), (50, 0.0), (10, 2.0), (50, 2.0)] {

@@ -25,7 +25,10 @@ pub struct LoadgenArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
-    /// Requests per second per lane (0: flat out, closed loop).
+    /// Cycles (card scan + receipt) per second per lane; 0: flat out, closed loop. Paced lanes
+    /// start at a random moment of their first interval and jitter every interval by up to
+    /// ±50%, as independent tills do (lanes that all fire in the same millisecond would
+    /// measure the burst, not the gateway).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Card prefix of the program (cards are this prefix + digits + check digit, 13 digits).
@@ -110,6 +113,13 @@ impl Percentiles {
             count: samples.len(),
         }
     }
+}
+
+/// A uniformly distributed number in [0, 1) (for pacing only).
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::getrandom(&mut bytes);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A card number of the program: `prefix` + serial digits + EAN-13 check digit.
@@ -277,6 +287,9 @@ async fn run_lane(
     let mut result = LaneResult::default();
     let lane_number: u64 = lane.trim_start_matches('L').parse().unwrap_or(0);
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    if let Some(interval) = interval {
+        tokio::time::sleep(interval.mul_f64(random_fraction())).await;
+    }
     let mut cycle: u64 = 0;
     while Instant::now() < deadline {
         let cycle_started = Instant::now();
@@ -334,9 +347,10 @@ async fn run_lane(
             .await?;
         }
         if let Some(interval) = interval {
+            let this_interval = interval.mul_f64(0.5 + random_fraction());
             let elapsed = cycle_started.elapsed();
-            if elapsed < interval {
-                tokio::time::sleep(interval - elapsed).await;
+            if elapsed < this_interval {
+                tokio::time::sleep(this_interval - elapsed).await;
             }
         }
     }
