@@ -17,7 +17,7 @@ use crate::ledger::{EarningPolicy, RulesPolicy};
 use crate::mqtt::BrokerState;
 use crate::receipt::Receipt;
 use crate::scan::{CardMatcher, Scan};
-use crate::store::vouchers::{IssuedVoucher, Vouchers};
+use crate::store::vouchers::{CommitOutcome, IssuedVoucher, Vouchers};
 use crate::store::{ReceiptOutcome, Store, StoreError};
 use crate::systemd::Heartbeat;
 use crate::telemetry::{AnswerKind, Metrics, ReceiptOutcome as ReceiptMetric, ScanKind};
@@ -172,7 +172,10 @@ struct Shared {
     rules: Arc<RwLock<Arc<RulesPolicy>>>,
     cards: CardMatcher,
     enroll_unknown: bool,
-    answers: mpsc::UnboundedSender<Response>,
+    /// Answers to the broker's publisher task (None when MQTT is off).
+    to_mqtt: Option<crate::mqtt::AnswerSender>,
+    /// Answers to in-process observers (tests, the demo, serial displays).
+    observers: broadcast::Sender<Response>,
     sync: Arc<crate::sync::SyncHandle>,
     metrics: Metrics,
     clock: Arc<Mutex<TrustedClock>>,
@@ -237,7 +240,9 @@ pub async fn start(
     spawn_crm_followers(&config, &sync, &rules, &vouchers, &store, &shutdown);
 
     let (input_tx, input_rx) = mpsc::channel::<Input>(1024);
-    let (answer_tx, answer_rx) = mpsc::unbounded_channel::<Response>();
+    // Answers fan out to the broker (when connected) and to in-process observers, straight
+    // from the lane (no forwarding task: every hand-off between threads costs latency).
+    let (mqtt_answers_tx, mqtt_answers_rx) = crate::mqtt::answer_channel();
     let (broadcast_tx, _) = broadcast::channel::<Response>(4096);
     let (broker_tx, broker_rx) = watch::channel(BrokerState::default());
     let devices = Arc::new(Mutex::new(BTreeMap::new()));
@@ -250,7 +255,8 @@ pub async fn start(
         rules: rules.clone(),
         cards,
         enroll_unknown: config.cards.enroll_unknown,
-        answers: answer_tx,
+        to_mqtt: options.mqtt.then_some(mqtt_answers_tx),
+        observers: broadcast_tx.clone(),
         sync: sync.clone(),
         metrics: metrics.clone(),
         clock: clock.clone(),
@@ -261,22 +267,6 @@ pub async fn start(
         card_after_receipt: SignedDuration::from_secs(config.lanes.card_after_receipt_secs as i64),
         counters: counters.clone(),
     });
-
-    // Answers fan out to the broker (when connected) and to in-process observers.
-    let (mqtt_answers_tx, mqtt_answers_rx) = mpsc::unbounded_channel::<Response>();
-    {
-        let broadcast_tx = broadcast_tx.clone();
-        let to_mqtt = options.mqtt.then_some(mqtt_answers_tx);
-        let mut answer_rx = answer_rx;
-        tokio::spawn(async move {
-            while let Some(answer) = answer_rx.recv().await {
-                if let Some(to_mqtt) = &to_mqtt {
-                    let _ = to_mqtt.send(answer.clone());
-                }
-                let _ = broadcast_tx.send(answer);
-            }
-        });
-    }
 
     tokio::spawn(route_inputs(
         input_rx,
@@ -557,7 +547,10 @@ fn send_answer(shared: &Shared, answer: Response, started: std::time::Instant) {
         }
     };
     shared.metrics.answer(kind, started.elapsed());
-    let _ = shared.answers.send(answer);
+    if let Some(to_mqtt) = &shared.to_mqtt {
+        to_mqtt.send(answer.clone());
+    }
+    let _ = shared.observers.send(answer);
 }
 
 /// Runs a blocking store call off the async threads.
@@ -583,10 +576,35 @@ async fn identify(
     let store = shared.store.clone();
     let card = card.to_string();
     let enroll_unknown = shared.enroll_unknown;
-    blocking(move || match store.customer_by_card(&card)? {
+    blocking(move || identify_blocking(&store, &card, enroll_unknown, now)).await
+}
+
+fn identify_blocking(
+    store: &Store,
+    card: &str,
+    enroll_unknown: bool,
+    now: Timestamp,
+) -> Result<(crate::customer::Customer, bool), StoreError> {
+    match store.customer_by_card(card)? {
         Some(customer) => Ok((customer, false)),
-        None if enroll_unknown => store.enroll(&card, now).map(|customer| (customer, true)),
+        None if enroll_unknown => store.enroll(card, now).map(|customer| (customer, true)),
         None => Err(StoreError::UnknownCustomer(format!("card {card}"))),
+    }
+}
+
+/// [`identify`] and the customer's balance, in one trip to the storage threads.
+async fn identify_with_balance(
+    shared: &Shared,
+    card: &str,
+    now: Timestamp,
+) -> Result<(crate::customer::Customer, bool, i64), StoreError> {
+    let store = shared.store.clone();
+    let card = card.to_string();
+    let enroll_unknown = shared.enroll_unknown;
+    blocking(move || {
+        let (customer, enrolled) = identify_blocking(&store, &card, enroll_unknown, now)?;
+        let balance = store.balance(&customer.id, now).map(|b| b.total)?;
+        Ok((customer, enrolled, balance))
     })
     .await
 }
@@ -606,10 +624,11 @@ async fn on_scan(
     };
     match scan {
         Scan::Card { number, .. } => {
-            let (customer, enrolled) = match identify(shared, &number, now).await {
-                Ok(found) => found,
-                Err(err) => return vec![refusal_or_storage(lane, None, &err)],
-            };
+            let (customer, enrolled, balance) =
+                match identify_with_balance(shared, &number, now).await {
+                    Ok(found) => found,
+                    Err(err) => return vec![refusal_or_storage(lane, None, &err)],
+                };
             if enrolled {
                 shared
                     .counters
@@ -622,13 +641,11 @@ async fn on_scan(
             };
             match session.on_card(who, now) {
                 CardDecision::HoldForNextReceipt { replaced } => {
-                    let balance = current_balance(shared, &customer.id, now).await;
                     vec![customer_answer(
                         lane, &customer, &number, balance, enrolled, replaced,
                     )]
                 }
                 CardDecision::AttachTo { receipt_id } => {
-                    let balance = current_balance(shared, &customer.id, now).await;
                     let mut answers = vec![customer_answer(
                         lane, &customer, &number, balance, enrolled, None,
                     )];
@@ -670,15 +687,6 @@ async fn on_scan(
             vec![Response::error(lane, None, code, message)]
         }
     }
-}
-
-async fn current_balance(shared: &Shared, customer_id: &str, now: Timestamp) -> i64 {
-    let store = shared.store.clone();
-    let id = customer_id.to_string();
-    blocking(move || store.balance(&id, now))
-        .await
-        .map(|b| b.total)
-        .unwrap_or(0)
 }
 
 fn current_rules(shared: &Shared) -> Arc<RulesPolicy> {
@@ -809,15 +817,18 @@ async fn on_receipt(
     };
     let who = session.on_receipt(in_receipt, now);
     let store = shared.store.clone();
+    let vouchers = shared.vouchers.clone();
     let customer_id = who.as_ref().map(|w| w.customer_id.clone());
     let receipt_id = receipt.id.clone();
-    let for_vouchers = receipt.clone();
+    // Applying the receipt and settling its vouchers share one trip to the storage threads.
     let applied = blocking(move || {
-        store.apply_receipt(&receipt, customer_id.as_deref(), rules.as_ref(), now)
+        let outcome = store.apply_receipt(&receipt, customer_id.as_deref(), rules.as_ref(), now)?;
+        let settled = settle_vouchers(&store, &vouchers, &receipt, &outcome, now);
+        Ok((outcome, settled))
     })
     .await;
     match applied {
-        Ok(outcome) => {
+        Ok((outcome, settled)) => {
             session.on_receipt_applied(&outcome.receipt_id, outcome.customer_id.is_some(), now);
             shared.sync.nudge();
             let counter = if outcome.duplicate {
@@ -833,22 +844,21 @@ async fn on_receipt(
             if !outcome.duplicate {
                 shared.metrics.points(outcome.earned);
             }
-            match settle_vouchers(lane, for_vouchers, &outcome, shared, now).await {
-                Ok((issued, refusals)) => {
+            match settled {
+                Ok(settled) => {
+                    let settled = settled_answers(lane, &outcome, settled, shared);
                     let mut answer = points_answer(lane, &outcome);
                     if let Response::Points {
                         vouchers, balance, ..
                     } = &mut answer
                     {
-                        if !issued.is_empty() {
+                        if let Some(after) = settled.balance_after_issue {
                             // Issuing converted points: answer the balance after it.
-                            if let Some(customer_id) = &outcome.customer_id {
-                                *balance = Some(current_balance(shared, customer_id, now).await);
-                            }
+                            *balance = Some(after);
                         }
-                        *vouchers = issued;
+                        *vouchers = settled.issued;
                     }
-                    for refusal in refusals {
+                    for refusal in settled.refusals {
                         send_answer(shared, refusal, std::time::Instant::now());
                     }
                     (answer, Handled::Durable)
@@ -870,34 +880,67 @@ async fn on_receipt(
     }
 }
 
-/// After a receipt is durable: redeems the vouchers it names (or the lane's reservation, per
-/// `rewards.redeem_on`) and issues the vouchers its points earned. Both are idempotent, so a
-/// redelivered receipt changes nothing. Returns the issued vouchers for the `points` answer and
-/// an error answer for each voucher the receipt named that could not be redeemed.
-async fn settle_vouchers(
-    lane: &str,
-    receipt: Receipt,
+/// What settling a receipt's vouchers did.
+struct Settled {
+    commit: CommitOutcome,
+    issued: Vec<IssuedVoucher>,
+    /// The customer's balance after vouchers were issued (None when none were).
+    balance_after_issue: Option<i64>,
+}
+
+/// After a receipt is durable (runs on a storage thread): redeems the vouchers it names (or the
+/// lane's reservation, per `rewards.redeem_on`) and issues the vouchers its points earned. Both
+/// are idempotent, so a redelivered receipt changes nothing.
+fn settle_vouchers(
+    store: &Store,
+    vouchers: &Vouchers,
+    receipt: &Receipt,
     outcome: &ReceiptOutcome,
-    shared: &Shared,
     now: Timestamp,
-) -> Result<(Vec<IssuedVoucherJson>, Vec<Response>), StoreError> {
-    let vouchers = shared.vouchers.clone();
-    let customer_id = outcome.customer_id.clone();
+) -> Result<Settled, StoreError> {
+    let commit = vouchers.commit_receipt(receipt, now)?;
     let is_sale = matches!(receipt.kind, crate::receipt::ReceiptKind::Sale);
-    let (commit, issued) = blocking(move || {
-        let commit = vouchers.commit_receipt(&receipt, now)?;
-        let issued = match (&customer_id, is_sale) {
-            (Some(customer_id), true) => vouchers
-                .issue_after_receipt(&receipt.id, customer_id, now)
-                .unwrap_or_else(|err| {
-                    tracing::warn!(error = %err, receipt = %receipt.id, "no voucher issued");
-                    Vec::new()
-                }),
-            _ => Vec::new(),
-        };
-        Ok((commit, issued))
+    let issued = match (&outcome.customer_id, is_sale) {
+        (Some(customer_id), true) => vouchers
+            .issue_after_receipt(&receipt.id, customer_id, now)
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, receipt = %receipt.id, "no voucher issued");
+                Vec::new()
+            }),
+        _ => Vec::new(),
+    };
+    let balance_after_issue = match (&outcome.customer_id, issued.is_empty()) {
+        (Some(customer_id), false) => Some(store.balance(customer_id, now)?.total),
+        _ => None,
+    };
+    Ok(Settled {
+        commit,
+        issued,
+        balance_after_issue,
     })
-    .await?;
+}
+
+/// What the lane is told about a receipt's vouchers.
+struct SettledAnswers {
+    /// For the `points` answer.
+    issued: Vec<IssuedVoucherJson>,
+    balance_after_issue: Option<i64>,
+    /// An error answer for each voucher the receipt named that could not be redeemed.
+    refusals: Vec<Response>,
+}
+
+/// Counts what settling did, and turns it into answers.
+fn settled_answers(
+    lane: &str,
+    outcome: &ReceiptOutcome,
+    settled: Settled,
+    shared: &Shared,
+) -> SettledAnswers {
+    let Settled {
+        commit,
+        issued,
+        balance_after_issue,
+    } = settled;
     let redeemed_now = commit.redeemed.iter().filter(|r| !r.duplicate).count() as u64;
     for _ in 0..redeemed_now {
         shared.metrics.voucher_redeemed();
@@ -925,11 +968,14 @@ async fn settle_vouchers(
             )
         })
         .collect();
-    let issued = issued
-        .iter()
-        .map(|voucher| issued_json(voucher, &shared.time_zone))
-        .collect();
-    Ok((issued, refusals))
+    SettledAnswers {
+        issued: issued
+            .iter()
+            .map(|voucher| issued_json(voucher, &shared.time_zone))
+            .collect(),
+        balance_after_issue,
+        refusals,
+    }
 }
 
 fn issued_json(issued: &IssuedVoucher, time_zone: &jiff::tz::TimeZone) -> IssuedVoucherJson {

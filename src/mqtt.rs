@@ -17,7 +17,7 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet,
     QoS, TlsConfiguration, Transport,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -201,12 +201,60 @@ pub fn options(config: &Config) -> Result<MqttOptions, MqttError> {
     Ok(options)
 }
 
+/// Sends answers to the lanes: straight into rumqttc's request queue once the broker edge is
+/// running (no hand-off to another task: each one costs latency at the lanes), otherwise (at
+/// start-up, or while that queue is full because the broker is away) through the edge's
+/// publisher task, which waits for room.
+#[derive(Clone)]
+pub struct AnswerSender {
+    direct: Arc<OnceLock<(AsyncClient, Topics)>>,
+    queued: mpsc::UnboundedSender<Response>,
+}
+
+/// The receiving end of [`AnswerSender`], handed to [`run`].
+pub struct AnswerReceiver {
+    direct: Arc<OnceLock<(AsyncClient, Topics)>>,
+    queued: mpsc::UnboundedReceiver<Response>,
+}
+
+/// A connected pair of answer sender and receiver.
+pub fn answer_channel() -> (AnswerSender, AnswerReceiver) {
+    let direct = Arc::new(OnceLock::new());
+    let (queued_tx, queued_rx) = mpsc::unbounded_channel();
+    (
+        AnswerSender {
+            direct: direct.clone(),
+            queued: queued_tx,
+        },
+        AnswerReceiver {
+            direct,
+            queued: queued_rx,
+        },
+    )
+}
+
+impl AnswerSender {
+    /// Publishes `answer` on its lane's response topic (QoS 1), never blocking.
+    pub fn send(&self, answer: Response) {
+        if let Some((client, topics)) = self.direct.get() {
+            let topic = topics.response(answer.lane());
+            if client
+                .try_publish(topic, QoS::AtLeastOnce, false, answer.to_json())
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = self.queued.send(answer);
+    }
+}
+
 /// Runs the broker edge until `shutdown`: incoming scans and receipts become [`Input`]s, answers
 /// from `answers` are published to the lanes. `state` reports the connection for health.
 pub async fn run(
     config: Config,
     inputs: mpsc::Sender<Input>,
-    mut answers: mpsc::UnboundedReceiver<Response>,
+    answers: AnswerReceiver,
     state: watch::Sender<BrokerState>,
     shutdown: CancellationToken,
 ) -> Result<(), MqttError> {
@@ -219,6 +267,8 @@ pub async fn run(
     network.set_connection_timeout(5);
     eventloop.set_network_options(network);
 
+    let _ = answers.direct.set((client.clone(), topics.clone()));
+    let mut answers = answers.queued;
     let publisher = {
         let client = client.clone();
         let topics = topics.clone();

@@ -3,11 +3,13 @@
 //!
 //! sled 0.34.7's `flush()` ends in `sync_file_range` (no drive cache flush, no metadata), and its
 //! real `fsync` only runs in a background thread (upstream #1452). The store therefore disables
-//! sled's flusher (`flush_every_ms(None)`) and runs its own *syncer* thread: writers take a
-//! ticket (their write generation) after their transaction committed and block on a `Condvar`;
-//! the syncer notes the newest generation, calls `Db::flush()`, then `fsync`s sled's `db` file,
-//! any new `snap.*` / `blobs/*` files and, when entries appeared, the directory, and publishes
-//! the durable generation. Waiters wake when `durable >= ticket`.
+//! sled's flusher (`flush_every_ms(None)`) and syncs itself: writers take a ticket (their write
+//! generation) after their transaction committed. The first writer to find no sync running
+//! *leads* a round: it notes the newest generation, calls `Db::flush()`, then `fsync`s sled's
+//! `db` file, any new `snap.*` / `blobs/*` files and, when entries appeared, the directory, and
+//! publishes the durable generation. Writers arriving meanwhile wait on a `Condvar` and wake
+//! when `durable >= ticket`, or lead the next round. A lone writer syncs on its own thread, with
+//! no hand-off (each thread wake-up costs latency at the lanes).
 //!
 //! Invariant: `durable` only grows, and a generation is published only after the fsyncs that
 //! cover every write committed before that generation was taken returned successfully. After a
@@ -18,8 +20,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Why durability could not be reached.
@@ -33,16 +34,16 @@ struct State {
     written: u64,
     /// Every write with a generation <= this is on disk.
     durable: u64,
+    /// A writer is flushing and fsyncing right now (the leader).
+    syncing: bool,
     /// Set once a flush or fsync failed.
     failed: Option<String>,
-    /// Ask the syncer to stop.
-    shutdown: bool,
 }
 
 /// Counters for tests, the benchmark and metrics.
 #[derive(Debug, Default)]
 pub struct SyncCounters {
-    /// `fsync` calls made by the syncer.
+    /// `fsync` calls made by group commits.
     pub fsyncs: AtomicU64,
     /// Group commits (flush + fsync rounds).
     pub commits: AtomicU64,
@@ -52,125 +53,115 @@ pub struct SyncCounters {
     pub sync_nanos: AtomicU64,
 }
 
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    work: Condvar,
-    done: Condvar,
-    pub(crate) counters: SyncCounters,
-}
-
-/// The group-commit machinery; dropping it stops the syncer after a last sync.
+/// The group-commit machinery. Dropping it makes anything still pending durable.
 pub(crate) struct GroupCommit {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    state: Mutex<State>,
+    done: Condvar,
+    db: sled::Db,
+    /// Only the leader touches the files (the lock is never contended).
+    files: Mutex<SyncFiles>,
+    counters: SyncCounters,
 }
 
-fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-    // A panic while holding this lock cannot leave State inconsistent (plain counters).
-    shared
-        .state
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (plain counters, and a
+    // file set that only ever records files already synced).
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl GroupCommit {
-    /// Starts the syncer for the sled database at `dir`.
+    /// Group commit for the sled database at `dir`.
     pub(crate) fn start(db: sled::Db, dir: &Path) -> std::io::Result<GroupCommit> {
         let mut files = SyncFiles::open(dir)?;
         // Everything that exists now (conf, db, snapshots, the directory) is made durable once.
         files.sync_all_now()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            work: Condvar::new(),
-            done: Condvar::new(),
-            counters: SyncCounters::default(),
-        });
-        let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("store-syncer".into())
-            .spawn(move || syncer(thread_shared, db, files))?;
         Ok(GroupCommit {
-            shared,
-            thread: Some(thread),
+            state: Mutex::new(State::default()),
+            done: Condvar::new(),
+            db,
+            files: Mutex::new(files),
+            counters: SyncCounters::default(),
         })
     }
 
     /// Blocks until everything this thread committed before the call is on disk.
+    ///
+    /// The first waiter to find no sync running leads: it flushes and fsyncs for every
+    /// generation taken so far, with no hand-off to another thread; waiters arriving meanwhile
+    /// wait for the next round, which one of them leads.
     pub(crate) fn wait_durable(&self) -> Result<(), DurabilityError> {
-        let shared = &self.shared;
-        let mut state = lock(shared);
+        let mut state = lock(&self.state);
         if let Some(failed) = &state.failed {
             return Err(DurabilityError(failed.clone()));
         }
         state.written += 1;
         let ticket = state.written;
-        shared.counters.tickets.fetch_add(1, Ordering::Relaxed);
-        shared.work.notify_one();
-        while state.durable < ticket {
+        self.counters.tickets.fetch_add(1, Ordering::Relaxed);
+        loop {
+            if state.durable >= ticket {
+                return Ok(());
+            }
             if let Some(failed) = &state.failed {
                 return Err(DurabilityError(failed.clone()));
             }
-            state = shared
-                .done
-                .wait(state)
-                .unwrap_or_else(|poison| poison.into_inner());
+            if state.syncing {
+                state = self
+                    .done
+                    .wait(state)
+                    .unwrap_or_else(|poison| poison.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            let target = state.written;
+            drop(state);
+            let result = self.sync_once();
+            state = lock(&self.state);
+            state.syncing = false;
+            match result {
+                Ok(()) => state.durable = state.durable.max(target),
+                Err(err) => {
+                    tracing::error!(error = %err, "storage is no longer durable; refusing writes");
+                    state.failed = Some(err);
+                }
+            }
+            self.done.notify_all();
         }
-        Ok(())
+    }
+
+    /// One round: sled's flush, then the fsyncs that make it survive a power cut.
+    fn sync_once(&self) -> Result<(), String> {
+        let started = Instant::now();
+        let result = self
+            .db
+            .flush()
+            .map_err(|err| format!("sled flush: {err}"))
+            .and_then(|_| {
+                lock(&self.files)
+                    .sync(&self.counters)
+                    .map_err(|err| format!("fsync: {err}"))
+            });
+        self.counters
+            .sync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        result
     }
 
     pub(crate) fn counters(&self) -> &SyncCounters {
-        &self.shared.counters
+        &self.counters
     }
 }
 
 impl Drop for GroupCommit {
     fn drop(&mut self) {
-        lock(&self.shared).shutdown = true;
-        self.shared.work.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn syncer(shared: Arc<Shared>, db: sled::Db, mut files: SyncFiles) {
-    loop {
-        let target = {
-            let mut state = lock(&shared);
-            while state.written == state.durable && !state.shutdown && state.failed.is_none() {
-                state = shared
-                    .work
-                    .wait(state)
-                    .unwrap_or_else(|poison| poison.into_inner());
-            }
-            if state.failed.is_some() || (state.shutdown && state.written == state.durable) {
-                return;
-            }
-            state.written
-        };
-        let started = Instant::now();
-        let result = db
-            .flush()
-            .map_err(|err| format!("sled flush: {err}"))
-            .and_then(|_| {
-                files
-                    .sync(&shared.counters)
-                    .map_err(|err| format!("fsync: {err}"))
-            });
-        let counters = &shared.counters;
-        counters
-            .sync_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        counters.commits.fetch_add(1, Ordering::Relaxed);
-        let mut state = lock(&shared);
-        match result {
-            Ok(()) => state.durable = state.durable.max(target),
-            Err(err) => {
-                tracing::error!(error = %err, "storage is no longer durable; refusing writes");
-                state.failed = Some(err);
+        let state = lock(&self.state);
+        let pending = state.failed.is_none() && state.written > state.durable;
+        drop(state);
+        if pending {
+            if let Err(err) = self.sync_once() {
+                tracing::error!(error = %err, "the last writes could not be made durable");
             }
         }
-        shared.done.notify_all();
     }
 }
 

@@ -728,6 +728,14 @@ impl Vouchers {
             return Ok(already);
         }
         let rules = &self.settings.rules;
+        // Most receipts earn no voucher: decide that from a plain read, without a transaction
+        // and its group commit (the transaction checks again).
+        if rules
+            .plan(self.store.balance(customer_id, now)?.available)
+            .is_none()
+        {
+            return Ok(Vec::new());
+        }
         let tz = &self.settings.time_zone;
         let issued = self.store.transact(&self.extra(), |tx| {
             let first = VoucherId::derived(&key.key_id, receipt_id, 0);

@@ -136,10 +136,13 @@ fn child_uploader() {
         let prefix = format!("K{round}-");
         let writer = tokio::task::spawn_blocking(move || add_events(&s, &prefix, 30));
         writer.await.expect("writer");
+        // Everything written so far, read from the store itself: the status may still show a
+        // last_seq from before the writer finished.
+        let last_seq = store.outbox_stats().expect("stats").last_seq;
         handle.nudge();
         handle
             .status()
-            .wait_for(|s| s.last_seq > 0 && s.acked_through == s.last_seq)
+            .wait_for(|s| s.acked_through >= last_seq)
             .await;
         cancel.cancel();
         handle.join().await;
