@@ -8,7 +8,9 @@
 //! saturated. Paced lanes are independent: each starts at a random moment and jitters its
 //! interval (see `LoadgenArgs::rate`).
 //!
-//! Run: `cargo bench --bench lanes` (set `LANES_SECS` to change the 10 s per step).
+//! Run: `cargo bench --bench lanes` (set `LANES_SECS` to change the 10 s per step,
+//! `LANES_STEPS="50:2,10:0"` for other lanes:rate steps, `LOYALTY_GATEWAY_BIN` to measure another
+//! build of the gateway).
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -45,7 +47,18 @@ fn main() {
         "rate: 0 = flat out (closed loop); 2 = each lane runs a scan+receipt cycle every 500 ms on average, lanes independent (random phase, ±50% jitter)"
     );
     println!("lanes rate  answers/s   p50 ms   p90 ms   p99 ms   max ms | floor p50   p99 | adds p50   p99 | errors timeouts | gateway RSS KiB");
-    for (lanes, rate) in [(1usize, 0.0), (10, 0.0), (50, 0.0), (10, 2.0), (50, 2.0)] {
+    let steps: Vec<(usize, f64)> = match std::env::var("LANES_STEPS") {
+        // e.g. LANES_STEPS="50:2,50:2,50:2" to repeat one step.
+        Ok(list) => list
+            .split(',')
+            .filter_map(|step| {
+                let (lanes, rate) = step.split_once(':')?;
+                Some((lanes.trim().parse().ok()?, rate.trim().parse().ok()?))
+            })
+            .collect(),
+        Err(_) => vec![(1, 0.0), (10, 0.0), (50, 0.0), (10, 2.0), (50, 2.0)],
+    };
+    for (lanes, rate) in steps {
         let args = LoadgenArgs {
             broker: format!("mqtt://127.0.0.1:{}", broker.port),
             prefix: "loyalty/bench".into(),

@@ -139,7 +139,7 @@ fn throughput() -> u64 {
         "durable receipts (apply_receipt incl. flush + fsync), 3 runs of 4 s each, median run:"
     );
     println!(
-        "(cpu: process CPU time per receipt; sync busy: share of the time the syncer spent in flush + fsync)"
+        "(cpu: process CPU time per receipt; sync busy: share of the time a group commit was flushing + fsyncing)"
     );
     println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits   cpu us/receipt   sync busy   peak RSS");
     let mut peak = 0;

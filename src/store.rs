@@ -25,7 +25,7 @@
 //!
 //! Invariants: a ledger change and its outbox event are committed in one transaction; outbox
 //! sequence numbers are gapless and increasing; nothing is reported as applied before the
-//! syncer's `fsync` covering it returned.
+//! group commit's `fsync` covering it returned.
 
 mod batch;
 mod compact;
@@ -209,14 +209,15 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-/// The store handle. Cheap to clone; all clones share one database and one syncer.
+/// The store handle. Cheap to clone; all clones share one database and one group commit.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    // Field order matters for drop: the syncer stops (after a last sync) before the db closes.
+    // Field order matters for drop: the group commit makes pending writes durable before the db
+    // closes.
     commit: GroupCommit,
     /// Concurrent `apply_receipt` calls, combined into one transaction per batch.
     receipts: Combiner<Arc<ReceiptRequest>>,
@@ -324,13 +325,13 @@ pub struct OutboxStats {
 /// Durability counters (for metrics, tests and the benchmark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DurabilityStats {
-    /// `fsync` calls by the syncer since open.
+    /// `fsync` calls by group commits since open.
     pub fsyncs: u64,
     /// Group commits (flush + fsync rounds) since open.
     pub commits: u64,
     /// Writes that waited for durability since open.
     pub tickets: u64,
-    /// Nanoseconds the syncer spent in flush + fsync since open.
+    /// Nanoseconds spent in group commits (flush + fsync) since open.
     pub sync_nanos: u64,
 }
 
@@ -516,7 +517,7 @@ fn tx_corrupt(what: String) -> ConflictableTransactionError<StoreError> {
 impl Store {
     /// Opens (or creates) the database in `{storage.data_dir}/db` for store `store_id`, runs
     /// schema migrations, compacts it offline when it grew far beyond its live data, and starts
-    /// the syncer.
+    /// group commit.
     pub fn open(config: &StorageConfig, store_id: &str) -> Result<Store, StoreError> {
         Self::open_with_migrations(config, store_id, schema::MIGRATIONS)
     }
@@ -1364,7 +1365,7 @@ fn open_sled(dir: &Path, cache_capacity_mb: u64) -> Result<sled::Db, StoreError>
     sled::Config::new()
         .path(dir)
         .cache_capacity(cache_capacity_mb.max(1) * 1024 * 1024)
-        // The store's syncer flushes and fsyncs (sled's own flusher never fsyncs in time).
+        // The store's group commit flushes and fsyncs (sled's own flusher never fsyncs in time).
         .flush_every_ms(None)
         .open()
         .map_err(|source| StoreError::Open {

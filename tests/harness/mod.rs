@@ -204,9 +204,12 @@ pub fn format_cents(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
-/// The gateway binary built by cargo for this test run.
+/// The gateway binary built by cargo for this test run (benchmarks comparing two builds may
+/// point `LOYALTY_GATEWAY_BIN` at another one).
 pub fn gateway_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_loyalty-gateway"))
+    std::env::var_os("LOYALTY_GATEWAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_loyalty-gateway")))
 }
 
 /// A running gateway process with its own data directory and configuration.
