@@ -4,12 +4,14 @@
 //! sled 0.34.7's `flush()` ends in `sync_file_range` (no drive cache flush, no metadata), and its
 //! real `fsync` only runs in a background thread (upstream #1452). The store therefore disables
 //! sled's flusher (`flush_every_ms(None)`) and syncs itself: writers take a ticket (their write
-//! generation) after their transaction committed. The first writer to find no sync running
-//! *leads* a round: it notes the newest generation, calls `Db::flush()`, then `fsync`s sled's
-//! `db` file, any new `snap.*` / `blobs/*` files and, when entries appeared, the directory, and
-//! publishes the durable generation. Writers arriving meanwhile wait on a `Condvar` and wake
-//! when `durable >= ticket`, or lead the next round. A lone writer syncs on its own thread, with
-//! no hand-off (each thread wake-up costs latency at the lanes).
+//! generation) after their transaction committed. A round notes the newest generation, calls
+//! `Db::flush()`, then `fsync`s sled's `db` file, any new `snap.*` / `blobs/*` files and, when
+//! entries appeared, the directory, and publishes the durable generation; waiters wake when
+//! `durable >= ticket`. A lone writer (nothing else pending, no round running) leads its round on
+//! its own thread, with no hand-off (each thread wake-up costs latency at the lanes); when
+//! writers overlap, a *syncer* thread runs rounds back to back, so a round never waits for a
+//! waiter to be scheduled (measured: leading every round from a waiter's thread halved the
+//! throughput at 64 submitters).
 //!
 //! Invariant: `durable` only grows, and a generation is published only after the fsyncs that
 //! cover every write committed before that generation was taken returned successfully. After a
@@ -20,7 +22,8 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Why durability could not be reached.
@@ -34,10 +37,12 @@ struct State {
     written: u64,
     /// Every write with a generation <= this is on disk.
     durable: u64,
-    /// A writer is flushing and fsyncing right now (the leader).
+    /// A sync round is running (led by a lone writer or by the syncer thread).
     syncing: bool,
     /// Set once a flush or fsync failed.
     failed: Option<String>,
+    /// Ask the syncer thread to stop.
+    shutdown: bool,
 }
 
 /// Counters for tests, the benchmark and metrics.
@@ -49,18 +54,28 @@ pub struct SyncCounters {
     pub commits: AtomicU64,
     /// Tickets taken (writes waited for).
     pub tickets: AtomicU64,
+    /// Rounds led by a lone writer on its own thread.
+    pub inline_commits: AtomicU64,
     /// Total nanoseconds spent in flush + fsync.
     pub sync_nanos: AtomicU64,
 }
 
-/// The group-commit machinery. Dropping it makes anything still pending durable.
-pub(crate) struct GroupCommit {
+struct Shared {
     state: Mutex<State>,
+    /// Signalled when `durable` or `failed` changed, or a round ended.
     done: Condvar,
+    /// Signalled when the syncer thread has work (or must stop).
+    work: Condvar,
     db: sled::Db,
-    /// Only the leader touches the files (the lock is never contended).
+    /// Only the round's leader touches the files (the lock is never contended).
     files: Mutex<SyncFiles>,
     counters: SyncCounters,
+}
+
+/// The group-commit machinery; dropping it stops the syncer thread after a last sync.
+pub(crate) struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,28 +90,52 @@ impl GroupCommit {
         let mut files = SyncFiles::open(dir)?;
         // Everything that exists now (conf, db, snapshots, the directory) is made durable once.
         files.sync_all_now()?;
-        Ok(GroupCommit {
+        let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             done: Condvar::new(),
+            work: Condvar::new(),
             db,
             files: Mutex::new(files),
             counters: SyncCounters::default(),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-syncer".into())
+            .spawn(move || syncer(&thread_shared))?;
+        Ok(GroupCommit {
+            shared,
+            thread: Some(thread),
         })
     }
 
     /// Blocks until everything this thread committed before the call is on disk.
     ///
-    /// The first waiter to find no sync running leads: it flushes and fsyncs for every
-    /// generation taken so far, with no hand-off to another thread; waiters arriving meanwhile
-    /// wait for the next round, which one of them leads.
+    /// A lone writer (nothing else pending, no round running) syncs on its own thread: no
+    /// hand-off, which would cost two thread wake-ups on the answer's path. Otherwise the writer
+    /// wakes the syncer thread and waits; the syncer runs rounds back to back while writers keep
+    /// coming, each covering every write committed before it began.
     pub(crate) fn wait_durable(&self) -> Result<(), DurabilityError> {
-        let mut state = lock(&self.state);
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
         if let Some(failed) = &state.failed {
             return Err(DurabilityError(failed.clone()));
         }
         state.written += 1;
         let ticket = state.written;
-        self.counters.tickets.fetch_add(1, Ordering::Relaxed);
+        shared.counters.tickets.fetch_add(1, Ordering::Relaxed);
+        if !state.syncing && state.durable + 1 == ticket {
+            state.syncing = true;
+            drop(state);
+            shared
+                .counters
+                .inline_commits
+                .fetch_add(1, Ordering::Relaxed);
+            let result = shared.sync_once();
+            state = lock(&shared.state);
+            shared.finish_round(&mut state, ticket, result);
+        } else {
+            shared.work.notify_one();
+        }
         loop {
             if state.durable >= ticket {
                 return Ok(());
@@ -104,30 +143,19 @@ impl GroupCommit {
             if let Some(failed) = &state.failed {
                 return Err(DurabilityError(failed.clone()));
             }
-            if state.syncing {
-                state = self
-                    .done
-                    .wait(state)
-                    .unwrap_or_else(|poison| poison.into_inner());
-                continue;
-            }
-            state.syncing = true;
-            let target = state.written;
-            drop(state);
-            let result = self.sync_once();
-            state = lock(&self.state);
-            state.syncing = false;
-            match result {
-                Ok(()) => state.durable = state.durable.max(target),
-                Err(err) => {
-                    tracing::error!(error = %err, "storage is no longer durable; refusing writes");
-                    state.failed = Some(err);
-                }
-            }
-            self.done.notify_all();
+            state = shared
+                .done
+                .wait(state)
+                .unwrap_or_else(|poison| poison.into_inner());
         }
     }
 
+    pub(crate) fn counters(&self) -> &SyncCounters {
+        &self.shared.counters
+    }
+}
+
+impl Shared {
     /// One round: sled's flush, then the fsyncs that make it survive a power cut.
     fn sync_once(&self) -> Result<(), String> {
         let started = Instant::now();
@@ -147,21 +175,60 @@ impl GroupCommit {
         result
     }
 
-    pub(crate) fn counters(&self) -> &SyncCounters {
-        &self.counters
+    /// Publishes a round's result (under the state lock) and wakes everyone concerned.
+    fn finish_round(&self, state: &mut State, target: u64, result: Result<(), String>) {
+        state.syncing = false;
+        match result {
+            Ok(()) => state.durable = state.durable.max(target),
+            Err(err) => {
+                tracing::error!(error = %err, "storage is no longer durable; refusing writes");
+                state.failed = Some(err);
+            }
+        }
+        self.done.notify_all();
+        // Writers that arrived during the round are the syncer's next round.
+        self.work.notify_one();
     }
 }
 
 impl Drop for GroupCommit {
     fn drop(&mut self) {
-        let state = lock(&self.state);
-        let pending = state.failed.is_none() && state.written > state.durable;
-        drop(state);
-        if pending {
-            if let Err(err) = self.sync_once() {
-                tracing::error!(error = %err, "the last writes could not be made durable");
-            }
+        lock(&self.shared.state).shutdown = true;
+        self.shared.work.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
+    }
+}
+
+/// The syncer thread: runs rounds while writers wait and no round is running; after shutdown,
+/// one last round for anything still pending.
+fn syncer(shared: &Shared) {
+    loop {
+        let target = {
+            let mut state = lock(&shared.state);
+            loop {
+                if state.failed.is_some() {
+                    return;
+                }
+                let pending = state.written > state.durable;
+                if pending && !state.syncing {
+                    break;
+                }
+                if state.shutdown && !pending {
+                    return;
+                }
+                state = shared
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(|poison| poison.into_inner());
+            }
+            state.syncing = true;
+            state.written
+        };
+        let result = shared.sync_once();
+        let mut state = lock(&shared.state);
+        shared.finish_round(&mut state, target, result);
     }
 }
 
