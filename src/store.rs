@@ -59,6 +59,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+pub use compact::{CompactTrigger, OpenCompaction};
 pub use durability::DurabilityError;
 pub use journal::VerifyReport;
 pub use schema::{Migration, SCHEMA_VERSION};
@@ -227,6 +228,7 @@ struct Inner {
     data_dir: PathBuf,
     retention: jiff::SignedDuration,
     migrations_applied: Vec<u32>,
+    compacted_at_open: Option<OpenCompaction>,
 }
 
 /// What a receipt did.
@@ -515,11 +517,17 @@ fn tx_corrupt(what: String) -> ConflictableTransactionError<StoreError> {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `{storage.data_dir}/db` for store `store_id`, runs
-    /// schema migrations, compacts it offline when it grew far beyond its live data, and starts
+    /// Opens (or creates) the database in `{storage.data_dir}/db` for store `store_id`, compacts
+    /// it offline first when sled's file is large and mostly free segments
+    /// ([`CompactTrigger::DEFAULT`], see `store/compact.rs`), runs schema migrations, and starts
     /// group commit.
     pub fn open(config: &StorageConfig, store_id: &str) -> Result<Store, StoreError> {
-        Self::open_with_migrations(config, store_id, schema::MIGRATIONS)
+        Self::open_inner(
+            config,
+            store_id,
+            schema::MIGRATIONS,
+            CompactTrigger::DEFAULT,
+        )
     }
 
     /// [`Store::open`] with an explicit migration list (tests of the migration hook).
@@ -529,6 +537,25 @@ impl Store {
         store_id: &str,
         migrations: &[Migration],
     ) -> Result<Store, StoreError> {
+        Self::open_inner(config, store_id, migrations, CompactTrigger::DEFAULT)
+    }
+
+    /// [`Store::open`] with another compaction trigger (tests with small databases).
+    #[doc(hidden)]
+    pub fn open_with_compact_trigger(
+        config: &StorageConfig,
+        store_id: &str,
+        trigger: CompactTrigger,
+    ) -> Result<Store, StoreError> {
+        Self::open_inner(config, store_id, schema::MIGRATIONS, trigger)
+    }
+
+    fn open_inner(
+        config: &StorageConfig,
+        store_id: &str,
+        migrations: &[Migration],
+        trigger: CompactTrigger,
+    ) -> Result<Store, StoreError> {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StoreError::Io {
             context: format!("cannot create data directory {}", data_dir.display()),
@@ -537,10 +564,11 @@ impl Store {
         let db_dir = data_dir.join("db");
         compact::recover(&data_dir)?;
         let db = open_sled(&db_dir, config.cache_capacity_mb)?;
-        let db = match compact::maybe_compact(db, &data_dir, config.cache_capacity_mb)? {
-            Some(db) => db,
-            None => open_sled(&db_dir, config.cache_capacity_mb)?,
-        };
+        let (db, compacted_at_open) =
+            match compact::maybe_compact(db, &data_dir, config.cache_capacity_mb, trigger)? {
+                Ok(db) => (db, None),
+                Err(done) => (open_sled(&db_dir, config.cache_capacity_mb)?, Some(done)),
+            };
         let trees = CORE_TREES
             .iter()
             .map(|name| db.open_tree(name))
@@ -563,6 +591,7 @@ impl Store {
                 data_dir,
                 retention,
                 migrations_applied,
+                compacted_at_open,
             }),
         };
         // The schema version and instance marker written by `prepare` must be durable before
@@ -574,8 +603,8 @@ impl Store {
 
     /// Compacts the (closed) database in `{storage.data_dir}/db` now: copies it into a fresh
     /// database and swaps it in atomically (see `store/compact.rs`). Returns the sizes on disk
-    /// before and after, in bytes. [`Store::open`] does this by itself when the files exceed
-    /// 64 MiB and eight times the live data.
+    /// before and after, in bytes. [`Store::open`] does this by itself when sled's file exceeds
+    /// 64 MiB and a quarter of it is free segments.
     pub fn compact_offline(config: &StorageConfig) -> Result<(u64, u64), StoreError> {
         let data_dir = &config.data_dir;
         let db_dir = data_dir.join("db");
@@ -595,6 +624,11 @@ impl Store {
     /// The store id given at open.
     pub fn store_id(&self) -> &str {
         &self.inner.store_id
+    }
+
+    /// What the compaction at open did, when the database was compacted before this open.
+    pub fn compacted_at_open(&self) -> Option<OpenCompaction> {
+        self.inner.compacted_at_open
     }
 
     /// Schema versions migrated from during open (empty when none ran).
@@ -1362,16 +1396,33 @@ impl Store {
 }
 
 fn open_sled(dir: &Path, cache_capacity_mb: u64) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(cache_capacity_mb.max(1) * 1024 * 1024)
-        // The store's group commit flushes and fsyncs (sled's own flusher never fsyncs in time).
-        .flush_every_ms(None)
-        .open()
-        .map_err(|source| StoreError::Open {
-            path: dir.to_path_buf(),
-            source,
-        })
+    let open = || {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_mb.max(1) * 1024 * 1024)
+            // The store's group commit flushes and fsyncs (sled's own flusher never fsyncs in time).
+            .flush_every_ms(None)
+            .open()
+    };
+    // sled's background threads may hold a just-closed database's file (and its lock) for a
+    // moment after the last handle is dropped (seen right after a compaction): retry briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match open() {
+            Err(sled::Error::Io(err))
+                if err.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => {
+                return result.map_err(|source| StoreError::Open {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 fn decode_receipt(receipt_id: &str, bytes: &[u8]) -> TxResult<ReceiptRec> {

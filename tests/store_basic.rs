@@ -7,7 +7,7 @@ mod store_support;
 
 use loyalty_gateway::ledger::Balance;
 use loyalty_gateway::store::events::EventType;
-use loyalty_gateway::store::{abort, OutcomeNote, Store, StoreError};
+use loyalty_gateway::store::{abort, CompactTrigger, OutcomeNote, Store, StoreError};
 use std::collections::HashSet;
 use store_support::*;
 
@@ -664,6 +664,125 @@ fn offline_compaction_swaps_in_a_smaller_copy_and_keeps_everything() {
     let store = open(dir.path());
     assert!(!dir.path().join("db.compact").exists());
     assert_eq!(store.receipt_count(), 200);
+}
+
+/// A database whose sled file is mostly free segments: 200 receipts, then ~8 MB of outbox
+/// events acknowledged and compacted away. Returns (customer, last outbox seq).
+fn database_with_free_segments(dir: &std::path::Path) -> (String, u64) {
+    let store = open(dir);
+    let policy = Policy::default();
+    let c = store.enroll("2990000000019", now()).expect("enroll").id;
+    for n in 0..200 {
+        store
+            .apply_receipt(
+                &sale(&format!("R-{n}"), vec![line("a", 1000, None)]),
+                Some(&c),
+                &policy,
+                now(),
+            )
+            .expect("apply");
+    }
+    let payload = serde_json::json!({"filler": "x".repeat(2000)});
+    for _ in 0..40 {
+        store
+            .transact(&[], |tx| {
+                for _ in 0..100 {
+                    tx.append_event(EventType::Receipt, now(), &payload)?;
+                }
+                Ok(())
+            })
+            .expect("append");
+    }
+    let last = store.outbox_stats().expect("stats").last_seq;
+    store.outbox_ack(last).expect("ack");
+    store.compact_outbox(now()).expect("compact");
+    (c, last)
+}
+
+/// The default trigger's share of free segments, at a size small enough for a test.
+const SMALL_TRIGGER: CompactTrigger = CompactTrigger {
+    min_file_bytes: 1024 * 1024,
+    min_free_percent: CompactTrigger::DEFAULT.min_free_percent,
+};
+
+fn assert_everything_kept(store: &Store, customer: &str, last: u64) {
+    assert_eq!(store.balance(customer, now()).expect("balance").total, 2000);
+    assert_eq!(store.receipt_count(), 200);
+    assert_eq!(store.outbox_stats().expect("stats").last_seq, last);
+    assert!(store.verify().expect("verify").is_consistent());
+}
+
+#[test]
+fn open_compacts_a_database_with_many_free_segments_once_and_keeps_every_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (c, last) = database_with_free_segments(dir.path());
+    // Below the default trigger's 64 MiB: never compacted.
+    let store = open(dir.path());
+    assert!(store.compacted_at_open().is_none());
+    drop(store);
+    let store =
+        Store::open_with_compact_trigger(&config(dir.path()), "S1", SMALL_TRIGGER).expect("open");
+    let done = store.compacted_at_open().expect("compacted at open");
+    assert!(
+        done.segments_free * 100 >= done.segments_checked * SMALL_TRIGGER.min_free_percent,
+        "{done:?}"
+    );
+    assert!(done.size_after < done.size_before, "{done:?}");
+    assert!(!dir.path().join("db.compact").exists(), "old copy removed");
+    assert_everything_kept(&store, &c, last);
+    // The store works on: a new receipt, durable, after the swap.
+    store
+        .apply_receipt(
+            &sale("R-after", vec![line("a", 500, None)]),
+            Some(&c),
+            &Policy::default(),
+            now(),
+        )
+        .expect("apply after compaction");
+    drop(store);
+    // A compacted database has few free segments: the next open does not compact again.
+    let store =
+        Store::open_with_compact_trigger(&config(dir.path()), "S1", SMALL_TRIGGER).expect("open");
+    assert!(store.compacted_at_open().is_none(), "compacted twice");
+    assert_eq!(store.receipt_count(), 201);
+    assert!(store.verify().expect("verify").is_consistent());
+}
+
+#[test]
+fn a_compaction_at_open_interrupted_by_a_crash_is_redone_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (c, last) = database_with_free_segments(dir.path());
+    // A crash before the swap leaves a partial copy in db.compact (here: a copy of sled's
+    // files with its log cut in half); a crash after it leaves the old database there.
+    let partial = dir.path().join("db.compact");
+    std::fs::create_dir_all(&partial).expect("mkdir");
+    for entry in std::fs::read_dir(dir.path().join("db")).expect("read db") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            let bytes = std::fs::read(entry.path()).expect("read");
+            std::fs::write(partial.join(entry.file_name()), &bytes[..bytes.len() / 2])
+                .expect("write");
+        }
+    }
+    let store =
+        Store::open_with_compact_trigger(&config(dir.path()), "S1", SMALL_TRIGGER).expect("open");
+    assert!(store.compacted_at_open().is_some(), "compacted again");
+    assert!(!partial.exists());
+    assert_everything_kept(&store, &c, last);
+    drop(store);
+    // The old database left in db.compact by a crash right after the swap.
+    let (old, new) = (dir.path().join("db.compact"), dir.path().join("db"));
+    std::fs::create_dir_all(&old).expect("mkdir");
+    for entry in std::fs::read_dir(&new).expect("read db") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), old.join(entry.file_name())).expect("copy");
+        }
+    }
+    let store =
+        Store::open_with_compact_trigger(&config(dir.path()), "S1", SMALL_TRIGGER).expect("open");
+    assert!(!old.exists());
+    assert_everything_kept(&store, &c, last);
 }
 
 #[test]

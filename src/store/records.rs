@@ -44,7 +44,7 @@ pub(crate) mod ts_opt {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct VestingRec {
     pub receipt_id: String,
     pub points: i64,
@@ -52,30 +52,60 @@ pub(crate) struct VestingRec {
     pub vests_at: Timestamp,
 }
 
+/// A customer. Fields that are `None`, `false`, zero or empty are left out of the JSON and
+/// read back as those defaults (`#[serde(default)]`), so records written in the earlier full
+/// form still decode: a new customer takes ~100 bytes instead of ~230 (a million customers:
+/// less to store, to compact and to load at start-up). No schema version change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CustomerRec {
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
     #[serde(with = "ts")]
     pub enrolled_at: Timestamp,
+    #[serde(default, skip_serializing_if = "is_false")]
     pub local: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
     pub has_confirmed: bool,
+    #[serde(default, skip_serializing_if = "AccountRec::is_empty")]
     pub account: AccountRec,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// A customer's account; zero and empty fields are left out like [`CustomerRec`]'s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub(crate) struct AccountRec {
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub confirmed_points: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub confirmed_through: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<(u64, i64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vesting: Vec<VestingRec>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub local_total: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub entries: u64,
 }
 
 impl AccountRec {
+    /// True for a customer without any points history (left out of the customer's JSON).
+    pub fn is_empty(&self) -> bool {
+        *self == AccountRec::default()
+    }
+
     pub fn to_account(&self) -> Account {
         Account {
             confirmed: Confirmed {
@@ -317,5 +347,61 @@ impl JournalBody {
             receipt_id: self.receipt_id.clone(),
             vests_at: self.vests_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> Timestamp {
+        "2026-11-23T10:00:00Z".parse().expect("time")
+    }
+
+    #[test]
+    fn a_customer_record_in_the_old_full_form_still_decodes() {
+        let old = r#"{"id":"c-1","card":"2990000000019","name":null,"tier":null,
+            "enrolled_at":"2026-11-23T10:00:00Z","local":true,"has_confirmed":false,
+            "account":{"confirmed_points":0,"confirmed_through":0,"unconfirmed":[],"vesting":[],
+            "local_total":0,"entries":0}}"#;
+        let rec: CustomerRec = serde_json::from_str(old).expect("old form");
+        assert_eq!(rec.card.as_deref(), Some("2990000000019"));
+        assert!(rec.local && !rec.has_confirmed && rec.account.is_empty());
+        assert_eq!(rec.enrolled_at, at());
+        let full = r#"{"id":"c-2","card":null,"name":"Ada","tier":"gold",
+            "enrolled_at":"2026-11-23T10:00:00Z","local":false,"has_confirmed":true,
+            "account":{"confirmed_points":120,"confirmed_through":7,"unconfirmed":[[8,5]],
+            "vesting":[{"receipt_id":"R-1","points":5,"vests_at":"2026-12-01T00:00:00Z"}],
+            "local_total":5,"entries":1}}"#;
+        let rec: CustomerRec = serde_json::from_str(full).expect("old form");
+        let again: CustomerRec =
+            serde_json::from_slice(&serde_json::to_vec(&rec).expect("encode")).expect("decode");
+        assert_eq!(again.name.as_deref(), Some("Ada"));
+        assert_eq!(again.tier.as_deref(), Some("gold"));
+        assert!(!again.local && again.has_confirmed);
+        assert_eq!(again.account, rec.account);
+        assert_eq!(again.account.unconfirmed, vec![(8, 5)]);
+        assert_eq!(again.account.vesting[0].points, 5);
+    }
+
+    #[test]
+    fn a_new_customer_record_leaves_out_empty_fields() {
+        let rec = CustomerRec {
+            id: "seed-1".into(),
+            card: Some("2990000000019".into()),
+            name: None,
+            tier: None,
+            enrolled_at: at(),
+            local: true,
+            has_confirmed: false,
+            account: AccountRec::default(),
+        };
+        let text = serde_json::to_string(&rec).expect("encode");
+        assert_eq!(
+            text,
+            r#"{"id":"seed-1","card":"2990000000019","enrolled_at":"2026-11-23T10:00:00Z","local":true}"#
+        );
+        let back: CustomerRec = serde_json::from_str(&text).expect("decode");
+        assert!(back.name.is_none() && back.local && back.account.is_empty());
     }
 }
