@@ -1047,6 +1047,10 @@ fn reward_answer(lane: &str, verdict: Result<Verdict, StoreError>) -> Response {
 /// turns and storage works.
 pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Storage calls (one per lane at a time) run on blocking threads; more than this many
+        // at once only queue. Keeps the thread count well inside the unit's `TasksMax=64`
+        // (tokio's default allows 512).
+        .max_blocking_threads(16)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
