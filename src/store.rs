@@ -594,9 +594,14 @@ impl Store {
                 compacted_at_open,
             }),
         };
-        // The schema version and instance marker written by `prepare` must be durable before
-        // the instance file claims this directory holds data.
-        store.wait_durable()?;
+        // The schema version and instance marker written by `prepare` (a new database, or a
+        // migration) must be durable before the instance file claims this directory holds data
+        // and before open returns. A plain reopen wrote nothing that needs waiting for.
+        if !store.inner.data_dir.join("instance").exists()
+            || !store.inner.migrations_applied.is_empty()
+        {
+            store.wait_durable()?;
+        }
         schema::write_instance_file(&store.inner.data_dir, &store.inner.trees[META])?;
         Ok(store)
     }

@@ -87,11 +87,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl GroupCommit {
     /// Group commit for the sled database at `dir`.
     pub(crate) fn start(db: sled::Db, dir: &Path) -> std::io::Result<GroupCommit> {
-        let mut files = SyncFiles::open(dir)?;
-        // Everything that exists now (conf, db, snapshots, the directory) is made durable once.
-        files.sync_all_now()?;
+        let files = SyncFiles::open(dir)?;
+        // Everything that exists now (conf, db, snapshots, the directory) is made durable once,
+        // by a first round the syncer thread runs at once, off the start-up path (on a big
+        // database it fsyncs what sled's open wrote: tens of milliseconds). Writers wait for it
+        // like for any round; nothing is reported durable before it.
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                written: 1,
+                ..State::default()
+            }),
             done: Condvar::new(),
             work: Condvar::new(),
             db,
@@ -237,6 +242,8 @@ struct SyncFiles {
     dir: PathBuf,
     db: File,
     synced_names: HashSet<PathBuf>,
+    /// The first round also syncs `conf` and the directory (everything sled wrote before).
+    first_round: bool,
 }
 
 impl SyncFiles {
@@ -245,19 +252,17 @@ impl SyncFiles {
             dir: dir.to_path_buf(),
             db: File::open(dir.join("db"))?,
             synced_names: HashSet::new(),
+            first_round: true,
         })
     }
 
-    /// fsyncs everything at start: `conf`, `db`, snapshots, blobs and the directories.
-    fn sync_all_now(&mut self) -> std::io::Result<()> {
-        let counters = SyncCounters::default();
-        File::open(self.dir.join("conf"))?.sync_all()?;
-        self.sync(&counters)?;
-        fsync_dir(&self.dir)
-    }
-
-    /// fsyncs the log file, and new snapshot or blob files plus their directory.
+    /// fsyncs the log file, and new snapshot or blob files plus their directory; in the first
+    /// round also `conf` and the directory.
     fn sync(&mut self, counters: &SyncCounters) -> std::io::Result<()> {
+        if self.first_round {
+            File::open(self.dir.join("conf"))?.sync_all()?;
+            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
         self.db.sync_all()?;
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let mut new_entries = false;
@@ -298,12 +303,13 @@ impl SyncFiles {
                 new_entries = true;
             }
         }
-        if new_entries {
+        if new_entries || self.first_round {
             fsync_dir(&self.dir)?;
             counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             // Forget names that are gone so the set does not grow for ever.
             self.synced_names.retain(|path| path.exists());
         }
+        self.first_round = false;
         Ok(())
     }
 }
