@@ -245,7 +245,10 @@ fn startup_part(customers: u64) {
             took
         })
         .collect();
-    println!("  Store::open alone (in the benchmark's process): {}", median(opens));
+    println!(
+        "  Store::open alone (in the benchmark's process): {}",
+        median(opens)
+    );
     println!("  afterwards: {}", describe_db(dir.path()));
 }
 
