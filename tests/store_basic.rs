@@ -620,35 +620,7 @@ fn a_database_that_comes_back_empty_is_refused() {
 #[test]
 fn offline_compaction_swaps_in_a_smaller_copy_and_keeps_everything() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let policy = Policy::default();
-    let c = store.enroll("2990000000019", now()).expect("enroll").id;
-    for n in 0..200 {
-        store
-            .apply_receipt(
-                &sale(&format!("R-{n}"), vec![line("a", 1000, None)]),
-                Some(&c),
-                &policy,
-                now(),
-            )
-            .expect("apply");
-    }
-    // Churn: many events through the outbox, acknowledged and compacted away.
-    let payload = serde_json::json!({"filler": "x".repeat(2000)});
-    for _ in 0..40 {
-        store
-            .transact(&[], |tx| {
-                for _ in 0..100 {
-                    tx.append_event(EventType::Receipt, now(), &payload)?;
-                }
-                Ok(())
-            })
-            .expect("append");
-    }
-    let last = store.outbox_stats().expect("stats").last_seq;
-    store.outbox_ack(last).expect("ack");
-    store.compact_outbox(now()).expect("compact");
-    drop(store);
+    let (c, last) = database_with_free_segments(dir.path());
     let (before, after) = Store::compact_offline(&config(dir.path())).expect("compact");
     assert!(after < before, "{after} >= {before}");
     assert!(!dir.path().join("db.compact").exists(), "old copy removed");
