@@ -609,7 +609,7 @@ impl Store {
     /// Compacts the (closed) database in `{storage.data_dir}/db` now: copies it into a fresh
     /// database and swaps it in atomically (see `store/compact.rs`). Returns the sizes on disk
     /// before and after, in bytes. [`Store::open`] does this by itself when sled's file exceeds
-    /// 64 MiB and a quarter of it is free segments.
+    /// 64 MiB and 10 % of it is free segments.
     pub fn compact_offline(config: &StorageConfig) -> Result<(u64, u64), StoreError> {
         let data_dir = &config.data_dir;
         let db_dir = data_dir.join("db");
@@ -753,16 +753,7 @@ impl Store {
                     None => corrupt(format!("card {card} points to missing customer {existing}")),
                 };
             }
-            let rec = CustomerRec {
-                id: id.clone(),
-                card: Some(card.to_string()),
-                name: None,
-                tier: None,
-                enrolled_at: at,
-                local: true,
-                has_confirmed: false,
-                account: Default::default(),
-            };
+            let rec = CustomerRec::enrolled_locally(id.clone(), card.to_string(), at);
             tx.put_customer_rec(&rec)?;
             tx.tree(CARDS).insert(card.as_bytes(), id.as_bytes())?;
             let customer = rec.to_customer();

@@ -54,8 +54,6 @@ pub struct SyncCounters {
     pub commits: AtomicU64,
     /// Tickets taken (writes waited for).
     pub tickets: AtomicU64,
-    /// Rounds led by a lone writer on its own thread.
-    pub inline_commits: AtomicU64,
     /// Total nanoseconds spent in flush + fsync.
     pub sync_nanos: AtomicU64,
 }
@@ -131,10 +129,6 @@ impl GroupCommit {
         if !state.syncing && state.durable + 1 == ticket {
             state.syncing = true;
             drop(state);
-            shared
-                .counters
-                .inline_commits
-                .fetch_add(1, Ordering::Relaxed);
             let result = shared.sync_once();
             state = lock(&shared.state);
             shared.finish_round(&mut state, ticket, result);

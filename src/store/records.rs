@@ -148,6 +148,20 @@ impl AccountRec {
 }
 
 impl CustomerRec {
+    /// A customer enrolled in this store with its card, nothing else known yet.
+    pub fn enrolled_locally(id: String, card: String, at: Timestamp) -> CustomerRec {
+        CustomerRec {
+            id,
+            card: Some(card),
+            name: None,
+            tier: None,
+            enrolled_at: at,
+            local: true,
+            has_confirmed: false,
+            account: Default::default(),
+        }
+    }
+
     pub fn to_customer(&self) -> Customer {
         Customer {
             id: self.id.clone(),

@@ -28,16 +28,7 @@ impl Store {
             for n in start..end {
                 let id = format!("seed-{n}");
                 let card = format!("{card_prefix}{n:0width$}");
-                let rec = CustomerRec {
-                    id: id.clone(),
-                    card: Some(card.clone()),
-                    name: None,
-                    tier: None,
-                    enrolled_at: at,
-                    local: true,
-                    has_confirmed: false,
-                    account: Default::default(),
-                };
+                let rec = CustomerRec::enrolled_locally(id.clone(), card.clone(), at);
                 let bytes =
                     serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 customers.insert(id.as_bytes(), bytes);
