@@ -46,7 +46,8 @@ fn main() {
     println!(
         "rate: 0 = flat out (closed loop); 2 = each lane runs a scan+receipt cycle every 500 ms on average, lanes independent (random phase, ±50% jitter)"
     );
-    println!("lanes rate  answers/s   p50 ms   p90 ms   p99 ms   max ms | floor p50   p99 | adds p50   p99 | errors timeouts | gateway RSS KiB");
+    println!("floor: the broker's own echo, idle (before the step) and under load (during it); adds = gateway p50/p99 minus that floor's");
+    println!("lanes rate  answers/s   p50 ms   p90 ms   p99 ms   max ms | idle floor p50   p99 | adds p50   p99 | loaded floor p50   p99 | adds p50   p99 | errors timeouts | gateway RSS KiB");
     let steps: Vec<(usize, f64)> = match std::env::var("LANES_STEPS") {
         // e.g. LANES_STEPS="50:2,50:2,50:2" to repeat one step.
         Ok(list) => list
@@ -72,14 +73,16 @@ fn main() {
             no_floor: false,
             json: false,
             answer_timeout_secs: 5,
+            fresh_cards: false,
         };
         let s = runtime.block_on(loadgen::run(args)).expect("loadgen run");
         let f = s.broker_floor_ms.clone().unwrap_or_default();
+        let g = s.broker_floor_loaded_ms.clone().unwrap_or_default();
         let l = &s.latency_ms;
         println!(
-            "{lanes:>5} {rate:>4} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} | {:>9.2} {:>5.2} | {:>8.2} {:>5.2} | {:>6} {:>8} | {:?}",
+            "{lanes:>5} {rate:>4} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} | {:>14.2} {:>5.2} | {:>8.2} {:>5.2} | {:>16.2} {:>5.2} | {:>8.2} {:>5.2} | {:>6} {:>8} | {:?}",
             s.throughput, l.p50, l.p90, l.p99, l.max, f.p50, f.p99, l.p50 - f.p50, l.p99 - f.p99,
-            s.error_answers, s.timeouts, s.gateway_rss_kib
+            g.p50, g.p99, l.p50 - g.p50, l.p99 - g.p99, s.error_answers, s.timeouts, s.gateway_rss_kib
         );
     }
     drop(gateway);

@@ -1,9 +1,12 @@
 //! `loyalty-gateway loadgen`: simulated lanes against a running gateway over its MQTT broker.
 //! Each lane is its own MQTT client (as each till is) and runs a closed loop of card scan,
 //! receipt, and now and then a return or a voucher scan; every request waits for its answer on
-//! the lane's response topic, which gives the answer latency. In the same run a relay client
-//! echoes messages through the broker without the gateway, which measures the broker's own
-//! round-trip floor for the same path (till → broker → client → broker → till).
+//! the lane's response topic, which gives the answer latency. Before the measurement each lane
+//! scans its cards once, so that measured scans identify known customers (`--fresh-cards`
+//! measures enrollments instead). A relay client echoes messages through the broker without the
+//! gateway, which measures the broker's own round-trip floor for the same path (till → broker →
+//! client → broker → till): once before the lanes start (idle) and again while they run (the
+//! broker and this process under the same load).
 
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use std::process::ExitCode;
@@ -52,6 +55,12 @@ pub struct LoadgenArgs {
     /// Seconds to wait for one answer before counting a timeout.
     #[arg(long, default_value_t = 5)]
     pub answer_timeout_secs: u64,
+    /// Measure with cards the gateway has never seen, so that most card scans enroll a new
+    /// customer (a durable write each). By default every lane first scans each of its cards once,
+    /// unmeasured, so that the measured scans identify known customers, as nearly all scans in a
+    /// store do.
+    #[arg(long)]
+    pub fresh_cards: bool,
 }
 
 /// What a run measured.
@@ -65,6 +74,9 @@ pub struct LoadSummary {
     pub answered: u64,
     /// Receipts answered with `points`.
     pub receipts: u64,
+    /// Card scans answered `enrolled` (a new customer) during the measurement: 0 unless
+    /// `--fresh-cards`.
+    pub enrolled: u64,
     /// Answers of type `error`.
     pub error_answers: u64,
     /// Requests without an answer in time.
@@ -73,8 +85,12 @@ pub struct LoadSummary {
     pub throughput: f64,
     /// Answer latency percentiles in milliseconds: p50, p90, p99, max.
     pub latency_ms: Percentiles,
-    /// Broker-only round trip over the same path, in milliseconds.
+    /// Broker-only round trip over the same path, in milliseconds, measured before the lanes
+    /// start (an idle machine).
     pub broker_floor_ms: Option<Percentiles>,
+    /// The same round trip measured while the lanes run (a sample every ~20 ms): what the
+    /// broker and this load generator cost under the same load, without the gateway.
+    pub broker_floor_loaded_ms: Option<Percentiles>,
     /// The gateway's resident memory in KiB (current, peak), when found.
     pub gateway_rss_kib: Option<(u64, u64)>,
 }
@@ -230,6 +246,7 @@ struct LaneResult {
     latencies: Vec<Duration>,
     answered: u64,
     receipts: u64,
+    enrolled: u64,
     errors: u64,
     timeouts: u64,
 }
@@ -254,6 +271,7 @@ async fn request(
             match value["type"].as_str() {
                 Some("error") => result.errors += 1,
                 Some("points") => result.receipts += 1,
+                Some("enrolled") => result.enrolled += 1,
                 _ => {}
             }
             Ok(Some(value))
@@ -265,6 +283,46 @@ async fn request(
     }
 }
 
+/// Cards each simulated lane scans in turn.
+const CARDS_PER_LANE: u64 = 50;
+
+/// Connects a lane and, unless `--fresh-cards`, scans each of its cards once (unmeasured: the
+/// gateway enrolls each card the first time it sees it).
+async fn prepare_lane(
+    host: &str,
+    port: u16,
+    prefix: &str,
+    lane: &str,
+    lane_number: u64,
+    args: &LoadgenArgs,
+    run_id: &str,
+) -> anyhow::Result<Peer> {
+    let response_topic = format!("{prefix}/lane/{lane}/response");
+    let mut connection = connect_peer(
+        host,
+        port,
+        &format!("loadgen-{run_id}-{lane}"),
+        std::slice::from_ref(&response_topic),
+    )
+    .await?;
+    if !args.fresh_cards {
+        let timeout = Duration::from_secs(args.answer_timeout_secs);
+        let mut unmeasured = LaneResult::default();
+        for serial in 0..CARDS_PER_LANE {
+            let card = card_number(&args.card_prefix, lane_number * 1_000_000 + serial);
+            request(
+                &mut connection,
+                format!("{prefix}/lane/{lane}/scan"),
+                format!("]E0{card}").into_bytes(),
+                timeout,
+                &mut unmeasured,
+            )
+            .await?;
+        }
+    }
+    Ok(connection)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_lane(
     host: String,
@@ -273,19 +331,16 @@ async fn run_lane(
     lane: String,
     args: LoadgenArgs,
     run_id: String,
-    deadline: Instant,
+    start: std::sync::Arc<tokio::sync::Barrier>,
 ) -> anyhow::Result<LaneResult> {
-    let response_topic = format!("{prefix}/lane/{lane}/response");
-    let mut connection = connect_peer(
-        &host,
-        port,
-        &format!("loadgen-{run_id}-{lane}"),
-        std::slice::from_ref(&response_topic),
-    )
-    .await?;
     let timeout = Duration::from_secs(args.answer_timeout_secs);
-    let mut result = LaneResult::default();
     let lane_number: u64 = lane.trim_start_matches('L').parse().unwrap_or(0);
+    let ready = prepare_lane(&host, port, &prefix, &lane, lane_number, &args, &run_id).await;
+    // Every lane reaches the start, ready or not (a lane that failed must not hold up the rest).
+    start.wait().await;
+    let mut connection = ready?;
+    let mut result = LaneResult::default();
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     if let Some(interval) = interval {
         tokio::time::sleep(interval.mul_f64(random_fraction())).await;
@@ -294,7 +349,10 @@ async fn run_lane(
     while Instant::now() < deadline {
         let cycle_started = Instant::now();
         cycle += 1;
-        let card = card_number(&args.card_prefix, lane_number * 1_000_000 + cycle % 50);
+        let card = card_number(
+            &args.card_prefix,
+            lane_number * 1_000_000 + cycle % CARDS_PER_LANE,
+        );
         request(
             &mut connection,
             format!("{prefix}/lane/{lane}/scan"),
@@ -357,6 +415,14 @@ async fn run_lane(
     Ok(result)
 }
 
+/// When an echo measurement stops.
+enum EchoUntil {
+    /// After this many answered echoes, one right after the other.
+    Samples(usize),
+    /// At this moment, with a pause of about `pause` (jittered ±50%) between echoes.
+    Deadline { at: Instant, pause: Duration },
+}
+
 /// Measures the broker's round trip over the gateway's path without the gateway: a relay client
 /// republishes every message it receives, and a sender times the echo.
 pub async fn broker_floor(
@@ -365,10 +431,20 @@ pub async fn broker_floor(
     prefix: &str,
     samples: usize,
 ) -> anyhow::Result<Percentiles> {
+    echo_through_broker(host, port, prefix, EchoUntil::Samples(samples)).await
+}
+
+async fn echo_through_broker(
+    host: &str,
+    port: u16,
+    prefix: &str,
+    until: EchoUntil,
+) -> anyhow::Result<Percentiles> {
     let run = format!(
-        "{}-{:x}",
+        "{}-{:x}-{:x}",
         std::process::id(),
-        jiff::Timestamp::now().as_microsecond()
+        jiff::Timestamp::now().as_microsecond(),
+        (random_fraction() * 1e9) as u64
     );
     let inbound = format!("{prefix}/loadgen/{run}/in");
     let outbound = format!("{prefix}/loadgen/{run}/out");
@@ -399,8 +475,13 @@ pub async fn broker_floor(
         std::slice::from_ref(&outbound),
     )
     .await?;
-    let mut latencies = Vec::with_capacity(samples);
-    for i in 0..samples {
+    let mut latencies = Vec::new();
+    for i in 0.. {
+        match until {
+            EchoUntil::Samples(samples) if i >= samples => break,
+            EchoUntil::Deadline { at, .. } if Instant::now() >= at => break,
+            _ => {}
+        }
         let started = Instant::now();
         sender
             .client
@@ -418,6 +499,9 @@ pub async fn broker_floor(
             .is_some()
         {
             latencies.push(started.elapsed());
+        }
+        if let EchoUntil::Deadline { pause, .. } = until {
+            tokio::time::sleep(pause.mul_f64(0.5 + random_fraction())).await;
         }
     }
     relay_task.abort();
@@ -467,8 +551,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
         Some(broker_floor(&host, port, &args.prefix, 300).await?)
     };
     let run_id = format!("{:x}", jiff::Timestamp::now().as_millisecond());
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration_secs);
+    // Lanes connect (and enroll their cards) first; the measurement starts when all are ready.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(args.lanes + 1));
     let mut tasks = Vec::new();
     for lane in 0..args.lanes {
         tasks.push(tokio::spawn(run_lane(
@@ -478,30 +562,47 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
             format!("L{}", lane + 1),
             args.clone(),
             run_id.clone(),
-            deadline,
+            start.clone(),
         )));
     }
+    start.wait().await;
+    let started = Instant::now();
+    let loaded_floor = (!args.no_floor).then(|| {
+        let (host, prefix) = (host.clone(), args.prefix.clone());
+        let until = EchoUntil::Deadline {
+            at: started + Duration::from_secs(args.duration_secs),
+            pause: Duration::from_millis(20),
+        };
+        tokio::spawn(async move { echo_through_broker(&host, port, &prefix, until).await })
+    });
     let mut total = LaneResult::default();
     for task in tasks {
         let lane = task.await??;
         total.latencies.extend(lane.latencies);
         total.answered += lane.answered;
         total.receipts += lane.receipts;
+        total.enrolled += lane.enrolled;
         total.errors += lane.errors;
         total.timeouts += lane.timeouts;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let broker_floor_loaded_ms = match loaded_floor {
+        Some(task) => Some(task.await??),
+        None => None,
+    };
     let pid = args.gateway_pid.or_else(find_gateway_pid);
     Ok(LoadSummary {
         lanes: args.lanes,
         seconds,
         answered: total.answered,
         receipts: total.receipts,
+        enrolled: total.enrolled,
         error_answers: total.errors,
         timeouts: total.timeouts,
         throughput: total.answered as f64 / seconds.max(0.001),
         latency_ms: Percentiles::of(&mut total.latencies),
         broker_floor_ms,
+        broker_floor_loaded_ms,
         gateway_rss_kib: pid.and_then(rss_kib),
     })
 }
@@ -509,11 +610,12 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
 /// Prints a summary for people.
 pub fn print_summary(summary: &LoadSummary) {
     println!(
-        "lanes {}  duration {:.1} s  answered {}  receipts {}  error answers {}  timeouts {}",
+        "lanes {}  duration {:.1} s  answered {}  receipts {}  enrolled {}  error answers {}  timeouts {}",
         summary.lanes,
         summary.seconds,
         summary.answered,
         summary.receipts,
+        summary.enrolled,
         summary.error_answers,
         summary.timeouts
     );
@@ -529,7 +631,18 @@ pub fn print_summary(summary: &LoadSummary) {
             f.p50, f.p90, f.p99, f.max, f.count
         );
         println!(
-            "gateway adds     p50 {:.2} ms  p99 {:.2} ms",
+            "gateway adds     p50 {:.2} ms  p99 {:.2} ms  (over the idle floor)",
+            l.p50 - f.p50,
+            l.p99 - f.p99
+        );
+    }
+    if let Some(f) = &summary.broker_floor_loaded_ms {
+        println!(
+            "floor under load p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={}, during the run)",
+            f.p50, f.p90, f.p99, f.max, f.count
+        );
+        println!(
+            "gateway adds     p50 {:.2} ms  p99 {:.2} ms  (over the floor under load)",
             l.p50 - f.p50,
             l.p99 - f.p99
         );

@@ -21,30 +21,34 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(harness::wait_online(broker.port, "loyalty/lg"));
-    let output = Command::new(harness::gateway_binary())
-        .args([
-            "loadgen",
-            "--broker",
-            &format!("mqtt://127.0.0.1:{}", broker.port),
-            "--prefix",
-            "loyalty/lg",
-            "--lanes",
-            "3",
-            "--duration-secs",
-            "2",
-            "--json",
-            "--answer-timeout-secs",
-            "10",
-        ])
-        .output()
-        .expect("run loadgen");
-    assert!(
-        output.status.success(),
-        "loadgen failed: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        gateway.log()
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json summary");
+    let loadgen = |extra: &[&str]| {
+        let output = Command::new(harness::gateway_binary())
+            .args([
+                "loadgen",
+                "--broker",
+                &format!("mqtt://127.0.0.1:{}", broker.port),
+                "--prefix",
+                "loyalty/lg",
+                "--lanes",
+                "3",
+                "--duration-secs",
+                "2",
+                "--json",
+                "--answer-timeout-secs",
+                "10",
+            ])
+            .args(extra)
+            .output()
+            .expect("run loadgen");
+        assert!(
+            output.status.success(),
+            "loadgen failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            gateway.log()
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("json summary")
+    };
+    let summary = loadgen(&[]);
     assert_eq!(summary["lanes"], 3);
     assert!(
         summary["answered"].as_u64().expect("answered") > 10,
@@ -57,8 +61,23 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
     assert_eq!(summary["timeouts"], 0, "{summary}");
     assert!(summary["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
     assert!(summary["broker_floor_ms"]["count"].as_u64().expect("floor") > 100);
+    // The floor is measured again while the lanes run (an echo every ~20 ms for 2 s).
+    assert!(
+        summary["broker_floor_loaded_ms"]["count"]
+            .as_u64()
+            .expect("loaded floor")
+            > 20,
+        "{summary}"
+    );
+    // Each lane's cards were enrolled before the measurement: measured scans identify.
+    assert_eq!(summary["enrolled"], 0, "{summary}");
     let rss = summary["gateway_rss_kib"][0]
         .as_u64()
         .expect("the gateway's RSS was found");
     assert!(rss > 1000, "{summary}");
+    // With --fresh-cards the measured scans enroll new customers (cards of a sub-range the
+    // gateway has not seen yet: the first run's cards are known now).
+    let fresh = loadgen(&["--fresh-cards", "--card-prefix", "2991"]);
+    assert!(fresh["enrolled"].as_u64().expect("enrolled") > 0, "{fresh}");
+    assert_eq!(fresh["timeouts"], 0, "{fresh}");
 }
