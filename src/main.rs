@@ -34,6 +34,9 @@ enum Command {
     Demo(loyalty_gateway::demo::DemoArgs),
     /// Replay the ledger journal and check every balance and the hash chain.
     Verify(ConfigArg),
+    /// Compact the database now; stop the service first (the daemon also compacts by itself
+    /// at start-up when much of sled's file is free segments).
+    Compact(ConfigArg),
     /// Voucher signing keys.
     #[command(subcommand)]
     Keys(loyalty_gateway::voucher::KeysCommand),
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         },
         Command::Demo(args) => loyalty_gateway::demo::main(args),
         Command::Verify(arg) => with_config(&arg.config, loyalty_gateway::store::verify_command),
+        Command::Compact(arg) => with_config(&arg.config, loyalty_gateway::store::compact_command),
         Command::Keys(command) => loyalty_gateway::voucher::keys_main(command),
         Command::Voucher(command) => loyalty_gateway::voucher::voucher_main(command),
         Command::ReferenceCrm(args) => loyalty_gateway::crm_reference::main(args),

@@ -751,6 +751,60 @@ fn free_segments_a_compaction_left_behind_do_not_trigger_another_one() {
     assert_everything_kept(&store, &c, last);
 }
 
+/// `loyalty-gateway compact --config C` for a store whose data dir is `dir`.
+fn compact_cli(dir: &std::path::Path) -> std::process::Output {
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nid = \"S1\"\ntimezone = \"Europe/Berlin\"\n[storage]\ndata_dir = \"{}\"\n\
+             [mqtt]\nenabled = false\n[http]\nenabled = false\n",
+            dir.display()
+        ),
+    )
+    .expect("write config");
+    std::process::Command::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+        .args(["compact", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run loyalty-gateway compact")
+}
+
+#[test]
+fn compact_command_compacts_a_stopped_store_and_refuses_a_running_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (c, last) = database_with_free_segments(dir.path());
+    // The database is open (as by a running daemon): refused, with what to do, nothing changed.
+    let store = open(dir.path());
+    let refused = compact_cli(dir.path());
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("is another gateway running?"), "{stderr}");
+    assert_everything_kept(&store, &c, last);
+    drop(store);
+    let size = |path: &std::path::Path| std::fs::metadata(path).expect("db file").len();
+    let before = size(&dir.path().join("db/db"));
+    let done = compact_cli(dir.path());
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(stdout.contains("compacted"), "{stdout}");
+    assert!(size(&dir.path().join("db/db")) < before);
+    assert!(dir.path().join("db.free-after-compaction").is_file());
+    let store = open(dir.path());
+    assert_everything_kept(&store, &c, last);
+    drop(store);
+    // No database there: an error naming the setting to check, nothing created.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let missing = compact_cli(empty.path());
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("storage.data_dir"));
+    assert!(!empty.path().join("db/db").exists());
+}
+
 #[test]
 fn a_compaction_at_open_interrupted_by_a_crash_is_redone_at_the_next_open() {
     let dir = tempfile::tempdir().expect("tempdir");
