@@ -68,9 +68,7 @@ impl CompactTrigger {
         min_file_bytes: 64 * 1024 * 1024,
         min_free_percent: 10,
     };
-}
 
-impl CompactTrigger {
     /// Whether a file with `free_percent` of its segments free is compacted, when the last
     /// compaction left `after_last_compaction` percent free: the share must have grown by
     /// `min_free_percent` since. A fresh copy is not free of free segments itself (sled
