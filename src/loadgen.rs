@@ -286,6 +286,11 @@ async fn request(
 /// Cards each simulated lane scans in turn.
 const CARDS_PER_LANE: u64 = 50;
 
+/// The `serial`-th card (modulo [`CARDS_PER_LANE`]) of lane `lane_number`.
+fn lane_card(prefix: &str, lane_number: u64, serial: u64) -> String {
+    card_number(prefix, lane_number * 1_000_000 + serial % CARDS_PER_LANE)
+}
+
 /// Connects a lane and, unless `--fresh-cards`, scans each of its cards once (unmeasured: the
 /// gateway enrolls each card the first time it sees it).
 async fn prepare_lane(
@@ -309,7 +314,7 @@ async fn prepare_lane(
         let timeout = Duration::from_secs(args.answer_timeout_secs);
         let mut unmeasured = LaneResult::default();
         for serial in 0..CARDS_PER_LANE {
-            let card = card_number(&args.card_prefix, lane_number * 1_000_000 + serial);
+            let card = lane_card(&args.card_prefix, lane_number, serial);
             request(
                 &mut connection,
                 format!("{prefix}/lane/{lane}/scan"),
@@ -349,10 +354,7 @@ async fn run_lane(
     while Instant::now() < deadline {
         let cycle_started = Instant::now();
         cycle += 1;
-        let card = card_number(
-            &args.card_prefix,
-            lane_number * 1_000_000 + cycle % CARDS_PER_LANE,
-        );
+        let card = lane_card(&args.card_prefix, lane_number, cycle);
         request(
             &mut connection,
             format!("{prefix}/lane/{lane}/scan"),
@@ -425,16 +427,7 @@ enum EchoUntil {
 
 /// Measures the broker's round trip over the gateway's path without the gateway: a relay client
 /// republishes every message it receives, and a sender times the echo.
-pub async fn broker_floor(
-    host: &str,
-    port: u16,
-    prefix: &str,
-    samples: usize,
-) -> anyhow::Result<Percentiles> {
-    echo_through_broker(host, port, prefix, EchoUntil::Samples(samples)).await
-}
-
-async fn echo_through_broker(
+async fn broker_floor(
     host: &str,
     port: u16,
     prefix: &str,
@@ -548,7 +541,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
     let broker_floor_ms = if args.no_floor {
         None
     } else {
-        Some(broker_floor(&host, port, &args.prefix, 300).await?)
+        Some(broker_floor(&host, port, &args.prefix, EchoUntil::Samples(300)).await?)
     };
     let run_id = format!("{:x}", jiff::Timestamp::now().as_millisecond());
     // Lanes connect (and enroll their cards) first; the measurement starts when all are ready.
@@ -573,7 +566,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
             at: started + Duration::from_secs(args.duration_secs),
             pause: Duration::from_millis(20),
         };
-        tokio::spawn(async move { echo_through_broker(&host, port, &prefix, until).await })
+        tokio::spawn(async move { broker_floor(&host, port, &prefix, until).await })
     });
     let mut total = LaneResult::default();
     for task in tasks {
@@ -607,6 +600,19 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
     })
 }
 
+/// Prints a broker floor and what the gateway adds over it.
+fn print_floor(label: &str, note: &str, over: &str, floor: &Percentiles, latency: &Percentiles) {
+    println!(
+        "{label} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={}{note})",
+        floor.p50, floor.p90, floor.p99, floor.max, floor.count
+    );
+    println!(
+        "gateway adds     p50 {:.2} ms  p99 {:.2} ms  (over {over})",
+        latency.p50 - floor.p50,
+        latency.p99 - floor.p99
+    );
+}
+
 /// Prints a summary for people.
 pub fn print_summary(summary: &LoadSummary) {
     println!(
@@ -625,26 +631,16 @@ pub fn print_summary(summary: &LoadSummary) {
         "answer latency   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={})",
         l.p50, l.p90, l.p99, l.max, l.count
     );
-    if let Some(f) = &summary.broker_floor_ms {
-        println!(
-            "broker floor     p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={})",
-            f.p50, f.p90, f.p99, f.max, f.count
-        );
-        println!(
-            "gateway adds     p50 {:.2} ms  p99 {:.2} ms  (over the idle floor)",
-            l.p50 - f.p50,
-            l.p99 - f.p99
-        );
+    if let Some(floor) = &summary.broker_floor_ms {
+        print_floor("broker floor    ", "", "the idle floor", floor, l);
     }
-    if let Some(f) = &summary.broker_floor_loaded_ms {
-        println!(
-            "floor under load p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={}, during the run)",
-            f.p50, f.p90, f.p99, f.max, f.count
-        );
-        println!(
-            "gateway adds     p50 {:.2} ms  p99 {:.2} ms  (over the floor under load)",
-            l.p50 - f.p50,
-            l.p99 - f.p99
+    if let Some(floor) = &summary.broker_floor_loaded_ms {
+        print_floor(
+            "floor under load",
+            ", during the run",
+            "the floor under load",
+            floor,
+            l,
         );
     }
     match summary.gateway_rss_kib {

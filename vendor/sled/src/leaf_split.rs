@@ -8,14 +8,12 @@
 //! rewrites it whole. The setting only changes when leaves split: data written with any value
 //! reads back with any other.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 
 /// Upstream's split threshold for leaves.
-pub const DEFAULT_LEAF_SPLIT_ENTRIES: usize = 16;
+const DEFAULT_LEAF_SPLIT_ENTRIES: usize = 16;
 
 static OVERRIDES: RwLock<Vec<(Vec<u8>, usize)>> = RwLock::new(Vec::new());
-static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Leaves of every tree named `tree_name` (in any database of this process) opened after this
 /// call split above `entries` entries (at least 4, at most 1024).
@@ -26,14 +24,11 @@ pub fn set_leaf_split_entries(tree_name: &[u8], entries: usize) {
         entry.1 = entries;
     } else {
         overrides.push((tree_name.to_vec(), entries));
-        COUNT.fetch_add(1, Ordering::Release);
     }
 }
 
+/// The threshold for a tree being opened (read once per tree handle, not per operation).
 pub(crate) fn entries_for(tree_name: &[u8]) -> usize {
-    if COUNT.load(Ordering::Acquire) == 0 {
-        return DEFAULT_LEAF_SPLIT_ENTRIES;
-    }
     OVERRIDES
         .read()
         .unwrap_or_else(|poison| poison.into_inner())

@@ -237,7 +237,7 @@ pub use {
     },
 };
 
-pub use self::leaf_split::{set_leaf_split_entries, DEFAULT_LEAF_SPLIT_ENTRIES};
+pub use self::leaf_split::set_leaf_split_entries;
 pub use self::{
     batch::Batch,
     config::{Config, Mode},
