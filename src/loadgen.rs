@@ -291,6 +291,26 @@ fn lane_card(prefix: &str, lane_number: u64, serial: u64) -> String {
     card_number(prefix, lane_number * 1_000_000 + serial % CARDS_PER_LANE)
 }
 
+/// Scans `card` at `lane` as an EAN-13 barcode (AIM `]E0`) and waits for the answer.
+async fn scan_card(
+    connection: &mut Peer,
+    prefix: &str,
+    lane: &str,
+    card: &str,
+    timeout: Duration,
+    result: &mut LaneResult,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let topic = format!("{prefix}/lane/{lane}/scan");
+    request(
+        connection,
+        topic,
+        format!("]E0{card}").into_bytes(),
+        timeout,
+        result,
+    )
+    .await
+}
+
 /// Connects a lane and, unless `--fresh-cards`, scans each of its cards once (unmeasured: the
 /// gateway enrolls each card the first time it sees it).
 async fn prepare_lane(
@@ -315,10 +335,11 @@ async fn prepare_lane(
         let mut unmeasured = LaneResult::default();
         for serial in 0..CARDS_PER_LANE {
             let card = lane_card(&args.card_prefix, lane_number, serial);
-            request(
+            scan_card(
                 &mut connection,
-                format!("{prefix}/lane/{lane}/scan"),
-                format!("]E0{card}").into_bytes(),
+                prefix,
+                lane,
+                &card,
                 timeout,
                 &mut unmeasured,
             )
@@ -355,14 +376,7 @@ async fn run_lane(
         let cycle_started = Instant::now();
         cycle += 1;
         let card = lane_card(&args.card_prefix, lane_number, cycle);
-        request(
-            &mut connection,
-            format!("{prefix}/lane/{lane}/scan"),
-            format!("]E0{card}").into_bytes(),
-            timeout,
-            &mut result,
-        )
-        .await?;
+        scan_card(&mut connection, &prefix, &lane, &card, timeout, &mut result).await?;
         if cycle % 100 < args.voucher_percent as u64 {
             request(
                 &mut connection,
