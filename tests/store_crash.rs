@@ -148,23 +148,40 @@ fn sigkill_at_random_moments_loses_nothing() {
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().expect("stdout");
+        let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
-        // A random moment: sometimes during open, mostly while receipts fly.
-        let delay = if round % 5 == 0 {
-            rng.next(60)
+        let mut lines = Vec::new();
+        if round % 5 == 0 {
+            // A blind moment, often during open.
+            std::thread::sleep(Duration::from_millis(rng.next(60)));
         } else {
-            150 + rng.next(450)
-        };
-        std::thread::sleep(Duration::from_millis(delay));
+            // While receipts fly: after a random number of answers, however slow the machine.
+            let answers = 10 + rng.next(40) as usize;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut applied = 0;
+            while applied < answers {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Ok(line) = line_rx.recv_timeout(left) else {
+                    panic!(
+                        "round {round}: the child answered fewer than {answers} receipts in 60 s"
+                    );
+                };
+                applied += usize::from(line.starts_with("APPLIED "));
+                lines.push(line);
+            }
+            std::thread::sleep(Duration::from_millis(rng.next(20)));
+        }
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
         assert!(!status.success(), "the child must have been killed");
-        let lines = reader.join().expect("reader");
+        reader.join().expect("reader");
+        lines.extend(line_rx.try_iter());
         for l in &lines {
             if let Some(id) = l.strip_prefix("APPLIED ") {
                 printed.insert(id.to_string());

@@ -62,8 +62,19 @@ impl Mosquitto {
             dir: dir.to_path_buf(),
             child: None,
         };
-        broker.spawn()?;
-        Ok(broker)
+        // The free port may be taken by someone else before mosquitto binds it: then it exits,
+        // and another port is tried.
+        let mut attempts = 0;
+        loop {
+            match broker.spawn() {
+                Ok(()) => return Ok(broker),
+                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && attempts < 3 => {
+                    attempts += 1;
+                    broker.port = free_port()?;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -87,6 +98,18 @@ impl Mosquitto {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!(
+                            "mosquitto exited ({status}) at start: is port {} in use?",
+                            self.port
+                        ),
+                    ));
+                }
+            }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }

@@ -266,6 +266,12 @@ impl Gateway {
         child.wait().ok()
     }
 
+    /// The running process's id.
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
     }

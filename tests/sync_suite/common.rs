@@ -86,7 +86,7 @@ impl Pki {
             batch_max_bytes: 256 * 1024,
             batch_max_age_ms: 5,
             poll_interval_secs: 1,
-            connect_timeout_ms: 1_000,
+            connect_timeout_ms: 5_000,
             request_timeout_ms: 1_500,
             backoff_min_ms: 10,
             backoff_max_ms: 100,

@@ -51,20 +51,31 @@ async fn kill_9_during_upload_resumes_at_the_right_sequence() {
     let mut progressed_then_killed = 0;
     let mut round = 0;
     // At least 10 kills, and keep going (up to 40) until 3 of them landed while an upload was
-    // still draining a backlog: on a fast machine a backlog drains within one round, so the
-    // parent refills it (the child is dead then, so the store is free) whenever it was drained.
+    // still draining a backlog. Three rounds in four kill just after the run's first upload
+    // landed (whatever the machine's speed), the fourth at a blind moment; a drained backlog is
+    // refilled by the parent (the child is dead then, so the store is free).
     while round < 40 && (kills < 10 || progressed_then_killed < 3) {
         let written = {
             let config = config(&pki, &crm.url(), data.path());
             let store = open_store(&config);
             if crm.received_count(STORE) as u64 >= store.outbox_stats().expect("stats").last_seq {
-                add_events(&store, &format!("K{round}-"), 400);
+                add_events(&store, &format!("K{round}-"), 1000);
             }
             store.outbox_stats().expect("stats").last_seq
         };
         let before = crm.received_count(STORE);
         let mut child = spawn(&round.to_string());
-        tokio::time::sleep(Duration::from_millis(60 + random_below(300))).await;
+        if round % 4 == 0 {
+            // A blind moment: often during start-up, before anything was uploaded.
+            tokio::time::sleep(Duration::from_millis(60 + random_below(300))).await;
+        } else {
+            // Shortly after the first upload of this run landed, however slow the machine is.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while crm.received_count(STORE) == before && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(random_below(15))).await;
+        }
         // Child::kill sends SIGKILL on Unix: no chance to clean up, like kill -9.
         let _ = child.kill();
         let _ = child.wait();
