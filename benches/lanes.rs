@@ -1,6 +1,9 @@
 //! Lane answer latency over a real Mosquitto (issue 3's benchmark): 1, 10 and 50 simulated lanes
 //! doing card scan + receipt in a closed loop against the release gateway binary, with the
-//! broker's own round-trip floor for the same path measured in the same run.
+//! broker's own round-trip floor for the same path measured in the same run, and the disk's own
+//! sync floor (4 KiB + `fdatasync` in the gateway's data directory, every ~10 ms during the run):
+//! a receipt is durable before its answer, so no gateway answers a receipt faster than its disk
+//! syncs.
 //!
 //! Flat out (closed loop, each lane sends its next request as soon as it has its answer) the
 //! machine saturates and the figures are queueing; the paced rows (each lane a cycle every
@@ -47,7 +50,8 @@ fn main() {
         "rate: 0 = flat out (closed loop); 2 = each lane runs a scan+receipt cycle every 500 ms on average, lanes independent (random phase, ±50% jitter)"
     );
     println!("floor: the broker's own echo, idle (before the step) and under load (during it); adds = gateway p50/p99 minus that floor's");
-    println!("lanes rate  answers/s   p50 ms   p90 ms   p99 ms   max ms | idle floor p50   p99 | adds p50   p99 | loaded floor p50   p99 | adds p50   p99 | errors timeouts | gateway RSS KiB");
+    println!("disk floor: 4 KiB write + fdatasync in the gateway's data directory during the step (not subtracted)");
+    println!("lanes rate  answers/s   p50 ms   p90 ms   p99 ms   max ms | idle floor p50   p99 | adds p50   p99 | loaded floor p50   p99 | adds p50   p99 | disk floor p50   p99 | errors timeouts | gateway RSS KiB");
     let steps: Vec<(usize, f64)> = match std::env::var("LANES_STEPS") {
         // e.g. LANES_STEPS="50:2,50:2,50:2" to repeat one step.
         Ok(list) => list
@@ -69,8 +73,9 @@ fn main() {
             card_prefix: "299".into(),
             return_percent: 10,
             voucher_percent: 0,
-            gateway_pid: None,
+            gateway_pid: gateway.pid(),
             no_floor: false,
+            disk_floor_dir: Some(dir.path().join("data")),
             json: false,
             answer_timeout_secs: 5,
             fresh_cards: false,
@@ -78,11 +83,13 @@ fn main() {
         let s = runtime.block_on(loadgen::run(args)).expect("loadgen run");
         let f = s.broker_floor_ms.clone().unwrap_or_default();
         let g = s.broker_floor_loaded_ms.clone().unwrap_or_default();
+        let d = s.disk_sync_floor_ms.clone().unwrap_or_default();
         let l = &s.latency_ms;
         println!(
-            "{lanes:>5} {rate:>4} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} | {:>14.2} {:>5.2} | {:>8.2} {:>5.2} | {:>16.2} {:>5.2} | {:>8.2} {:>5.2} | {:>6} {:>8} | {:?}",
+            "{lanes:>5} {rate:>4} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} | {:>14.2} {:>5.2} | {:>8.2} {:>5.2} | {:>16.2} {:>5.2} | {:>8.2} {:>5.2} | {:>14.2} {:>5.2} | {:>6} {:>8} | {:?}",
             s.throughput, l.p50, l.p90, l.p99, l.max, f.p50, f.p99, l.p50 - f.p50, l.p99 - f.p99,
-            g.p50, g.p99, l.p50 - g.p50, l.p99 - g.p99, s.error_answers, s.timeouts, s.gateway_rss_kib
+            g.p50, g.p99, l.p50 - g.p50, l.p99 - g.p99, d.p50, d.p99, s.error_answers, s.timeouts,
+            s.gateway_rss_kib
         );
     }
     drop(gateway);

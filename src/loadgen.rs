@@ -6,7 +6,9 @@
 //! measures enrollments instead). A relay client echoes messages through the broker without the
 //! gateway, which measures the broker's own round-trip floor for the same path (till → broker →
 //! client → broker → till): once before the lanes start (idle) and again while they run (the
-//! broker and this process under the same load).
+//! broker and this process under the same load). With `--disk-floor-dir` the disk's own floor is
+//! measured during the run too: a 4 KiB write and `fdatasync` every ~10 ms on that file system,
+//! the least a durable answer costs there (a receipt is durable before its answer).
 
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use std::process::ExitCode;
@@ -49,6 +51,10 @@ pub struct LoadgenArgs {
     /// Skip the broker floor measurement.
     #[arg(long)]
     pub no_floor: bool,
+    /// Measure the disk's sync floor during the run in this directory (give the gateway's
+    /// `storage.data_dir`): a 4 KiB write + `fdatasync` of a scratch file every ~10 ms.
+    #[arg(long)]
+    pub disk_floor_dir: Option<std::path::PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -91,6 +97,9 @@ pub struct LoadSummary {
     /// The same round trip measured while the lanes run (a sample every ~20 ms): what the
     /// broker and this load generator cost under the same load, without the gateway.
     pub broker_floor_loaded_ms: Option<Percentiles>,
+    /// A 4 KiB write + `fdatasync` in `--disk-floor-dir`, every ~10 ms during the run, in
+    /// milliseconds: the disk's own floor under every receipt's answer.
+    pub disk_sync_floor_ms: Option<Percentiles>,
     /// The gateway's resident memory in KiB (current, peak), when found.
     pub gateway_rss_kib: Option<(u64, u64)>,
 }
@@ -515,6 +524,43 @@ async fn broker_floor(
     Ok(Percentiles::of(&mut latencies))
 }
 
+/// Times a 4 KiB write + `fdatasync` of a scratch file in `dir` every ~10 ms (jittered) until
+/// `until`. The file is written in full and synced first, so that the measured syncs write data
+/// only (no file growth, as in a preallocated log); it is removed afterwards.
+fn disk_sync_floor(dir: &std::path::Path, until: Instant) -> anyhow::Result<Percentiles> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
+    const BLOCKS: u64 = 1024;
+    let path = dir.join(format!(".loadgen-disk-floor-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", path.display()))?;
+    let measured = (|| -> anyhow::Result<Vec<Duration>> {
+        let mut block = vec![0u8; BLOCK];
+        for i in 0..BLOCKS {
+            file.write_all_at(&block, i * BLOCK as u64)?;
+        }
+        file.sync_all()?;
+        let mut samples = Vec::new();
+        let mut i = 0u64;
+        while Instant::now() < until {
+            block[..8].copy_from_slice(&i.to_le_bytes());
+            let started = Instant::now();
+            file.write_all_at(&block, (i % BLOCKS) * BLOCK as u64)?;
+            file.sync_data()?;
+            samples.push(started.elapsed());
+            i += 1;
+            std::thread::sleep(Duration::from_millis(10).mul_f64(0.5 + random_fraction()));
+        }
+        Ok(samples)
+    })();
+    let _ = std::fs::remove_file(&path);
+    Ok(Percentiles::of(&mut measured?))
+}
+
 /// Resident memory (current, peak) in KiB of `pid`.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -582,6 +628,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
         };
         tokio::spawn(async move { broker_floor(&host, port, &prefix, until).await })
     });
+    let disk_floor = args.disk_floor_dir.clone().map(|dir| {
+        let until = started + Duration::from_secs(args.duration_secs);
+        tokio::task::spawn_blocking(move || disk_sync_floor(&dir, until))
+    });
     let mut total = LaneResult::default();
     for task in tasks {
         let lane = task.await??;
@@ -594,6 +644,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let broker_floor_loaded_ms = match loaded_floor {
+        Some(task) => Some(task.await??),
+        None => None,
+    };
+    let disk_sync_floor_ms = match disk_floor {
         Some(task) => Some(task.await??),
         None => None,
     };
@@ -610,6 +664,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
         latency_ms: Percentiles::of(&mut total.latencies),
         broker_floor_ms,
         broker_floor_loaded_ms,
+        disk_sync_floor_ms,
         gateway_rss_kib: pid.and_then(rss_kib),
     })
 }
@@ -655,6 +710,12 @@ pub fn print_summary(summary: &LoadSummary) {
             "the floor under load",
             floor,
             l,
+        );
+    }
+    if let Some(disk) = &summary.disk_sync_floor_ms {
+        println!(
+            "disk sync floor  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={}, 4 KiB + fdatasync, during the run)",
+            disk.p50, disk.p90, disk.p99, disk.max, disk.count
         );
     }
     match summary.gateway_rss_kib {

@@ -1,6 +1,6 @@
 //! A short load-generator run against the real gateway over Mosquitto: checks the tool works
-//! (answers counted, latencies and the broker floor measured, the gateway's RSS found). Not a
-//! performance assertion.
+//! (answers counted, latencies, the broker floor and the disk's sync floor measured, the gateway's
+//! RSS found). Not a performance assertion.
 
 mod harness;
 
@@ -51,7 +51,8 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
         );
         serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("json summary")
     };
-    let summary = loadgen(&[]);
+    let data_dir = dir.path().join("data");
+    let summary = loadgen(&["--disk-floor-dir", data_dir.to_str().expect("utf-8 path")]);
     assert_eq!(summary["lanes"], 3);
     // Counts that depend on the machine's speed are only checked to be there: at least one scan
     // and one receipt per lane, and some echoes of the floor under load (one every ~20 ms for
@@ -74,6 +75,25 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
             >= 1,
         "{summary}"
     );
+    // The disk's sync floor was measured in the data directory, and its scratch file is gone.
+    assert!(
+        summary["disk_sync_floor_ms"]["count"]
+            .as_u64()
+            .expect("disk floor")
+            >= 1,
+        "{summary}"
+    );
+    assert!(summary["disk_sync_floor_ms"]["p50"].as_f64().expect("p50") > 0.0);
+    let leftovers: Vec<_> = std::fs::read_dir(&data_dir)
+        .expect("data dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".loadgen-disk-floor")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "scratch file left: {leftovers:?}");
     // Each lane's cards were enrolled before the measurement: measured scans identify.
     assert_eq!(summary["enrolled"], 0, "{summary}");
     let rss = summary["gateway_rss_kib"][0]
@@ -85,4 +105,5 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
     let fresh = loadgen(&["--fresh-cards", "--card-prefix", "2991"]);
     assert!(fresh["enrolled"].as_u64().expect("enrolled") > 0, "{fresh}");
     assert_eq!(fresh["timeouts"], 0, "{fresh}");
+    assert!(fresh["disk_sync_floor_ms"].is_null(), "{fresh}");
 }
