@@ -5,7 +5,9 @@
 //! real `fsync` only runs in a background thread (upstream #1452). The store therefore disables
 //! sled's flusher (`flush_every_ms(None)`) and syncs itself: writers take a ticket (their write
 //! generation) after their transaction committed. A round notes the newest generation, calls
-//! `Db::flush()`, then `fsync`s sled's `db` file, any new `snap.*` / `blobs/*` files and, when
+//! `Db::flush()`, then `fdatasync`s sled's `db` file (the vendored sled grows it by whole
+//! segments, so its length rarely changes and no inode write is needed), `fsync`s any new
+//! `snap.*` / `blobs/*` files and, when
 //! entries appeared, the directory, and publishes the durable generation; waiters wake when
 //! `durable >= ticket`. A lone writer (nothing else pending, no round running) leads its round on
 //! its own thread, with no hand-off (each thread wake-up costs latency at the lanes); when
@@ -257,7 +259,9 @@ impl SyncFiles {
             File::open(self.dir.join("conf"))?.sync_all()?;
             counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
-        self.db.sync_all()?;
+        // The log's data and its length (sled writes whole segments at the end of the file, so
+        // the length rarely changes): no inode write for the modification time on every round.
+        self.db.sync_data()?;
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let mut new_entries = false;
         for entry in std::fs::read_dir(&self.dir)? {
