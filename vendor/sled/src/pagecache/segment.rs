@@ -993,21 +993,25 @@ impl SegmentAccountant {
             }
         }
 
-        self.tip += self.config.segment_size as LogOffset;
-
-        trace!("advancing file tip from {} to {}", lid, self.tip);
+        let new_tip = lid + self.config.segment_size as LogOffset;
 
         // loyalty-gateway: a new segment at the end of the file is written out in full at once
         // (zeroes, as recovery writes into the free segments it finds), so that the log's writes
-        // inside it never grow the file. A sync then writes the data only: `fdatasync` of a
-        // file whose size did not change needs no inode write (no journal commit on ext4).
-        if self.config.file.metadata()?.len() < self.tip {
+        // inside it never grow the file. Syncs after the first one in the segment then write the
+        // data only: `fdatasync` of a file whose size and blocks did not change needs no inode
+        // write (no journal commit on ext4). Done before the tip moves, so that a failed write
+        // leaves no segment that is neither free nor in use.
+        if self.config.file.metadata()?.len() < new_tip {
             pwrite_all(
                 &self.config.file,
                 &vec![MessageKind::Corrupted.into(); self.config.segment_size],
                 lid,
             )?;
         }
+
+        self.tip = new_tip;
+
+        trace!("advancing file tip from {} to {}", lid, self.tip);
 
         Ok(lid)
     }

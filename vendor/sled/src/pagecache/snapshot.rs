@@ -362,6 +362,11 @@ fn advance_snapshot(
     }
 
     if snapshot.stable_lsn > old_stable_lsn {
+        // loyalty-gateway: the log this snapshot points into may still be in the page cache
+        // only (written before a `kill -9`, never synced): sync it before the snapshot that
+        // refers to it becomes durable, so that a power cut cannot leave a snapshot pointing
+        // at log data that never reached the disk.
+        config.file.sync_all()?;
         write_snapshot(config, &snapshot)?;
     }
 
