@@ -3,11 +3,12 @@
 //! Runs the release daemon with `NOTIFY_SOCKET` pointing at a socket this program reads, and
 //! `MALLOC_ARENA_MAX=2` as the systemd unit sets it.
 //!
-//! Start-up is measured in the steady state: customers are bulk-loaded (`Store::seed_customers`),
-//! the daemon is started once (that first start may compact the database offline: a bulk load
-//! leaves many free segments in sled's file, see `src/store/compact.rs`; its time is reported
-//! on its own), then the median of three start-ups to READY and of three `Store::open` calls
-//! alone is reported, with the database's size and the share of free segments in sled's file.
+//! Start-up is measured in the steady state: customers are bulk-loaded (`Store::seed_customers`,
+//! as `loyalty-gateway seed-test-customers` does on a Pi), the daemon is started once (that first
+//! start compacts the database offline if the load left many free segments in sled's file, see
+//! `src/store/compact.rs`; its time is reported on its own), then the median of five start-ups
+//! to READY and of three `Store::open` calls alone is reported, with the database's size and the
+//! share of free segments in sled's file.
 //!
 //! Run: `cargo bench --bench footprint` (`FOOTPRINT_STARTUP_CUSTOMERS` / `FOOTPRINT_RSS_CUSTOMERS`
 //! change the sizes; `FOOTPRINT_ONLY=rss` or `=startup` runs one part; `FOOTPRINT_UNCOMPACTED=1`

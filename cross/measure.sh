@@ -5,12 +5,13 @@
 #
 #   cross/measure.sh --config PATH [--binary PATH] [--settle SECONDS] [--seed-cmd 'COMMAND']
 #
-# --seed-cmd runs once before the measurement to fill the store (for example with 100,000 or
-# 1,000,000 customers); it is the gateway's own seeding command, e.g.
-#   --seed-cmd 'loyalty-gateway loadgen --config /tmp/m/gateway.toml --seed-customers 1000000'
-# (use whatever subcommand the gateway provides). The figures the project tracks:
-#   idle RSS with 100,000 customers        cross/measure.sh --config C --seed-cmd '... 100000'
-#   start-up time with 1,000,000 customers cross/measure.sh --config C --seed-cmd '... 1000000'
+# --seed-cmd runs once before the measurement to fill the store; the gateway's own command fills
+# an EMPTY store (a scratch storage.data_dir; it refuses one that holds customers) with synthetic
+# customers in bounded memory (~70 MB):
+#   --seed-cmd 'loyalty-gateway seed-test-customers --config /tmp/m/gateway.toml --count 1000000'
+# The figures the project tracks:
+#   idle RSS with 100,000 customers        cross/measure.sh --config C --seed-cmd '... --count 100000'
+#   start-up time with 1,000,000 customers cross/measure.sh --config C --seed-cmd '... --count 1000000'
 # Run natively (RSS under qemu-user is not representative); on a Pi, copy this script over.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -47,6 +47,21 @@ enum Command {
     ReferenceCrm(loyalty_gateway::crm_reference::ReferenceCrmArgs),
     /// Load generator against a running gateway.
     Loadgen(loyalty_gateway::loadgen::LoadgenArgs),
+    /// Fill an EMPTY store with synthetic customers, to measure memory and start-up on the box
+    /// (cross/measure.sh); refuses a store that holds customers.
+    SeedTestCustomers(SeedArgs),
+}
+
+#[derive(clap::Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// How many customers.
+    #[arg(long)]
+    count: u64,
+    /// Card number prefix (default: the first of `cards.prefixes`).
+    #[arg(long)]
+    card_prefix: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +87,14 @@ fn main() -> ExitCode {
         Command::Voucher(command) => loyalty_gateway::voucher::voucher_main(command),
         Command::ReferenceCrm(args) => loyalty_gateway::crm_reference::main(args),
         Command::Loadgen(args) => loyalty_gateway::loadgen::main(args),
+        Command::SeedTestCustomers(args) => match config::load(&args.config.config) {
+            Ok(config) => loyalty_gateway::store::seed_test_customers_command(
+                config,
+                args.count,
+                args.card_prefix,
+            ),
+            Err(errors) => Ok(report_config_errors(&args.config.config, &errors)),
+        },
     };
     match result {
         Ok(code) => code,

@@ -35,6 +35,7 @@ mod journal;
 mod records;
 mod schema;
 mod seed;
+pub use seed::seed_test_customers_command;
 pub mod sync_state;
 pub mod vouchers;
 

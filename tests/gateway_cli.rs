@@ -66,3 +66,59 @@ fn version_prints_the_crate_version() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `seed-test-customers` fills an empty store for measurements (`cross/measure.sh`), and
+/// refuses a store that already holds customers.
+#[test]
+fn seed_test_customers_fills_an_empty_store_and_refuses_a_used_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nid = \"m\"\ntimezone = \"Europe/Berlin\"\n[storage]\ndata_dir = \"{}\"\n\
+             [mqtt]\nenabled = false\n[cards]\nprefixes = [\"299\"]\n",
+            data.display()
+        ),
+    )
+    .expect("config");
+    let seed = |count: &str| {
+        Command::new(harness::gateway_binary())
+            .args(["seed-test-customers", "--count", count, "--config"])
+            .arg(&config)
+            .output()
+            .expect("run seed-test-customers")
+    };
+    let output = seed("2500");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("seeded 2500 test customers"));
+    {
+        let storage = loyalty_gateway::config::StorageConfig {
+            data_dir: data.clone(),
+            ..Default::default()
+        };
+        let store = loyalty_gateway::store::Store::open(&storage, "m").expect("open");
+        for card in ["2990000000000", "2990000002499"] {
+            assert!(
+                store.customer_by_card(card).expect("lookup").is_some(),
+                "card {card} seeded"
+            );
+        }
+        assert!(store
+            .customer_by_card("2990000002500")
+            .expect("lookup")
+            .is_none());
+    }
+    let again = seed("10");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds customers"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
