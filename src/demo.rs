@@ -463,7 +463,14 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
 
 /// Lane 5's till prints a receipt on its serial printer; the gateway passes every byte through
 /// and reads the receipt from the printed text.
-async fn printer_tap(handle: &GatewayHandle, till_side: pty::Pty, printer_side: pty::Pty) {
+/// Returns the till's and the printer's ends of the pseudo-terminals: the caller keeps them
+/// open until the demo ends (a closed till side is an unplugged device to the tap, which would
+/// report it down in the middle of the demo).
+async fn printer_tap(
+    handle: &GatewayHandle,
+    till_side: pty::Pty,
+    printer_side: pty::Pty,
+) -> Vec<std::fs::File> {
     use std::io::{Read, Write};
     say("Lane 5: a till without MQTT prints its receipt on a serial printer; the gateway taps the line");
     explain(
@@ -495,7 +502,7 @@ async fn printer_tap(handle: &GatewayHandle, till_side: pty::Pty, printer_side: 
             "(the serial tap could not open its pseudo-terminals: {detail}; skipped. Serial ports \
              do not work under qemu-user)"
         ));
-        return;
+        return Vec::new();
     }
     let expected = PRINTED_RECEIPT.len();
     let reader = tokio::task::spawn_blocking(move || {
@@ -508,27 +515,34 @@ async fn printer_tap(handle: &GatewayHandle, till_side: pty::Pty, printer_side: 
                 Ok(n) => received.extend_from_slice(&buf[..n]),
             }
         }
-        received
+        (received, printer)
     });
     let mut till = till_side.master;
     if let Err(err) = till.write_all(PRINTED_RECEIPT) {
         explain(&format!("(cannot write to the till side: {err})"));
-        return;
+        return vec![till];
     }
     println!(
         "    → lane 5 printer stream: {} bytes of ESC/POS",
         PRINTED_RECEIPT.len()
     );
+    let mut keep_open = vec![till];
     match tokio::time::timeout(Duration::from_secs(5), reader).await {
-        Ok(Ok(received)) if received == PRINTED_RECEIPT => explain(&format!(
-            "The printer received all {} bytes unchanged.",
-            received.len()
-        )),
-        Ok(Ok(received)) => explain(&format!(
-            "(the printer received {} of {} bytes)",
-            received.len(),
-            PRINTED_RECEIPT.len()
-        )),
+        Ok(Ok((received, printer))) => {
+            keep_open.push(printer);
+            if received == PRINTED_RECEIPT {
+                explain(&format!(
+                    "The printer received all {} bytes unchanged.",
+                    received.len()
+                ));
+            } else {
+                explain(&format!(
+                    "(the printer received {} of {} bytes)",
+                    received.len(),
+                    PRINTED_RECEIPT.len()
+                ));
+            }
+        }
         _ => explain("(the printer side did not receive the stream in time)"),
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -538,7 +552,7 @@ async fn printer_tap(handle: &GatewayHandle, till_side: pty::Pty, printer_side: 
             break;
         }
     }
-    drop(till);
+    keep_open
 }
 
 /// Keeps the store trading until `stop` fires: each lane scans a card and sends a receipt.
@@ -707,7 +721,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         latencies: Vec::new(),
     };
     story(&mut lanes, &mut recorder).await;
-    printer_tap(&handle, till_side, printer_side).await;
+    // The till and the printer stay switched on until the demo ends.
+    let _lane5_devices = printer_tap(&handle, till_side, printer_side).await;
 
     let trading_stop = shutdown.child_token();
     match args.duration_secs {

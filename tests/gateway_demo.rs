@@ -57,4 +57,13 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
         stdout.contains("\"receipt_id\":\"5-4711\""),
         "the printed receipt was parsed and applied"
     );
+    // The demo shows the daemon's warnings and errors only: on a healthy machine there are none
+    // (a newcomer would take one for a fault; the till's pseudo-terminal closed mid-demo was one).
+    let log = String::from_utf8_lossy(&output.stderr);
+    for line in stdout.lines().chain(log.lines()) {
+        assert!(
+            !line.contains(" WARN ") && !line.contains(" ERROR "),
+            "the demo logged: {line}"
+        );
+    }
 }

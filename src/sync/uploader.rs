@@ -226,6 +226,9 @@ async fn upload_once<O: Outbox>(
     if !full && waited < settings.max_age {
         return Ok(Step::Idle(settings.max_age - waited));
     }
+    // Events keep arriving while a batch is read: the batch may go beyond the counts above.
+    let last_read = events.last().map_or(after, |e| e.seq);
+    let local_last = counts.last_seq.max(last_read);
     let store_id = settings.store_id.clone();
     let max_bytes = settings.max_bytes;
     let (last_sent, taken, body) = tokio::task::spawn_blocking(move || {
@@ -235,22 +238,23 @@ async fn upload_once<O: Outbox>(
     .await
     .map_err(|err| SyncError::Store(format!("encoding task failed: {err}")))?;
     let Acked(acked) = client.post_events(&settings.store_id, body).await?;
-    if acked > counts.last_seq {
-        let message = format!(
-            "the CRM has acknowledged this store's events up to seq {acked}, but the local outbox ends at seq {}: local data may have been lost (power cut, restored backup); uploads are paused, call support",
-            counts.last_seq
-        );
-        tracing::error!("{message}");
-        status.update(|s| s.alarm = Some(message.clone()));
-        return Err(SyncError::BadResponse(message));
-    }
-    if acked <= after {
-        return Err(SyncError::BadResponse(format!(
-            "the CRM acknowledged nothing of a batch starting at seq {} (acked_through {acked})",
-            after + 1
-        )));
-    }
-    let through = acked.min(last_sent);
+    let through = match judge_ack(acked, after, last_sent, local_last) {
+        AckVerdict::Through(through) => through,
+        AckVerdict::Nothing => {
+            let first = after + 1;
+            return Err(SyncError::BadResponse(format!(
+                "the CRM acknowledged nothing of a batch starting at seq {first} (acked_through {acked})"
+            )));
+        }
+        AckVerdict::AheadOfOutbox => {
+            let message = format!(
+                "the CRM has acknowledged this store's events up to seq {acked}, but the local outbox ends at seq {local_last}: local data may have been lost (power cut, restored backup); uploads are paused, call support"
+            );
+            tracing::error!("{message}");
+            status.update(|s| s.alarm = Some(message.clone()));
+            return Err(SyncError::BadResponse(message));
+        }
+    };
     let o = outbox.clone();
     blocking(move || o.ack(through)).await?;
     *waiting_since = None;
@@ -267,9 +271,59 @@ async fn upload_once<O: Outbox>(
     Ok(Step::Sent)
 }
 
+/// What the CRM's `acked_through` means for the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckVerdict {
+    /// Every event up to this sequence number is acknowledged.
+    Through(u64),
+    /// Nothing of the batch was acknowledged.
+    Nothing,
+    /// The CRM holds sequence numbers this store never wrote: local data may have been lost.
+    AheadOfOutbox,
+}
+
+/// Judges the CRM's `acked` for a batch of `after + 1 ..= last_sent`. `local_last` is the highest
+/// sequence number known to exist locally: the outbox's last when the attempt began, or the
+/// last event read for the batch when that is newer (events written in between). Every event
+/// the CRM can hold was sent by this store and existed locally before it was sent, so an
+/// acknowledgement beyond `local_last` means lost local data, never a race.
+fn judge_ack(acked: u64, after: u64, last_sent: u64, local_last: u64) -> AckVerdict {
+    if acked > local_last {
+        AckVerdict::AheadOfOutbox
+    } else if acked <= after {
+        AckVerdict::Nothing
+    } else {
+        AckVerdict::Through(acked.min(last_sent))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_beyond_the_counts_but_within_the_events_read_is_no_alarm() {
+        // The outbox ended at 8 when the attempt began; events 9 and 10 were written before the
+        // batch was read, sent, and acknowledged (seen in the demo under load: a false alarm
+        // that left /health degraded for good).
+        let counts_last = 8;
+        let last_read = 10;
+        assert_eq!(
+            judge_ack(10, 0, 10, counts_last.max(last_read)),
+            AckVerdict::Through(10)
+        );
+    }
+
+    #[test]
+    fn acks_are_judged_against_the_batch_and_the_local_outbox() {
+        // The CRM holds more than this batch (sent before) but nothing beyond the outbox.
+        assert_eq!(judge_ack(30, 10, 20, 30), AckVerdict::Through(20));
+        assert_eq!(judge_ack(15, 10, 20, 30), AckVerdict::Through(15));
+        assert_eq!(judge_ack(10, 10, 20, 30), AckVerdict::Nothing);
+        assert_eq!(judge_ack(3, 10, 20, 30), AckVerdict::Nothing);
+        // A fresh database restarted its sequence below what the CRM holds.
+        assert_eq!(judge_ack(31, 10, 20, 30), AckVerdict::AheadOfOutbox);
+    }
 
     fn event(seq: u64) -> PendingEvent {
         PendingEvent {

@@ -304,3 +304,41 @@ async fn acknowledged_events_are_compacted_after_the_retention_period() {
     cancel.cancel();
     handle.join().await;
 }
+
+/// Events written while the uploader reads and sends a batch: the CRM acknowledges sequence
+/// numbers newer than the outbox counts the attempt began with. That is no data loss, and must
+/// never raise the alarm (it did, in the demo under load: `/health` degraded for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_during_uploads_never_raise_the_data_loss_alarm() {
+    let pki = Pki::new();
+    let crm = pki.receiver(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&pki, &crm.url(), dir.path());
+    // Every attempt sends what it finds at once.
+    config.crm.batch_max_age_ms = 0;
+    let store = open_store(&config);
+    let (handle, cancel) = start(&config, &store);
+    let total = 1500;
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || add_events(&store, &format!("W{w}-"), total / 3))
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let st = wait_status(&handle.status(), |s| {
+        s.alarm.is_some() || s.acked_through == total as u64
+    })
+    .await;
+    assert_eq!(st.alarm, None, "false data-loss alarm");
+    assert!(
+        st.batches_uploaded >= 10,
+        "the uploads overlapped the writes: {} batches",
+        st.batches_uploaded
+    );
+    assert_delivered_exactly_once(&crm, &store);
+    cancel.cancel();
+    handle.join().await;
+}
