@@ -228,7 +228,6 @@ async fn upload_once<O: Outbox>(
     }
     // Events keep arriving while a batch is read: the batch may go beyond the counts above.
     let last_read = events.last().map_or(after, |e| e.seq);
-    let local_last = counts.last_seq.max(last_read);
     let store_id = settings.store_id.clone();
     let max_bytes = settings.max_bytes;
     let (last_sent, taken, body) = tokio::task::spawn_blocking(move || {
@@ -238,7 +237,7 @@ async fn upload_once<O: Outbox>(
     .await
     .map_err(|err| SyncError::Store(format!("encoding task failed: {err}")))?;
     let Acked(acked) = client.post_events(&settings.store_id, body).await?;
-    let through = match judge_ack(acked, after, last_sent, local_last) {
+    let through = match judge_ack(acked, after, last_sent, counts.last_seq, last_read) {
         AckVerdict::Through(through) => through,
         AckVerdict::Nothing => {
             let first = after + 1;
@@ -246,7 +245,7 @@ async fn upload_once<O: Outbox>(
                 "the CRM acknowledged nothing of a batch starting at seq {first} (acked_through {acked})"
             )));
         }
-        AckVerdict::AheadOfOutbox => {
+        AckVerdict::AheadOfOutbox { local_last } => {
             let message = format!(
                 "the CRM has acknowledged this store's events up to seq {acked}, but the local outbox ends at seq {local_last}: local data may have been lost (power cut, restored backup); uploads are paused, call support"
             );
@@ -278,18 +277,26 @@ enum AckVerdict {
     Through(u64),
     /// Nothing of the batch was acknowledged.
     Nothing,
-    /// The CRM holds sequence numbers this store never wrote: local data may have been lost.
-    AheadOfOutbox,
+    /// The CRM holds sequence numbers this store never wrote (its outbox ends at `local_last`):
+    /// local data may have been lost.
+    AheadOfOutbox { local_last: u64 },
 }
 
-/// Judges the CRM's `acked` for a batch of `after + 1 ..= last_sent`. `local_last` is the highest
-/// sequence number known to exist locally: the outbox's last when the attempt began, or the
-/// last event read for the batch when that is newer (events written in between). Every event
-/// the CRM can hold was sent by this store and existed locally before it was sent, so an
-/// acknowledgement beyond `local_last` means lost local data, never a race.
-fn judge_ack(acked: u64, after: u64, last_sent: u64, local_last: u64) -> AckVerdict {
+/// Judges the CRM's `acked` for a batch of `after + 1 ..= last_sent`, given the outbox's last
+/// sequence number when the attempt began (`counts_last`) and the last event read for the batch
+/// (`last_read`, newer when events were written in between). Every event the CRM can hold was
+/// sent by this store and existed locally before it was sent, so only an acknowledgement beyond
+/// both means lost local data.
+fn judge_ack(
+    acked: u64,
+    after: u64,
+    last_sent: u64,
+    counts_last: u64,
+    last_read: u64,
+) -> AckVerdict {
+    let local_last = counts_last.max(last_read);
     if acked > local_last {
-        AckVerdict::AheadOfOutbox
+        AckVerdict::AheadOfOutbox { local_last }
     } else if acked <= after {
         AckVerdict::Nothing
     } else {
@@ -306,23 +313,21 @@ mod tests {
         // The outbox ended at 8 when the attempt began; events 9 and 10 were written before the
         // batch was read, sent, and acknowledged (seen in the demo under load: a false alarm
         // that left /health degraded for good).
-        let counts_last = 8;
-        let last_read = 10;
-        assert_eq!(
-            judge_ack(10, 0, 10, counts_last.max(last_read)),
-            AckVerdict::Through(10)
-        );
+        assert_eq!(judge_ack(10, 0, 10, 8, 10), AckVerdict::Through(10));
     }
 
     #[test]
     fn acks_are_judged_against_the_batch_and_the_local_outbox() {
         // The CRM holds more than this batch (sent before) but nothing beyond the outbox.
-        assert_eq!(judge_ack(30, 10, 20, 30), AckVerdict::Through(20));
-        assert_eq!(judge_ack(15, 10, 20, 30), AckVerdict::Through(15));
-        assert_eq!(judge_ack(10, 10, 20, 30), AckVerdict::Nothing);
-        assert_eq!(judge_ack(3, 10, 20, 30), AckVerdict::Nothing);
+        assert_eq!(judge_ack(30, 10, 20, 30, 20), AckVerdict::Through(20));
+        assert_eq!(judge_ack(15, 10, 20, 30, 20), AckVerdict::Through(15));
+        assert_eq!(judge_ack(10, 10, 20, 30, 20), AckVerdict::Nothing);
+        assert_eq!(judge_ack(3, 10, 20, 30, 20), AckVerdict::Nothing);
         // A fresh database restarted its sequence below what the CRM holds.
-        assert_eq!(judge_ack(31, 10, 20, 30), AckVerdict::AheadOfOutbox);
+        assert_eq!(
+            judge_ack(31, 10, 20, 30, 20),
+            AckVerdict::AheadOfOutbox { local_last: 30 }
+        );
     }
 
     fn event(seq: u64) -> PendingEvent {
