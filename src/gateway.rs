@@ -347,8 +347,9 @@ pub async fn start(
     Ok(handle)
 }
 
-/// Every few seconds: outbox, broker and clock gauges; while the clock is trusted, its time is
-/// persisted as the floor a later boot with a wrong clock cannot go below.
+/// Every few seconds: outbox, broker and clock gauges; once a minute the time is persisted as
+/// the floor a later boot with a wrong clock cannot go below (the wall time while the clock is
+/// trusted, the proven floor while not: both are lower bounds on the real time).
 async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_persisted: Option<Timestamp> = None;
@@ -367,9 +368,9 @@ async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
         handle.metrics.clock_trusted(time.trusted);
         let due = last_persisted
             .is_none_or(|at| time.now.duration_since(at) >= SignedDuration::from_secs(60));
-        if time.trusted && due {
+        if due {
             let vouchers = handle.vouchers.clone();
-            let now = time.now;
+            let now = if time.trusted { time.now } else { time.floor };
             if let Ok(Ok(())) =
                 tokio::task::spawn_blocking(move || vouchers.observe_trusted_time(now)).await
             {
@@ -579,9 +580,10 @@ async fn blocking<T: Send + 'static>(
 async fn identify(
     shared: &Shared,
     card: &str,
-    now: Timestamp,
+    time: TrustedTime,
 ) -> Result<(crate::customer::Customer, bool), StoreError> {
-    let store = shared.store.clone();
+    let store = shared.store.stamped(time.trusted);
+    let now = time.now;
     let card = card.to_string();
     let enroll_unknown = shared.enroll_unknown;
     blocking(move || identify_blocking(&store, &card, enroll_unknown, now)).await
@@ -604,9 +606,10 @@ fn identify_blocking(
 async fn identify_with_balance(
     shared: &Shared,
     card: &str,
-    now: Timestamp,
+    time: TrustedTime,
 ) -> Result<(crate::customer::Customer, bool, i64), StoreError> {
-    let store = shared.store.clone();
+    let store = shared.store.stamped(time.trusted);
+    let now = time.now;
     let card = card.to_string();
     let enroll_unknown = shared.enroll_unknown;
     blocking(move || {
@@ -626,6 +629,9 @@ async fn on_scan(
 ) -> Vec<Response> {
     let time = trusted_now(&shared.clock);
     let now = time.now;
+    if !time.trusted {
+        shared.metrics.untrusted_time_event();
+    }
     let scan = match crate::scan::decode(data, &shared.cards) {
         Ok(scan) => scan,
         Err(err) => return vec![Response::error(lane, None, err.code(), err.to_string())],
@@ -633,7 +639,7 @@ async fn on_scan(
     match scan {
         Scan::Card { number, .. } => {
             let (customer, enrolled, balance) =
-                match identify_with_balance(shared, &number, now).await {
+                match identify_with_balance(shared, &number, time).await {
                     Ok(found) => found,
                     Err(err) => return vec![refusal_or_storage(lane, None, &err)],
                 };
@@ -657,7 +663,7 @@ async fn on_scan(
                     let mut answers = vec![customer_answer(
                         lane, &customer, &number, balance, enrolled, None,
                     )];
-                    let store = shared.store.clone();
+                    let store = shared.store.stamped(time.trusted);
                     let rules = current_rules(shared);
                     let customer_id = customer.id.clone();
                     let attach_id = receipt_id.clone();
@@ -680,12 +686,14 @@ async fn on_scan(
             }
         }
         Scan::Voucher { text } => {
-            let vouchers = shared.vouchers.clone();
+            let vouchers = shared.vouchers.stamped(time.trusted);
             let lane_name = lane.to_string();
             let customer = session.held_card(now).map(|who| who.customer_id.clone());
-            let verdict =
-                blocking(move || vouchers.scan(&text, &lane_name, customer.as_deref(), now, true))
-                    .await;
+            let trusted = time.trusted;
+            let verdict = blocking(move || {
+                vouchers.scan(&text, &lane_name, customer.as_deref(), now, trusted)
+            })
+            .await;
             vec![reward_answer(lane, verdict)]
         }
         other => {
@@ -770,7 +778,11 @@ async fn on_receipt(
     session: &mut LaneSession,
     shared: &Shared,
 ) -> (Response, Handled) {
-    let now = trusted_now(&shared.clock).now;
+    let time = trusted_now(&shared.clock);
+    let now = time.now;
+    if !time.trusted {
+        shared.metrics.untrusted_time_event();
+    }
     let receipt = match receipt {
         Ok(receipt) => receipt,
         Err(message) => {
@@ -809,7 +821,7 @@ async fn on_receipt(
                     )
                 }
             };
-            match identify(shared, &normalized, now).await {
+            match identify(shared, &normalized, time).await {
                 Ok((customer, _)) => Some(Identified {
                     customer_id: customer.id,
                     card: normalized,
@@ -824,8 +836,8 @@ async fn on_receipt(
         }
     };
     let who = session.on_receipt(in_receipt, now);
-    let store = shared.store.clone();
-    let vouchers = shared.vouchers.clone();
+    let store = shared.store.stamped(time.trusted);
+    let vouchers = shared.vouchers.stamped(time.trusted);
     let customer_id = who.as_ref().map(|w| w.customer_id.clone());
     let receipt_id = receipt.id.clone();
     // Applying the receipt and settling its vouchers share one trip to the storage threads.

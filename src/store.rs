@@ -218,6 +218,9 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Whether the times this handle is given come from a trusted clock (see
+    /// [`Store::stamped`]); events written through it carry `clock_trusted: false` when not.
+    clock_trusted: bool,
 }
 
 struct Inner {
@@ -373,6 +376,9 @@ pub struct Tx<'a> {
     /// its customer once. Every write of the customers tree goes through `put_customer_rec`,
     /// which keeps this in step; a re-run of the closure gets a fresh `Tx`.
     customers: RefCell<HashMap<String, CustomerRec>>,
+    /// Whether the times of the events appended now come from a trusted clock (a receipt
+    /// batch sets it per request).
+    clock_trusted: Cell<bool>,
 }
 
 impl<'a> Tx<'a> {
@@ -408,7 +414,7 @@ impl<'a> Tx<'a> {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
         let id = self.ids.nth(n);
-        let json = events::event_json(next, &id, kind, at, payload);
+        let json = events::event_json(next, &id, kind, at, self.clock_trusted.get(), payload);
         let mut value = at.as_second().to_be_bytes().to_vec();
         value.extend_from_slice(json.to_string().as_bytes());
         self.tree(OUTBOX).insert(&u64_be(next)[..], value)?;
@@ -590,6 +596,7 @@ impl Store {
         let retention =
             jiff::SignedDuration::from_hours(config.outbox_retention_hours.min(100_000) as i64);
         let store = Store {
+            clock_trusted: true,
             inner: Arc::new(Inner {
                 commit,
                 receipts: Combiner::new(),
@@ -647,6 +654,22 @@ impl Store {
         Ok((before, size("after compaction")?))
     }
 
+    /// This handle for times read from a clock that is `trusted` or not (`clock`): every event
+    /// written through the returned handle is flagged `"clock_trusted": false` when not, so the
+    /// CRM and an audit can tell that its `at` is a lower bound on the real time rather than a
+    /// reading of a synchronised clock. Handles start trusted.
+    pub fn stamped(&self, trusted: bool) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            clock_trusted: trusted,
+        }
+    }
+
+    /// Whether this handle's times come from a trusted clock (see [`Store::stamped`]).
+    pub fn clock_trusted(&self) -> bool {
+        self.clock_trusted
+    }
+
     /// The store id given at open.
     pub fn store_id(&self) -> &str {
         &self.inner.store_id
@@ -698,6 +721,7 @@ impl Store {
                     ids,
                     next_id: Cell::new(0),
                     customers: RefCell::new(HashMap::new()),
+                    clock_trusted: Cell::new(self.clock_trusted),
                 };
                 f(&tx)
             });
@@ -947,6 +971,7 @@ impl Store {
             data: ReceiptDataRec::from_receipt(receipt),
             customer_id: customer_id.map(Into::into),
             now,
+            clock_trusted: self.clock_trusted,
             plan,
         })
     }
@@ -1527,6 +1552,8 @@ pub(crate) struct ReceiptRequest {
     data: ReceiptDataRec,
     customer_id: Option<String>,
     now: Timestamp,
+    /// Whether `now` came from a trusted clock (the submitting handle's [`Store::stamped`]).
+    clock_trusted: bool,
     plan: Plan,
 }
 
@@ -1551,6 +1578,8 @@ fn apply_planned(
     request: &ReceiptRequest,
     policy: Option<&dyn EarningPolicy>,
 ) -> TxResult<BatchAnswer> {
+    // A batch combines requests of several handles: each request's events carry its own flag.
+    tx.clock_trusted.set(request.clock_trusted);
     let receipt = &request.receipt;
     if let Some(bytes) = tx.tree(RECEIPTS).get(receipt.id.as_bytes())? {
         let rec = decode_receipt(&receipt.id, &bytes)?;

@@ -578,7 +578,7 @@ impl Metrics {
         );
         registry.register(
             "untrusted_time_events",
-            "Events stamped while the clock was not trusted",
+            "Scans and receipts handled while the clock was not trusted (their events carry clock_trusted false)",
             inner.untrusted_stamps.clone(),
         );
         registry.register(
@@ -696,7 +696,7 @@ impl Metrics {
         self.inner.clock_untrusted.set(i64::from(!trusted));
     }
 
-    /// An event was stamped while the clock was untrusted.
+    /// A scan or receipt was handled (its events stamped) while the clock was untrusted.
     pub fn untrusted_time_event(&self) {
         self.inner.untrusted_stamps.inc();
     }

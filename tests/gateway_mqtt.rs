@@ -326,3 +326,92 @@ async fn broker_restart_is_survived() {
     assert_eq!(answer["earned"], 4, "{answer}");
     assert_eq!(answer["balance"], 7);
 }
+
+/// A Pi that boots with its clock in the past (no RTC, NTP not yet answering): the gateway
+/// keeps answering, stamps events with its proven lower bound on the time (the floor it
+/// persisted while the clock was right), and flags them `clock_trusted: false` for the CRM.
+/// Events from the earlier run, with a trusted clock, carry no flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_behind_the_persisted_floor_keeps_answering_and_flags_its_events() {
+    use loyalty_gateway::store::vouchers::Vouchers;
+    use loyalty_gateway::store::Store;
+    use loyalty_gateway::voucher::VoucherSettings;
+
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Trust follows the persisted floor only (this VM's kernel may report NTP unsynchronised).
+    let config_text = config(dir.path(), broker.port, "s8").replace(
+        "currency = \"EUR\"\n",
+        "currency = \"EUR\"\nrequire_ntp_sync = false\n",
+    );
+    assert!(config_text.contains("require_ntp_sync = false"));
+    let mut gateway = Gateway::start(dir.path(), &config_text);
+    wait_online(broker.port, "loyalty/s8").await;
+    let mut till = Till::connect(broker.port, "loyalty/s8", "till-8").await;
+    till.scan("1", "2990000000019").await;
+    assert_eq!(till.next(ANSWER).await["type"], "enrolled");
+    gateway.stop();
+
+    // The floor a later boot cannot go below: two days ahead of this machine's clock, as if
+    // the wall clock were now two days behind the real time.
+    let floor = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    let config = loyalty_gateway::config::parse(&config_text).expect("config");
+    let first_run_last_seq = {
+        let store = Store::open(&config.storage, &config.store.id).expect("open store");
+        let settings = VoucherSettings::from_config(&config).expect("voucher settings");
+        let keys = settings.trusted_keys(&config).expect("keys");
+        let vouchers = Vouchers::open(&store, settings, keys).expect("vouchers");
+        vouchers.observe_trusted_time(floor).expect("floor");
+        store.wait_durable().expect("durable");
+        store.outbox_stats().expect("stats").last_seq
+    };
+
+    gateway.spawn();
+    wait_online(broker.port, "loyalty/s8").await;
+    till.receipt(
+        "1",
+        &sale(
+            "R-1",
+            "1",
+            Some("2990000000019"),
+            &[("A", 1, "3.00", "food")],
+        ),
+    )
+    .await;
+    let points = answer_for(&mut till, |a| a["type"] == "points").await;
+    assert_eq!(points["earned"], 3, "{points}");
+    till.scan("1", "2990000000026").await;
+    assert_eq!(
+        answer_for(&mut till, |a| a["type"] == "enrolled").await["card"],
+        "2990000000026"
+    );
+    gateway.stop();
+
+    let store = Store::open(&config.storage, &config.store.id).expect("open store");
+    let events = store.outbox_after(0, 1000).expect("outbox");
+    let (before, after): (Vec<_>, Vec<_>) =
+        events.iter().partition(|e| e.seq <= first_run_last_seq);
+    assert!(!before.is_empty(), "the first run wrote events");
+    for event in &before {
+        assert!(event.json.get("clock_trusted").is_none(), "{}", event.json);
+    }
+    let kinds: BTreeSet<&str> = after.iter().map(|e| e.kind.as_str()).collect();
+    assert!(
+        ["receipt", "ledger", "customer_enrolled"]
+            .iter()
+            .all(|kind| kinds.contains(kind)),
+        "{kinds:?}"
+    );
+    for event in &after {
+        assert_eq!(event.json["clock_trusted"], false, "{}", event.json);
+        if event.kind.as_str() == "receipt" {
+            continue; // stamped with the till's time, not the gateway's
+        }
+        // The floor is persisted in whole seconds.
+        assert!(
+            event.at.as_second() >= floor.as_second(),
+            "stamped at the floor or later: {}",
+            event.json
+        );
+    }
+}

@@ -185,6 +185,54 @@ fn outbox_is_ordered_gapless_and_ids_are_unique() {
 }
 
 #[test]
+fn events_written_with_an_untrusted_clock_are_flagged_even_in_shared_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let policy = Policy::default();
+    let untrusted = store.stamped(false);
+    assert!(store.clock_trusted() && !untrusted.clock_trusted());
+    let alice = untrusted.enroll("2990000000019", now()).expect("enroll");
+    let bob = store.enroll("2990000000026", now()).expect("enroll");
+    // Eight writers at once, so that receipts of both handles share batch transactions.
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (prefix, handle, customer) = if t % 2 == 0 {
+                ("U", &untrusted, &alice)
+            } else {
+                ("T", &store, &bob)
+            };
+            let policy = &policy;
+            s.spawn(move || {
+                for n in 0..20 {
+                    let r = sale(&format!("{prefix}{t}-{n}"), vec![line("a", 250, None)]);
+                    handle
+                        .apply_receipt(&r, Some(&customer.id), policy, now())
+                        .expect("apply");
+                }
+            });
+        }
+    });
+    let events = store.outbox_after(0, 10_000).expect("outbox");
+    assert_eq!(events.len(), 2 + 160 * 2);
+    for event in &events {
+        let payload = &event.json["payload"];
+        let from_untrusted = match event.kind {
+            EventType::CustomerEnrolled => payload["card"] == "2990000000019",
+            EventType::Receipt | EventType::Ledger => payload["receipt_id"]
+                .as_str()
+                .expect("receipt id")
+                .starts_with('U'),
+            other => panic!("unexpected event {other:?}"),
+        };
+        if from_untrusted {
+            assert_eq!(event.json["clock_trusted"], false, "{}", event.json);
+        } else {
+            assert!(event.json.get("clock_trusted").is_none(), "{}", event.json);
+        }
+    }
+}
+
+#[test]
 fn ack_and_compaction_remove_only_acknowledged_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());

@@ -101,9 +101,22 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// The whole event as sent to the CRM: `{"seq", "id", "type", "at", "payload"}`.
-pub fn event_json(seq: u64, id: &str, kind: EventType, at: Timestamp, payload: &Value) -> Value {
-    json!({"seq": seq, "id": id, "type": kind.as_str(), "at": at.to_string(), "payload": payload})
+/// The whole event as sent to the CRM: `{"seq", "id", "type", "at", "payload"}`, plus
+/// `"clock_trusted": false` when `at` was read while the gateway's clock was not trusted (then
+/// `at` is a proven lower bound on the real time, see `clock`); absent means trusted.
+pub fn event_json(
+    seq: u64,
+    id: &str,
+    kind: EventType,
+    at: Timestamp,
+    clock_trusted: bool,
+    payload: &Value,
+) -> Value {
+    let mut event = json!({"seq": seq, "id": id, "type": kind.as_str(), "at": at.to_string(), "payload": payload});
+    if !clock_trusted {
+        event["clock_trusted"] = Value::Bool(false);
+    }
+    event
 }
 
 /// Payload of a `receipt` event.
@@ -218,6 +231,16 @@ mod tests {
             EventIds::random().expect("random").nth(0),
             EventIds::random().expect("random").nth(0)
         );
+    }
+
+    #[test]
+    fn only_events_of_an_untrusted_clock_are_flagged() {
+        let at = Timestamp::from_second(1_800_000_000).expect("time");
+        let trusted = event_json(1, "a", EventType::Ledger, at, true, &json!({}));
+        assert!(trusted.get("clock_trusted").is_none(), "{trusted}");
+        let untrusted = event_json(2, "b", EventType::Receipt, at, false, &json!({}));
+        assert_eq!(untrusted["clock_trusted"], Value::Bool(false));
+        assert_eq!(untrusted["at"], "2027-01-15T08:00:00Z");
     }
 
     #[test]

@@ -286,6 +286,15 @@ pub fn redeemed_payload(
 }
 
 impl Vouchers {
+    /// This handle for times read from a clock that is `trusted` or not: the events it writes
+    /// are flagged like those of [`Store::stamped`].
+    pub fn stamped(&self, trusted: bool) -> Vouchers {
+        Vouchers {
+            store: self.store.stamped(trusted),
+            ..self.clone()
+        }
+    }
+
     /// Opens the voucher trees of `store`.
     pub fn open(
         store: &Store,

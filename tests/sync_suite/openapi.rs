@@ -65,7 +65,7 @@ async fn real_payloads_match_the_document() {
     let crm = pki.receiver(None).await;
     let config = config(&pki, &crm.url(), data.path());
     let store = open_store(&config);
-    // A customer from the CRM, a local enrolment and a ledger entry: three event types.
+    // A customer from the CRM, local events, a ledger entry and a flagged enrolment.
     crm.push_changes(
         STORE,
         ChangesPage {
@@ -96,12 +96,18 @@ async fn real_payloads_match_the_document() {
     store
         .crm_adjustment("C1", 7, "adj-1", "goodwill", jiff::Timestamp::now())
         .expect("adjust");
+    // An enrolment while the gateway's clock is untrusted: the event carries the flag.
+    store
+        .stamped(false)
+        .enroll("2990000000026", jiff::Timestamp::now())
+        .expect("enroll");
     handle.nudge();
-    wait_status(&handle.status(), |s| s.acked_through == 3).await;
+    wait_status(&handle.status(), |s| s.acked_through == 4).await;
     let upload = String::from_utf8(crm.last_upload_body().expect("upload").to_vec()).expect("utf8");
     let changes =
         String::from_utf8(crm.last_changes_body().expect("changes").to_vec()).expect("utf8");
-    let ack = serde_json::to_string(&AckResponse { acked_through: 3 }).expect("json");
+    assert!(upload.contains(r#""clock_trusted":false"#), "{upload}");
+    let ack = serde_json::to_string(&AckResponse { acked_through: 4 }).expect("json");
     check_against_openapi(&[
         ("EventsRequest", upload),
         ("ChangesPage", changes),
