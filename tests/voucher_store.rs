@@ -341,6 +341,41 @@ fn issuing_converts_points_once_and_the_voucher_redeems() {
 }
 
 #[test]
+fn no_voucher_is_issued_on_an_untrusted_clock_and_the_points_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let customer = store.enroll("2990000000019", t0()).expect("enroll");
+    store
+        .crm_adjustment(&customer.id, 600, "adj-1", "test points", t0())
+        .expect("points");
+    let untrusted = vouchers
+        .stamped(false)
+        .issue_after_receipt("R-100", &customer.id, at(1))
+        .expect("issue");
+    assert!(untrusted.is_empty(), "{untrusted:?}");
+    assert_eq!(
+        store
+            .balance(&customer.id, at(2))
+            .expect("balance")
+            .available,
+        600
+    );
+    assert!(events_of(&store, EventType::VoucherIssued).is_empty());
+    // The next sale with a trusted clock converts them.
+    let issued = vouchers
+        .issue_after_receipt("R-101", &customer.id, at(3))
+        .expect("issue");
+    assert_eq!(issued.len(), 1);
+    assert_eq!(
+        store
+            .balance(&customer.id, at(4))
+            .expect("balance")
+            .available,
+        100
+    );
+}
+
+#[test]
 fn revocation_stops_scans_and_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_store, vouchers) = open(dir.path(), "named");

@@ -718,6 +718,11 @@ impl Vouchers {
     /// balance earns under `rewards.rules`, converting their points, recording the vouchers
     /// and their `voucher_issued` events in one durable transaction. Idempotent per receipt:
     /// a second call returns the vouchers issued the first time and converts nothing.
+    ///
+    /// Through a handle [`Vouchers::stamped`] untrusted nothing is issued: a validity window
+    /// counted from an untrusted time (the floor, possibly days behind the real time) would
+    /// make the voucher expire early, or already be expired at other stores. The points stay
+    /// on the account and are converted at the customer's next sale with a trusted clock.
     pub fn issue_after_receipt(
         &self,
         receipt_id: &str,
@@ -725,6 +730,13 @@ impl Vouchers {
         now: Timestamp,
     ) -> Result<Vec<IssuedVoucher>, IssueError> {
         if self.settings.rules.rules.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.store.clock_trusted() {
+            tracing::info!(
+                receipt = receipt_id,
+                "no voucher issued while the clock is untrusted; the points stay on the account"
+            );
             return Ok(Vec::new());
         }
         let key = self
