@@ -183,7 +183,15 @@ struct Shared {
     card_before_receipt: SignedDuration,
     card_after_receipt: SignedDuration,
     counters: Arc<Counters>,
+    /// Fault injection for crash tests: the receipt with this id is received and never applied
+    /// (see [`STALL_RECEIPT_ENV`]).
+    stall_receipt: Option<String>,
 }
+
+/// Environment variable naming a receipt id the gateway receives but never applies (its lane
+/// stalls on it and logs a warning). Only for crash tests: `kill -9` while it stalls proves the
+/// broker still holds the receipt (acknowledged only after it is durable) and redelivers it.
+pub const STALL_RECEIPT_ENV: &str = "LOYALTY_FAULT_STALL_RECEIPT";
 
 /// Opens the store and starts the gateway's tasks; they stop when `shutdown` is cancelled.
 pub async fn start(
@@ -266,6 +274,7 @@ pub async fn start(
         ),
         card_after_receipt: SignedDuration::from_secs(config.lanes.card_after_receipt_secs as i64),
         counters: counters.clone(),
+        stall_receipt: std::env::var(STALL_RECEIPT_ENV).ok(),
     });
 
     tokio::spawn(route_inputs(
@@ -792,6 +801,10 @@ async fn on_receipt(
             )
         }
     };
+    if shared.stall_receipt.as_deref() == Some(receipt.id.as_str()) {
+        tracing::warn!(receipt = %receipt.id, "fault injection ({STALL_RECEIPT_ENV}): stalling on this receipt, it is never applied");
+        std::future::pending::<()>().await;
+    }
     // The limits of the rules in force (the CRM may have replaced them since start-up).
     let rules = current_rules(shared);
     if let Err(err) = crate::receipt::validate(&receipt, rules.limits()) {

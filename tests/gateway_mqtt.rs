@@ -415,3 +415,52 @@ async fn a_clock_behind_the_persisted_floor_keeps_answering_and_flags_its_events
         );
     }
 }
+
+/// Deterministic proof of the acknowledgement contract: the gateway receives a receipt and is
+/// killed before it is durable (fault injection holds it there). The broker must still hold the
+/// receipt and redeliver it to the restarted gateway, which applies it exactly once. With
+/// acknowledgements on receipt (rumqttc's default) the receipt would be lost here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_received_but_not_yet_durable_is_redelivered_after_kill_9() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gateway = Gateway::start_with_env(
+        dir.path(),
+        &config(dir.path(), broker.port, "s9"),
+        &[(loyalty_gateway::gateway::STALL_RECEIPT_ENV, "R-STALL")],
+    );
+    wait_online(broker.port, "loyalty/s9").await;
+    let mut till = Till::connect(broker.port, "loyalty/s9", "till-9").await;
+    till.receipt(
+        "1",
+        &sale(
+            "R-STALL",
+            "1",
+            Some("2990000000019"),
+            &[("A", 1, "7.00", "food")],
+        ),
+    )
+    .await;
+    assert!(
+        harness::wait_until(ANSWER, || gateway
+            .log()
+            .contains("stalling on this receipt")),
+        "the gateway never received the receipt:\n{}",
+        gateway.log()
+    );
+    gateway.kill9();
+    assert!(
+        till.try_next(Duration::from_millis(200)).await.is_none(),
+        "no answer before the receipt is durable"
+    );
+
+    gateway.env.clear();
+    gateway.spawn();
+    let points = answer_for(&mut till, |a| a["receipt_id"] == "R-STALL").await;
+    assert_eq!(points["type"], "points", "{points}");
+    assert_eq!(points["earned"], 7, "{points}");
+    assert_eq!(points["duplicate"], false, "{points}");
+    till.scan("1", "2990000000019").await;
+    let customer = answer_for(&mut till, |a| a["type"] == "customer").await;
+    assert_eq!(customer["balance"], 7, "applied exactly once: {customer}");
+}

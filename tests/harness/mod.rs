@@ -216,17 +216,28 @@ pub fn gateway_binary() -> PathBuf {
 pub struct Gateway {
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    /// Extra environment for the next `spawn`.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Gateway {
     /// Writes `config` (TOML) to a file in `dir` and starts `loyalty-gateway run`.
     pub fn start(dir: &Path, config: &str) -> Gateway {
+        Gateway::start_with_env(dir, config, &[])
+    }
+
+    /// [`Gateway::start`] with extra environment variables (kept for later `spawn`s).
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Gateway {
         let config_path = dir.join("gateway.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut gateway = Gateway {
             dir: dir.to_path_buf(),
             config_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         gateway.spawn();
@@ -244,6 +255,7 @@ impl Gateway {
             .arg("--config")
             .arg(&self.config_path)
             .env("LOYALTY_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
