@@ -74,6 +74,16 @@ fn trusted_now(clock: &Mutex<TrustedClock>) -> TrustedTime {
     }
 }
 
+/// The time a scan or receipt is handled at, counted in the metrics when the clock is untrusted
+/// (its events are then flagged, see `Store::stamped`).
+fn input_time(shared: &Shared) -> TrustedTime {
+    let time = trusted_now(&shared.clock);
+    if !time.trusted {
+        shared.metrics.untrusted_time_event();
+    }
+    time
+}
+
 /// What the rest of the program (daemon, demo, tests, local API) holds of a running gateway.
 #[derive(Clone)]
 pub struct GatewayHandle {
@@ -636,11 +646,8 @@ async fn on_scan(
     session: &mut LaneSession,
     shared: &Shared,
 ) -> Vec<Response> {
-    let time = trusted_now(&shared.clock);
+    let time = input_time(shared);
     let now = time.now;
-    if !time.trusted {
-        shared.metrics.untrusted_time_event();
-    }
     let scan = match crate::scan::decode(data, &shared.cards) {
         Ok(scan) => scan,
         Err(err) => return vec![Response::error(lane, None, err.code(), err.to_string())],
@@ -698,11 +705,8 @@ async fn on_scan(
             let vouchers = shared.vouchers.stamped(time.trusted);
             let lane_name = lane.to_string();
             let customer = session.held_card(now).map(|who| who.customer_id.clone());
-            let trusted = time.trusted;
-            let verdict = blocking(move || {
-                vouchers.scan(&text, &lane_name, customer.as_deref(), now, trusted)
-            })
-            .await;
+            let verdict =
+                blocking(move || vouchers.scan(&text, &lane_name, customer.as_deref(), now)).await;
             vec![reward_answer(lane, verdict)]
         }
         other => {
@@ -787,11 +791,8 @@ async fn on_receipt(
     session: &mut LaneSession,
     shared: &Shared,
 ) -> (Response, Handled) {
-    let time = trusted_now(&shared.clock);
+    let time = input_time(shared);
     let now = time.now;
-    if !time.trusted {
-        shared.metrics.untrusted_time_event();
-    }
     let receipt = match receipt {
         Ok(receipt) => receipt,
         Err(message) => {

@@ -140,7 +140,7 @@ fn two_lanes_scanning_at_the_same_moment_exactly_one_wins() {
                 let text = text.clone();
                 std::thread::spawn(move || {
                     barrier.wait();
-                    vouchers.scan(&text, lane, None, t0(), true).expect("scan")
+                    vouchers.scan(&text, lane, None, t0()).expect("scan")
                 })
             })
             .collect();
@@ -167,14 +167,14 @@ fn redeemed_once_then_every_scan_says_when_and_where() {
     let (store, vouchers) = open(dir.path(), "named");
     let (id, text) = voucher_text(1, Some(2000));
     assert!(is_valid(
-        &vouchers.scan(&text, "3", None, t0(), true).expect("scan")
+        &vouchers.scan(&text, "3", None, t0()).expect("scan")
     ));
     // Same lane again: still valid (renewed); another lane: in use.
     assert!(is_valid(
-        &vouchers.scan(&text, "3", None, at(5), true).expect("scan")
+        &vouchers.scan(&text, "3", None, at(5)).expect("scan")
     ));
     assert!(matches!(
-        refusal(vouchers.scan(&text, "4", None, at(6), true).expect("scan")),
+        refusal(vouchers.scan(&text, "4", None, at(6)).expect("scan")),
         Refusal::ReservedElsewhere { lane, .. } if lane == "3"
     ));
 
@@ -208,11 +208,7 @@ fn redeemed_once_then_every_scan_says_when_and_where() {
 
     // Replay anywhere in the store: redeemed, with when and where.
     for lane in ["3", "4", "9"] {
-        let r = refusal(
-            vouchers
-                .scan(&text, lane, None, at(30), true)
-                .expect("scan"),
-        );
+        let r = refusal(vouchers.scan(&text, lane, None, at(30)).expect("scan"));
         assert_eq!(
             r,
             Refusal::AlreadyRedeemed {
@@ -244,26 +240,20 @@ fn reservations_end_by_timeout_void_or_next_receipt() {
     let (store, vouchers) = open(dir.path(), "next_receipt");
     let (id, text) = voucher_text(2, None);
     assert!(is_valid(
-        &vouchers.scan(&text, "1", None, t0(), true).expect("scan")
+        &vouchers.scan(&text, "1", None, t0()).expect("scan")
     ));
     // After the timeout (300 s) another lane may take it.
     assert!(!is_valid(
-        &vouchers
-            .scan(&text, "2", None, at(299), true)
-            .expect("scan")
+        &vouchers.scan(&text, "2", None, at(299)).expect("scan")
     ));
     assert!(is_valid(
-        &vouchers
-            .scan(&text, "2", None, at(301), true)
-            .expect("scan")
+        &vouchers.scan(&text, "2", None, at(301)).expect("scan")
     ));
     // A voided sale releases it at once.
     assert_eq!(vouchers.release_lane("2").expect("release"), vec![id]);
     assert_eq!(vouchers.state(&id).expect("state"), RedemptionState::Free);
     assert!(is_valid(
-        &vouchers
-            .scan(&text, "1", None, at(310), true)
-            .expect("scan")
+        &vouchers.scan(&text, "1", None, at(310)).expect("scan")
     ));
     // redeem_on = next_receipt: the lane's next receipt redeems it without naming it.
     let outcome = vouchers
@@ -318,20 +308,20 @@ fn issuing_converts_points_once_and_the_voucher_redeems() {
     // The earned voucher is personal: refused without the card, valid with it.
     let text = &issued[0].text;
     assert_eq!(
-        refusal(vouchers.scan(text, "2", None, at(6), true).expect("scan")),
+        refusal(vouchers.scan(text, "2", None, at(6)).expect("scan")),
         Refusal::CustomerNotIdentified
     );
     assert_eq!(
         refusal(
             vouchers
-                .scan(text, "2", Some("someone-else"), at(6), true)
+                .scan(text, "2", Some("someone-else"), at(6))
                 .expect("scan")
         ),
         Refusal::BoundToAnotherCustomer
     );
     assert!(is_valid(
         &vouchers
-            .scan(text, "2", Some(&customer.id), at(7), true)
+            .scan(text, "2", Some(&customer.id), at(7))
             .expect("scan")
     ));
     let outcome = vouchers
@@ -382,9 +372,7 @@ fn revocation_stops_scans_and_commits() {
     let (reserved_id, reserved) = voucher_text(3, None);
     let (other_id, other) = voucher_text(4, None);
     assert!(is_valid(
-        &vouchers
-            .scan(&reserved, "1", None, t0(), true)
-            .expect("scan")
+        &vouchers.scan(&reserved, "1", None, t0()).expect("scan")
     ));
     let report = vouchers
         .revoke(
@@ -402,7 +390,7 @@ fn revocation_stops_scans_and_commits() {
         1
     );
     assert_eq!(
-        refusal(vouchers.scan(&other, "1", None, at(3), true).expect("scan")),
+        refusal(vouchers.scan(&other, "1", None, at(3)).expect("scan")),
         Refusal::Revoked
     );
     let outcome = vouchers
@@ -436,14 +424,14 @@ fn goodwill_is_capped_and_nothing_is_written_above_the_cap() {
     assert_eq!(events_of(&store, EventType::VoucherIssued).len(), 1);
     assert!(is_valid(
         &vouchers
-            .scan(&issued.text, "1", None, at(60), true)
+            .scan(&issued.text, "1", None, at(60))
             .expect("scan")
     ));
     // Expired after 7 days (through the end of the 7th day, Berlin time).
     assert!(matches!(
         refusal(
             vouchers
-                .scan(&issued.text, "2", None, at(9 * 86_400), true)
+                .scan(&issued.text, "2", None, at(9 * 86_400))
                 .expect("scan")
         ),
         Refusal::Expired { .. }
@@ -460,7 +448,8 @@ fn untrusted_clock_uses_the_stored_floor() {
     let future: Timestamp = "2030-01-01T00:00:00Z".parse().expect("time");
     assert!(is_valid(
         &vouchers
-            .scan(&text, "1", None, future, false)
+            .stamped(false)
+            .scan(&text, "1", None, future)
             .expect("scan")
     ));
     vouchers.release_lane("1").expect("release");
@@ -470,7 +459,12 @@ fn untrusted_clock_uses_the_stored_floor() {
         .expect("observe");
     let past: Timestamp = "1970-01-02T00:00:00Z".parse().expect("time");
     assert!(matches!(
-        refusal(vouchers.scan(&text, "1", None, past, false).expect("scan")),
+        refusal(
+            vouchers
+                .stamped(false)
+                .scan(&text, "1", None, past)
+                .expect("scan")
+        ),
         Refusal::Expired { .. }
     ));
 }
@@ -492,7 +486,7 @@ fn kill_child() {
     for n in 0..KILL_VOUCHERS {
         let (_, text) = voucher_text(100 + n, None);
         assert!(is_valid(
-            &vouchers.scan(&text, "1", None, t0(), true).expect("scan")
+            &vouchers.scan(&text, "1", None, t0()).expect("scan")
         ));
     }
     println!("CHILD RESERVED");
@@ -584,7 +578,7 @@ fn kill_9_between_reservation_and_commit() {
                     );
                     // Still held for lane 1 after the restart: lane 2 cannot take it.
                     assert!(matches!(
-                        refusal(vouchers.scan(&text, "2", None, at(11), true).expect("scan")),
+                        refusal(vouchers.scan(&text, "2", None, at(11)).expect("scan")),
                         Refusal::ReservedElsewhere { .. }
                     ));
                 }

@@ -428,7 +428,9 @@ impl Vouchers {
     // ----- scanning -----
 
     /// A voucher scanned at `lane` (with `customer_id` identified there, if any): checks it
-    /// (a trusted `now` also raises the stored time floor) and, when valid, reserves it for the lane durably before returning `Valid`. A second
+    /// at `now`, trusted or not as this handle is [`Vouchers::stamped`] (a trusted `now` also
+    /// raises the stored time floor) and, when valid, reserves it for the lane durably before
+    /// returning `Valid`. A second
     /// scan at the same lane renews the reservation; at another lane it is `reserved`; once
     /// redeemed, everywhere `redeemed` with when and where. A refusal writes nothing.
     pub fn scan(
@@ -437,8 +439,8 @@ impl Vouchers {
         lane: &str,
         customer_id: Option<&str>,
         now: Timestamp,
-        clock_trusted: bool,
     ) -> Result<Verdict, StoreError> {
+        let clock_trusted = self.store.clock_trusted();
         let signed = match voucher::decode(text.trim()) {
             Ok(signed) => signed,
             Err(err) => return Ok(Verdict::Refused(Refusal::Malformed(err))),
