@@ -14,8 +14,8 @@
 //! change the sizes; `FOOTPRINT_ONLY=rss` or `=startup` runs one part; `FOOTPRINT_UNCOMPACTED=1`
 //! also times `Store::open` on the bulk-loaded database before it is compacted).
 
-use loyalty_gateway::config::StorageConfig;
-use loyalty_gateway::store::{CompactTrigger, Store};
+use loyalty_daemon::config::StorageConfig;
+use loyalty_store::{CompactTrigger, Store};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -18,7 +18,7 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use loyalty_gateway::loadgen::{self, LoadgenArgs};
+use loyalty_tools::loadgen::{self, LoadgenArgs};
 use std::time::Duration;
 
 fn main() {

@@ -11,8 +11,8 @@
 #[path = "../tests/store_support/mod.rs"]
 mod store_support;
 
-use loyalty_gateway::store::events::EventType;
-use loyalty_gateway::store::Store;
+use loyalty_store::events::EventType;
+use loyalty_store::Store;
 use std::time::{Duration, Instant};
 use store_support::*;
 

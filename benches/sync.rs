@@ -6,13 +6,13 @@
 //! Run: `CARGO_TARGET_DIR=/work/targets/sync cargo bench --bench sync` (env `SYNC_BENCH_EVENTS`
 //! overrides the count).
 
-use loyalty_gateway::config::Config;
-use loyalty_gateway::crm_reference::{self, Faults, ReferenceConfig};
-use loyalty_gateway::ledger::EntryKind;
-use loyalty_gateway::store::events::{self, EventType, LedgerPayload};
-use loyalty_gateway::store::Store;
-use loyalty_gateway::sync;
-use loyalty_gateway::sync::certs::write_local_pki;
+use loyalty_core::ledger::EntryKind;
+use loyalty_daemon::config::Config;
+use loyalty_daemon::sync;
+use loyalty_store::events::{self, EventType, LedgerPayload};
+use loyalty_store::Store;
+use loyalty_tools::certs::write_local_pki;
+use loyalty_tools::crm_reference::{self, Faults, ReferenceConfig};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 

@@ -3,7 +3,7 @@
 //! 2 invalid configuration or usage.
 
 use clap::{Parser, Subcommand};
-use loyalty_gateway::config;
+use loyalty_daemon::config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,7 +31,8 @@ enum Command {
     /// Validate the configuration: exit 0, or exit 2 naming every error by key path.
     CheckConfig(ConfigArg),
     /// A whole simulated store on this machine, no hardware needed.
-    Demo(loyalty_gateway::demo::DemoArgs),
+    #[cfg(feature = "tools")]
+    Demo(loyalty_tools::demo::DemoArgs),
     /// Replay the ledger journal and check every balance and the hash chain.
     Verify(ConfigArg),
     /// Compact the database now; stop the service first (the daemon also compacts by itself
@@ -39,14 +40,16 @@ enum Command {
     Compact(ConfigArg),
     /// Voucher signing keys.
     #[command(subcommand)]
-    Keys(loyalty_gateway::voucher::KeysCommand),
+    Keys(loyalty_daemon::vouchers::KeysCommand),
     /// Staff goodwill vouchers.
     #[command(subcommand)]
-    Voucher(loyalty_gateway::voucher::VoucherCommand),
+    Voucher(loyalty_daemon::vouchers::VoucherCommand),
     /// The reference CRM receiver (for integrators and tests; not a CRM).
-    ReferenceCrm(loyalty_gateway::crm_reference::ReferenceCrmArgs),
+    #[cfg(feature = "tools")]
+    ReferenceCrm(loyalty_tools::crm_reference::ReferenceCrmArgs),
     /// Load generator against a running gateway.
-    Loadgen(loyalty_gateway::loadgen::LoadgenArgs),
+    #[cfg(feature = "tools")]
+    Loadgen(loyalty_tools::loadgen::LoadgenArgs),
     /// Fill an EMPTY store with synthetic customers, to measure memory and start-up on the box
     /// (cross/measure.sh); refuses a store that holds customers.
     SeedTestCustomers(SeedArgs),
@@ -66,13 +69,14 @@ struct SeedArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "tools")]
     if matches!(cli.command, Command::Demo(_)) && std::env::var_os("LOYALTY_LOG").is_none() {
         // The demo explains itself; only warnings and errors from the daemon's log.
         std::env::set_var("LOYALTY_LOG", "warn");
     }
-    loyalty_gateway::telemetry::init_logging();
+    loyalty_daemon::telemetry::init_logging();
     let result = match cli.command {
-        Command::Run(arg) => with_config(&arg.config, loyalty_gateway::gateway::run_daemon),
+        Command::Run(arg) => with_config(&arg.config, loyalty_daemon::gateway::run_daemon),
         Command::CheckConfig(arg) => match config::load(&arg.config) {
             Ok(_) => {
                 println!("{}: configuration is valid", arg.config.display());
@@ -80,15 +84,20 @@ fn main() -> ExitCode {
             }
             Err(errors) => Ok(report_config_errors(&arg.config, &errors)),
         },
-        Command::Demo(args) => loyalty_gateway::demo::main(args),
-        Command::Verify(arg) => with_config(&arg.config, loyalty_gateway::store::verify_command),
-        Command::Compact(arg) => with_config(&arg.config, loyalty_gateway::store::compact_command),
-        Command::Keys(command) => loyalty_gateway::voucher::keys_main(command),
-        Command::Voucher(command) => loyalty_gateway::voucher::voucher_main(command),
-        Command::ReferenceCrm(args) => loyalty_gateway::crm_reference::main(args),
-        Command::Loadgen(args) => loyalty_gateway::loadgen::main(args),
+        #[cfg(feature = "tools")]
+        Command::Demo(args) => loyalty_tools::demo::main(args),
+        Command::Verify(arg) => with_config(&arg.config, loyalty_daemon::commands::verify_command),
+        Command::Compact(arg) => {
+            with_config(&arg.config, loyalty_daemon::commands::compact_command)
+        }
+        Command::Keys(command) => loyalty_daemon::vouchers::keys_main(command),
+        Command::Voucher(command) => loyalty_daemon::vouchers::voucher_main(command),
+        #[cfg(feature = "tools")]
+        Command::ReferenceCrm(args) => loyalty_tools::crm_reference::main(args),
+        #[cfg(feature = "tools")]
+        Command::Loadgen(args) => loyalty_tools::loadgen::main(args),
         Command::SeedTestCustomers(args) => match config::load(&args.config.config) {
-            Ok(config) => loyalty_gateway::store::seed_test_customers_command(
+            Ok(config) => loyalty_daemon::commands::seed_test_customers_command(
                 config,
                 args.count,
                 args.card_prefix,

@@ -7,10 +7,9 @@
 //! receipt profile, 2,000 raster images, 2,000 QR payloads, 2,000 barcode payloads, 2,000 PAN
 //! lines.
 
-use loyalty_gateway::config::ReceiptProfileConfig;
-use loyalty_gateway::escpos::{
-    luhn_valid, mask_pans, Assembler, CodePage, Document, ReceiptCapture, ReceiptProfile,
-};
+use loyalty_core::escpos::{luhn_valid, mask_pans, Assembler, CodePage, Document, ReceiptProfile};
+use loyalty_daemon::capture::ReceiptCapture;
+use loyalty_daemon::config::ReceiptProfileConfig;
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -100,7 +99,7 @@ proptest! {
         let split = run(&bytes, &splits);
         prop_assert_eq!(&whole, &split);
         for doc in &whole {
-            prop_assert!(doc.lines.len() <= loyalty_gateway::escpos::MAX_LINES);
+            prop_assert!(doc.lines.len() <= loyalty_core::escpos::MAX_LINES);
         }
     }
 }

@@ -2,10 +2,11 @@
 //! make_fixtures.py) and the example configuration in docs/arch/escpos-config-snippet.toml:
 //! bytes → assembler → document → Receipt, with the fields a till integrator expects.
 
-use loyalty_gateway::config::{self, Config};
-use loyalty_gateway::escpos::{Document, DocumentEnd, ParseError, ReceiptCapture};
-use loyalty_gateway::money::Money;
-use loyalty_gateway::receipt::{Receipt, ReceiptError, ReceiptKind, ReceiptLine};
+use loyalty_core::escpos::{Document, DocumentEnd, ParseError};
+use loyalty_core::money::Money;
+use loyalty_core::receipt::{Receipt, ReceiptError, ReceiptKind, ReceiptLine};
+use loyalty_daemon::capture::ReceiptCapture;
+use loyalty_daemon::config::{self, Config};
 use std::time::{Duration, Instant};
 
 fn config() -> Config {

@@ -2,11 +2,11 @@
 //! Every byte arrives unchanged both ways, receipts are captured at the cut and after an idle
 //! gap, and a printer that is down or drops the job is visible to the till.
 
-use loyalty_gateway::config::{self, Config, PrinterProxyConfig};
-use loyalty_gateway::escpos::ReceiptCapture;
-use loyalty_gateway::input::{Input, Origin};
-use loyalty_gateway::money::Money;
-use loyalty_gateway::printer_proxy;
+use loyalty_core::money::Money;
+use loyalty_daemon::capture::ReceiptCapture;
+use loyalty_daemon::config::{self, Config, PrinterProxyConfig};
+use loyalty_daemon::input::{Input, Origin};
+use loyalty_daemon::printer_proxy;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -87,7 +87,7 @@ impl Proxy {
     }
 }
 
-async fn expect_receipt(rx: &mut mpsc::Receiver<Input>) -> loyalty_gateway::receipt::Receipt {
+async fn expect_receipt(rx: &mut mpsc::Receiver<Input>) -> loyalty_core::receipt::Receipt {
     loop {
         match next(rx).await {
             Input::Receipt {

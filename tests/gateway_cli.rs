@@ -98,11 +98,11 @@ fn seed_test_customers_fills_an_empty_store_and_refuses_a_used_one() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("seeded 2500 test customers"));
     {
-        let storage = loyalty_gateway::config::StorageConfig {
+        let storage = loyalty_daemon::config::StorageConfig {
             data_dir: data.clone(),
             ..Default::default()
         };
-        let store = loyalty_gateway::store::Store::open(&storage, "m").expect("open");
+        let store = loyalty_store::Store::open(&storage, "m").expect("open");
         for card in ["2990000000000", "2990000002499"] {
             assert!(
                 store.customer_by_card(card).expect("lookup").is_some(),

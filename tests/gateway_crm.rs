@@ -3,11 +3,11 @@
 //! once after the next poll; rules from the CRM are applied to the next receipt), and what the
 //! store writes reaches the CRM exactly once.
 
-use loyalty_gateway::crm_reference::{self, ReferenceConfig};
-use loyalty_gateway::gateway::{self, StartOptions};
-use loyalty_gateway::input::{Input, Origin};
-use loyalty_gateway::sync::wire::ChangesPage;
-use loyalty_gateway::wire::Response;
+use loyalty_daemon::gateway::{self, StartOptions};
+use loyalty_daemon::input::{Input, Origin};
+use loyalty_protocol::crm::ChangesPage;
+use loyalty_protocol::till::Response;
+use loyalty_tools::crm_reference::{self, ReferenceConfig};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,7 @@ async fn scan(handle: &gateway::GatewayHandle, lane: &str, text: &str) -> Respon
 
 async fn receipt(handle: &gateway::GatewayHandle, lane: &str, json: serde_json::Value) -> Response {
     let receipt =
-        loyalty_gateway::wire::parse_receipt(&serde_json::to_vec(&json).expect("json"), lane, 2)
+        loyalty_protocol::till::parse_receipt(&serde_json::to_vec(&json).expect("json"), lane, 2)
             .expect("valid receipt");
     let (input, _done) = gateway::receipt_input(lane, receipt, Origin::Mqtt);
     gateway::request(handle, input, lane, 1, Duration::from_secs(10))
@@ -53,7 +53,7 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_revocations_and_rules_reach_the_lanes_and_every_event_reaches_the_crm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = loyalty_gateway::sync::certs::write_local_pki(dir.path(), STORE).expect("pki");
+    let pki = loyalty_tools::certs::write_local_pki(dir.path(), STORE).expect("pki");
     let crm = crm_reference::serve(ReferenceConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         cert_file: pki.server_cert_file.clone(),
@@ -66,8 +66,8 @@ async fn crm_revocations_and_rules_reach_the_lanes_and_every_event_reaches_the_c
     .await
     .expect("reference CRM");
     let key = dir.path().join("signing.key");
-    loyalty_gateway::voucher::keyfile::generate(&key).expect("key");
-    let config = loyalty_gateway::config::parse(&format!(
+    loyalty_daemon::vouchers::keyfile::generate(&key).expect("key");
+    let config = loyalty_daemon::config::parse(&format!(
         r#"[store]
 id = "{STORE}"
 timezone = "Europe/Berlin"

@@ -38,7 +38,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 fn config(dir: &std::path::Path, broker: u16, http: u16) -> String {
     let key = dir.join("voucher.key");
     if !key.exists() {
-        loyalty_gateway::voucher::keyfile::generate(&key).expect("signing key");
+        loyalty_daemon::vouchers::keyfile::generate(&key).expect("signing key");
     }
     format!(
         "[store]\nid = \"d1\"\ntimezone = \"Europe/Berlin\"\nrequire_ntp_sync = false\n[storage]\ndata_dir = \"{}\"\n\

@@ -6,6 +6,7 @@
 mod harness;
 
 use harness::{sale, wait_online, Gateway, Mosquitto, Till};
+use loyalty_daemon::vouchers::VoucherSettingsExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -333,9 +334,9 @@ async fn broker_restart_is_survived() {
 /// Events from the earlier run, with a trusted clock, carry no flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_behind_the_persisted_floor_keeps_answering_and_flags_its_events() {
-    use loyalty_gateway::store::vouchers::Vouchers;
-    use loyalty_gateway::store::Store;
-    use loyalty_gateway::voucher::VoucherSettings;
+    use loyalty_daemon::vouchers::VoucherSettings;
+    use loyalty_store::vouchers::Vouchers;
+    use loyalty_store::Store;
 
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -355,7 +356,7 @@ async fn a_clock_behind_the_persisted_floor_keeps_answering_and_flags_its_events
     // The floor a later boot cannot go below: two days ahead of this machine's clock, as if
     // the wall clock were now two days behind the real time.
     let floor = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
-    let config = loyalty_gateway::config::parse(&config_text).expect("config");
+    let config = loyalty_daemon::config::parse(&config_text).expect("config");
     let first_run_last_seq = {
         let store = Store::open(&config.storage, &config.store.id).expect("open store");
         let settings = VoucherSettings::from_config(&config).expect("voucher settings");
@@ -427,7 +428,7 @@ async fn a_receipt_received_but_not_yet_durable_is_redelivered_after_kill_9() {
     let mut gateway = Gateway::start_with_env(
         dir.path(),
         &config(dir.path(), broker.port, "s9"),
-        &[(loyalty_gateway::gateway::STALL_RECEIPT_ENV, "R-STALL")],
+        &[(loyalty_daemon::gateway::STALL_RECEIPT_ENV, "R-STALL")],
     );
     wait_online(broker.port, "loyalty/s9").await;
     let mut till = Till::connect(broker.port, "loyalty/s9", "till-9").await;

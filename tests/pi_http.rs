@@ -5,12 +5,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use loyalty_gateway::config::HttpConfig;
-use loyalty_gateway::http::{
+use loyalty_daemon::config::HttpConfig;
+use loyalty_daemon::http::{
     ApiBackend, ApiServer, BackendError, ClockHealth, ComponentHealth, CustomerView, DeviceHealth,
     HealthReport, HttpError, ImageFormat, PurchaseView, SyncHealth,
 };
-use loyalty_gateway::telemetry::{Metrics, ScanKind, Secret};
+use loyalty_daemon::telemetry::{Metrics, ScanKind, Secret};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! systemd's `NOTIFY_SOCKET`: READY, STATUS, STOPPING, watchdog pings while a daemon-like loop
 //! turns, and no pings once the loop wedges or the health check fails.
 
-use loyalty_gateway::systemd::{self, Heartbeat, Notifier, Watchdog};
+use loyalty_daemon::systemd::{self, Heartbeat, Notifier, Watchdog};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -313,7 +313,7 @@ fn child_sends_from_env() {
 
 #[test]
 fn the_real_clock_is_trusted_against_a_floor_in_the_past() {
-    use loyalty_gateway::clock::{ClockGuard, NtpState};
+    use loyalty_core::clock::{ClockGuard, NtpState};
     let origin = Instant::now();
     let floor: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("timestamp");
     let mut guard = ClockGuard::new(floor, None, Duration::ZERO);

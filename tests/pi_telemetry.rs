@@ -1,7 +1,7 @@
 //! Log formats (terminal, journald), secrets that never reach a log, and the metric registry's
 //! names and text encoding.
 
-use loyalty_gateway::telemetry::{
+use loyalty_daemon::telemetry::{
     log_subscriber, AnswerKind, LogStyle, Metrics, ReceiptOutcome, ScanKind, Secret, SecretError,
     SyncErrorKind,
 };

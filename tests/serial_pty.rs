@@ -3,11 +3,11 @@
 //! replugged (a new pty behind the same link), with the reader thread's CPU time measured
 //! while the device is gone.
 
-use loyalty_gateway::config::{self, Config, SerialConfig, SerialKind};
-use loyalty_gateway::escpos::ReceiptCapture;
-use loyalty_gateway::input::{Input, Origin};
-use loyalty_gateway::money::Money;
-use loyalty_gateway::serial;
+use loyalty_core::money::Money;
+use loyalty_daemon::capture::ReceiptCapture;
+use loyalty_daemon::config::{self, Config, SerialConfig, SerialKind};
+use loyalty_daemon::input::{Input, Origin};
+use loyalty_daemon::serial;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,15 +15,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One end of a pseudo-terminal pair as a device: the gateway opens the slave through `link`,
-/// the test talks to the master (the demo's pty pair, `loyalty_gateway::demo::pty`).
+/// the test talks to the master (the demo's pty pair, `loyalty_tools::demo::pty`).
 struct Pty {
-    inner: loyalty_gateway::demo::pty::Pty,
+    inner: loyalty_tools::demo::pty::Pty,
 }
 
 impl Pty {
     fn plug(link: &Path) -> Pty {
         Pty {
-            inner: loyalty_gateway::demo::pty::Pty::open(link).expect("openpty"),
+            inner: loyalty_tools::demo::pty::Pty::open(link).expect("openpty"),
         }
     }
 

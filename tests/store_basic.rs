@@ -5,9 +5,9 @@
 
 mod store_support;
 
-use loyalty_gateway::ledger::Balance;
-use loyalty_gateway::store::events::EventType;
-use loyalty_gateway::store::{abort, CompactTrigger, OutcomeNote, Store, StoreError};
+use loyalty_core::ledger::Balance;
+use loyalty_store::events::EventType;
+use loyalty_store::{abort, CompactTrigger, OutcomeNote, Store, StoreError};
 use std::collections::HashSet;
 use store_support::*;
 
@@ -30,7 +30,7 @@ fn duplicate_receipt_returns_first_outcome_and_changes_nothing() {
     let other = store.enroll("2990000000026", now()).expect("enroll");
     let events_before = store.outbox_stats().expect("stats").last_seq;
     let mut changed = receipt.clone();
-    changed.lines[0].amount = loyalty_gateway::money::Money(99_900);
+    changed.lines[0].amount = loyalty_core::money::Money(99_900);
     changed.total = changed.lines.iter().map(|l| l.amount).sum();
     let again = store
         .apply_receipt(&changed, Some(&other.id), &policy, now())
@@ -56,7 +56,7 @@ fn refused_receipt_writes_nothing() {
     let customer = store.enroll("2990000000019", now()).expect("enroll");
     let before = store.outbox_stats().expect("stats");
     let mut bad = sale("R-bad", vec![line("a", 1000, None)]);
-    bad.total = loyalty_gateway::money::Money(999); // lines do not add up
+    bad.total = loyalty_core::money::Money(999); // lines do not add up
     let err = store
         .apply_receipt(&bad, Some(&customer.id), &policy, now())
         .expect_err("refused");
@@ -94,9 +94,9 @@ fn ledger_change_and_outbox_event_are_atomic() {
     // A transaction that writes a ledger entry and its event, then aborts: neither remains.
     let result: Result<(), StoreError> = store.transact(&[], |tx| {
         tx.ledger_entry(
-            &loyalty_gateway::store::NewEntry {
+            &loyalty_store::NewEntry {
                 customer_id: &customer.id,
-                kind: loyalty_gateway::ledger::EntryKind::Redeem,
+                kind: loyalty_core::ledger::EntryKind::Redeem,
                 points: -10,
                 at: now(),
                 receipt_id: None,
@@ -297,7 +297,7 @@ fn schema_version_and_migration_hook() {
     fn noop(_: &sled::Db) -> Result<(), StoreError> {
         Ok(())
     }
-    let migrations: &[loyalty_gateway::store::Migration] = &[noop, to_v2];
+    let migrations: &[loyalty_store::Migration] = &[noop, to_v2];
     let store =
         Store::open_with_migrations(&config(dir.path()), "S1", migrations).expect("open v2");
     assert_eq!(store.migrations_applied(), &[1]);
@@ -517,7 +517,7 @@ fn cardless_receipt_attaches_once() {
     assert_eq!(r.note, Some(OutcomeNote::OriginalWithoutCustomer));
     let gold = store.enroll("2990000000019", now()).expect("enroll");
     store
-        .upsert_crm_customer(&loyalty_gateway::customer::Customer {
+        .upsert_crm_customer(&loyalty_core::customer::Customer {
             tier: Some("gold".into()),
             ..gold.clone()
         })
@@ -897,7 +897,7 @@ fn verify_command_exits_0_when_consistent_and_1_after_tampering() {
         "[store]\nid = \"S1\"\n[storage]\ndata_dir = \"{}\"\n",
         dir.path().display()
     );
-    let config = loyalty_gateway::config::parse(&text).expect("config");
+    let config = loyalty_daemon::config::parse(&text).expect("config");
     {
         let store = open(dir.path());
         let c = store.enroll("2990000000019", now()).expect("enroll").id;
@@ -908,7 +908,7 @@ fn verify_command_exits_0_when_consistent_and_1_after_tampering() {
             .crm_adjustment(&c, 20, "a-2", "x", now())
             .expect("adjust");
     }
-    let code = loyalty_gateway::store::verify_command(config.clone()).expect("verify");
+    let code = loyalty_daemon::commands::verify_command(config.clone()).expect("verify");
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     {
         let store = open(dir.path());
@@ -918,7 +918,7 @@ fn verify_command_exits_0_when_consistent_and_1_after_tampering() {
             .remove(1u64.to_be_bytes())
             .expect("delete");
     }
-    let code = loyalty_gateway::store::verify_command(config).expect("verify");
+    let code = loyalty_daemon::commands::verify_command(config).expect("verify");
     assert_eq!(code, std::process::ExitCode::from(1));
 }
 

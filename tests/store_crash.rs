@@ -8,7 +8,7 @@
 
 mod store_support;
 
-use loyalty_gateway::ledger::EntryKind;
+use loyalty_core::ledger::EntryKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -3,12 +3,12 @@
 
 use ed25519_dalek::SigningKey;
 use jiff::Timestamp;
-use loyalty_gateway::money::Money;
-use loyalty_gateway::render;
-use loyalty_gateway::voucher::{
+use loyalty_core::money::Money;
+use loyalty_core::voucher::{
     self, check_text, Benefit, CheckContext, Clock, CustomerBinding, RedemptionState, Refusal,
     TrustedKeys, Verdict, Voucher, VoucherId,
 };
+use loyalty_daemon::render;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
@@ -277,16 +277,16 @@ fn refusals_each_with_its_reason() {
     ));
 
     // Minimum spend, checked on the receipt.
-    let receipt = loyalty_gateway::receipt::Receipt {
+    let receipt = loyalty_core::receipt::Receipt {
         id: "R-0050".into(),
         lane: "3".into(),
         timestamp: t("2026-12-01T12:01:00Z"),
-        kind: loyalty_gateway::receipt::ReceiptKind::Sale,
+        kind: loyalty_core::receipt::ReceiptKind::Sale,
         currency: "EUR".into(),
         total: Money(1999),
         card: None,
         rewards: vec![voucher().id.to_string()],
-        lines: vec![loyalty_gateway::receipt::ReceiptLine {
+        lines: vec![loyalty_core::receipt::ReceiptLine {
             sku: "1".into(),
             name: "Bread".into(),
             qty_milli: 1000,

@@ -4,15 +4,16 @@
 
 use ed25519_dalek::SigningKey;
 use jiff::{SignedDuration, Timestamp};
-use loyalty_gateway::config::{Config, RewardRuleConfig};
-use loyalty_gateway::money::Money;
-use loyalty_gateway::receipt::{Receipt, ReceiptKind, ReceiptLine};
-use loyalty_gateway::store::events::EventType;
-use loyalty_gateway::store::vouchers::{IssueError, Vouchers};
-use loyalty_gateway::store::Store;
-use loyalty_gateway::voucher::{
+use loyalty_core::money::Money;
+use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLine};
+use loyalty_core::voucher::{
     Benefit, RedemptionState, Refusal, StoreKey, Verdict, Voucher, VoucherId, VoucherSettings,
 };
+use loyalty_daemon::config::{Config, RewardRuleConfig};
+use loyalty_daemon::vouchers::VoucherSettingsExt;
+use loyalty_store::events::EventType;
+use loyalty_store::vouchers::{IssueError, Vouchers};
+use loyalty_store::Store;
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -659,15 +660,15 @@ fn goodwill_command_line_issues_and_refuses_above_the_cap() {
     let stdout = String::from_utf8_lossy(&ok.stdout);
     let text = stdout
         .lines()
-        .find(|l| l.starts_with(loyalty_gateway::voucher::QR_PREFIX))
+        .find(|l| l.starts_with(loyalty_core::voucher::QR_PREFIX))
         .expect("voucher text printed")
         .to_string();
-    let signed = loyalty_gateway::voucher::decode(&text).expect("decode");
+    let signed = loyalty_core::voucher::decode(&text).expect("decode");
     assert_eq!(signed.voucher.benefit, Benefit::AmountOff(Money(500)));
     assert!(std::fs::metadata(&png).expect("png").len() > 100);
 
     // Recorded in the store with its outbox event.
-    let config = loyalty_gateway::config::load(&config_path).expect("config");
+    let config = loyalty_daemon::config::load(&config_path).expect("config");
     let store = Store::open(&config.storage, "S042").expect("open");
     let issued = events_of(&store, EventType::VoucherIssued);
     assert_eq!(issued.len(), 1);

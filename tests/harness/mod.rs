@@ -31,14 +31,14 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// A Mosquitto broker for one test, with persistence in its own directory.
 pub struct Mosquitto {
     pub port: u16,
-    broker: loyalty_gateway::demo::broker::Mosquitto,
+    broker: loyalty_tools::demo::broker::Mosquitto,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
-        let broker = loyalty_gateway::demo::broker::Mosquitto::start(dir.path())
+        let broker = loyalty_tools::demo::broker::Mosquitto::start(dir.path())
             .expect("mosquitto (apt-get install mosquitto; .ci/run does this)");
         Mosquitto {
             port: broker.port,

@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use jiff::Timestamp;
-use loyalty_gateway::config::StorageConfig;
-use loyalty_gateway::ledger::{Earning, EarningPolicy};
-use loyalty_gateway::money::Money;
-use loyalty_gateway::receipt::{Receipt, ReceiptKind, ReceiptLimits, ReceiptLine};
-use loyalty_gateway::store::Store;
+use loyalty_core::ledger::{Earning, EarningPolicy};
+use loyalty_core::money::Money;
+use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLimits, ReceiptLine};
+use loyalty_daemon::config::StorageConfig;
+use loyalty_store::Store;
 use std::path::Path;
 
 /// 1 point per full 1.00 of eligible spend; "tobacco" earns nothing.

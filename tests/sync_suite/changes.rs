@@ -3,9 +3,9 @@
 //! cursor stored with its page.
 
 use super::common::*;
-use loyalty_gateway::store::sync_state::{ChangeSet, CrmCustomer};
-use loyalty_gateway::store::Store;
-use loyalty_gateway::sync::wire::{ChangesPage, WireCustomer, WireKey};
+use loyalty_protocol::crm::{ChangesPage, WireCustomer, WireKey};
+use loyalty_store::sync_state::{ChangeSet, CrmCustomer};
+use loyalty_store::Store;
 use proptest::prelude::*;
 use std::time::Duration;
 
@@ -62,7 +62,7 @@ proptest! {
     #[test]
     fn rebase_never_double_counts_nor_loses_an_entry(ops in proptest::collection::vec(op(), 1..40)) {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut config = loyalty_gateway::config::Config::default();
+        let mut config = loyalty_daemon::config::Config::default();
         config.store.id = STORE.into();
         config.storage.data_dir = data.path().to_path_buf();
         let store = Store::open(&config.storage, STORE).expect("open");
@@ -255,7 +255,7 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
     // After a restart, the accepted CRM rules are in force again.
     let cancel = tokio_util::sync::CancellationToken::new();
     let handle =
-        loyalty_gateway::sync::start(&config, store.clone(), cancel.clone()).expect("start");
+        loyalty_daemon::sync::start(&config, store.clone(), cancel.clone()).expect("start");
     assert_eq!(
         handle
             .rules()
@@ -273,7 +273,7 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
 
 #[test]
 fn rules_with_unknown_keys_or_bad_values_are_refused() {
-    use loyalty_gateway::sync::feed::validate_rules;
+    use loyalty_daemon::sync::feed::validate_rules;
     assert!(validate_rules(&serde_json::json!({"points_per_unit": 1}), "EUR").is_ok());
     let err = validate_rules(&serde_json::json!({"points_per_unitt": 1}), "EUR").expect_err("typo");
     assert!(err.contains("points_per_unitt"), "{err}");

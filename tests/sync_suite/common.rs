@@ -1,9 +1,9 @@
 //! Shared harness: a throw-away PKI, the reference receiver, CRM configurations with short
 //! timeouts and backoffs.
 
-use loyalty_gateway::config::CrmConfig;
-use loyalty_gateway::crm_reference::{self, Faults, ReferenceConfig, ReferenceCrm};
-use loyalty_gateway::sync::certs::{write_pem, TestCa, Validity};
+use loyalty_daemon::config::CrmConfig;
+use loyalty_tools::certs::{write_pem, TestCa, Validity};
+use loyalty_tools::crm_reference::{self, Faults, ReferenceConfig, ReferenceCrm};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -104,9 +104,9 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
     }
 }
 
-use loyalty_gateway::config::Config;
-use loyalty_gateway::store::Store;
-use loyalty_gateway::sync::{self, SyncHandle};
+use loyalty_daemon::config::Config;
+use loyalty_daemon::sync::{self, SyncHandle};
+use loyalty_store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// A whole-gateway configuration for the sync tests.
@@ -170,9 +170,9 @@ pub fn assert_delivered_exactly_once(crm: &ReferenceCrm, store: &Store) {
 
 /// Waits (at most 60 s, then fails) until the sync status satisfies `predicate`.
 pub async fn wait_status(
-    status: &loyalty_gateway::sync::SyncStatusHandle,
-    predicate: impl FnMut(&loyalty_gateway::sync::SyncStatus) -> bool,
-) -> loyalty_gateway::sync::SyncStatus {
+    status: &loyalty_daemon::sync::SyncStatusHandle,
+    predicate: impl FnMut(&loyalty_daemon::sync::SyncStatus) -> bool,
+) -> loyalty_daemon::sync::SyncStatus {
     tokio::time::timeout(Duration::from_secs(60), status.wait_for(predicate))
         .await
         .unwrap_or_else(|_| {

@@ -2,8 +2,8 @@
 //! misconfigurations reported in the status and recovered from.
 
 use super::common::*;
-use loyalty_gateway::crm_reference::{self, Fault, Faults};
-use loyalty_gateway::sync::certs::{write_pem, TestCa, Validity};
+use loyalty_tools::certs::{write_pem, TestCa, Validity};
+use loyalty_tools::crm_reference::{self, Fault, Faults};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,10 +123,10 @@ fn child_uploader() {
     let data = PathBuf::from(std::env::var("LOYALTY_SYNC_KILL_DATA").expect("data"));
     let pki_dir = PathBuf::from(std::env::var("LOYALTY_SYNC_KILL_PKI").expect("pki"));
     let round = std::env::var("LOYALTY_SYNC_KILL_ROUND").expect("round");
-    let mut config = loyalty_gateway::config::Config::default();
+    let mut config = loyalty_daemon::config::Config::default();
     config.store.id = STORE.into();
     config.storage.data_dir = data;
-    config.crm = loyalty_gateway::config::CrmConfig {
+    config.crm = loyalty_daemon::config::CrmConfig {
         enabled: true,
         url,
         client_cert_file: Some(pki_dir.join("client.pem")),

@@ -2,10 +2,10 @@
 //! deduplication, the scripted changes feed, and every TLS misconfiguration.
 
 use super::common::{Pki, STORE};
-use loyalty_gateway::sync::certs::{write_pem, TestCa, Validity};
-use loyalty_gateway::sync::client::{gzip, ClientSettings, CrmClient, WireCounters};
-use loyalty_gateway::sync::wire::ChangesPage;
-use loyalty_gateway::sync::SyncError;
+use loyalty_daemon::sync::client::{gzip, ClientSettings, CrmClient, WireCounters};
+use loyalty_daemon::sync::SyncError;
+use loyalty_protocol::crm::ChangesPage;
+use loyalty_tools::certs::{write_pem, TestCa, Validity};
 use std::sync::Arc;
 
 fn client(pki: &Pki, url: &str) -> CrmClient {
@@ -54,7 +54,7 @@ async fn uploads_are_deduplicated_by_id_and_acknowledged_in_order() {
     // Persisted: a restarted receiver on the same data still deduplicates.
     let addr = crm.addr();
     crm.shutdown().await;
-    let crm = loyalty_gateway::crm_reference::serve(pki.receiver_config(addr, Some(data.path())))
+    let crm = loyalty_tools::crm_reference::serve(pki.receiver_config(addr, Some(data.path())))
         .await
         .expect("restart");
     let mut c = client(&pki, &crm.url());

@@ -1,0 +1,64 @@
+//! The closed set of inputs that flow from the edges (MQTT, serial, printer proxy, demo) into
+//! the gateway's main loop, and the origin of each. Edges only construct these; the gateway
+//! only consumes them.
+
+use loyalty_core::receipt::Receipt;
+use tokio::sync::oneshot;
+
+/// Where an input came from (for logs, metrics and answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The store's MQTT broker.
+    Mqtt,
+    /// A serial device, by its configured name.
+    Serial(String),
+    /// A network printer proxy, by its configured name.
+    PrinterProxy(String),
+}
+
+/// What the gateway did with a receipt, reported back to the edge that delivered it (MQTT acks
+/// the broker only after this arrives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Durably applied (or recognised as a duplicate of a durably applied receipt).
+    Durable,
+    /// Refused as bad input; nothing was written. Acknowledged too: redelivery cannot fix it.
+    Refused,
+    /// Not handled because of an internal failure (storage); must be redelivered.
+    Failed,
+}
+
+/// One input for the gateway's main loop.
+#[derive(Debug)]
+pub enum Input {
+    /// A scanned code, as read (may carry an AIM prefix), from lane `lane`.
+    Scan {
+        /// Lane id.
+        lane: String,
+        /// Raw bytes of one line, without the line terminator.
+        data: Vec<u8>,
+        /// Where it came from.
+        origin: Origin,
+    },
+    /// A receipt from lane `lane`, already parsed by its edge (JSON or printed text), or the
+    /// reason it could not be parsed.
+    Receipt {
+        /// Lane id.
+        lane: String,
+        /// The receipt, or why it could not be read (answered to the lane as an error).
+        receipt: Result<Receipt, String>,
+        /// Where it came from.
+        origin: Origin,
+        /// Told when the receipt is durably handled.
+        done: Option<oneshot::Sender<Handled>>,
+    },
+    /// A device came up or went away.
+    Device {
+        /// Configured device name.
+        name: String,
+        /// True when open and reading.
+        up: bool,
+        /// Human-readable detail (the error, or the path opened).
+        detail: String,
+    },
+}

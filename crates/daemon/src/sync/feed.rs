@@ -1,0 +1,247 @@
+//! The changes feed: polls `GET /v1/stores/{id}/changes?cursor=...`, validates what came down
+//! (rules through `rules::EarningRules::from_config`), and hands each page to
+//! `store::sync_state` which applies it and stores its cursor in one transaction. While pages
+//! carry changes it asks again at once; then every `crm.poll_interval_secs`.
+
+use super::backoff::Backoff;
+use super::client::CrmClient;
+use super::status::{StatusSink, SyncFailure};
+use super::SyncError;
+use crate::config::{Config, RulesConfig};
+use jiff::Timestamp;
+use loyalty_core::rules::EarningRules;
+use loyalty_protocol::crm::{ChangesPage, WireCustomer, WireKey};
+use loyalty_store::sync_state::{ChangeSet, CrmCustomer, CrmKey};
+use loyalty_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Earning rules sent by the CRM and accepted (validated) by this gateway.
+#[derive(Debug)]
+pub struct CrmRules {
+    /// The rules as configuration (for display and for storing).
+    pub config: RulesConfig,
+    /// The built rules, ready to swap in.
+    pub rules: EarningRules,
+}
+
+/// Checks a rule set from the CRM: it must be a `[rules]` table (as JSON) without unknown keys,
+/// pass the same validation as the configuration file, and build. Returns the built rules or a
+/// sentence saying what is wrong.
+pub fn validate_rules(json: &serde_json::Value, currency: &str) -> Result<CrmRules, String> {
+    let mut unknown = Vec::new();
+    let config: RulesConfig =
+        serde_ignored::deserialize(json, |path| unknown.push(path.to_string()))
+            .map_err(|err| format!("the CRM's rules are not a rules table: {err}"))?;
+    if !unknown.is_empty() {
+        return Err(format!(
+            "the CRM's rules have unknown keys: {}",
+            unknown.join(", ")
+        ));
+    }
+    let mut whole = Config::default();
+    whole.store.currency = currency.to_string();
+    let mut errors = crate::config::Errors::default();
+    crate::config::Section::validate(&config, "rules", &whole, &mut errors);
+    let rules = EarningRules::from_config(&config, currency)
+        .map_err(|err| format!("the CRM's rules were refused: {err}"))?;
+    if !errors.is_empty() {
+        return Err(format!("the CRM's rules were refused: {errors:?}"));
+    }
+    Ok(CrmRules { config, rules })
+}
+
+/// Loads the last accepted CRM rules from the store (re-validated; `None` when there are none
+/// or they no longer validate).
+pub fn load_rules(store: &Store, currency: &str) -> Option<Arc<CrmRules>> {
+    let json = store.accepted_rules_json().ok().flatten()?;
+    let value: serde_json::Value = serde_json::from_str(&json).ok()?;
+    match validate_rules(&value, currency) {
+        Ok(rules) => Some(Arc::new(rules)),
+        Err(err) => {
+            tracing::warn!(error = %err, "stored CRM rules no longer validate; using the configured rules");
+            None
+        }
+    }
+}
+
+fn customer(wire: WireCustomer) -> CrmCustomer {
+    CrmCustomer {
+        customer_id: wire.customer_id,
+        balance: wire.balance,
+        includes_store_seq: wire.includes_store_seq,
+        tier: wire.tier,
+        card: wire.cards.into_iter().next(),
+        display_name: wire.display_name,
+    }
+}
+
+fn key(wire: WireKey) -> CrmKey {
+    CrmKey {
+        key_id: wire.key_id,
+        algorithm: wire.algorithm,
+        public_key: wire.public_key,
+        issuer: wire.issuer,
+        revoked: wire.revoked,
+    }
+}
+
+/// Turns a page into what the store applies, validating the rules. Returns the change set and
+/// the accepted rules (if the page carried valid ones).
+pub fn convert(page: ChangesPage, currency: &str, now: Timestamp) -> (ChangeSet, Option<CrmRules>) {
+    let (rules_json, accepted, rejection) = match page.rules {
+        None => (None, None, None),
+        Some(json) => match validate_rules(&json, currency) {
+            Ok(rules) => (Some(json.to_string()), Some(rules), None),
+            Err(reason) => (None, None, Some(reason)),
+        },
+    };
+    let changes = ChangeSet {
+        cursor: page.cursor,
+        now,
+        customers: page.customers.into_iter().map(customer).collect(),
+        erased: page.erased,
+        revoked_vouchers: page.revoked_vouchers,
+        keys: page.keys.into_iter().map(key).collect(),
+        rules_json,
+        rules_rejection: rejection,
+    };
+    (changes, accepted)
+}
+
+/// Feed settings.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// Store id.
+    pub store_id: String,
+    /// Currency of the store (for rules).
+    pub currency: String,
+    /// Time between polls once the feed is drained.
+    pub poll_interval: Duration,
+    /// First retry delay.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Longest `Retry-After` honoured.
+    pub retry_after_cap: Duration,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, loyalty_store::StoreError> + Send + 'static,
+) -> Result<T, SyncError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(|err| SyncError::Store(err.to_string())),
+        Err(err) => Err(SyncError::Store(format!("storage task failed: {err}"))),
+    }
+}
+
+/// Runs the feed until `cancel` fires.
+pub(crate) async fn run(
+    store: Store,
+    mut client: CrmClient,
+    settings: FeedSettings,
+    status: StatusSink,
+    rules: Arc<watch::Sender<Option<Arc<CrmRules>>>>,
+    poll_now: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+    loop {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => break,
+            attempt = poll_once(&store, &mut client, &settings, &status, &rules) => attempt,
+        };
+        let wait = match attempt {
+            Ok(true) => {
+                backoff.reset();
+                if cancel.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            Ok(false) => {
+                backoff.reset();
+                settings.poll_interval
+            }
+            Err(err) => {
+                let delay = backoff.next_delay(err.retry_after(), settings.retry_after_cap);
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "CRM changes poll failed");
+                status.update(|s| {
+                    s.feed_failures = s.feed_failures.saturating_add(1);
+                    s.last_feed_error = Some(SyncFailure {
+                        at: Timestamp::now(),
+                        kind: err.kind(),
+                        message: err.to_string(),
+                    });
+                });
+                delay
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+            _ = poll_now.notified() => {}
+        }
+    }
+}
+
+/// One poll; `Ok(true)` when the page carried changes (ask again at once).
+async fn poll_once(
+    store: &Store,
+    client: &mut CrmClient,
+    settings: &FeedSettings,
+    status: &StatusSink,
+    rules: &watch::Sender<Option<Arc<CrmRules>>>,
+) -> Result<bool, SyncError> {
+    let s = store.clone();
+    let cursor = blocking(move || s.sync_cursor()).await?;
+    let page = client
+        .get_changes(&settings.store_id, cursor.as_deref())
+        .await?;
+    let moved = cursor.as_deref() != Some(page.cursor.as_str());
+    let had_changes = !page.is_empty();
+    if !had_changes && !moved {
+        status.update(|s| {
+            s.last_feed_success = Some(Timestamp::now());
+            s.feed_failures = 0;
+            s.feed_cursor = cursor.clone();
+        });
+        return Ok(false);
+    }
+    let currency = settings.currency.clone();
+    let (changes, accepted) = convert(page, &currency, Timestamp::now());
+    let rejection = changes.rules_rejection.clone();
+    let new_cursor = changes.cursor.clone();
+    let s = store.clone();
+    let report = blocking(move || s.apply_changes(&changes)).await?;
+    tracing::info!(
+        cursor = %new_cursor,
+        customers = report.customers,
+        erased = report.erased,
+        revoked = report.revoked_vouchers,
+        keys = report.keys,
+        "CRM changes applied"
+    );
+    if let Some(accepted) = accepted {
+        tracing::info!("new earning rules from the CRM accepted");
+        rules.send_replace(Some(Arc::new(accepted)));
+    }
+    let now = Timestamp::now();
+    status.update(|s| {
+        s.last_feed_success = Some(now);
+        s.feed_failures = 0;
+        s.feed_cursor = Some(new_cursor.clone());
+        s.feed_pages_applied += 1;
+        if let Some(reason) = rejection {
+            tracing::error!(reason = %reason, "earning rules from the CRM refused; the current rules stay in force");
+            s.rules_rejected = Some(SyncFailure {
+                at: now,
+                kind: "rules",
+                message: reason,
+            });
+        }
+    });
+    Ok(had_changes)
+}

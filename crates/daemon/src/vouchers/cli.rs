@@ -1,0 +1,97 @@
+//! The `keys` and `voucher` subcommands (shell side of `voucher`): key generation, showing a
+//! voucher, staff goodwill vouchers.
+
+use super::{keyfile, KeysCommand, VoucherCommand};
+use anyhow::Context;
+use std::process::ExitCode;
+
+pub(super) fn keys_main(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Generate { out } => {
+            let key = keyfile::generate(&out)?;
+            let public = loyalty_core::voucher::keys::public_key_base64(&key.verifying_key());
+            println!("wrote private key {} (mode 0600)", out.display());
+            println!("wrote public key  {}", keyfile::public_path(&out).display());
+            println!("public key: {public}");
+            println!(
+                "set rewards.signing_key_file = \"{}\" in the configuration; the gateway \
+                 announces the public key to the CRM, which distributes it to the other stores",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Public { key } => {
+            let key = keyfile::load(&key)?;
+            println!(
+                "{}",
+                loyalty_core::voucher::keys::public_key_base64(&key.verifying_key())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        VoucherCommand::Show { text } => {
+            let signed = loyalty_core::voucher::format::decode(text.trim())?;
+            let v = &signed.voucher;
+            println!("id:          {}", v.id);
+            println!("key id:      {}", v.key_id);
+            for line in crate::render::slip_lines(v, &jiff::tz::TimeZone::UTC) {
+                println!("             {line}");
+            }
+            println!("valid from:  {}", v.valid_from);
+            println!("valid until: {}", v.valid_until);
+            if v.customer.is_some() {
+                println!("customer:    bound (personal voucher)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VoucherCommand::Goodwill {
+            config,
+            value,
+            customer,
+            days,
+            png,
+            escpos,
+        } => {
+            let config = match crate::config::load(&config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    eprintln!(
+                        "{}: {} configuration error(s):",
+                        config.display(),
+                        errors.len()
+                    );
+                    for error in errors {
+                        eprintln!("  {error}");
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let issued =
+                crate::commands::goodwill_command(&config, &value, customer.as_deref(), days)?;
+            println!("{}", issued.text);
+            println!("voucher {} issued", issued.voucher.id);
+            print!("{}", crate::render::terminal(&issued.text, true)?);
+            let tz = config.store.time_zone();
+            if let Some(path) = png {
+                std::fs::write(&path, crate::render::png(&issued.text, 8)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("PNG written to {}", path.display());
+            }
+            if let Some(path) = escpos {
+                let options = crate::render::SlipOptions {
+                    time_zone: tz,
+                    ..Default::default()
+                };
+                let bytes = crate::render::escpos_slip(&issued.voucher, &issued.text, &options)?;
+                std::fs::write(&path, bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("ESC/POS written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The voucher settings a running gateway needs, built from `[store]` and `[rewards]`: the
+//! store's signing key (read from its file: shell side), trusted keys, issuing rules, the
+//! reservation timeout and when a redemption is committed.
+
+use crate::config::Config;
+use crate::vouchers::keyfile::{self, KeyFileError};
+use loyalty_core::money::Money;
+use loyalty_core::voucher::issue::{RewardRules, RuleError};
+use loyalty_core::voucher::keys::{KeyError, StoreKey, TrustedKeys};
+pub use loyalty_core::voucher::settings::{RedeemOn, VoucherSettings};
+
+/// Why the voucher settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The signing key file is unusable.
+    #[error("rewards.signing_key_file: {0}")]
+    KeyFile(#[from] KeyFileError),
+    /// A trusted key is unusable.
+    #[error("rewards.trusted_keys: {0}")]
+    TrustedKey(#[from] KeyError),
+    /// A rule is unusable.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// An amount is unusable.
+    #[error("rewards.goodwill_max_value: {0}")]
+    Amount(#[from] loyalty_core::money::MoneyError),
+}
+
+/// Builders of [`VoucherSettings`] from the configuration.
+pub trait VoucherSettingsExt: Sized {
+    /// Builds the settings of `[store]` and `[rewards]`, reading the signing key file.
+    fn from_config(config: &Config) -> Result<Self, SettingsError>;
+    /// Builds the settings with a given store key (tests, or no key file).
+    fn with_key(config: &Config, store_key: Option<StoreKey>) -> Result<Self, SettingsError>;
+    /// The trusted keys of the configuration plus the store's own key.
+    fn trusted_keys(&self, config: &Config) -> Result<TrustedKeys, SettingsError>;
+}
+
+impl VoucherSettingsExt for VoucherSettings {
+    /// Builds the settings, reading the signing key file (refused when its mode is loose).
+    fn from_config(config: &Config) -> Result<VoucherSettings, SettingsError> {
+        let store_key = keyfile::load_store_key(config)?;
+        Self::with_key(config, store_key)
+    }
+
+    /// Builds the settings with a given store key (tests, or no key file).
+    fn with_key(
+        config: &Config,
+        store_key: Option<StoreKey>,
+    ) -> Result<VoucherSettings, SettingsError> {
+        let currency = config.store.currency.clone();
+        let decimals = loyalty_core::money::currency_decimals(&currency);
+        let rewards = &config.rewards;
+        Ok(VoucherSettings {
+            rules: RewardRules::from_config(
+                &rewards.rules,
+                rewards.max_vouchers_per_receipt,
+                rewards.bind_earned_vouchers,
+                &currency,
+            )?,
+            time_zone: config.store.time_zone(),
+            store_key,
+            reservation_timeout: jiff::SignedDuration::from_secs(
+                rewards.reservation_timeout_secs.min(86_400) as i64,
+            ),
+            redeem_on: if rewards.redeem_on == "next_receipt" {
+                RedeemOn::NextReceipt
+            } else {
+                RedeemOn::Named
+            },
+            goodwill_max: Money::parse(&rewards.goodwill_max_value, decimals)?,
+            goodwill_days: rewards.goodwill_validity_days,
+            currency,
+        })
+    }
+
+    /// The trusted keys of the configuration plus the store's own key.
+    fn trusted_keys(&self, config: &Config) -> Result<TrustedKeys, SettingsError> {
+        let trusted = config.rewards.trusted_keys.iter();
+        Ok(TrustedKeys::from_config(
+            trusted.map(|key| (key.key_id.as_str(), key.public_key.as_str())),
+            self.store_key.as_ref(),
+        )?)
+    }
+}

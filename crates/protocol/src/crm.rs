@@ -1,0 +1,153 @@
+//! The CRM's JSON (SPEC 2.5), and nothing else: request and response bodies of
+//! `POST /v1/stores/{store_id}/events` and `GET /v1/stores/{store_id}/changes`. `docs/openapi.yaml`
+//! describes exactly these types; a test checks payloads produced here against it.
+//!
+//! Domain types carry no `Serialize`; conversions happen in `sync` at the edge.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Body of `POST /v1/stores/{store_id}/events`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventsRequest<'a> {
+    /// The store sending (the same as in the path).
+    #[serde(borrow)]
+    pub store_id: &'a str,
+    /// Events in increasing `seq`, without gaps.
+    #[serde(borrow)]
+    pub events: Vec<WireEvent<'a>>,
+}
+
+/// One outbox event as the CRM sees it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireEvent<'a> {
+    /// Per-store sequence number: gapless, increasing.
+    pub seq: u64,
+    /// Globally unique id; the CRM deduplicates on it.
+    #[serde(borrow)]
+    pub id: &'a str,
+    /// `receipt`, `ledger`, `customer_enrolled`, `customer_updated`, `voucher_issued`,
+    /// `voucher_redeemed`, ...
+    #[serde(rename = "type", borrow)]
+    pub kind: &'a str,
+    /// When it happened (RFC 3339).
+    #[serde(borrow)]
+    pub at: &'a str,
+    /// The event's content (a JSON object whose shape depends on `type`).
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
+}
+
+/// An event as the reference receiver stores it (owned).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OwnedEvent {
+    /// Per-store sequence number.
+    pub seq: u64,
+    /// Globally unique id.
+    pub id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// RFC 3339 time.
+    pub at: String,
+    /// Content.
+    pub payload: serde_json::Value,
+}
+
+/// Body of the CRM's `200` answer to an upload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AckResponse {
+    /// Every event of this store up to and including this sequence number is stored at the
+    /// CRM. `0`: none yet.
+    pub acked_through: u64,
+}
+
+/// One page of `GET /v1/stores/{store_id}/changes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChangesPage {
+    /// Opaque position to ask from next time; stored only after the page is applied.
+    pub cursor: String,
+    /// Customers whose profile or balance changed.
+    #[serde(default)]
+    pub customers: Vec<WireCustomer>,
+    /// Customers whose personal data must be erased (customer ids).
+    #[serde(default)]
+    pub erased: Vec<String>,
+    /// Vouchers that must no longer be accepted (voucher ids).
+    #[serde(default)]
+    pub revoked_vouchers: Vec<String>,
+    /// Voucher verification keys.
+    #[serde(default)]
+    pub keys: Vec<WireKey>,
+    /// A new earning-rules set (the `[rules]` table as JSON), or null for no change.
+    #[serde(default)]
+    pub rules: Option<serde_json::Value>,
+}
+
+impl ChangesPage {
+    /// True when the page carries nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+            && self.erased.is_empty()
+            && self.revoked_vouchers.is_empty()
+            && self.keys.is_empty()
+            && self.rules.is_none()
+    }
+}
+
+/// A customer as the CRM knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireCustomer {
+    /// Customer id.
+    pub customer_id: String,
+    /// Points balance at the CRM (all stores, CRM adjustments, and this store's events up to
+    /// `includes_store_seq`).
+    pub balance: i64,
+    /// The highest sequence number of *this* store's events that `balance` includes.
+    pub includes_store_seq: u64,
+    /// Tier name, or null for none.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Card numbers of the customer (all of them; a card absent here is no longer theirs).
+    #[serde(default)]
+    pub cards: Vec<String>,
+    /// Name shown at the till, or null.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// A voucher verification key distributed by head office.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireKey {
+    /// Key id as printed in vouchers.
+    pub key_id: String,
+    /// Algorithm; only `ed25519` is known.
+    pub algorithm: String,
+    /// The public key, standard base64 of the 32 raw bytes.
+    pub public_key: String,
+    /// Who signs with it: `head-office` or a store id.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// True when vouchers signed with it must be refused from now on.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// An error body the CRM may send with a 4xx/5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The payload of a `voucher_key` event (`{"key_id", "algorithm", "public_key"}`): a store's
+/// public voucher key announced to the CRM.
+pub fn key_announcement_payload(key: &loyalty_core::voucher::KeyAnnouncement) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": key.key_id,
+        "algorithm": key.algorithm,
+        "public_key": key.public_key,
+    })
+}

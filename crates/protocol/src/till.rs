@@ -1,0 +1,435 @@
+//! The till's JSON contract (SPEC 2.3): receipt JSON in, lane responses out. Owns the
+//! conversion between these wire formats and the core's types; amounts are read from the JSON
+//! text exactly (a JSON number is never parsed through a float).
+//!
+//! Invariant: nothing outside this module knows the receipt JSON's or the responses' field names.
+
+use loyalty_core::money::Money;
+use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLine};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Why a receipt message could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Not JSON, or not the receipt shape.
+    #[error("malformed receipt JSON: {0}")]
+    Malformed(String),
+    /// A field with an unusable value.
+    #[error("{field}: {message}")]
+    Field {
+        /// The field (`lines[2].amount`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptJson {
+    receipt_id: String,
+    #[serde(default)]
+    lane: Option<String>,
+    timestamp: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    original_receipt_id: Option<String>,
+    currency: String,
+    total: Box<RawValue>,
+    #[serde(default)]
+    card: Option<String>,
+    #[serde(default)]
+    rewards: Vec<String>,
+    lines: Vec<LineJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineJson {
+    sku: String,
+    #[serde(default)]
+    name: String,
+    qty: Box<RawValue>,
+    #[serde(default)]
+    unit_price: Option<Box<RawValue>>,
+    amount: Box<RawValue>,
+    #[serde(default)]
+    category: Option<String>,
+}
+
+/// Reads the decimal text of a JSON string or number without going through a float.
+fn decimal_text(raw: &RawValue, field: &str) -> Result<String, WireError> {
+    let text = raw.get().trim();
+    if text.starts_with('"') {
+        serde_json::from_str::<String>(text).map_err(|err| WireError::Field {
+            field: field.to_string(),
+            message: err.to_string(),
+        })
+    } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Ok(text.to_string())
+    } else {
+        Err(WireError::Field {
+            field: field.to_string(),
+            message: format!("expected a decimal string such as \"12.34\", found {text}"),
+        })
+    }
+}
+
+fn money(raw: &RawValue, field: &str, decimals: u32) -> Result<Money, WireError> {
+    let text = decimal_text(raw, field)?;
+    Money::parse(&text, decimals).map_err(|err| WireError::Field {
+        field: field.to_string(),
+        message: err.to_string(),
+    })
+}
+
+/// Parses a till's receipt message. `topic_lane` is the lane named by the topic; a `lane`
+/// field that disagrees with it is refused. `decimals` is the store currency's.
+pub fn parse_receipt(
+    payload: &[u8],
+    topic_lane: &str,
+    decimals: u32,
+) -> Result<Receipt, WireError> {
+    let json: ReceiptJson =
+        serde_json::from_slice(payload).map_err(|err| WireError::Malformed(err.to_string()))?;
+    if let Some(lane) = &json.lane {
+        if lane != topic_lane {
+            return Err(WireError::Field {
+                field: "lane".into(),
+                message: format!("says lane {lane} but was sent on lane {topic_lane}'s topic"),
+            });
+        }
+    }
+    let timestamp: jiff::Timestamp = json.timestamp.parse().map_err(|err| WireError::Field {
+        field: "timestamp".into(),
+        message: format!("not an RFC 3339 time: {err}"),
+    })?;
+    let kind = match (json.kind.as_deref(), json.original_receipt_id) {
+        (None | Some("sale"), _) => ReceiptKind::Sale,
+        (Some("return"), Some(original_receipt_id)) => ReceiptKind::Return {
+            original_receipt_id,
+        },
+        (Some("return"), None) => {
+            return Err(WireError::Field {
+                field: "original_receipt_id".into(),
+                message: "required for kind \"return\"".into(),
+            })
+        }
+        (Some(other), _) => {
+            return Err(WireError::Field {
+                field: "kind".into(),
+                message: format!("'{other}' is neither \"sale\" nor \"return\""),
+            })
+        }
+    };
+    let is_return = matches!(kind, ReceiptKind::Return { .. });
+    let mut lines = Vec::with_capacity(json.lines.len());
+    for (index, line) in json.lines.iter().enumerate() {
+        let at = |field: &str| format!("lines[{index}].{field}");
+        let qty_text = decimal_text(&line.qty, &at("qty"))?;
+        let qty = Money::parse(&qty_text, 3).map_err(|err| WireError::Field {
+            field: at("qty"),
+            message: err.to_string(),
+        })?;
+        let unit_price = match &line.unit_price {
+            Some(raw) => Some(money(raw, &at("unit_price"), decimals)?),
+            None => None,
+        };
+        let amount = money(&line.amount, &at("amount"), decimals)?;
+        // Many tills write returned lines with negative signs; the core wants what was returned.
+        let (qty_milli, amount) = if is_return && qty.0 < 0 {
+            (-qty.0, Money(-amount.0))
+        } else {
+            (qty.0, amount)
+        };
+        lines.push(ReceiptLine {
+            sku: line.sku.clone(),
+            name: line.name.clone(),
+            qty_milli,
+            unit_price: unit_price.map(|p| Money(p.0.abs())),
+            amount,
+            category: line.category.clone(),
+        });
+    }
+    let mut total = money(&json.total, "total", decimals)?;
+    if is_return && total.0 < 0 {
+        total = Money(-total.0);
+    }
+    Ok(Receipt {
+        id: json.receipt_id,
+        lane: topic_lane.to_string(),
+        timestamp,
+        kind,
+        currency: json.currency,
+        total,
+        card: json.card.filter(|card| !card.is_empty()),
+        rewards: json.rewards,
+        lines,
+    })
+}
+
+/// A voucher's discount as the till must apply it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DiscountJson {
+    /// A fixed amount off.
+    AmountOff {
+        /// Decimal text.
+        amount: String,
+    },
+    /// A percentage off.
+    PercentOff {
+        /// Whole percent.
+        percent: u32,
+    },
+    /// One item free.
+    FreeItem {
+        /// The item's SKU.
+        sku: String,
+    },
+}
+
+/// A voucher the till should print, carried by a `points` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuedVoucherJson {
+    /// Voucher id.
+    pub voucher_id: String,
+    /// The text encoded in the QR code.
+    pub text: String,
+    /// ESC/POS bytes printing the QR code, base64.
+    pub escpos_base64: String,
+    /// Value as decimal text.
+    pub value: String,
+    /// Last day of validity (RFC 3339).
+    pub valid_until: String,
+}
+
+/// An answer to a lane on `{prefix}/lane/{lane}/response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// After a card scan of a known customer.
+    Customer {
+        /// Lane.
+        lane: String,
+        /// Customer id.
+        customer_id: String,
+        /// Card as scanned (normalised).
+        card: String,
+        /// Display name, if known.
+        name: Option<String>,
+        /// Tier name.
+        tier: String,
+        /// Points balance.
+        balance: i64,
+        /// Set when this card replaced another scanned at the lane before the receipt.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replaced_card: Option<String>,
+    },
+    /// After a scan of an unknown card of the program's range: a customer was enrolled.
+    Enrolled {
+        /// Lane.
+        lane: String,
+        /// New customer id.
+        customer_id: String,
+        /// Card.
+        card: String,
+        /// Tier name.
+        tier: String,
+        /// Points balance (0).
+        balance: i64,
+        /// Set when this card replaced another scanned at the lane before the receipt.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replaced_card: Option<String>,
+    },
+    /// After a receipt (or a card attached to one retroactively).
+    Points {
+        /// Lane.
+        lane: String,
+        /// Receipt id.
+        receipt_id: String,
+        /// Customer id, when the receipt has one.
+        customer_id: Option<String>,
+        /// Points earned (negative for a return).
+        earned: i64,
+        /// Balance after the receipt.
+        balance: Option<i64>,
+        /// True when this receipt had been applied before (nothing changed).
+        duplicate: bool,
+        /// Vouchers issued by this receipt, for the till to print.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        vouchers: Vec<IssuedVoucherJson>,
+    },
+    /// After a voucher scan.
+    Reward {
+        /// Lane.
+        lane: String,
+        /// Voucher id (empty when the code could not be read at all).
+        voucher_id: String,
+        /// `valid`, `redeemed`, `expired`, `invalid`, `not_yet_valid` (and `reserved`).
+        status: String,
+        /// The discount to apply, when valid.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        discount: Option<DiscountJson>,
+        /// Why, when not valid (and when/where for `redeemed`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Anything the gateway refuses.
+    Error {
+        /// Lane.
+        lane: String,
+        /// The receipt concerned, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        receipt_id: Option<String>,
+        /// Stable machine-readable code (`malformed_receipt`, `invalid_receipt`,
+        /// `unknown_card`, `bad_scan`, `storage`, ...).
+        code: String,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error answer.
+    pub fn error(
+        lane: &str,
+        receipt_id: Option<&str>,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Response::Error {
+            lane: lane.to_string(),
+            receipt_id: receipt_id.map(str::to_string),
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The lane this answer goes to.
+    pub fn lane(&self) -> &str {
+        match self {
+            Response::Customer { lane, .. }
+            | Response::Enrolled { lane, .. }
+            | Response::Points { lane, .. }
+            | Response::Reward { lane, .. }
+            | Response::Error { lane, .. } => lane,
+        }
+    }
+
+    /// The JSON bytes sent to the till.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{\"type\":\"error\"}".to_vec())
+    }
+}
+
+/// Parses a scan message: either the raw scanned text, or JSON `{"data": "...", "symbology": "..."}`.
+/// Returns the bytes to decode (with an AIM prefix reconstructed from `symbology` when given as
+/// one, e.g. `"]E0"`).
+pub fn scan_payload(payload: &[u8]) -> Vec<u8> {
+    #[derive(Deserialize)]
+    struct ScanJson {
+        data: String,
+        #[serde(default)]
+        symbology: Option<String>,
+    }
+    if payload.first() == Some(&b'{') {
+        if let Ok(json) = serde_json::from_slice::<ScanJson>(payload) {
+            let mut out = Vec::new();
+            if let Some(symbology) = json
+                .symbology
+                .filter(|s| s.starts_with(']') && s.len() == 3)
+            {
+                if !json.data.starts_with(']') {
+                    out.extend_from_slice(symbology.as_bytes());
+                }
+            }
+            out.extend_from_slice(json.data.as_bytes());
+            return out;
+        }
+    }
+    let mut data = payload.to_vec();
+    while matches!(data.last(), Some(b'\r' | b'\n')) {
+        data.pop();
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECEIPT: &str = r#"{"receipt_id": "R-0001", "lane": "3", "timestamp": "2026-11-23T10:15:00+01:00",
+     "kind": "sale", "currency": "EUR", "total": "12.34", "card": "2990000000019", "rewards": [],
+     "lines": [{"sku": "4006381333931", "name": "Pencil", "qty": 2, "unit_price": "1.49", "amount": "2.98", "category": "stationery"},
+               {"sku": "1", "name": "Book", "qty": 1, "amount": 9.36}]}"#;
+
+    #[test]
+    fn reads_the_spec_example_exactly() {
+        let receipt = parse_receipt(RECEIPT.as_bytes(), "3", 2).expect("valid");
+        assert_eq!(receipt.id, "R-0001");
+        assert_eq!(receipt.total, Money(1234));
+        assert_eq!(receipt.lines[0].qty_milli, 2000);
+        assert_eq!(receipt.lines[0].unit_price, Some(Money(149)));
+        // A JSON number is read from its text: 9.36 stays 936 cents.
+        assert_eq!(receipt.lines[1].amount, Money(936));
+        assert_eq!(receipt.card.as_deref(), Some("2990000000019"));
+    }
+
+    #[test]
+    fn refuses_bad_messages_with_the_field() {
+        assert!(matches!(
+            parse_receipt(b"{not json", "3", 2),
+            Err(WireError::Malformed(_))
+        ));
+        let wrong_lane = parse_receipt(RECEIPT.as_bytes(), "4", 2).expect_err("lane");
+        assert!(wrong_lane.to_string().starts_with("lane:"));
+        let too_precise = RECEIPT.replace("\"12.34\"", "\"12.345\"");
+        let err = parse_receipt(too_precise.as_bytes(), "3", 2).expect_err("decimals");
+        assert!(err.to_string().starts_with("total:"), "{err}");
+        let float_exp = RECEIPT.replace("9.36", "9.36e0");
+        assert!(parse_receipt(float_exp.as_bytes(), "3", 2).is_err());
+        let typo = RECEIPT.replace("\"rewards\"", "\"reward\"");
+        assert!(matches!(
+            parse_receipt(typo.as_bytes(), "3", 2),
+            Err(WireError::Malformed(_))
+        ));
+        let ret = RECEIPT.replace("\"sale\"", "\"return\"");
+        let err = parse_receipt(ret.as_bytes(), "3", 2).expect_err("no original");
+        assert!(err.to_string().starts_with("original_receipt_id"));
+    }
+
+    #[test]
+    fn negative_return_lines_are_normalised() {
+        let text = r#"{"receipt_id": "R-2", "timestamp": "2026-11-23T10:15:00Z", "kind": "return",
+            "original_receipt_id": "R-1", "currency": "EUR", "total": "-2.98",
+            "lines": [{"sku": "4006381333931", "qty": -2, "amount": "-2.98"}]}"#;
+        let receipt = parse_receipt(text.as_bytes(), "1", 2).expect("valid");
+        assert_eq!(receipt.total, Money(298));
+        assert_eq!(receipt.lines[0].qty_milli, 2000);
+        assert_eq!(receipt.lines[0].amount, Money(298));
+    }
+
+    #[test]
+    fn scan_payloads() {
+        assert_eq!(scan_payload(b"]E02990000000019\r\n"), b"]E02990000000019");
+        assert_eq!(
+            scan_payload(br#"{"data": "2990000000019", "symbology": "]E0"}"#),
+            b"]E02990000000019"
+        );
+    }
+
+    #[test]
+    fn responses_carry_type_and_lane() {
+        let json =
+            Response::error("3", Some("R-1"), "invalid_receipt", "total disagrees").to_json();
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        assert_eq!(value["type"], "error");
+        assert_eq!(value["lane"], "3");
+        assert_eq!(value["receipt_id"], "R-1");
+        assert_eq!(value["code"], "invalid_receipt");
+    }
+}

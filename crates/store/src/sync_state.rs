@@ -1,0 +1,332 @@
+//! What the CRM sync keeps in sled: the changes-feed cursor, and the application of one changes
+//! page (customers with their CRM-confirmed balances, erasures, revoked vouchers, voucher keys,
+//! accepted earning rules) **in the same transaction as its cursor**. Also a raw, parse-free
+//! read of the outbox for the uploader. Owned by the sync engineer; the types here are plain
+//! data (the CRM's JSON stays in `sync`).
+//!
+//! Trees (see `docs/arch/sync.md`): `sync/state` (`cursor`, `rules`, `rules_rejection`),
+//! `sync/revoked_vouchers` (voucher id → revocation time, seconds BE), `sync/keys` (key id →
+//! JSON of [`CrmKey`]).
+//!
+//! Balance rebase: a customer's CRM balance includes this store's events up to
+//! `includes_store_seq`; `ledger::Account::confirm` keeps exactly the local entries with a
+//! higher sequence number on top and ignores a confirmation older than the one held, so any
+//! interleaving of uploads and pulls neither double counts nor loses an entry.
+
+use super::records::{AccountRec, CustomerRec};
+use super::{meta_key, read_u64, Store, StoreError, Tx, TxResult, CARDS, META, OUTBOX};
+use jiff::Timestamp;
+use loyalty_core::customer::check_id;
+use loyalty_core::ledger::Confirmed;
+use serde::{Deserialize, Serialize};
+
+const STATE_TREE: &str = "sync/state";
+const REVOKED_TREE: &str = "sync/revoked_vouchers";
+const KEYS_TREE: &str = "sync/keys";
+const CURSOR: &[u8] = b"cursor";
+const RULES: &[u8] = b"rules";
+const RULES_REJECTION: &[u8] = b"rules_rejection";
+
+/// A customer as the CRM sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmCustomer {
+    /// Customer id.
+    pub customer_id: String,
+    /// Points at the CRM.
+    pub balance: i64,
+    /// This store's highest sequence number included in `balance`.
+    pub includes_store_seq: u64,
+    /// Tier, if any.
+    pub tier: Option<String>,
+    /// The customer's card (the store keeps one per customer); `None` keeps the local one.
+    pub card: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+}
+
+/// A voucher verification key from the CRM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmKey {
+    /// Key id.
+    pub key_id: String,
+    /// Algorithm (`ed25519`).
+    pub algorithm: String,
+    /// Public key, standard base64.
+    pub public_key: String,
+    /// Signer (`head-office` or a store id).
+    pub issuer: Option<String>,
+    /// Vouchers signed with a revoked key are refused.
+    pub revoked: bool,
+}
+
+/// One changes page, ready to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// The cursor to store with it.
+    pub cursor: String,
+    /// When it is applied (enrolment time of customers new to this store).
+    pub now: Timestamp,
+    /// Customers to create or update.
+    pub customers: Vec<CrmCustomer>,
+    /// Customers whose personal data must be erased (after the updates above).
+    pub erased: Vec<String>,
+    /// Voucher ids to refuse from now on.
+    pub revoked_vouchers: Vec<String>,
+    /// Keys to add or replace.
+    pub keys: Vec<CrmKey>,
+    /// Validated rules to store (JSON text), if the page carried acceptable ones.
+    pub rules_json: Option<String>,
+    /// Why the page's rules were refused, if they were.
+    pub rules_rejection: Option<String>,
+}
+
+/// What applying a page did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplyReport {
+    /// Customers created or updated.
+    pub customers: u64,
+    /// Balance confirmations ignored because a newer one was held.
+    pub stale_balances: u64,
+    /// Customers skipped because an id or card was invalid.
+    pub refused_customers: u64,
+    /// Confirmations that include sequence numbers beyond the local outbox (data loss alarm).
+    pub beyond_outbox: u64,
+    /// Customers erased (that existed locally).
+    pub erased: u64,
+    /// Vouchers revoked.
+    pub revoked_vouchers: u64,
+    /// Keys stored.
+    pub keys: u64,
+}
+
+/// One outbox event, undecoded: sequence number, creation time and the wire JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawOutboxEvent {
+    /// Sequence number.
+    pub seq: u64,
+    /// Creation time.
+    pub at: Timestamp,
+    /// `{"seq","id","type","at","payload"}` as stored.
+    pub json: String,
+}
+
+impl Store {
+    fn sync_trees(&self) -> Result<[sled::Tree; 3], StoreError> {
+        Ok([
+            self.db().open_tree(STATE_TREE)?,
+            self.db().open_tree(REVOKED_TREE)?,
+            self.db().open_tree(KEYS_TREE)?,
+        ])
+    }
+
+    /// The changes-feed cursor stored with the last applied page (`None` before the first).
+    pub fn sync_cursor(&self) -> Result<Option<String>, StoreError> {
+        let [state, _, _] = self.sync_trees()?;
+        Ok(state
+            .get(CURSOR)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The last earning rules from the CRM that passed validation (JSON), if any.
+    pub fn accepted_rules_json(&self) -> Result<Option<String>, StoreError> {
+        let [state, _, _] = self.sync_trees()?;
+        Ok(state
+            .get(RULES)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Why the CRM's last rule set was refused, if it was (cleared when one is accepted).
+    pub fn rules_rejection(&self) -> Result<Option<String>, StoreError> {
+        let [state, _, _] = self.sync_trees()?;
+        Ok(state
+            .get(RULES_REJECTION)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Whether the CRM revoked this voucher.
+    pub fn is_voucher_revoked(&self, voucher_id: &str) -> Result<bool, StoreError> {
+        let [_, revoked, _] = self.sync_trees()?;
+        Ok(revoked.contains_key(voucher_id.as_bytes())?)
+    }
+
+    /// Voucher keys distributed by the CRM.
+    pub fn crm_keys(&self) -> Result<Vec<CrmKey>, StoreError> {
+        let [_, _, keys] = self.sync_trees()?;
+        let mut out = Vec::new();
+        for item in keys.iter() {
+            let (id, value) = item?;
+            let key = serde_json::from_slice(&value).map_err(|e| {
+                StoreError::Corrupt(format!("sync key {}: {e}", String::from_utf8_lossy(&id)))
+            })?;
+            out.push(key);
+        }
+        Ok(out)
+    }
+
+    /// `(last_seq, acked_through)` of the outbox in O(1) (`outbox_stats` also counts the
+    /// stored events, which walks the whole tree).
+    pub fn outbox_positions(&self) -> Result<(u64, u64), StoreError> {
+        let meta = self.tree(META);
+        let get = |key: &[u8]| -> Result<u64, StoreError> {
+            Ok(meta.get(key)?.as_deref().and_then(read_u64).unwrap_or(0))
+        };
+        let last_seq = get(meta_key::NEXT_SEQ)?.max(1) - 1;
+        Ok((last_seq, get(meta_key::ACKED)?))
+    }
+
+    /// Up to `max` outbox events with `seq > after`, in order, without decoding their JSON.
+    pub fn outbox_raw_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<RawOutboxEvent>, StoreError> {
+        let mut out = Vec::with_capacity(max.min(10_000));
+        let start = after.saturating_add(1).to_be_bytes();
+        for item in self.tree(OUTBOX).range(start..).take(max) {
+            let (key, value) = item?;
+            let bad = || StoreError::Corrupt("outbox event".into());
+            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| bad())?);
+            let seconds = i64::from_be_bytes(
+                value
+                    .get(..8)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            );
+            let json = std::str::from_utf8(&value[8..]).map_err(|_| bad())?;
+            out.push(RawOutboxEvent {
+                seq,
+                at: Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH),
+                json: json.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies one changes page and stores its cursor, in one transaction; returns once durable.
+    /// Invalid customer ids or cards skip that customer (counted), never the page.
+    pub fn apply_changes(&self, changes: &ChangeSet) -> Result<ApplyReport, StoreError> {
+        let [state, revoked, keys] = self.sync_trees()?;
+        // Revocations also go where voucher checks look, in the same transaction.
+        let voucher_revoked = self.db().open_tree(super::vouchers::REVOKED)?;
+        let (last_seq, _) = self.outbox_positions()?;
+        let key_values: Vec<(String, Vec<u8>)> = changes
+            .keys
+            .iter()
+            .map(|k| {
+                serde_json::to_vec(k)
+                    .map(|v| (k.key_id.clone(), v))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let now_bytes = changes.now.as_second().to_be_bytes();
+        self.transact(&[&state, &revoked, &keys, &voucher_revoked], |tx| {
+            let mut report = ApplyReport::default();
+            for customer in &changes.customers {
+                let valid = check_id(&customer.customer_id).is_ok()
+                    && customer.card.as_deref().is_none_or(|c| check_id(c).is_ok());
+                if !valid {
+                    report.refused_customers += 1;
+                    continue;
+                }
+                if customer.includes_store_seq > last_seq {
+                    report.beyond_outbox += 1;
+                }
+                if !apply_customer(tx, customer, changes.now)? {
+                    report.stale_balances += 1;
+                }
+                report.customers += 1;
+            }
+            for customer_id in &changes.erased {
+                if erase(tx, customer_id)? {
+                    report.erased += 1;
+                }
+            }
+            for voucher_id in &changes.revoked_vouchers {
+                tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
+                if let Some(id) = loyalty_core::voucher::VoucherId::parse(voucher_id) {
+                    tx.extra(3).insert(&id.0[..], &now_bytes[..])?;
+                }
+                report.revoked_vouchers += 1;
+            }
+            for (key_id, value) in &key_values {
+                tx.extra(2).insert(key_id.as_bytes(), value.as_slice())?;
+                report.keys += 1;
+            }
+            if let Some(rules) = &changes.rules_json {
+                tx.extra(0).insert(RULES, rules.as_bytes())?;
+                tx.extra(0).remove(RULES_REJECTION)?;
+            }
+            if let Some(reason) = &changes.rules_rejection {
+                tx.extra(0).insert(RULES_REJECTION, reason.as_bytes())?;
+            }
+            tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
+            Ok(report)
+        })
+    }
+}
+
+/// Creates or updates a customer and rebases its balance; false when the confirmation was
+/// older than the one held (the profile is still updated).
+fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResult<bool> {
+    let old = tx.customer_rec(&customer.customer_id)?;
+    let card = customer
+        .card
+        .clone()
+        .or_else(|| old.as_ref().and_then(|o| o.card.clone()));
+    if let Some(card) = &card {
+        if let Some(holder) = tx.tree(CARDS).get(card.as_bytes())? {
+            if holder != customer.customer_id.as_bytes() {
+                // The CRM is the authority on cards: the card moves.
+                let holder = String::from_utf8_lossy(&holder).to_string();
+                if let Some(mut other) = tx.customer_rec(&holder)? {
+                    other.card = None;
+                    tx.put_customer_rec(&other)?;
+                }
+            }
+        }
+    }
+    if let Some(old_card) = old.as_ref().and_then(|o| o.card.clone()) {
+        if Some(&old_card) != card.as_ref() {
+            tx.tree(CARDS).remove(old_card.as_bytes())?;
+        }
+    }
+    let mut account = old
+        .as_ref()
+        .map(|o| o.account.to_account())
+        .unwrap_or_default();
+    let taken = account.confirm(Confirmed {
+        points: customer.balance,
+        through_seq: customer.includes_store_seq,
+    });
+    let rec = CustomerRec {
+        id: customer.customer_id.clone(),
+        card: card.clone(),
+        name: customer.display_name.clone(),
+        tier: customer.tier.clone(),
+        enrolled_at: old.as_ref().map_or(now, |o| o.enrolled_at),
+        local: old.as_ref().is_some_and(|o| o.local),
+        has_confirmed: taken || old.as_ref().is_some_and(|o| o.has_confirmed),
+        account: AccountRec::from_account(&account),
+    };
+    tx.put_customer_rec(&rec)?;
+    if let Some(card) = &card {
+        tx.tree(CARDS)
+            .insert(card.as_bytes(), customer.customer_id.as_bytes())?;
+    }
+    Ok(taken)
+}
+
+/// Erases a customer's personal data (card index, card, name); the pseudonymous account and
+/// journal stay. False when the customer is unknown here.
+fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {
+    let Some(mut rec) = tx.customer_rec(customer_id)? else {
+        return Ok(false);
+    };
+    if let Some(card) = rec.card.take() {
+        tx.tree(CARDS).remove(card.as_bytes())?;
+    }
+    rec.name = None;
+    tx.put_customer_rec(&rec)?;
+    Ok(true)
+}
