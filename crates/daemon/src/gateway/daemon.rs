@@ -1,0 +1,103 @@
+//! `loyalty-gateway run`: the runtime, the gateway, signal handling and the shutdown; and the
+//! request helpers the demo and the tests use to talk to a running gateway in-process.
+
+use super::*;
+
+/// `loyalty-gateway run`: the daemon, until SIGTERM or SIGINT. Tells systemd READY once
+/// storage, configuration and inputs are up, and pings its watchdog only while the main loop
+/// turns and storage works.
+pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Storage calls (one per lane at a time) run on blocking threads; more than this many
+        // at once only queue. Keeps the thread count well inside the unit's `TasksMax=64`
+        // (tokio's default allows 512).
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let notifier = crate::systemd::Notifier::from_env();
+        let handle = start(config, StartOptions::default(), shutdown.clone()).await?;
+        // READY before the watchdog starts: its first ping is immediate, and systemd expects
+        // pings only after READY.
+        if let Err(err) = notifier.ready("serving the lanes") {
+            tracing::warn!(error = %err, "cannot tell systemd we are ready");
+        }
+        if let Some(watchdog) = crate::systemd::Watchdog::from_env(notifier.clone()) {
+            let heartbeat = handle.heartbeat.clone();
+            let health_handle = handle.clone();
+            tokio::spawn(watchdog.run(
+                heartbeat,
+                move || health_handle.storage_ok(),
+                shutdown.clone(),
+            ));
+        }
+        tracing::info!("gateway started");
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        let _ = notifier.stopping();
+        shutdown.cancel();
+        // Bounded goodbye: the broker edge publishes the retained offline status within 2 s.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(handle);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(super) async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Sends one input and waits for the answers it produces on its lane (in-process use: demo,
+/// tests). Returns the answers seen for `lane` until `count` arrived or `timeout` passed.
+pub async fn request(
+    handle: &GatewayHandle,
+    input: Input,
+    lane: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Response> {
+    let mut answers = handle.answers.subscribe();
+    if handle.inputs.send(input).await.is_err() {
+        return Vec::new();
+    }
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while seen.len() < count {
+        match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Ok(Ok(answer)) if answer.lane() == lane => seen.push(answer),
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+        }
+    }
+    seen
+}
+
+/// A receipt input for in-process use, with its completion channel.
+pub fn receipt_input(
+    lane: &str,
+    receipt: Receipt,
+    origin: Origin,
+) -> (Input, oneshot::Receiver<Handled>) {
+    let (done, handled) = oneshot::channel();
+    (
+        Input::Receipt {
+            lane: lane.to_string(),
+            receipt: Ok(receipt),
+            origin,
+            done: Some(done),
+        },
+        handled,
+    )
+}
