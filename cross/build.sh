@@ -68,7 +68,10 @@ for arch in "${arches[@]}"; do
   # The cc crate (ring's C and assembly) and the linker use the same cross gcc.
   export "CC_${env_triple}=${prefix}-gcc" "AR_${env_triple}=${prefix}-ar"
   started=$(date +%s)
-  cargo build --locked --profile "$profile" --target "$triple" --bin loyalty-gateway
+  # The shipped daemon only: the tools (demo, loadgen, reference CRM, test PKI) are a default
+  # feature of the root package, off here.
+  cargo build --locked --profile "$profile" --target "$triple" -p loyalty-gateway \
+    --no-default-features --bin loyalty-gateway
   binary="$target_dir/$triple/$profile_dir/loyalty-gateway"
   # The release profile strips already; strip again in case another profile was asked for.
   "${prefix}-strip" "$binary"
