@@ -51,6 +51,12 @@ step "2/5 system call filter"
 cross/syscall-check.sh "$debug_bin"
 
 step "3/5 cross builds"
+# What ships to the Pi: the root package without its default `tools` feature. None of the tools
+# (demo, load generator, reference CRM, test PKI) may be in its dependency tree.
+shipped_tree=$(cargo tree --locked -p loyalty-gateway --no-default-features -e normal --prefix none)
+if grep -E '^(loyalty-tools|rcgen|tokio-postgres|postgres) ' <<<"$shipped_tree"; then
+  echo "ci: the Pi binary's dependency tree carries a tool (above)" >&2; exit 1
+fi
 cross/build.sh all
 for triple in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
   size=$(stat -c %s "$target_dir/$triple/pi/loyalty-gateway")
