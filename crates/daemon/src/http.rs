@@ -16,6 +16,7 @@
 //! with personal data carry `Cache-Control: no-store`; shutdown is bounded by
 //! [`SHUTDOWN_GRACE`].
 
+use crate::backoff::Backoff;
 use crate::config::HttpConfig;
 use crate::telemetry::{Metrics, Secret, SecretError, METRICS_CONTENT_TYPE};
 use http_body_util::Full;
@@ -37,6 +38,9 @@ pub const MAX_CONNECTIONS: usize = 32;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A client must send its request headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest wait after a failed `accept` (EMFILE and friends).
+const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------
 // What the gateway provides
@@ -286,7 +290,7 @@ impl ApiServer {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true);
         let builder = Arc::new(builder);
-        let mut accept_backoff = Duration::from_millis(10);
+        let mut accept_backoff = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -302,13 +306,12 @@ impl ApiServer {
                     Err(err) => {
                         // EMFILE and friends: wait and retry instead of spinning.
                         tracing::warn!(error = %err, "local API: accept failed; retrying");
-                        tokio::time::sleep(accept_backoff).await;
-                        accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+                        tokio::time::sleep(accept_backoff.next_delay()).await;
                         continue;
                     }
                 },
             };
-            accept_backoff = Duration::from_millis(10);
+            accept_backoff.reset();
             let _ = stream.set_nodelay(true);
             let state = state.clone();
             let builder = builder.clone();

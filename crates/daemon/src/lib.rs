@@ -5,6 +5,8 @@
 //! `printer_proxy`, `sync`, `http`, `systemd`) each own one outside system.
 #![deny(missing_docs)]
 
+pub mod backoff;
+pub mod blocking;
 pub mod capture;
 pub mod commands;
 pub mod config;
@@ -18,4 +20,5 @@ pub mod serial;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod vouchers;

@@ -10,6 +10,7 @@
 //! - the event loop is polled by one task that never publishes; answers and acks are sent from
 //!   other tasks (publishing from the polling task can deadlock, rumqttc #1025).
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
 use loyalty_protocol::till::{self, Response};
@@ -294,7 +295,8 @@ pub async fn run(
     let backoff = Backoff::new(
         Duration::from_millis(config.mqtt.reconnect_min_ms),
         Duration::from_millis(config.mqtt.reconnect_max_ms),
-    );
+    )
+    .with_jitter(Jitter::Extra);
     poll_loop(
         &mut eventloop,
         &client,
@@ -463,40 +465,6 @@ fn describe(err: &ConnectionError) -> String {
     }
 }
 
-/// Exponential backoff with jitter (rumqttc has none of its own).
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    /// From `min`, doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    /// Back to the first delay (after a success).
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    /// The next delay: the current one with up to 50% jitter, then doubled for next time.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let mut random = [0u8; 8];
-        let _ = getrandom::getrandom(&mut random);
-        let fraction = u64::from_le_bytes(random) % 1000;
-        base + base.mul_f64(fraction as f64 / 2000.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,17 +484,5 @@ mod tests {
         assert_eq!(topics.classify("loyalty/other/lane/3/scan"), None);
         assert_eq!(topics.classify("loyalty/berlin-001/lane//scan"), None);
         assert_eq!(topics.status(), "loyalty/berlin-001/gateway/status");
-    }
-
-    #[test]
-    fn backoff_grows_to_its_limit() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<_> = (0..6).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(150));
-        assert!(
-            delays[5] >= Duration::from_millis(800) && delays[5] <= Duration::from_millis(1200)
-        );
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(150));
     }
 }

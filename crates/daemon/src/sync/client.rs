@@ -420,7 +420,7 @@ fn check_status(
     let retry_after = headers
         .get(hyper::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(super::backoff::parse_retry_after);
+        .and_then(crate::backoff::parse_retry_after);
     let text: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     Err(SyncError::Status {
         status: status.as_u16(),
