@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http;
 pub mod input;
 pub mod mqtt;
+pub mod percent;
 pub mod printer_proxy;
 pub mod render;
 pub mod serial;
