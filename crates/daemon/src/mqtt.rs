@@ -13,6 +13,7 @@
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
+use crate::telemetry::Secret;
 use loyalty_protocol::till::{self, Response};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet,
@@ -29,7 +30,10 @@ pub enum MqttError {
     /// Invalid broker settings (should have been caught by `check-config`).
     #[error("mqtt configuration: {0}")]
     Config(String),
-    /// A credentials or TLS file could not be read.
+    /// The broker's TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
+    /// A credentials file could not be read.
     #[error("cannot read {path}: {message}")]
     File {
         /// The file.
@@ -118,51 +122,20 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, MqttError> {
     })
 }
 
+/// The broker's TLS: its CA file (or the compiled-in Mozilla roots), TLS 1.2 or 1.3, and the
+/// client certificate when both `client_cert_file` and `client_key_file` are set.
 fn tls_config(config: &crate::config::MqttConfig) -> Result<rustls::ClientConfig, MqttError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca_file) = &config.ca_file {
-        let pem = read_file(ca_file)?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|err| MqttError::File {
-                path: ca_file.display().to_string(),
-                message: err.to_string(),
-            })?;
-            roots
-                .add(cert)
-                .map_err(|err| MqttError::Config(err.to_string()))?;
-        }
-    } else {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|err| MqttError::Config(err.to_string()))?
-    .with_root_certificates(roots);
-    match (&config.client_cert_file, &config.client_key_file) {
-        (Some(cert_file), Some(key_file)) => {
-            let cert_pem = read_file(cert_file)?;
-            let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| MqttError::File {
-                    path: cert_file.display().to_string(),
-                    message: err.to_string(),
-                })?;
-            let key_pem = read_file(key_file)?;
-            let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-                .ok()
-                .flatten()
-                .ok_or_else(|| MqttError::File {
-                    path: key_file.display().to_string(),
-                    message: "no private key in PEM".into(),
-                })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|err| MqttError::Config(err.to_string()))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+    let identity = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    Ok(crate::tls::build_client_config(&crate::tls::ClientSpec {
+        section: "mqtt",
+        ca_file: config.ca_file.as_deref(),
+        identity,
+        tls13_only: false,
+        alpn: &[],
+    })?)
 }
 
 /// Builds the rumqttc options from the configuration.
@@ -187,12 +160,14 @@ pub fn options(config: &Config) -> Result<MqttOptions, MqttError> {
         ));
     if let Some(username) = &mqtt.username {
         let password = match &mqtt.password_file {
-            Some(path) => String::from_utf8_lossy(&read_file(path)?)
-                .trim()
-                .to_string(),
-            None => String::new(),
+            Some(path) => {
+                let bytes = zeroize::Zeroizing::new(read_file(path)?);
+                Secret::new(String::from_utf8_lossy(&bytes).trim())
+            }
+            None => Secret::new(""),
         };
-        options.set_credentials(username.clone(), password);
+        // rumqttc keeps its own copy for every reconnect; ours is wiped when dropped.
+        options.set_credentials(username.clone(), password.expose());
     }
     if address.tls {
         options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(
