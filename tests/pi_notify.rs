@@ -71,7 +71,7 @@ impl Manager {
             .next(end.saturating_duration_since(Instant::now()))
             .await
         {
-            if message == "WATCHDOG=1" {
+            if message == "WATCHDOG=1\n" {
                 pings += 1;
             }
         }
@@ -112,13 +112,13 @@ async fn ready_then_pings_while_the_loop_turns_and_none_once_it_wedges() {
     let task = tokio::spawn(watchdog.run(heartbeat.clone(), || true, cancel.clone()));
 
     let first = manager.next(Duration::from_secs(10)).await.expect("READY");
-    assert_eq!(first, "READY=1\nSTATUS=3 devices, broker connected");
+    assert_eq!(first, "READY=1\nSTATUS=3 devices, broker connected\n");
     let mut pings = 0;
     while pings < 3 {
         let (message, _) = manager
-            .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1")
+            .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1\n")
             .await;
-        assert_eq!(message, "WATCHDOG=1");
+        assert_eq!(message, "WATCHDOG=1\n");
         pings += 1;
     }
 
@@ -137,9 +137,9 @@ async fn ready_then_pings_while_the_loop_turns_and_none_once_it_wedges() {
     // A transient stall that ends in time: pings resume.
     wedge.store(false, Ordering::Relaxed);
     let (message, _) = manager
-        .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1")
+        .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1\n")
         .await;
-    assert_eq!(message, "WATCHDOG=1");
+    assert_eq!(message, "WATCHDOG=1\n");
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(2), task)
@@ -151,7 +151,7 @@ async fn ready_then_pings_while_the_loop_turns_and_none_once_it_wedges() {
     let (message, _) = manager
         .wait_for(Duration::from_secs(10), |m| m.starts_with("STOPPING=1"))
         .await;
-    assert_eq!(message, "STOPPING=1\nSTATUS=stopping");
+    assert_eq!(message, "STOPPING=1\nSTATUS=stopping\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,20 +171,20 @@ async fn a_failing_health_check_withholds_pings_even_while_the_loop_turns() {
     let task = tokio::spawn(watchdog.run(heartbeat, health, cancel.clone()));
 
     manager
-        .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1")
+        .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1\n")
         .await;
     healthy.store(false, Ordering::Relaxed);
     // (A loop starved for a moment may first be reported as not turning; the health check's
     // own status must follow.)
     manager
         .wait_for(Duration::from_secs(10), |m| {
-            m == "STATUS=watchdog withheld: health check failed"
+            m == "STATUS=watchdog withheld: health check failed\n"
         })
         .await;
     assert_eq!(manager.pings_during(Duration::from_millis(450)).await, 0);
     healthy.store(true, Ordering::Relaxed);
     manager
-        .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1")
+        .wait_for(Duration::from_secs(10), |m| m == "WATCHDOG=1\n")
         .await;
     cancel.cancel();
     task.await.expect("watchdog task");
@@ -207,7 +207,7 @@ async fn abstract_socket_names_are_supported() {
     notifier.status("line one\nline two").expect("status");
     let mut buf = [0u8; 256];
     let n = std_socket.recv(&mut buf).expect("datagram");
-    assert_eq!(&buf[..n], b"STATUS=line one line two");
+    assert_eq!(&buf[..n], b"STATUS=line one line two\n");
 }
 
 #[test]
@@ -287,9 +287,9 @@ fn the_environment_is_read_like_systemd_sets_it() {
     assert_eq!(
         received,
         [
-            "READY=1\nSTATUS=child ready",
-            "STATUS=serving",
-            "STOPPING=1\nSTATUS=stopping"
+            "READY=1\nSTATUS=child ready\n",
+            "STATUS=serving\n",
+            "STOPPING=1\nSTATUS=stopping\n"
         ]
     );
 }

@@ -21,6 +21,7 @@ use lanes::*;
 use receipt::*;
 use scan::*;
 
+use crate::blocking::blocking;
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
 use crate::mqtt::BrokerState;

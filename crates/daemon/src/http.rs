@@ -16,7 +16,9 @@
 //! with personal data carry `Cache-Control: no-store`; shutdown is bounded by
 //! [`SHUTDOWN_GRACE`].
 
+use crate::backoff::Backoff;
 use crate::config::HttpConfig;
+pub use crate::percent::query_param;
 use crate::telemetry::{Metrics, Secret, SecretError, METRICS_CONTENT_TYPE};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -37,6 +39,9 @@ pub const MAX_CONNECTIONS: usize = 32;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A client must send its request headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest wait after a failed `accept` (EMFILE and friends).
+const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------
 // What the gateway provides
@@ -286,7 +291,7 @@ impl ApiServer {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true);
         let builder = Arc::new(builder);
-        let mut accept_backoff = Duration::from_millis(10);
+        let mut accept_backoff = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -302,13 +307,12 @@ impl ApiServer {
                     Err(err) => {
                         // EMFILE and friends: wait and retry instead of spinning.
                         tracing::warn!(error = %err, "local API: accept failed; retrying");
-                        tokio::time::sleep(accept_backoff).await;
-                        accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+                        tokio::time::sleep(accept_backoff.next_delay()).await;
                         continue;
                     }
                 },
             };
-            accept_backoff = Duration::from_millis(10);
+            accept_backoff.reset();
             let _ = stream.set_nodelay(true);
             let state = state.clone();
             let builder = builder.clone();
@@ -534,57 +538,4 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Answer {
 
 fn json_error(status: StatusCode, message: &str) -> Answer {
     json(status, &serde_json::json!({ "error": message }))
-}
-
-/// The first value of `name` in a URL query string, percent-decoded (`+` is a space).
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key)? == name).then(|| percent_decode(value))?
-    })
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_are_decoded() {
-        assert_eq!(
-            query_param("card=2990000000019", "card").as_deref(),
-            Some("2990000000019")
-        );
-        assert_eq!(
-            query_param("x=1&card=%32%39+9", "card").as_deref(),
-            Some("29 9")
-        );
-        assert_eq!(query_param("x=1", "card"), None);
-        assert_eq!(query_param("card=%zz", "card"), None);
-        assert_eq!(query_param("card", "card").as_deref(), Some(""));
-    }
 }

@@ -5,6 +5,8 @@
 //! `printer_proxy`, `sync`, `http`, `systemd`) each own one outside system.
 #![deny(missing_docs)]
 
+pub mod backoff;
+pub mod blocking;
 pub mod capture;
 pub mod commands;
 pub mod config;
@@ -12,10 +14,12 @@ pub mod gateway;
 pub mod http;
 pub mod input;
 pub mod mqtt;
+pub mod percent;
 pub mod printer_proxy;
 pub mod render;
 pub mod serial;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod vouchers;

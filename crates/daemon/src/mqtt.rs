@@ -10,8 +10,10 @@
 //! - the event loop is polled by one task that never publishes; answers and acks are sent from
 //!   other tasks (publishing from the polling task can deadlock, rumqttc #1025).
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin};
+use crate::telemetry::Secret;
 use loyalty_protocol::till::{self, Response};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet,
@@ -28,7 +30,10 @@ pub enum MqttError {
     /// Invalid broker settings (should have been caught by `check-config`).
     #[error("mqtt configuration: {0}")]
     Config(String),
-    /// A credentials or TLS file could not be read.
+    /// The broker's TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
+    /// A credentials file could not be read.
     #[error("cannot read {path}: {message}")]
     File {
         /// The file.
@@ -117,51 +122,20 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, MqttError> {
     })
 }
 
+/// The broker's TLS: its CA file (or the compiled-in Mozilla roots), TLS 1.2 or 1.3, and the
+/// client certificate when both `client_cert_file` and `client_key_file` are set.
 fn tls_config(config: &crate::config::MqttConfig) -> Result<rustls::ClientConfig, MqttError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca_file) = &config.ca_file {
-        let pem = read_file(ca_file)?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|err| MqttError::File {
-                path: ca_file.display().to_string(),
-                message: err.to_string(),
-            })?;
-            roots
-                .add(cert)
-                .map_err(|err| MqttError::Config(err.to_string()))?;
-        }
-    } else {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|err| MqttError::Config(err.to_string()))?
-    .with_root_certificates(roots);
-    match (&config.client_cert_file, &config.client_key_file) {
-        (Some(cert_file), Some(key_file)) => {
-            let cert_pem = read_file(cert_file)?;
-            let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| MqttError::File {
-                    path: cert_file.display().to_string(),
-                    message: err.to_string(),
-                })?;
-            let key_pem = read_file(key_file)?;
-            let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-                .ok()
-                .flatten()
-                .ok_or_else(|| MqttError::File {
-                    path: key_file.display().to_string(),
-                    message: "no private key in PEM".into(),
-                })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|err| MqttError::Config(err.to_string()))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+    let identity = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    Ok(crate::tls::build_client_config(&crate::tls::ClientSpec {
+        section: "mqtt",
+        ca_file: config.ca_file.as_deref(),
+        identity,
+        tls13_only: false,
+        alpn: &[],
+    })?)
 }
 
 /// Builds the rumqttc options from the configuration.
@@ -186,12 +160,14 @@ pub fn options(config: &Config) -> Result<MqttOptions, MqttError> {
         ));
     if let Some(username) = &mqtt.username {
         let password = match &mqtt.password_file {
-            Some(path) => String::from_utf8_lossy(&read_file(path)?)
-                .trim()
-                .to_string(),
-            None => String::new(),
+            Some(path) => {
+                let bytes = zeroize::Zeroizing::new(read_file(path)?);
+                Secret::new(String::from_utf8_lossy(&bytes).trim())
+            }
+            None => Secret::new(""),
         };
-        options.set_credentials(username.clone(), password);
+        // rumqttc keeps its own copy for every reconnect; ours is wiped when dropped.
+        options.set_credentials(username.clone(), password.expose());
     }
     if address.tls {
         options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(
@@ -294,7 +270,8 @@ pub async fn run(
     let backoff = Backoff::new(
         Duration::from_millis(config.mqtt.reconnect_min_ms),
         Duration::from_millis(config.mqtt.reconnect_max_ms),
-    );
+    )
+    .with_jitter(Jitter::Extra);
     poll_loop(
         &mut eventloop,
         &client,
@@ -463,40 +440,6 @@ fn describe(err: &ConnectionError) -> String {
     }
 }
 
-/// Exponential backoff with jitter (rumqttc has none of its own).
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    /// From `min`, doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    /// Back to the first delay (after a success).
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    /// The next delay: the current one with up to 50% jitter, then doubled for next time.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let mut random = [0u8; 8];
-        let _ = getrandom::getrandom(&mut random);
-        let fraction = u64::from_le_bytes(random) % 1000;
-        base + base.mul_f64(fraction as f64 / 2000.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,17 +459,5 @@ mod tests {
         assert_eq!(topics.classify("loyalty/other/lane/3/scan"), None);
         assert_eq!(topics.classify("loyalty/berlin-001/lane//scan"), None);
         assert_eq!(topics.status(), "loyalty/berlin-001/gateway/status");
-    }
-
-    #[test]
-    fn backoff_grows_to_its_limit() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<_> = (0..6).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(150));
-        assert!(
-            delays[5] >= Duration::from_millis(800) && delays[5] <= Duration::from_millis(1200)
-        );
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(150));
     }
 }

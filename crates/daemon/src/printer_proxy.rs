@@ -13,6 +13,7 @@
 //! - At most `max_connections` till connections are served; more are reset.
 //! - On shutdown the listener closes at once; open jobs get [`SHUTDOWN_GRACE`] to finish.
 
+use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Config, PrinterProxyConfig};
 use crate::input::{Input, Origin};
@@ -30,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long the printer may take to close after the till finished sending.
 pub const HALF_CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Longest wait between attempts to bind the listen address.
+/// First and longest wait before binding the listen address again (another program holds it).
+const BIND_RETRY_MIN: Duration = Duration::from_millis(200);
 const BIND_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Why the printer proxies could not start.
@@ -156,7 +158,7 @@ async fn bind(
     events: &Events,
     shutdown: &CancellationToken,
 ) -> Option<TcpListener> {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(BIND_RETRY_MIN, BIND_RETRY_MAX);
     loop {
         match TcpListener::bind(&cfg.listen).await {
             Ok(listener) => return Some(listener),
@@ -170,9 +172,8 @@ async fn bind(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(BIND_RETRY_MAX);
     }
 }
 

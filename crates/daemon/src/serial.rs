@@ -20,6 +20,7 @@
 //! - Scanner lines longer than `max_line_len` are dropped (reported), never buffered without
 //!   bound; nothing here panics on device input.
 
+use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Config, SerialConfig, SerialKind};
 use crate::input::{Input, Origin};
@@ -271,7 +272,7 @@ fn device_loop(
     events: &Events,
     stop: &CancellationToken,
 ) {
-    let mut backoff = REOPEN_MIN;
+    let mut backoff = Backoff::new(REOPEN_MIN, REOPEN_MAX);
     // What was last reported: None before the first report.
     let mut reported_up: Option<bool> = None;
     while !stop.is_cancelled() {
@@ -284,7 +285,7 @@ fn device_loop(
                     _ => format!("reading {}", cfg.path.display()),
                 };
                 events.device(true, detail);
-                backoff = REOPEN_MIN;
+                backoff.reset();
                 let reason = match (ports, capture) {
                     (Ports::Scanner(port), _) => read_scanner(port, cfg, events, stop),
                     (Ports::Tap { till, printer }, Some(capture)) => {
@@ -308,10 +309,9 @@ fn device_loop(
                 }
             }
         }
-        if !sleep_unless_stopped(backoff, stop) {
+        if !sleep_unless_stopped(backoff.next_delay(), stop) {
             break;
         }
-        backoff = (backoff * 2).min(REOPEN_MAX);
     }
 }
 

@@ -5,21 +5,21 @@
 //!   so the outbox simply grows on disk while the CRM is away.
 //! - `feed`: polls the changes feed and applies each page atomically together with its cursor
 //!   (`store::sync_state`).
-//! - `client` (hyper 1 + tokio-rustls), `tls` (rustls configs, ring provider, operator-readable
-//!   TLS errors), `wire` (the JSON types), `backoff`, `certs` (a throw-away CA for tests and the
-//!   demo).
+//! - `client` (hyper 1 + tokio-rustls, gzip, byte counters). The rustls configuration comes
+//!   from [`crate::tls`] and the retry delays from [`crate::backoff`] (shared with the other
+//!   edges; re-exported here as `sync::tls` and `sync::backoff`).
 //!
 //! Invariant: an outbox event is only acknowledged locally after the CRM answered with an
 //! `acked_through` covering it; a changes cursor is only stored in the same sled transaction as
 //! the page it belongs to.
 
-pub mod backoff;
 pub mod client;
 pub mod status;
-pub mod tls;
 pub mod uploader;
 
 pub use status::{SyncFailure, SyncStatus, SyncStatusHandle};
+// Shared with the other edges; re-exported under their old paths.
+pub use crate::{backoff, tls};
 
 use std::time::Duration;
 
@@ -106,6 +106,12 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uploader::{Outbox, OutboxCounts, PendingEvent, UploadSettings};
+
+impl From<crate::blocking::TaskFailed> for SyncError {
+    fn from(err: crate::blocking::TaskFailed) -> Self {
+        SyncError::Store(err.to_string())
+    }
+}
 
 fn store_error(err: StoreError) -> SyncError {
     SyncError::Store(err.to_string())

@@ -2,16 +2,19 @@
 //! driver that pings only while the main loop proves it is alive and the daemon is healthy, and
 //! the kernel's NTP synchronisation flag (input to `clock`).
 //!
-//! The notify protocol is one datagram per message to the Unix socket named by `NOTIFY_SOCKET`
-//! (a path, or `@name` for the abstract namespace). Outside systemd (`NOTIFY_SOCKET` unset)
+//! Messages go through the `sd-notify` crate: one datagram of newline-terminated `KEY=VALUE`
+//! lines to the Unix socket named by `NOTIFY_SOCKET`. Outside systemd (`NOTIFY_SOCKET` unset)
 //! every call is a silent no-op, so the same binary runs in a terminal, in tests and under
-//! `Type=notify`.
+//! `Type=notify`. A socket can also be named explicitly ([`Notifier::from_socket_name`]: a
+//! path, or `@name` for the abstract namespace), which the crate cannot do; that path sends the
+//! same bytes, formatted by the crate.
 //!
 //! Invariant: `WATCHDOG=1` is sent only when the [`Heartbeat`] advanced since the previous check
 //! and the health predicate passed; a wedged main loop or a broken store therefore gets the
 //! daemon restarted by systemd (`WatchdogSec=` + `Restart=on-failure`).
 
 use loyalty_core::clock::{ClockGuard, NtpState, TrustedTime};
+use sd_notify::NotifyState;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -22,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Where notifications go: the socket systemd passed in `NOTIFY_SOCKET`, or nowhere.
+/// Where notifications go: the socket systemd passed in `NOTIFY_SOCKET`, one named
+/// explicitly, or nowhere.
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
     target: Option<Target>,
@@ -30,6 +34,8 @@ pub struct Notifier {
 
 #[derive(Debug, Clone)]
 enum Target {
+    /// `NOTIFY_SOCKET`, read by `sd_notify::notify` on every message.
+    Environment,
     Path(PathBuf),
     Abstract(Vec<u8>),
 }
@@ -37,7 +43,10 @@ enum Target {
 impl Notifier {
     /// The notifier systemd asked for (`NOTIFY_SOCKET`), or a disabled one.
     pub fn from_env() -> Notifier {
-        Notifier::from_socket_name(std::env::var_os("NOTIFY_SOCKET"))
+        let set = std::env::var_os("NOTIFY_SOCKET").is_some_and(|name| !name.is_empty());
+        Notifier {
+            target: set.then_some(Target::Environment),
+        }
     }
 
     /// A notifier for the socket named like `NOTIFY_SOCKET` (`/path` or `@abstract`); `None` or
@@ -63,54 +72,64 @@ impl Notifier {
         self.target.is_some()
     }
 
-    /// Sends one raw notification (newline-separated `KEY=VALUE` assignments).
-    pub fn notify(&self, message: &str) -> io::Result<()> {
-        let Some(target) = &self.target else {
-            return Ok(());
-        };
-        let socket = UnixDatagram::unbound()?;
-        let sent = match target {
-            Target::Path(path) => socket.send_to(message.as_bytes(), path)?,
-            Target::Abstract(name) => {
+    /// Sends `states` as one notification.
+    pub fn notify(&self, states: &[NotifyState<'_>]) -> io::Result<()> {
+        let socket_name = match &self.target {
+            None => return Ok(()),
+            Some(Target::Environment) => return sd_notify::notify(states),
+            Some(Target::Path(path)) => path,
+            Some(Target::Abstract(name)) => {
                 use std::os::linux::net::SocketAddrExt;
                 let addr = SocketAddr::from_abstract_name(name)?;
-                socket.send_to_addr(message.as_bytes(), &addr)?
+                return send_whole(&UnixDatagram::unbound()?, &addr, states);
             }
         };
-        if sent == message.len() {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "incomplete sd_notify datagram",
-            ))
-        }
+        let addr = SocketAddr::from_pathname(socket_name)?;
+        send_whole(&UnixDatagram::unbound()?, &addr, states)
     }
 
     /// `READY=1` with a status line: storage, configuration and inputs are up.
     pub fn ready(&self, status: &str) -> io::Result<()> {
-        self.notify(&format!("READY=1\nSTATUS={}", one_line(status)))
+        self.notify(&[NotifyState::Ready, NotifyState::Status(&one_line(status))])
     }
 
     /// `STOPPING=1`: shutdown has begun.
     pub fn stopping(&self) -> io::Result<()> {
-        self.notify("STOPPING=1\nSTATUS=stopping")
+        self.notify(&[NotifyState::Stopping, NotifyState::Status("stopping")])
     }
 
     /// `STATUS=...`: a one-line state shown by `systemctl status`.
     pub fn status(&self, text: &str) -> io::Result<()> {
-        self.notify(&format!("STATUS={}", one_line(text)))
+        self.notify(&[NotifyState::Status(&one_line(text))])
     }
 
     /// `WATCHDOG=1`: one keep-alive ping. Normally sent by [`Watchdog::run`] only.
     pub fn watchdog_ping(&self) -> io::Result<()> {
-        self.notify("WATCHDOG=1")
+        self.notify(&[NotifyState::Watchdog])
     }
 
     /// `EXTEND_TIMEOUT_USEC=...`: asks for more start-up (or shutdown) time, for example while a
-    /// large database is opened or verified.
+    /// large database is opened or verified (at most `u32::MAX` µs, about 71 minutes, at once).
     pub fn extend_timeout(&self, by: Duration) -> io::Result<()> {
-        self.notify(&format!("EXTEND_TIMEOUT_USEC={}", by.as_micros()))
+        let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+        self.notify(&[NotifyState::ExtendTimeoutUsec(usec)])
+    }
+}
+
+/// The datagram `sd_notify::notify` sends: each state formatted by the crate, newline-terminated.
+fn send_whole(
+    socket: &UnixDatagram,
+    to: &SocketAddr,
+    states: &[NotifyState<'_>],
+) -> io::Result<()> {
+    let message: String = states.iter().map(|state| format!("{state}\n")).collect();
+    if socket.send_to_addr(message.as_bytes(), to)? == message.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "incomplete sd_notify datagram",
+        ))
     }
 }
 

@@ -284,12 +284,7 @@ impl fmt::Display for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        // SAFETY: zero bytes are valid UTF-8; the String stays valid.
-        let bytes = unsafe { self.0.as_bytes_mut() };
-        for byte in bytes.iter_mut() {
-            // SAFETY: `byte` is a valid, exclusive reference.
-            unsafe { std::ptr::write_volatile(byte, 0) };
-        }
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

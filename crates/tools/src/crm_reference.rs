@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use loyalty_daemon::sync::client::{gunzip, percent_decode};
+use loyalty_daemon::percent::query_param;
+use loyalty_daemon::sync::client::gunzip;
 use loyalty_daemon::sync::tls;
 use loyalty_protocol::crm::{AckResponse, ChangesPage, ErrorBody, OwnedEvent};
 use std::collections::{HashMap, HashSet};
@@ -616,11 +617,7 @@ async fn handle(
                 Some(fault) => return Ok(fault_response(fault)),
                 None => {}
             }
-            let cursor = query
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(key, _)| *key == "cursor")
-                .map(|(_, value)| percent_decode(value));
+            let cursor = query_param(&query, "cursor");
             Ok(changes_page(&state, &store_id, cursor.as_deref()))
         }
         _ => Ok(error_response(

@@ -126,24 +126,3 @@ pub(super) fn send_answer(shared: &Shared, answer: Response, started: std::time:
     }
     let _ = shared.observers.send(answer);
 }
-
-/// Runs a blocking store call without stalling the async threads. On the multi-threaded
-/// runtime (the daemon's) it runs in place, on the lane's own thread, while the runtime moves
-/// the other tasks to another thread: no hand-off on the lane's path, each of which costs a
-/// thread wake-up. Elsewhere (single-threaded test runtimes) it goes to the blocking pool.
-pub(super) async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    if tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread
-    {
-        return tokio::task::block_in_place(call);
-    }
-    match tokio::task::spawn_blocking(call).await {
-        Ok(result) => result,
-        Err(err) => Err(StoreError::Io {
-            context: "storage task failed".into(),
-            source: std::io::Error::other(err.to_string()),
-        }),
-    }
-}

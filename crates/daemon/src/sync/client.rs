@@ -379,7 +379,7 @@ impl CrmClient {
         let mut path = format!("/v1/stores/{store_id}/changes");
         if let Some(cursor) = cursor {
             path.push_str("?cursor=");
-            path.push_str(&percent_encode(cursor));
+            path.push_str(&crate::percent::encode_query_value(cursor));
         }
         let request = self
             .request(hyper::Method::GET, &path)
@@ -420,7 +420,7 @@ fn check_status(
     let retry_after = headers
         .get(hyper::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(super::backoff::parse_retry_after);
+        .and_then(crate::backoff::parse_retry_after);
     let text: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     Err(SyncError::Status {
         status: status.as_u16(),
@@ -453,46 +453,6 @@ pub fn gunzip(data: &[u8], limit: usize) -> Result<Bytes, SyncError> {
     Ok(Bytes::from(out))
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Decodes a percent-encoded query value.
-pub fn percent_decode(text: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(hi * 16 + lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,13 +467,6 @@ mod tests {
         let e = Endpoint::parse("https://crm.example.com").expect("parse");
         assert_eq!((e.port, e.base_path.as_str()), (443, ""));
         assert!(Endpoint::parse("http://crm.example.com").is_err());
-    }
-
-    #[test]
-    fn cursor_round_trips_through_percent_encoding() {
-        for text in ["abc", "a b&c=d/é", "%%", "7"] {
-            assert_eq!(percent_decode(&percent_encode(text)), text);
-        }
     }
 
     #[test]

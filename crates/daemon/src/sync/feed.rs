@@ -3,10 +3,11 @@
 //! `store::sync_state` which applies it and stores its cursor in one transaction. While pages
 //! carry changes it asks again at once; then every `crm.poll_interval_secs`.
 
-use super::backoff::Backoff;
 use super::client::CrmClient;
 use super::status::{StatusSink, SyncFailure};
 use super::SyncError;
+use crate::backoff::{Backoff, Jitter};
+use crate::blocking::blocking;
 use crate::config::{Config, RulesConfig};
 use jiff::Timestamp;
 use loyalty_core::rules::EarningRules;
@@ -128,15 +129,6 @@ pub struct FeedSettings {
     pub retry_after_cap: Duration,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, loyalty_store::StoreError> + Send + 'static,
-) -> Result<T, SyncError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(|err| SyncError::Store(err.to_string())),
-        Err(err) => Err(SyncError::Store(format!("storage task failed: {err}"))),
-    }
-}
-
 /// Runs the feed until `cancel` fires.
 pub(crate) async fn run(
     store: Store,
@@ -147,7 +139,8 @@ pub(crate) async fn run(
     poll_now: Arc<Notify>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+    let mut backoff =
+        Backoff::new(settings.backoff_min, settings.backoff_max).with_jitter(Jitter::Equal);
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -166,7 +159,8 @@ pub(crate) async fn run(
                 settings.poll_interval
             }
             Err(err) => {
-                let delay = backoff.next_delay(err.retry_after(), settings.retry_after_cap);
+                let delay =
+                    backoff.next_delay_honouring(err.retry_after(), settings.retry_after_cap);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "CRM changes poll failed");
                 status.update(|s| {
                     s.feed_failures = s.feed_failures.saturating_add(1);
@@ -196,7 +190,9 @@ async fn poll_once(
     rules: &watch::Sender<Option<Arc<CrmRules>>>,
 ) -> Result<bool, SyncError> {
     let s = store.clone();
-    let cursor = blocking(move || s.sync_cursor()).await?;
+    let cursor = blocking(move || s.sync_cursor())
+        .await
+        .map_err(super::store_error)?;
     let page = client
         .get_changes(&settings.store_id, cursor.as_deref())
         .await?;
@@ -215,7 +211,9 @@ async fn poll_once(
     let rejection = changes.rules_rejection.clone();
     let new_cursor = changes.cursor.clone();
     let s = store.clone();
-    let report = blocking(move || s.apply_changes(&changes)).await?;
+    let report = blocking(move || s.apply_changes(&changes))
+        .await
+        .map_err(super::store_error)?;
     tracing::info!(
         cursor = %new_cursor,
         customers = report.customers,

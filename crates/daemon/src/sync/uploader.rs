@@ -6,10 +6,11 @@
 //! sent; every failure is retried with exponential backoff and jitter (at least `Retry-After` on
 //! 429/503), so the outbox grows on disk while the CRM is away and nothing is dropped.
 
-use super::backoff::Backoff;
 use super::client::{gzip, Acked, CrmClient};
 use super::status::{StatusSink, SyncFailure};
 use super::SyncError;
+use crate::backoff::{Backoff, Jitter};
+use crate::blocking::blocking;
 use jiff::Timestamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ pub struct OutboxCounts {
 }
 
 /// What the uploader needs from the outbox. Implemented for [`loyalty_store::Store`]; calls are
-/// blocking and run on tokio's blocking pool.
+/// blocking and run through [`crate::blocking::blocking`].
 pub trait Outbox: Clone + Send + Sync + 'static {
     /// Up to `max` events with `seq > after`, in order.
     fn pending(&self, after: u64, max: usize) -> Result<Vec<PendingEvent>, SyncError>;
@@ -102,14 +103,6 @@ pub fn encode_batch(
     (body, last, taken)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
-) -> Result<T, SyncError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|err| SyncError::Store(format!("storage task failed: {err}")))?
-}
-
 /// Runs the uploader until `cancel` fires.
 pub(crate) async fn run<O: Outbox>(
     outbox: O,
@@ -119,7 +112,8 @@ pub(crate) async fn run<O: Outbox>(
     nudge: Arc<Notify>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+    let mut backoff =
+        Backoff::new(settings.backoff_min, settings.backoff_max).with_jitter(Jitter::Equal);
     let mut next_compaction = Instant::now();
     // The oldest pending sequence number and when the uploader first saw it (batching by age).
     let mut waiting_since: Option<(u64, Instant)> = None;
@@ -148,7 +142,8 @@ pub(crate) async fn run<O: Outbox>(
             }
             Ok(Step::Idle(wait)) => wait,
             Err(err) => {
-                let delay = backoff.next_delay(err.retry_after(), settings.retry_after_cap);
+                let delay =
+                    backoff.next_delay_honouring(err.retry_after(), settings.retry_after_cap);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "CRM upload failed");
                 status.update(|s| {
                     s.upload_failures = s.upload_failures.saturating_add(1);

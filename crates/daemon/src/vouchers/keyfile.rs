@@ -2,6 +2,9 @@
 //! system's randomness, written mode 0600 and never overwritten; loading refuses a file that
 //! group or others can read or write, telling the operator which `chmod` to run.
 //!
+//! Secret bytes (the seed, its base64, the file's text) are wiped as soon as they are no longer
+//! needed; the `SigningKey` wipes itself on drop (ed25519-dalek's `zeroize` feature).
+//!
 //! File format: comment lines starting with `#` (one names the public key), and one line with
 //! the standard base64 of the 32-byte Ed25519 secret seed. `PATH.pub` holds the public key.
 
@@ -11,6 +14,7 @@ use loyalty_core::voucher::keys::{public_key_base64, StoreKey};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Why a key file could not be written or used.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +68,9 @@ pub fn public_path(private: &Path) -> PathBuf {
 /// Generates a new signing key and writes it to `out` (mode 0600, created exclusively, synced)
 /// and its public key to `out.pub`. Returns the signing key.
 pub fn generate(out: &Path) -> Result<SigningKey, KeyFileError> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|err| KeyFileError::Random(err.to_string()))?;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut seed[..]).map_err(|err| KeyFileError::Random(err.to_string()))?;
     let key = SigningKey::from_bytes(&seed);
-    seed.fill(0);
     write_key(out, &key)?;
     Ok(key)
 }
@@ -75,11 +78,13 @@ pub fn generate(out: &Path) -> Result<SigningKey, KeyFileError> {
 /// Writes `key` to `out` (mode 0600, never overwriting) and its public key to `out.pub`.
 pub fn write_key(out: &Path, key: &SigningKey) -> Result<(), KeyFileError> {
     let public = public_key_base64(&key.verifying_key());
-    let secret = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
-    let text = format!(
+    let secret = Zeroizing::new(key.to_bytes());
+    let secret = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&secret[..]));
+    let text = Zeroizing::new(format!(
         "# loyalty-gateway voucher signing key (Ed25519). SECRET: keep this file mode 0600.\n\
-         # public key: {public}\n{secret}\n"
-    );
+         # public key: {public}\n{}\n",
+        secret.as_str()
+    ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -117,7 +122,7 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyFileError> {
             mode,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io(path))?);
     parse(&text).map_err(|reason| KeyFileError::Invalid {
         path: path.display().to_string(),
         reason,
@@ -155,13 +160,16 @@ fn parse(text: &str) -> Result<SigningKey, String> {
     if lines.next().is_some() {
         return Err("more than one key line".into());
     }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(secret)
-        .map_err(|_| "the key line is not base64".to_string())?;
-    let seed: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("the key is {} bytes instead of 32", bytes.len()))?;
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret)
+            .map_err(|_| "the key line is not base64".to_string())?,
+    );
+    if bytes.len() != 32 {
+        return Err(format!("the key is {} bytes instead of 32", bytes.len()));
+    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    seed.copy_from_slice(&bytes);
     Ok(SigningKey::from_bytes(&seed))
 }
 
