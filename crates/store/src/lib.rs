@@ -30,6 +30,7 @@
 mod batch;
 mod compact;
 mod durability;
+mod error;
 pub mod events;
 mod journal;
 mod records;
@@ -43,15 +44,13 @@ use batch::{BatchAnswer, Combiner};
 use durability::GroupCommit;
 use events::{EventIds, EventType, LedgerPayload};
 use jiff::Timestamp;
-use loyalty_core::customer::{check_id, Customer, IdError};
-use loyalty_core::ledger::{
-    self, Balance, Confirmed, Earning, EarningPolicy, Entry, EntryKind, LedgerError,
-};
+use loyalty_core::customer::{check_id, Customer};
+use loyalty_core::ledger::{self, Balance, Confirmed, Earning, EarningPolicy, Entry, EntryKind};
 use loyalty_core::money::Money;
-use loyalty_core::receipt::{self, Receipt, ReceiptError, ReceiptKind};
+use loyalty_core::receipt::{Receipt, ReceiptKind, ValidReceipt};
 use records::{CustomerRec, OutcomeRec, ReceiptDataRec, ReceiptRec, ReturnRec};
 pub use settings::StorageConfig;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -61,104 +60,9 @@ use std::sync::Arc;
 
 pub use compact::{CompactTrigger, OpenCompaction};
 pub use durability::DurabilityError;
+pub use error::{Failure, Refused, StoreError};
 pub use journal::VerifyReport;
 pub use schema::{Migration, SCHEMA_VERSION};
-
-/// Why a store operation failed. Input problems (bad receipt, unknown customer, not enough
-/// points) are separate variants from storage failures so callers can answer the lane.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be opened.
-    #[error("cannot open the database at {path}: {source} (check storage.data_dir and its permissions; is another gateway running?)")]
-    Open {
-        /// Database directory.
-        path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// A sled read or write failed.
-    #[error("storage error: {0} (check the disk)")]
-    Sled(#[from] sled::Error),
-    /// A file operation failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Writes could not be made durable.
-    #[error(transparent)]
-    Durability(#[from] DurabilityError),
-    /// Stored data could not be decoded.
-    #[error("stored data is corrupt: {0} (run `loyalty-gateway verify`)")]
-    Corrupt(String),
-    /// The database was written by a newer version.
-    #[error("database schema version {found} is newer than this program supports ({supported}); install the newer version again")]
-    SchemaTooNew {
-        /// Version found.
-        found: u32,
-        /// Newest version this build knows.
-        supported: u32,
-    },
-    /// The database came up empty although this data directory held one before.
-    #[error("the database at {0} is empty or replaced although it held data before (lost on a power cut?); restore a backup, or remove {0}/instance to start afresh deliberately")]
-    DataLost(PathBuf),
-    /// The operating system's random source failed.
-    #[error("no random numbers from the operating system: {0}")]
-    Random(getrandom::Error),
-    /// The receipt was refused; nothing was written.
-    #[error("receipt refused: {0}")]
-    InvalidReceipt(#[from] ReceiptError),
-    /// An identifier was refused.
-    #[error(transparent)]
-    InvalidId(#[from] IdError),
-    /// No such customer.
-    #[error("unknown customer '{0}'")]
-    UnknownCustomer(String),
-    /// No such receipt.
-    #[error("unknown receipt '{0}'")]
-    UnknownReceipt(String),
-    /// The receipt is a return, where a sale is needed.
-    #[error("receipt '{0}' is a return, not a sale")]
-    NotASale(String),
-    /// The receipt already belongs to another customer.
-    #[error("receipt '{receipt_id}' already belongs to customer '{customer_id}'")]
-    AlreadyAttached {
-        /// Receipt.
-        receipt_id: String,
-        /// Its customer.
-        customer_id: String,
-    },
-    /// The card belongs to another customer.
-    #[error("card '{card}' already belongs to customer '{customer_id}'")]
-    CardTaken {
-        /// Card number.
-        card: String,
-        /// Its customer.
-        customer_id: String,
-    },
-    /// The ledger refused the operation.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// The CRM acknowledged events this store never wrote: the local database lost data.
-    #[error("the CRM acknowledged outbox sequence {acked} but the last local event is {last}: this store's database lost events (restore a backup; do not continue as a fresh store)")]
-    AckBeyondOutbox {
-        /// What the CRM acknowledged.
-        acked: u64,
-        /// The last sequence number written here.
-        last: u64,
-    },
-}
-
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(err: TransactionError<StoreError>) -> Self {
-        match err {
-            TransactionError::Abort(err) => err,
-            TransactionError::Storage(err) => StoreError::Sled(err),
-        }
-    }
-}
 
 /// Result inside a [`Store::transact`] closure.
 pub type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -169,7 +73,7 @@ pub fn abort<T>(err: StoreError) -> TxResult<T> {
 }
 
 fn corrupt<T>(what: impl Into<String>) -> TxResult<T> {
-    abort(StoreError::Corrupt(what.into()))
+    abort(StoreError::Failed(Failure::Corrupt(what.into())))
 }
 
 /// Names of the core trees, in the order a [`Tx`] holds them.
@@ -230,6 +134,9 @@ struct Inner {
     receipts: Combiner<Arc<ReceiptRequest>>,
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// The voucher trees (`vouchers::ISSUED`, `STATE`, `REVOKED`, in that order): a receipt's
+    /// transaction settles and issues its vouchers with its points.
+    voucher_trees: [sled::Tree; 3],
     store_id: String,
     data_dir: PathBuf,
     retention: jiff::SignedDuration,
@@ -452,7 +359,9 @@ impl<'a> Tx<'a> {
     pub fn balance(&self, customer_id: &str, now: Timestamp) -> TxResult<Balance> {
         match self.customer_rec(customer_id)? {
             Some(rec) => Ok(rec.account.to_account().balance(now)),
-            None => abort(StoreError::UnknownCustomer(customer_id.into())),
+            None => abort(StoreError::Refused(Refused::UnknownCustomer(
+                customer_id.into(),
+            ))),
         }
     }
 
@@ -461,7 +370,9 @@ impl<'a> Tx<'a> {
     /// Spending entries (redeem, conversion) are checked against the available balance.
     pub fn ledger_entry(&self, new: &NewEntry<'_>, now: Timestamp) -> TxResult<(u64, Balance)> {
         let Some(mut rec) = self.customer_rec(new.customer_id)? else {
-            return abort(StoreError::UnknownCustomer(new.customer_id.into()));
+            return abort(StoreError::Refused(Refused::UnknownCustomer(
+                new.customer_id.into(),
+            )));
         };
         let mut account = rec.account.to_account();
         if matches!(new.kind, EntryKind::Redeem | EntryKind::VoucherConversion) {
@@ -522,7 +433,7 @@ impl<'a> Tx<'a> {
 }
 
 fn tx_corrupt(what: String) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(StoreError::Corrupt(what))
+    ConflictableTransactionError::Abort(StoreError::Failed(Failure::Corrupt(what)))
 }
 
 impl Store {
@@ -566,9 +477,11 @@ impl Store {
         trigger: CompactTrigger,
     ) -> Result<Store, StoreError> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| StoreError::Io {
-            context: format!("cannot create data directory {}", data_dir.display()),
-            source,
+        std::fs::create_dir_all(&data_dir).map_err(|source| {
+            StoreError::Failed(Failure::Io {
+                context: format!("cannot create data directory {}", data_dir.display()),
+                source,
+            })
         })?;
         let db_dir = data_dir.join("db");
         compact::recover(&data_dir)?;
@@ -586,11 +499,18 @@ impl Store {
             .iter()
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()?;
+        let voucher_trees = [
+            db.open_tree(vouchers::ISSUED)?,
+            db.open_tree(vouchers::STATE)?,
+            db.open_tree(vouchers::REVOKED)?,
+        ];
         let migrations_applied =
             schema::prepare(&db, &trees[META], &data_dir, store_id, migrations)?;
-        let commit = GroupCommit::start(db.clone(), &db_dir).map_err(|source| StoreError::Io {
-            context: format!("cannot sync the database files in {}", db_dir.display()),
-            source,
+        let commit = GroupCommit::start(db.clone(), &db_dir).map_err(|source| {
+            StoreError::Failed(Failure::Io {
+                context: format!("cannot sync the database files in {}", db_dir.display()),
+                source,
+            })
         })?;
         let retention =
             jiff::SignedDuration::from_hours(config.outbox_retention_hours.min(100_000) as i64);
@@ -601,6 +521,7 @@ impl Store {
                 receipts: Combiner::new(),
                 db,
                 trees,
+                voucher_trees,
                 store_id: store_id.to_string(),
                 data_dir,
                 retention,
@@ -628,20 +549,22 @@ impl Store {
         let data_dir = &config.data_dir;
         let db_dir = data_dir.join("db");
         let size = |what: &str| {
-            compact::dir_size(&db_dir).map_err(|source| StoreError::Io {
-                context: format!("cannot measure {} {what}", db_dir.display()),
-                source,
+            compact::dir_size(&db_dir).map_err(|source| {
+                StoreError::Failed(Failure::Io {
+                    context: format!("cannot measure {} {what}", db_dir.display()),
+                    source,
+                })
             })
         };
         compact::recover(data_dir)?;
         if !db_dir.join("db").is_file() {
-            return Err(StoreError::Io {
+            return Err(StoreError::Failed(Failure::Io {
                 context: format!(
                     "no database at {} (check storage.data_dir)",
                     db_dir.display()
                 ),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            }));
         }
         let before = size("before compaction")?;
         let db = open_sled(&db_dir, config.cache_capacity_mb)?;
@@ -709,7 +632,7 @@ impl Store {
         extra: &[&sled::Tree],
         f: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
-        let ids = EventIds::random().map_err(StoreError::Random)?;
+        let ids = EventIds::random().map_err(|err| StoreError::Failed(Failure::Random(err)))?;
         let mut all: Vec<&sled::Tree> = self.inner.trees.iter().collect();
         all.extend_from_slice(extra);
         let result = all
@@ -746,9 +669,11 @@ impl Store {
 
     /// Size of the database files on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        compact::dir_size(&self.inner.data_dir.join("db")).map_err(|source| StoreError::Io {
-            context: "cannot measure the database size".into(),
-            source,
+        compact::dir_size(&self.inner.data_dir.join("db")).map_err(|source| {
+            StoreError::Failed(Failure::Io {
+                context: "cannot measure the database size".into(),
+                source,
+            })
         })
     }
 
@@ -766,9 +691,9 @@ impl Store {
     fn customer_rec(&self, customer_id: &str) -> Result<Option<CustomerRec>, StoreError> {
         match self.tree(CUSTOMERS).get(customer_id.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("customer {customer_id}: {e}"))),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                StoreError::Failed(Failure::Corrupt(format!("customer {customer_id}: {e}")))
+            }),
         }
     }
 
@@ -787,7 +712,7 @@ impl Store {
         let id = format!(
             "{}-{}",
             self.inner.store_id,
-            events::random_hex(8).map_err(StoreError::Random)?
+            events::random_hex(8).map_err(|err| StoreError::Failed(Failure::Random(err)))?
         );
         self.transact(&[], |tx| {
             if let Some(existing) = tx.tree(CARDS).get(card.as_bytes())? {
@@ -865,7 +790,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.transact(&[], |tx| {
             let Some(mut rec) = tx.customer_rec(customer_id)? else {
-                return abort(StoreError::UnknownCustomer(customer_id.into()));
+                return abort(StoreError::Refused(Refused::UnknownCustomer(
+                    customer_id.into(),
+                )));
             };
             let mut account = rec.account.to_account();
             let taken = account.confirm(Confirmed {
@@ -903,7 +830,8 @@ impl Store {
     /// points on a sale for `customer_id` (or the customer of `receipt.card` when `None`),
     /// claws back proportionally on a return, and writes the outbox events, atomically. Returns
     /// once durable. A duplicate receipt id returns the first outcome (`duplicate: true`) and
-    /// changes nothing.
+    /// changes nothing. (A receiver that validated the receipt already calls
+    /// [`Store::apply_valid_receipt`].)
     pub fn apply_receipt(
         &self,
         receipt: &Receipt,
@@ -911,9 +839,62 @@ impl Store {
         policy: &dyn EarningPolicy,
         now: Timestamp,
     ) -> Result<ReceiptOutcome, StoreError> {
-        receipt::validate(receipt, policy.limits())?;
-        if let Some(id) = customer_id {
-            check_id(id)?;
+        let receipt = ValidReceipt::check(receipt.clone(), policy.limits())?;
+        let customer = match customer_id {
+            Some(id) => ReceiptCustomer::Id(id),
+            None => ReceiptCustomer::FromReceipt,
+        };
+        Ok(self
+            .apply_valid_receipt(&receipt, customer, policy, None, now)?
+            .outcome)
+    }
+
+    /// Applies a validated receipt and everything it does, in **one** transaction made durable
+    /// by one group commit: enrols the customer of its card (with [`ReceiptCustomer::Card`]),
+    /// stores it, earns or claws back points, and, with `vouchers`, redeems the vouchers it
+    /// names (or its lane holds reserved), then issues the vouchers its points earned (never
+    /// through a handle [`Store::stamped`] untrusted). Returns once durable. A duplicate
+    /// receipt id returns the first outcome (`duplicate: true`), issues nothing new and returns
+    /// the vouchers issued the first time.
+    pub fn apply_valid_receipt(
+        &self,
+        receipt: &ValidReceipt,
+        customer: ReceiptCustomer<'_>,
+        policy: &dyn EarningPolicy,
+        vouchers: Option<&vouchers::Vouchers>,
+        now: Timestamp,
+    ) -> Result<ReceiptApplied, StoreError> {
+        let mut customer_id = None;
+        let mut enrolment = None;
+        match customer {
+            ReceiptCustomer::FromReceipt => {}
+            ReceiptCustomer::Id(id) => {
+                check_id(id)?;
+                customer_id = Some(id.to_string());
+            }
+            ReceiptCustomer::Card { card, enrol } => {
+                check_id(card)?;
+                match self.tree(CARDS).get(card.as_bytes())? {
+                    Some(id) => customer_id = Some(String::from_utf8_lossy(&id).to_string()),
+                    None if enrol => {
+                        let id = format!(
+                            "{}-{}",
+                            self.inner.store_id,
+                            events::random_hex(8)
+                                .map_err(|err| StoreError::Failed(Failure::Random(err)))?
+                        );
+                        enrolment = Some(Enrolment {
+                            card: card.to_string(),
+                            id,
+                        });
+                    }
+                    None => {
+                        return Err(StoreError::Refused(Refused::UnknownCustomer(format!(
+                            "card {card}"
+                        ))))
+                    }
+                }
+            }
         }
         if let ReceiptKind::Return {
             original_receipt_id,
@@ -921,7 +902,19 @@ impl Store {
         {
             check_id(original_receipt_id)?;
         }
-        let request = Arc::new(self.prepare_receipt(receipt, customer_id, policy, now)?);
+        let mut request = self.prepare_receipt(
+            receipt,
+            customer_id.as_deref(),
+            enrolment.is_some(),
+            policy,
+            now,
+        )?;
+        request.enrolment = enrolment;
+        request.vouchers = match vouchers {
+            Some(vouchers) => Some(vouchers.prepare_receipt(receipt, now)?),
+            None => None,
+        };
+        let request = Arc::new(request);
         let answer = self
             .inner
             .receipts
@@ -930,19 +923,27 @@ impl Store {
             BatchAnswer::Done(result) => result,
             // Alone, with the policy at hand (a tier changed meanwhile, or the batch failed).
             BatchAnswer::Retry => {
-                match self.commit_only(&[], |tx| apply_planned(tx, &request, Some(policy)))? {
+                match self.commit_only(&self.voucher_trees(), |tx| {
+                    apply_planned(tx, &request, Some(policy))
+                })? {
                     BatchAnswer::Done(result) => result,
-                    BatchAnswer::Retry => Err(StoreError::Corrupt(
+                    BatchAnswer::Retry => Err(StoreError::Failed(Failure::Corrupt(
                         "receipt could not be applied alone (internal error)".into(),
-                    )),
+                    ))),
                 }
             }
         };
         // Refusals wrote nothing; anything else (applied, or a duplicate whose first
         // application may still be in flight) is answered only once it is on disk.
-        let outcome = result?;
+        let applied = result?;
         self.wait_durable()?;
-        Ok(outcome)
+        Ok(applied)
+    }
+
+    /// The voucher trees, as the extra trees of a receipt's transaction.
+    fn voucher_trees(&self) -> [&sled::Tree; 3] {
+        let [issued, state, revoked] = &self.inner.voucher_trees;
+        [issued, state, revoked]
     }
 
     /// Prepares a (validated) receipt for a batch. Everything that needs the policy is
@@ -952,12 +953,17 @@ impl Store {
         &self,
         receipt: &Receipt,
         customer_id: Option<&str>,
+        enrolling: bool,
         policy: &dyn EarningPolicy,
         now: Timestamp,
     ) -> Result<ReceiptRequest, StoreError> {
         let plan = match &receipt.kind {
             ReceiptKind::Sale => {
-                let tier = self.expected_tier(customer_id, receipt.card.as_deref())?;
+                let tier = if enrolling {
+                    None
+                } else {
+                    self.expected_tier(customer_id, receipt.card.as_deref())?
+                };
                 let earning = policy.earn(receipt, tier.as_deref());
                 Plan::Sale { tier, earning }
             }
@@ -972,6 +978,8 @@ impl Store {
             now,
             clock_trusted: self.clock_trusted,
             plan,
+            enrolment: None,
+            vouchers: None,
         })
     }
 
@@ -995,7 +1003,7 @@ impl Store {
 
     /// Applies a batch of receipts in one transaction; one answer per request, in order.
     fn apply_batch(&self, batch: &[Arc<ReceiptRequest>]) -> Vec<BatchAnswer> {
-        let result = self.commit_only(&[], |tx| {
+        let result = self.commit_only(&self.voucher_trees(), |tx| {
             batch
                 .iter()
                 .map(|request| apply_planned(tx, request, None))
@@ -1025,11 +1033,13 @@ impl Store {
         check_id(customer_id)?;
         self.transact(&[], |tx| {
             let Some(bytes) = tx.tree(RECEIPTS).get(receipt_id.as_bytes())? else {
-                return abort(StoreError::UnknownReceipt(receipt_id.into()));
+                return abort(StoreError::Refused(Refused::UnknownReceipt(
+                    receipt_id.into(),
+                )));
             };
             let mut rec = decode_receipt(receipt_id, &bytes)?;
             if rec.data.original_receipt_id.is_some() {
-                return abort(StoreError::NotASale(receipt_id.into()));
+                return abort(StoreError::Refused(Refused::NotASale(receipt_id.into())));
             }
             match (&rec.customer_id, &rec.attach_outcome) {
                 (Some(existing), Some(outcome)) if existing == customer_id => {
@@ -1039,15 +1049,17 @@ impl Store {
                     return Ok(outcome_from(receipt_id, &rec.outcome, true));
                 }
                 (Some(existing), _) => {
-                    return abort(StoreError::AlreadyAttached {
+                    return abort(StoreError::Refused(Refused::AlreadyAttached {
                         receipt_id: receipt_id.into(),
                         customer_id: existing.clone(),
-                    })
+                    }))
                 }
                 (None, _) => {}
             }
             let Some(customer) = tx.customer_rec(customer_id)? else {
-                return abort(StoreError::UnknownCustomer(customer_id.into()));
+                return abort(StoreError::Refused(Refused::UnknownCustomer(
+                    customer_id.into(),
+                )));
             };
             let receipt = rec.data.to_receipt();
             let earning = policy.earn(&receipt, customer.tier.as_deref());
@@ -1123,8 +1135,9 @@ impl Store {
         match self.tree(RECEIPTS).get(receipt_id.as_bytes())? {
             None => Ok(None),
             Some(bytes) => {
-                let rec: ReceiptRec = serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("receipt {receipt_id}: {e}")))?;
+                let rec: ReceiptRec = serde_json::from_slice(&bytes).map_err(|e| {
+                    StoreError::Failed(Failure::Corrupt(format!("receipt {receipt_id}: {e}")))
+                })?;
                 Ok(Some(outcome_from(receipt_id, &rec.outcome, false)))
             }
         }
@@ -1135,8 +1148,9 @@ impl Store {
         match self.tree(RECEIPTS).get(receipt_id.as_bytes())? {
             None => Ok(None),
             Some(bytes) => {
-                let rec: ReceiptRec = serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("receipt {receipt_id}: {e}")))?;
+                let rec: ReceiptRec = serde_json::from_slice(&bytes).map_err(|e| {
+                    StoreError::Failed(Failure::Corrupt(format!("receipt {receipt_id}: {e}")))
+                })?;
                 Ok(Some(rec.data.to_receipt()))
             }
         }
@@ -1153,7 +1167,9 @@ impl Store {
     pub fn balance(&self, customer_id: &str, now: Timestamp) -> Result<Balance, StoreError> {
         match self.customer_rec(customer_id)? {
             Some(rec) => Ok(rec.account.to_account().balance(now)),
-            None => Err(StoreError::UnknownCustomer(customer_id.into())),
+            None => Err(StoreError::Refused(Refused::UnknownCustomer(
+                customer_id.into(),
+            ))),
         }
     }
 
@@ -1164,18 +1180,20 @@ impl Store {
         let mut out = Vec::new();
         for item in self.tree(CUSTOMER_JOURNAL).scan_prefix(&prefix) {
             let (key, _) = item?;
-            let index = read_u64(&key[prefix.len()..])
-                .ok_or_else(|| StoreError::Corrupt("customer_journal key".into()))?;
+            let index = read_u64(&key[prefix.len()..]).ok_or_else(|| {
+                StoreError::Failed(Failure::Corrupt("customer_journal key".into()))
+            })?;
             let Some(value) = self.tree(JOURNAL).get(u64_be(index))? else {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::Failed(Failure::Corrupt(format!(
                     "journal entry {index} missing"
-                )));
+                ))));
             };
-            let (_, _, body) = journal::decode(&value)
-                .ok_or_else(|| StoreError::Corrupt(format!("journal entry {index}")))?;
-            let entry = body
-                .to_entry()
-                .ok_or_else(|| StoreError::Corrupt(format!("journal entry {index} kind")))?;
+            let (_, _, body) = journal::decode(&value).ok_or_else(|| {
+                StoreError::Failed(Failure::Corrupt(format!("journal entry {index}")))
+            })?;
+            let entry = body.to_entry().ok_or_else(|| {
+                StoreError::Failed(Failure::Corrupt(format!("journal entry {index} kind")))
+            })?;
             out.push(entry);
         }
         Ok(out)
@@ -1339,15 +1357,15 @@ impl Store {
     }
 
     /// The CRM acknowledged every event through `through`. An acknowledgement beyond the
-    /// last local event means this database lost data: [`StoreError::AckBeyondOutbox`].
+    /// last local event means this database lost data: [`Failure::AckBeyondOutbox`].
     pub fn outbox_ack(&self, through: u64) -> Result<(), StoreError> {
         self.transact(&[], |tx| {
             let last = tx.get_u64(meta_key::NEXT_SEQ)?.max(1) - 1;
             if through > last {
-                return abort(StoreError::AckBeyondOutbox {
+                return abort(StoreError::Failed(Failure::AckBeyondOutbox {
                     acked: through,
                     last,
-                });
+                }));
             }
             let acked = tx.get_u64(meta_key::ACKED)?;
             if through > acked {
@@ -1467,9 +1485,11 @@ fn open_sled(dir: &Path, cache_capacity_mb: u64) -> Result<sled::Db, StoreError>
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             result => {
-                return result.map_err(|source| StoreError::Open {
-                    path: dir.to_path_buf(),
-                    source,
+                return result.map_err(|source| {
+                    StoreError::Failed(Failure::Open {
+                        path: dir.to_path_buf(),
+                        source,
+                    })
                 })
             }
         }
@@ -1487,7 +1507,7 @@ fn put_receipt(tx: &Tx<'_>, rec: &ReceiptRec) -> TxResult<()> {
 }
 
 fn decode_event(key: &[u8], value: &[u8]) -> Result<OutboxEvent, StoreError> {
-    let bad = |what: &str| StoreError::Corrupt(format!("outbox event: {what}"));
+    let bad = |what: &str| StoreError::Failed(Failure::Corrupt(format!("outbox event: {what}")));
     let seq = read_u64(key).ok_or_else(|| bad("key"))?;
     let json: serde_json::Value =
         serde_json::from_slice(value.get(8..).ok_or_else(|| bad("value"))?)
@@ -1557,6 +1577,65 @@ pub(crate) struct ReceiptRequest {
     /// Whether `now` came from a trusted clock (the submitting handle's [`Store::stamped`]).
     clock_trusted: bool,
     plan: Plan,
+    /// A customer to enrol for the receipt's card, in the receipt's transaction.
+    enrolment: Option<Enrolment>,
+    /// The receipt's vouchers to settle and issue, in the receipt's transaction.
+    vouchers: Option<vouchers::ReceiptVoucherStep>,
+}
+
+/// A card named on a receipt, unknown when the receipt was prepared: enrolled as `id` in the
+/// receipt's transaction (or, when enrolled meanwhile, its customer is used).
+struct Enrolment {
+    card: String,
+    id: String,
+}
+
+/// Who a receipt is for (see [`Store::apply_valid_receipt`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ReceiptCustomer<'a> {
+    /// The customer of the card on the receipt (`receipt.card`, as given), if it is known.
+    FromReceipt,
+    /// This customer (a card scanned before the receipt).
+    Id(&'a str),
+    /// The customer of this (normalised) card; an unknown card is enrolled in the receipt's
+    /// transaction when `enrol`, and refused (`UnknownCustomer`) otherwise.
+    Card {
+        /// The card number.
+        card: &'a str,
+        /// Enrol an unknown card.
+        enrol: bool,
+    },
+}
+
+/// Everything a receipt did, committed in one durable transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptApplied {
+    /// The points side.
+    pub outcome: ReceiptOutcome,
+    /// The voucher side (empty when applied without vouchers).
+    pub vouchers: vouchers::ReceiptVouchers,
+}
+
+/// Enrols the card of `enrolment` (or finds the customer who got it meanwhile).
+fn enrol_in_tx(tx: &Tx<'_>, enrolment: &Enrolment, now: Timestamp) -> TxResult<CustomerRec> {
+    let card = &enrolment.card;
+    if let Some(existing) = tx.tree(CARDS).get(card.as_bytes())? {
+        let existing = String::from_utf8_lossy(&existing).to_string();
+        return match tx.customer_rec(&existing)? {
+            Some(rec) => Ok(rec),
+            None => corrupt(format!("card {card} points to missing customer {existing}")),
+        };
+    }
+    let rec = CustomerRec::enrolled_locally(enrolment.id.clone(), card.clone(), now);
+    tx.put_customer_rec(&rec)?;
+    tx.tree(CARDS)
+        .insert(card.as_bytes(), enrolment.id.as_bytes())?;
+    tx.append_event(
+        EventType::CustomerEnrolled,
+        now,
+        &events::customer_payload(&rec.to_customer()),
+    )?;
+    Ok(rec)
 }
 
 /// What the earning policy said, computed before the transaction.
@@ -1582,23 +1661,47 @@ fn apply_planned(
 ) -> TxResult<BatchAnswer> {
     // A batch combines requests of several handles: each request's events carry its own flag.
     tx.clock_trusted.set(request.clock_trusted);
+    let outcome = match apply_points(tx, request, policy)? {
+        BatchAnswer::Done(Ok(applied)) => applied.outcome,
+        other => return Ok(other),
+    };
+    let vouchers = match &request.vouchers {
+        Some(step) => step.settle_in_tx(tx, &request.receipt, &outcome, request.now)?,
+        None => vouchers::ReceiptVouchers::default(),
+    };
+    Ok(BatchAnswer::Done(Ok(ReceiptApplied { outcome, vouchers })))
+}
+
+/// The points side of [`apply_planned`] (the answer's vouchers are left empty).
+fn apply_points(
+    tx: &Tx<'_>,
+    request: &ReceiptRequest,
+    policy: Option<&dyn EarningPolicy>,
+) -> TxResult<BatchAnswer> {
+    let done = |outcome| {
+        BatchAnswer::Done(Ok(ReceiptApplied {
+            outcome,
+            vouchers: vouchers::ReceiptVouchers::default(),
+        }))
+    };
     let receipt = &request.receipt;
     if let Some(bytes) = tx.tree(RECEIPTS).get(receipt.id.as_bytes())? {
         let rec = decode_receipt(&receipt.id, &bytes)?;
-        return Ok(BatchAnswer::Done(Ok(outcome_from(
-            &receipt.id,
-            &rec.outcome,
-            true,
-        ))));
+        return Ok(done(outcome_from(&receipt.id, &rec.outcome, true)));
     }
     match (&request.plan, &receipt.kind) {
         (Plan::Sale { tier, earning }, ReceiptKind::Sale) => {
             let customer = match (request.customer_id.as_deref(), &receipt.card) {
+                _ if request.enrolment.is_some() => request
+                    .enrolment
+                    .as_ref()
+                    .map(|enrolment| enrol_in_tx(tx, enrolment, request.now))
+                    .transpose()?,
                 (Some(id), _) => match tx.customer_rec(id)? {
                     Some(rec) => Some(rec),
                     None => {
-                        return Ok(BatchAnswer::Done(Err(StoreError::UnknownCustomer(
-                            id.into(),
+                        return Ok(BatchAnswer::Done(Err(StoreError::Refused(
+                            Refused::UnknownCustomer(id.into()),
                         ))))
                     }
                 },
@@ -1629,7 +1732,7 @@ fn apply_planned(
                 earning,
                 request.now,
             )?;
-            Ok(BatchAnswer::Done(Ok(outcome)))
+            Ok(done(outcome))
         }
         (
             Plan::Return { eligible },
@@ -1644,7 +1747,17 @@ fn apply_planned(
             *eligible,
             request.now,
         )
-        .map(BatchAnswer::Done),
+        .and_then(|result| match result {
+            Ok(outcome) => {
+                // The card named on a return is enrolled too (its points go to the sale's
+                // customer), once the return is known to be accepted.
+                if let Some(enrolment) = &request.enrolment {
+                    enrol_in_tx(tx, enrolment, request.now)?;
+                }
+                Ok(done(outcome))
+            }
+            Err(refused) => Ok(BatchAnswer::Done(Err(refused))),
+        }),
         _ => corrupt("receipt request plan does not match its kind (internal error)"),
     }
 }
@@ -1746,7 +1859,9 @@ fn apply_return(
         Some(bytes) => {
             let mut original = decode_receipt(original_id, &bytes)?;
             if original.data.original_receipt_id.is_some() {
-                return Ok(Err(StoreError::NotASale(original_id.into())));
+                return Ok(Err(StoreError::Refused(Refused::NotASale(
+                    original_id.into(),
+                ))));
             }
             let (claw, state) = ledger::clawback(
                 original.returns.to_state(),

@@ -20,7 +20,8 @@
 //! voucher they paid for.
 
 use super::events::EventType;
-use super::{abort, NewEntry, Store, StoreError, Tx, TxResult};
+use super::{abort, NewEntry, ReceiptOutcome, Store, StoreError, Tx, TxResult};
+use crate::{Failure, Refused};
 use jiff::Timestamp;
 use loyalty_core::ledger::EntryKind;
 use loyalty_core::money::Money;
@@ -33,8 +34,8 @@ use loyalty_core::voucher::{RedeemOn, VoucherSettings};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-const ISSUED: &str = "vouchers/issued";
-const STATE: &str = "vouchers/state";
+pub(crate) const ISSUED: &str = "vouchers/issued";
+pub(crate) const STATE: &str = "vouchers/state";
 /// Voucher id (10 bytes) → revocation time; the sync feed writes here too.
 pub(crate) const REVOKED: &str = "vouchers/revoked";
 const META: &str = "vouchers/meta";
@@ -139,6 +140,67 @@ pub struct CommitOutcome {
     pub refused: Vec<(String, Refusal)>,
 }
 
+/// What a receipt did to vouchers, in its transaction (see `Store::apply_valid_receipt`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiptVouchers {
+    /// The vouchers it redeemed, and those it named that were refused.
+    pub commit: CommitOutcome,
+    /// The vouchers its points earned (on a redelivered receipt: those issued the first time).
+    pub issued: Vec<IssuedVoucher>,
+    /// The customer's balance after vouchers were issued (None when none were).
+    pub balance_after_issue: Option<i64>,
+}
+
+/// The voucher side of one receipt, prepared outside its transaction: the vouchers it names
+/// (parsed) or its lane holds reserved, and whether vouchers may be issued.
+pub(crate) struct ReceiptVoucherStep {
+    vouchers: Vouchers,
+    ids: Vec<(String, VoucherId)>,
+    refused: Vec<(String, Refusal)>,
+    /// Rules are configured, a signing key is there and the clock is trusted.
+    may_issue: bool,
+}
+
+impl ReceiptVoucherStep {
+    /// Inside the receipt's transaction, after its points: redeems, then issues (a sale with a
+    /// customer only). Each voucher refusal leaves that voucher as it was.
+    pub(crate) fn settle_in_tx(
+        &self,
+        tx: &Tx<'_>,
+        receipt: &Receipt,
+        outcome: &ReceiptOutcome,
+        now: Timestamp,
+    ) -> TxResult<ReceiptVouchers> {
+        let vouchers = &self.vouchers;
+        let mut commit = CommitOutcome {
+            redeemed: Vec::new(),
+            refused: self.refused.clone(),
+        };
+        for (named, id) in &self.ids {
+            match vouchers.commit_one(tx, receipt, id, now)? {
+                Ok(redemption) => commit.redeemed.push(redemption),
+                Err(refusal) => commit.refused.push((named.clone(), refusal)),
+            }
+        }
+        let is_sale = matches!(receipt.kind, loyalty_core::receipt::ReceiptKind::Sale);
+        let issued = match (&outcome.customer_id, is_sale && self.may_issue) {
+            (Some(customer_id), true) => {
+                vouchers.issue_in_tx(tx, &receipt.id, customer_id, !outcome.duplicate, now)?
+            }
+            _ => Vec::new(),
+        };
+        let balance_after_issue = match (&outcome.customer_id, issued.is_empty()) {
+            (Some(customer_id), false) => Some(tx.balance(customer_id, now)?.total),
+            _ => None,
+        };
+        Ok(ReceiptVouchers {
+            commit,
+            issued,
+            balance_after_issue,
+        })
+    }
+}
+
 /// What [`Vouchers::revoke`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokeReport {
@@ -191,17 +253,17 @@ pub struct Vouchers {
 }
 
 fn corrupt<T>(what: String) -> TxResult<T> {
-    abort(StoreError::Corrupt(what))
+    abort(StoreError::Failed(Failure::Corrupt(what)))
 }
 
 fn decode_state(id: &VoucherId, bytes: &[u8]) -> Result<StateRec, StoreError> {
     serde_json::from_slice(bytes)
-        .map_err(|err| StoreError::Corrupt(format!("voucher state {id}: {err}")))
+        .map_err(|err| StoreError::Failed(Failure::Corrupt(format!("voucher state {id}: {err}"))))
 }
 
 fn decode_issued(id: &VoucherId, bytes: &[u8]) -> Result<IssuedRec, StoreError> {
     serde_json::from_slice(bytes)
-        .map_err(|err| StoreError::Corrupt(format!("issued voucher {id}: {err}")))
+        .map_err(|err| StoreError::Failed(Failure::Corrupt(format!("issued voucher {id}: {err}"))))
 }
 
 fn to_json<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
@@ -553,7 +615,42 @@ impl Vouchers {
         receipt: &Receipt,
         now: Timestamp,
     ) -> Result<CommitOutcome, StoreError> {
-        let mut outcome = CommitOutcome::default();
+        let step = self.prepare_receipt(receipt, now)?;
+        if step.ids.is_empty() {
+            return Ok(CommitOutcome {
+                redeemed: Vec::new(),
+                refused: step.refused,
+            });
+        }
+        let results = self.store.transact(&self.extra(), |tx| {
+            let mut results = Vec::new();
+            for (named, id) in &step.ids {
+                results.push((named.clone(), self.commit_one(tx, receipt, id, now)?));
+            }
+            Ok(results)
+        })?;
+        let mut outcome = CommitOutcome {
+            redeemed: Vec::new(),
+            refused: step.refused,
+        };
+        for (named, result) in results {
+            match result {
+                Ok(redemption) => outcome.redeemed.push(redemption),
+                Err(refusal) => outcome.refused.push((named, refusal)),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Prepares the voucher side of a receipt (outside its transaction): parses the vouchers
+    /// it names, adds its lane's reservations (with `redeem_on = "next_receipt"`), and decides
+    /// whether vouchers may be issued (not through a handle stamped untrusted).
+    pub(crate) fn prepare_receipt(
+        &self,
+        receipt: &Receipt,
+        now: Timestamp,
+    ) -> Result<ReceiptVoucherStep, StoreError> {
+        let mut refused = Vec::new();
         let mut ids: Vec<(String, VoucherId)> = Vec::new();
         for named in &receipt.rewards {
             let parsed = VoucherId::parse(named).or_else(|| {
@@ -566,7 +663,7 @@ impl Vouchers {
                     ids.push((named.clone(), id))
                 }
                 Some(_) => {}
-                None => outcome.refused.push((
+                None => refused.push((
                     named.clone(),
                     Refusal::UnknownVoucher {
                         voucher_id: named.clone(),
@@ -581,23 +678,26 @@ impl Vouchers {
                 }
             }
         }
-        if ids.is_empty() {
-            return Ok(outcome);
-        }
-        let results = self.store.transact(&self.extra(), |tx| {
-            let mut results = Vec::new();
-            for (named, id) in &ids {
-                results.push((named.clone(), self.commit_one(tx, receipt, id, now)?));
-            }
-            Ok(results)
-        })?;
-        for (named, result) in results {
-            match result {
-                Ok(redemption) => outcome.redeemed.push(redemption),
-                Err(refusal) => outcome.refused.push((named, refusal)),
-            }
-        }
-        Ok(outcome)
+        let may_issue = if self.settings.rules.rules.is_empty() {
+            false
+        } else if self.settings.store_key.is_none() {
+            tracing::warn!(receipt = %receipt.id, error = %IssueError::NoSigningKey, "no voucher issued");
+            false
+        } else if !self.store.clock_trusted() {
+            tracing::info!(
+                receipt = %receipt.id,
+                "no voucher issued while the clock is untrusted; the points stay on the account"
+            );
+            false
+        } else {
+            true
+        };
+        Ok(ReceiptVoucherStep {
+            vouchers: self.clone(),
+            ids,
+            refused,
+            may_issue,
+        })
     }
 
     fn commit_one(
@@ -741,11 +841,9 @@ impl Vouchers {
             );
             return Ok(Vec::new());
         }
-        let key = self
-            .settings
-            .store_key
-            .as_ref()
-            .ok_or(IssueError::NoSigningKey)?;
+        if self.settings.store_key.is_none() {
+            return Err(IssueError::NoSigningKey);
+        }
         let already = self.issued_for_receipt(receipt_id)?;
         if !already.is_empty() {
             return Ok(already);
@@ -759,40 +857,64 @@ impl Vouchers {
         {
             return Ok(Vec::new());
         }
-        let tz = &self.settings.time_zone;
-        let issued = self.store.transact(&self.extra(), |tx| {
-            let first = VoucherId::derived(&key.key_id, receipt_id, 0);
-            if tx_issued(tx, &first)?.is_some() {
-                // Issued meanwhile by a concurrent call: read below.
-                return Ok(Vec::new());
+        self.store
+            .transact(&self.extra(), |tx| {
+                self.issue_in_tx(tx, receipt_id, customer_id, true, now)
+            })
+            .map_err(IssueError::from)
+    }
+
+    /// Inside a transaction: the vouchers issued for `receipt_id`, issuing them now (when
+    /// `issue_new` and none were) from the customer's available balance. Needs a store key.
+    fn issue_in_tx(
+        &self,
+        tx: &Tx<'_>,
+        receipt_id: &str,
+        customer_id: &str,
+        issue_new: bool,
+        now: Timestamp,
+    ) -> TxResult<Vec<IssuedVoucher>> {
+        let Some(key) = &self.settings.store_key else {
+            return Ok(Vec::new());
+        };
+        let rules = &self.settings.rules;
+        let mut already = Vec::new();
+        for index in 0..rules.max_per_receipt.max(1) {
+            let id = VoucherId::derived(&key.key_id, receipt_id, index);
+            match tx_issued(tx, &id)? {
+                Some(rec) => match issued_from(&id, &rec) {
+                    Ok(issued) => already.push(issued),
+                    Err(err) => return abort(err),
+                },
+                None => break,
             }
-            let balance = tx.balance(customer_id, now)?;
-            let Some(plan) = rules.plan(balance.available) else {
-                return Ok(Vec::new());
-            };
-            let every = plan.points / i64::from(plan.count);
-            let mut out = Vec::new();
-            for voucher in rules.vouchers(&plan, &key.key_id, receipt_id, customer_id, now, tz) {
-                let text = match voucher.sign(&key.signing) {
-                    Ok(text) => text,
-                    Err(err) => return corrupt(format!("cannot sign voucher: {err}")),
-                };
-                let issued = IssuedVoucher {
-                    voucher,
-                    text,
-                    receipt_id: Some(receipt_id.to_string()),
-                    customer_id: Some(customer_id.to_string()),
-                    points: every,
-                };
-                self.record_issued(tx, &issued, "earned", now)?;
-                out.push(issued);
-            }
-            Ok(out)
-        })?;
-        if issued.is_empty() {
-            return Ok(self.issued_for_receipt(receipt_id)?);
         }
-        Ok(issued)
+        if !already.is_empty() || !issue_new {
+            return Ok(already);
+        }
+        let balance = tx.balance(customer_id, now)?;
+        let Some(plan) = rules.plan(balance.available) else {
+            return Ok(Vec::new());
+        };
+        let tz = &self.settings.time_zone;
+        let every = plan.points / i64::from(plan.count);
+        let mut out = Vec::new();
+        for voucher in rules.vouchers(&plan, &key.key_id, receipt_id, customer_id, now, tz) {
+            let text = match voucher.sign(&key.signing) {
+                Ok(text) => text,
+                Err(err) => return corrupt(format!("cannot sign voucher: {err}")),
+            };
+            let issued = IssuedVoucher {
+                voucher,
+                text,
+                receipt_id: Some(receipt_id.to_string()),
+                customer_id: Some(customer_id.to_string()),
+                points: every,
+            };
+            self.record_issued(tx, &issued, "earned", now)?;
+            out.push(issued);
+        }
+        Ok(out)
     }
 
     fn record_issued(
@@ -867,7 +989,7 @@ impl Vouchers {
         }
         if let Some(customer_id) = customer_id {
             loyalty_core::customer::check_id(customer_id)
-                .map_err(|err| IssueError::Store(StoreError::InvalidId(err)))?;
+                .map_err(|err| IssueError::Store(StoreError::Refused(Refused::InvalidId(err))))?;
         }
         let mut random = [0u8; 10];
         getrandom::getrandom(&mut random).map_err(|err| IssueError::Random(err.to_string()))?;
@@ -904,8 +1026,9 @@ impl Vouchers {
 }
 
 fn issued_from(id: &VoucherId, rec: &IssuedRec) -> Result<IssuedVoucher, StoreError> {
-    let signed = voucher::decode(&rec.text)
-        .map_err(|err| StoreError::Corrupt(format!("issued voucher {id}: {err}")))?;
+    let signed = voucher::decode(&rec.text).map_err(|err| {
+        StoreError::Failed(Failure::Corrupt(format!("issued voucher {id}: {err}")))
+    })?;
     Ok(IssuedVoucher {
         voucher: signed.voucher,
         text: rec.text.clone(),

@@ -3,6 +3,7 @@
 //! in-process observers.
 
 use super::*;
+use loyalty_store::Failure;
 
 pub(super) async fn route_inputs(
     mut inputs: mpsc::Receiver<Input>,
@@ -141,9 +142,9 @@ pub(super) async fn blocking<T: Send + 'static>(
     }
     match tokio::task::spawn_blocking(call).await {
         Ok(result) => result,
-        Err(err) => Err(StoreError::Io {
+        Err(err) => Err(StoreError::Failed(Failure::Io {
             context: "storage task failed".into(),
             source: std::io::Error::other(err.to_string()),
-        }),
+        })),
     }
 }
