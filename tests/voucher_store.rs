@@ -13,10 +13,12 @@ use loyalty_daemon::config::{Config, RewardRuleConfig};
 use loyalty_daemon::vouchers::VoucherSettingsExt;
 use loyalty_store::events::EventType;
 use loyalty_store::vouchers::{IssueError, Vouchers};
-use loyalty_store::Store;
+use loyalty_store::{ReceiptCustomer, Store};
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
+
+mod store_support;
 
 const KEY_ID: &str = "store-S042";
 
@@ -329,6 +331,81 @@ fn issuing_converts_points_once_and_the_voucher_redeems() {
         .commit_receipt(&receipt("R-102", "2", 2500, &[issued[0].voucher.id]), at(8))
         .expect("commit");
     assert_eq!(outcome.redeemed.len(), 1);
+}
+
+/// One receipt that names a new card, redeems a voucher and earns one: the enrolment, the
+/// points, the redemption and the issue are one transaction made durable by one group commit;
+/// delivered again, it changes nothing and answers the same vouchers.
+#[test]
+fn a_receipt_enrols_redeems_and_issues_in_one_durable_commit() {
+    use loyalty_core::ledger::EarningPolicy as _;
+    use loyalty_core::receipt::ValidReceipt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let (id, text) = voucher_text(7, None);
+    assert!(is_valid(&vouchers.scan(&text, "1", None, at(1)).expect("scan")));
+    let card = "2990000000026";
+    let mut sale = receipt("R-700", "1", 60_000, &[id]);
+    sale.card = Some(card.into());
+    let policy = store_support::Policy::default();
+    let sale = ValidReceipt::check(sale, policy.limits()).expect("valid");
+    let customer = ReceiptCustomer::Card { card, enrol: true };
+
+    let before = store.durability_stats();
+    let seq_before = store.outbox_stats().expect("stats").last_seq;
+    let applied = store
+        .apply_valid_receipt(&sale, customer, &policy, Some(&vouchers), at(2))
+        .expect("apply");
+    let after = store.durability_stats();
+    assert_eq!(after.tickets - before.tickets, 1, "one durable commit");
+    assert_eq!(after.commits - before.commits, 1, "one group commit");
+
+    let enrolled = store
+        .customer_by_card(card)
+        .expect("read")
+        .expect("enrolled");
+    assert_eq!(applied.outcome.customer_id.as_deref(), Some(enrolled.id.as_str()));
+    assert_eq!((applied.outcome.earned, applied.outcome.duplicate), (600, false));
+    assert_eq!(applied.vouchers.commit.redeemed.len(), 1);
+    assert!(applied.vouchers.commit.refused.is_empty());
+    assert_eq!(applied.vouchers.issued.len(), 1);
+    assert_eq!(applied.vouchers.balance_after_issue, Some(100));
+    assert!(matches!(
+        vouchers.state(&id).expect("state"),
+        RedemptionState::Redeemed { .. }
+    ));
+    // Enrolled, receipt, earn, redeemed, conversion, issued: six events, in that order.
+    let kinds: Vec<EventType> = store
+        .outbox_after(seq_before, 100)
+        .expect("outbox")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventType::CustomerEnrolled,
+            EventType::Ledger,
+            EventType::Receipt,
+            EventType::VoucherRedeemed,
+            EventType::Ledger,
+            EventType::VoucherIssued,
+        ]
+    );
+
+    // Redelivered: the same answer (same voucher ids), nothing new written.
+    let seq_after = store.outbox_stats().expect("stats").last_seq;
+    let again = store
+        .apply_valid_receipt(&sale, customer, &policy, Some(&vouchers), at(3))
+        .expect("apply again");
+    assert!(again.outcome.duplicate);
+    assert_eq!(again.outcome.customer_id, applied.outcome.customer_id);
+    assert_eq!(again.vouchers.issued, applied.vouchers.issued);
+    assert_eq!(again.vouchers.balance_after_issue, Some(100));
+    assert!(again.vouchers.commit.redeemed.iter().all(|r| r.duplicate));
+    assert_eq!(store.outbox_stats().expect("stats").last_seq, seq_after);
+    let report = store.verify().expect("verify");
+    assert!(report.is_consistent(), "{report}");
 }
 
 #[test]
