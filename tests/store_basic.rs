@@ -5,10 +5,10 @@
 
 mod store_support;
 
-use loyalty_store::{Failure, Refused};
 use loyalty_core::ledger::Balance;
 use loyalty_store::events::EventType;
 use loyalty_store::{abort, CompactTrigger, OutcomeNote, Store, StoreError};
+use loyalty_store::{Failure, Refused};
 use std::collections::HashSet;
 use store_support::*;
 
@@ -61,7 +61,10 @@ fn refused_receipt_writes_nothing() {
     let err = store
         .apply_receipt(&bad, Some(&customer.id), &policy, now())
         .expect_err("refused");
-    assert!(matches!(err, StoreError::Refused(Refused::InvalidReceipt(_))), "{err}");
+    assert!(
+        matches!(err, StoreError::Refused(Refused::InvalidReceipt(_))),
+        "{err}"
+    );
     let mut usd = sale("R-usd", vec![line("a", 1000, None)]);
     usd.currency = "USD".into();
     assert!(matches!(
@@ -108,7 +111,9 @@ fn ledger_change_and_outbox_event_are_atomic() {
             },
             now(),
         )?;
-        abort(StoreError::Refused(Refused::UnknownReceipt("abort on purpose".into())))
+        abort(StoreError::Refused(Refused::UnknownReceipt(
+            "abort on purpose".into(),
+        )))
     });
     assert!(result.is_err());
     assert_eq!(store.outbox_stats().expect("stats"), before);

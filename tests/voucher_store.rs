@@ -343,7 +343,9 @@ fn a_receipt_enrols_redeems_and_issues_in_one_durable_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, vouchers) = open(dir.path(), "named");
     let (id, text) = voucher_text(7, None);
-    assert!(is_valid(&vouchers.scan(&text, "1", None, at(1)).expect("scan")));
+    assert!(is_valid(
+        &vouchers.scan(&text, "1", None, at(1)).expect("scan")
+    ));
     let card = "2990000000026";
     let mut sale = receipt("R-700", "1", 60_000, &[id]);
     sale.card = Some(card.into());
@@ -364,8 +366,14 @@ fn a_receipt_enrols_redeems_and_issues_in_one_durable_commit() {
         .customer_by_card(card)
         .expect("read")
         .expect("enrolled");
-    assert_eq!(applied.outcome.customer_id.as_deref(), Some(enrolled.id.as_str()));
-    assert_eq!((applied.outcome.earned, applied.outcome.duplicate), (600, false));
+    assert_eq!(
+        applied.outcome.customer_id.as_deref(),
+        Some(enrolled.id.as_str())
+    );
+    assert_eq!(
+        (applied.outcome.earned, applied.outcome.duplicate),
+        (600, false)
+    );
     assert_eq!(applied.vouchers.commit.redeemed.len(), 1);
     assert!(applied.vouchers.commit.refused.is_empty());
     assert_eq!(applied.vouchers.issued.len(), 1);
