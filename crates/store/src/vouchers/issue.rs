@@ -141,12 +141,20 @@ impl Vouchers {
         };
         let tz = &self.settings.time_zone;
         let every = plan.points / i64::from(plan.count);
-        let mut out = Vec::new();
+        // Everything is signed before anything is written: a voucher that cannot be signed
+        // issues nothing (the points stay on the account) rather than failing the receipt.
+        let mut signed = Vec::new();
         for voucher in rules.vouchers(&plan, &key.key_id, receipt_id, customer_id, now, tz) {
-            let text = match voucher.sign(&key.signing) {
-                Ok(text) => text,
-                Err(err) => return corrupt(format!("cannot sign voucher: {err}")),
-            };
+            match voucher.sign(&key.signing) {
+                Ok(text) => signed.push((voucher, text)),
+                Err(err) => {
+                    tracing::warn!(receipt = receipt_id, error = %err, "no voucher issued: cannot sign it");
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (voucher, text) in signed {
             let issued = IssuedVoucher {
                 voucher,
                 text,
