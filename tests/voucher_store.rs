@@ -600,8 +600,19 @@ fn spawn_child(
     std::process::Child,
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) {
+    spawn_test_child(dir, "kill_child")
+}
+
+/// This test binary re-executed to run only the (ignored) test `name`, in `dir`.
+fn spawn_test_child(
+    dir: &Path,
+    name: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "kill_child", "--include-ignored", "--nocapture"])
+        .args(["--exact", name, "--include-ignored", "--nocapture"])
         .env(CHILD_ENV, dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -683,6 +694,106 @@ fn kill_9_between_reservation_and_commit() {
             assert!(replay.redeemed.is_empty());
             assert_eq!(redeemed_events_for(&store, &id), 1);
         }
+    }
+}
+
+const RECEIPT_CHILD_SALES: u8 = 40;
+const RECEIPT_CHILD_CARD: &str = "2990000000033";
+
+/// The child of `kill_9_during_receipts_leaves_each_receipt_whole`: sales for a card enrolled
+/// by the first of them, each redeeming a reserved voucher and earning one (500 points).
+#[test]
+#[ignore = "child process of kill_9_during_receipts_leaves_each_receipt_whole"]
+fn receipt_child() {
+    use loyalty_core::ledger::EarningPolicy as _;
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (store, vouchers) = open(Path::new(&dir), "named");
+    let policy = store_support::Policy::default();
+    for n in 0..RECEIPT_CHILD_SALES {
+        let (_, text) = voucher_text(n, None);
+        assert!(is_valid(
+            &vouchers.scan(&text, "1", None, t0()).expect("scan")
+        ));
+    }
+    println!("CHILD RESERVED");
+    for n in 0..RECEIPT_CHILD_SALES {
+        let (id, _) = voucher_text(n, None);
+        let mut sale = receipt(&format!("R-{n}"), "1", 50_000, &[id]);
+        sale.card = Some(RECEIPT_CHILD_CARD.into());
+        let sale =
+            loyalty_core::receipt::ValidReceipt::check(sale, policy.limits()).expect("valid");
+        let customer = ReceiptCustomer::Card {
+            card: RECEIPT_CHILD_CARD,
+            enrol: true,
+        };
+        let applied = store
+            .apply_valid_receipt(&sale, customer, &policy, Some(&vouchers), at(10))
+            .expect("apply");
+        assert_eq!(applied.vouchers.issued.len(), 1);
+        println!("CHILD APPLIED {n}");
+    }
+    println!("CHILD DONE");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// kill -9 while receipts that enrol, redeem and issue are applied: after the restart each
+/// receipt is all there (its points, its redemption, its voucher, its events) or not at all.
+#[test]
+fn kill_9_during_receipts_leaves_each_receipt_whole() {
+    for kill_after in [0u8, 7] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, mut lines) = spawn_test_child(dir.path(), "receipt_child");
+        wait_for(&mut lines, "CHILD RESERVED");
+        let seen = wait_for(&mut lines, &format!("CHILD APPLIED {kill_after}"));
+        let acknowledged = seen.iter().filter(|l| l.contains("APPLIED")).count();
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        drop(lines);
+
+        let (store, vouchers) = open(dir.path(), "named");
+        let customer = store
+            .customer_by_card(RECEIPT_CHILD_CARD)
+            .expect("read")
+            .expect("enrolled with the first receipt");
+        let mut applied = 0;
+        for n in 0..RECEIPT_CHILD_SALES {
+            let receipt_id = format!("R-{n}");
+            let (id, _) = voucher_text(n, None);
+            let present = store.receipt(&receipt_id).expect("read").is_some();
+            let issued = vouchers.issued_for_receipt(&receipt_id).expect("issued");
+            let redeemed = matches!(
+                vouchers.state(&id).expect("state"),
+                RedemptionState::Redeemed { .. }
+            );
+            assert_eq!(
+                (issued.len(), redeemed),
+                if present { (1, true) } else { (0, false) },
+                "receipt {n} (present: {present}) is only partly there"
+            );
+            assert_eq!(redeemed_events_for(&store, &id), usize::from(redeemed));
+            if present {
+                applied += 1;
+            } else {
+                assert!(
+                    usize::from(n) >= acknowledged,
+                    "receipt {n} was acknowledged but is missing"
+                );
+            }
+        }
+        assert!(applied >= acknowledged);
+        // 500 points earned and converted into a voucher per receipt.
+        let balance = store.balance(&customer.id, at(20)).expect("balance");
+        assert_eq!(balance.total, 0);
+        assert_eq!(events_of(&store, EventType::Ledger).len(), 2 * applied);
+        assert_eq!(events_of(&store, EventType::VoucherIssued).len(), applied);
+        assert_eq!(events_of(&store, EventType::Receipt).len(), applied);
+        assert_eq!(events_of(&store, EventType::CustomerEnrolled).len(), 1);
+        let report = store.verify().expect("verify");
+        assert!(report.is_consistent(), "{report}");
     }
 }
 
