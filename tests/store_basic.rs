@@ -8,6 +8,7 @@ mod store_support;
 use loyalty_core::ledger::Balance;
 use loyalty_store::events::EventType;
 use loyalty_store::{abort, CompactTrigger, OutcomeNote, Store, StoreError};
+use loyalty_store::{Failure, Refused};
 use std::collections::HashSet;
 use store_support::*;
 
@@ -60,18 +61,21 @@ fn refused_receipt_writes_nothing() {
     let err = store
         .apply_receipt(&bad, Some(&customer.id), &policy, now())
         .expect_err("refused");
-    assert!(matches!(err, StoreError::InvalidReceipt(_)), "{err}");
+    assert!(
+        matches!(err, StoreError::Refused(Refused::InvalidReceipt(_))),
+        "{err}"
+    );
     let mut usd = sale("R-usd", vec![line("a", 1000, None)]);
     usd.currency = "USD".into();
     assert!(matches!(
         store.apply_receipt(&usd, Some(&customer.id), &policy, now()),
-        Err(StoreError::InvalidReceipt(_))
+        Err(StoreError::Refused(Refused::InvalidReceipt(_)))
     ));
     // Unknown customer: refused too, nothing written.
     let ok = sale("R-2", vec![line("a", 1000, None)]);
     assert!(matches!(
         store.apply_receipt(&ok, Some("nobody"), &policy, now()),
-        Err(StoreError::UnknownCustomer(_))
+        Err(StoreError::Refused(Refused::UnknownCustomer(_)))
     ));
     assert_eq!(store.outbox_stats().expect("stats"), before);
     assert_eq!(store.receipt_count(), 0);
@@ -107,7 +111,9 @@ fn ledger_change_and_outbox_event_are_atomic() {
             },
             now(),
         )?;
-        abort(StoreError::UnknownReceipt("abort on purpose".into()))
+        abort(StoreError::Refused(Refused::UnknownReceipt(
+            "abort on purpose".into(),
+        )))
     });
     assert!(result.is_err());
     assert_eq!(store.outbox_stats().expect("stats"), before);
@@ -263,10 +269,10 @@ fn ack_and_compaction_remove_only_acknowledged_events() {
     // The CRM acknowledging more than exists means this database lost data.
     assert!(matches!(
         store.outbox_ack(11),
-        Err(StoreError::AckBeyondOutbox {
+        Err(StoreError::Failed(Failure::AckBeyondOutbox {
             acked: 11,
             last: 10
-        })
+        }))
     ));
     // Retention: with a week of retention nothing young is removed.
     drop(store);
@@ -317,10 +323,10 @@ fn schema_version_and_migration_hook() {
     drop(store);
     // The older build refuses the newer database.
     match Store::open(&config(dir.path()), "S1") {
-        Err(StoreError::SchemaTooNew {
+        Err(StoreError::Failed(Failure::SchemaTooNew {
             found: 2,
             supported: 1,
-        }) => {}
+        })) => {}
         Err(other) => panic!("unexpected {other}"),
         Ok(_) => panic!("opened a newer database"),
     }
@@ -536,11 +542,11 @@ fn cardless_receipt_attaches_once() {
     let other = store.enroll("2990000000026", now()).expect("enroll");
     assert!(matches!(
         store.attach_customer("S-1", &other.id, &policy, now()),
-        Err(StoreError::AlreadyAttached { .. })
+        Err(StoreError::Refused(Refused::AlreadyAttached { .. }))
     ));
     assert!(matches!(
         store.attach_customer("NOPE", &other.id, &policy, now()),
-        Err(StoreError::UnknownReceipt(_))
+        Err(StoreError::Refused(Refused::UnknownReceipt(_)))
     ));
     // The rest is returned later: clawback continues from the attached points.
     let r = store
@@ -610,7 +616,7 @@ fn points_operations_vesting_and_crm_confirmation() {
     // Pending points cannot be spent.
     assert!(matches!(
         store.redeem_points(&c, 10, "red-1", now()),
-        Err(StoreError::Ledger(_))
+        Err(StoreError::Refused(Refused::Ledger(_)))
     ));
     let later = now() + jiff::SignedDuration::from_hours(24 * 15);
     assert_eq!(store.balance(&c, later).expect("balance").available, 50);
@@ -659,7 +665,7 @@ fn a_database_that_comes_back_empty_is_refused() {
     drop(store);
     std::fs::remove_dir_all(dir.path().join("db")).expect("lose the database");
     match Store::open(&config(dir.path()), "S1") {
-        Err(StoreError::DataLost(_)) => {}
+        Err(StoreError::Failed(Failure::DataLost(_))) => {}
         Err(other) => panic!("unexpected {other}"),
         Ok(_) => panic!("opened a lost database as a fresh one"),
     }

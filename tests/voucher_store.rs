@@ -13,10 +13,12 @@ use loyalty_daemon::config::{Config, RewardRuleConfig};
 use loyalty_daemon::vouchers::VoucherSettingsExt;
 use loyalty_store::events::EventType;
 use loyalty_store::vouchers::{IssueError, Vouchers};
-use loyalty_store::Store;
+use loyalty_store::{ReceiptCustomer, Store};
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
+
+mod store_support;
 
 const KEY_ID: &str = "store-S042";
 
@@ -331,6 +333,89 @@ fn issuing_converts_points_once_and_the_voucher_redeems() {
     assert_eq!(outcome.redeemed.len(), 1);
 }
 
+/// One receipt that names a new card, redeems a voucher and earns one: the enrolment, the
+/// points, the redemption and the issue are one transaction made durable by one group commit;
+/// delivered again, it changes nothing and answers the same vouchers.
+#[test]
+fn a_receipt_enrols_redeems_and_issues_in_one_durable_commit() {
+    use loyalty_core::ledger::EarningPolicy as _;
+    use loyalty_core::receipt::ValidReceipt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let (id, text) = voucher_text(7, None);
+    assert!(is_valid(
+        &vouchers.scan(&text, "1", None, at(1)).expect("scan")
+    ));
+    let card = "2990000000026";
+    let mut sale = receipt("R-700", "1", 60_000, &[id]);
+    sale.card = Some(card.into());
+    let policy = store_support::Policy::default();
+    let sale = ValidReceipt::check(sale, policy.limits()).expect("valid");
+    let customer = ReceiptCustomer::Card { card, enrol: true };
+
+    let before = store.durability_stats();
+    let seq_before = store.outbox_stats().expect("stats").last_seq;
+    let applied = store
+        .apply_valid_receipt(&sale, customer, &policy, Some(&vouchers), at(2))
+        .expect("apply");
+    let after = store.durability_stats();
+    assert_eq!(after.tickets - before.tickets, 1, "one durable commit");
+    assert_eq!(after.commits - before.commits, 1, "one group commit");
+
+    let enrolled = store
+        .customer_by_card(card)
+        .expect("read")
+        .expect("enrolled");
+    assert_eq!(
+        applied.outcome.customer_id.as_deref(),
+        Some(enrolled.id.as_str())
+    );
+    assert_eq!(
+        (applied.outcome.earned, applied.outcome.duplicate),
+        (600, false)
+    );
+    assert_eq!(applied.vouchers.commit.redeemed.len(), 1);
+    assert!(applied.vouchers.commit.refused.is_empty());
+    assert_eq!(applied.vouchers.issued.len(), 1);
+    assert_eq!(applied.vouchers.balance_after_issue, Some(100));
+    assert!(matches!(
+        vouchers.state(&id).expect("state"),
+        RedemptionState::Redeemed { .. }
+    ));
+    // Enrolled, receipt, earn, redeemed, conversion, issued: six events, in that order.
+    let kinds: Vec<EventType> = store
+        .outbox_after(seq_before, 100)
+        .expect("outbox")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventType::CustomerEnrolled,
+            EventType::Ledger,
+            EventType::Receipt,
+            EventType::VoucherRedeemed,
+            EventType::Ledger,
+            EventType::VoucherIssued,
+        ]
+    );
+
+    // Redelivered: the same answer (same voucher ids), nothing new written.
+    let seq_after = store.outbox_stats().expect("stats").last_seq;
+    let again = store
+        .apply_valid_receipt(&sale, customer, &policy, Some(&vouchers), at(3))
+        .expect("apply again");
+    assert!(again.outcome.duplicate);
+    assert_eq!(again.outcome.customer_id, applied.outcome.customer_id);
+    assert_eq!(again.vouchers.issued, applied.vouchers.issued);
+    assert_eq!(again.vouchers.balance_after_issue, Some(100));
+    assert!(again.vouchers.commit.redeemed.iter().all(|r| r.duplicate));
+    assert_eq!(store.outbox_stats().expect("stats").last_seq, seq_after);
+    let report = store.verify().expect("verify");
+    assert!(report.is_consistent(), "{report}");
+}
+
 #[test]
 fn no_voucher_is_issued_on_an_untrusted_clock_and_the_points_wait() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -515,8 +600,19 @@ fn spawn_child(
     std::process::Child,
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) {
+    spawn_test_child(dir, "kill_child")
+}
+
+/// This test binary re-executed to run only the (ignored) test `name`, in `dir`.
+fn spawn_test_child(
+    dir: &Path,
+    name: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "kill_child", "--include-ignored", "--nocapture"])
+        .args(["--exact", name, "--include-ignored", "--nocapture"])
         .env(CHILD_ENV, dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -598,6 +694,106 @@ fn kill_9_between_reservation_and_commit() {
             assert!(replay.redeemed.is_empty());
             assert_eq!(redeemed_events_for(&store, &id), 1);
         }
+    }
+}
+
+const RECEIPT_CHILD_SALES: u8 = 40;
+const RECEIPT_CHILD_CARD: &str = "2990000000033";
+
+/// The child of `kill_9_during_receipts_leaves_each_receipt_whole`: sales for a card enrolled
+/// by the first of them, each redeeming a reserved voucher and earning one (500 points).
+#[test]
+#[ignore = "child process of kill_9_during_receipts_leaves_each_receipt_whole"]
+fn receipt_child() {
+    use loyalty_core::ledger::EarningPolicy as _;
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (store, vouchers) = open(Path::new(&dir), "named");
+    let policy = store_support::Policy::default();
+    for n in 0..RECEIPT_CHILD_SALES {
+        let (_, text) = voucher_text(n, None);
+        assert!(is_valid(
+            &vouchers.scan(&text, "1", None, t0()).expect("scan")
+        ));
+    }
+    println!("CHILD RESERVED");
+    for n in 0..RECEIPT_CHILD_SALES {
+        let (id, _) = voucher_text(n, None);
+        let mut sale = receipt(&format!("R-{n}"), "1", 50_000, &[id]);
+        sale.card = Some(RECEIPT_CHILD_CARD.into());
+        let sale =
+            loyalty_core::receipt::ValidReceipt::check(sale, policy.limits()).expect("valid");
+        let customer = ReceiptCustomer::Card {
+            card: RECEIPT_CHILD_CARD,
+            enrol: true,
+        };
+        let applied = store
+            .apply_valid_receipt(&sale, customer, &policy, Some(&vouchers), at(10))
+            .expect("apply");
+        assert_eq!(applied.vouchers.issued.len(), 1);
+        println!("CHILD APPLIED {n}");
+    }
+    println!("CHILD DONE");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// kill -9 while receipts that enrol, redeem and issue are applied: after the restart each
+/// receipt is all there (its points, its redemption, its voucher, its events) or not at all.
+#[test]
+fn kill_9_during_receipts_leaves_each_receipt_whole() {
+    for kill_after in [0u8, 7] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, mut lines) = spawn_test_child(dir.path(), "receipt_child");
+        wait_for(&mut lines, "CHILD RESERVED");
+        let seen = wait_for(&mut lines, &format!("CHILD APPLIED {kill_after}"));
+        let acknowledged = seen.iter().filter(|l| l.contains("APPLIED")).count();
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        drop(lines);
+
+        let (store, vouchers) = open(dir.path(), "named");
+        let customer = store
+            .customer_by_card(RECEIPT_CHILD_CARD)
+            .expect("read")
+            .expect("enrolled with the first receipt");
+        let mut applied = 0;
+        for n in 0..RECEIPT_CHILD_SALES {
+            let receipt_id = format!("R-{n}");
+            let (id, _) = voucher_text(n, None);
+            let present = store.receipt(&receipt_id).expect("read").is_some();
+            let issued = vouchers.issued_for_receipt(&receipt_id).expect("issued");
+            let redeemed = matches!(
+                vouchers.state(&id).expect("state"),
+                RedemptionState::Redeemed { .. }
+            );
+            assert_eq!(
+                (issued.len(), redeemed),
+                if present { (1, true) } else { (0, false) },
+                "receipt {n} (present: {present}) is only partly there"
+            );
+            assert_eq!(redeemed_events_for(&store, &id), usize::from(redeemed));
+            if present {
+                applied += 1;
+            } else {
+                assert!(
+                    usize::from(n) >= acknowledged,
+                    "receipt {n} was acknowledged but is missing"
+                );
+            }
+        }
+        assert!(applied >= acknowledged);
+        // 500 points earned and converted into a voucher per receipt.
+        let balance = store.balance(&customer.id, at(20)).expect("balance");
+        assert_eq!(balance.total, 0);
+        assert_eq!(events_of(&store, EventType::Ledger).len(), 2 * applied);
+        assert_eq!(events_of(&store, EventType::VoucherIssued).len(), applied);
+        assert_eq!(events_of(&store, EventType::Receipt).len(), applied);
+        assert_eq!(events_of(&store, EventType::CustomerEnrolled).len(), 1);
+        let report = store.verify().expect("verify");
+        assert!(report.is_consistent(), "{report}");
     }
 }
 

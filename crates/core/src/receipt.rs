@@ -120,7 +120,39 @@ pub enum ReceiptError {
     NegativeTotal,
 }
 
+/// A receipt that passed [`validate`]: only [`ValidReceipt::check`] makes one, so a function
+/// taking a `&ValidReceipt` (the store applying it) knows it was validated, exactly once, by
+/// whoever received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidReceipt(Receipt);
+
+impl ValidReceipt {
+    /// Validates `receipt` against `limits` (see [`validate`]).
+    pub fn check(receipt: Receipt, limits: &ReceiptLimits) -> Result<ValidReceipt, ReceiptError> {
+        validate(&receipt, limits)?;
+        Ok(ValidReceipt(receipt))
+    }
+
+    /// The receipt.
+    pub fn receipt(&self) -> &Receipt {
+        &self.0
+    }
+
+    /// The receipt, giving up the proof.
+    pub fn into_inner(self) -> Receipt {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidReceipt {
+    type Target = Receipt;
+    fn deref(&self) -> &Receipt {
+        &self.0
+    }
+}
+
 /// Checks a receipt against the store's limits. Pure; nothing is written for a refused receipt.
+/// Receivers of receipts call it through [`ValidReceipt::check`].
 pub fn validate(receipt: &Receipt, limits: &ReceiptLimits) -> Result<(), ReceiptError> {
     if receipt.id.is_empty() || receipt.id.chars().count() > 64 {
         return Err(ReceiptError::BadId);

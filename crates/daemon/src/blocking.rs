@@ -30,10 +30,10 @@ where
 
 impl From<TaskFailed> for StoreError {
     fn from(err: TaskFailed) -> Self {
-        StoreError::Io {
+        StoreError::Failed(loyalty_store::Failure::Io {
             context: "storage task failed".into(),
             source: std::io::Error::other(err.0),
-        }
+        })
     }
 }
 

@@ -37,7 +37,7 @@ use loyalty_core::scan::{CardMatcher, Scan};
 use loyalty_core::voucher::{Benefit, Verdict};
 use loyalty_protocol::till::Response;
 use loyalty_protocol::till::{DiscountJson, IssuedVoucherJson};
-use loyalty_store::vouchers::{CommitOutcome, IssuedVoucher, Vouchers};
+use loyalty_store::vouchers::{IssuedVoucher, Vouchers};
 use loyalty_store::{ReceiptOutcome, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;

@@ -22,7 +22,7 @@
 //! - An answer is only a commit; callers still wait for durability (group commit) before they
 //!   answer their own caller.
 
-use super::{ReceiptOutcome, StoreError};
+use super::{ReceiptApplied, StoreError};
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -31,9 +31,11 @@ pub(crate) const MAX_BATCH: usize = 128;
 
 /// What the batch did with one request.
 #[derive(Debug)]
+// Each answer is moved once, into its caller's hands: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum BatchAnswer {
     /// Applied (or refused, or answered as a duplicate) and committed.
-    Done(Result<ReceiptOutcome, StoreError>),
+    Done(Result<ReceiptApplied, StoreError>),
     /// Not applied: the caller applies it alone (its precomputed earning no longer fits the
     /// customer, or the batch transaction failed).
     Retry,
@@ -147,14 +149,17 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn done(n: u32) -> BatchAnswer {
-        BatchAnswer::Done(Ok(ReceiptOutcome {
-            receipt_id: n.to_string(),
-            customer_id: None,
-            earned: n as i64,
-            balance: None,
-            promotions: Vec::new(),
-            duplicate: false,
-            note: None,
+        BatchAnswer::Done(Ok(ReceiptApplied {
+            outcome: crate::ReceiptOutcome {
+                receipt_id: n.to_string(),
+                customer_id: None,
+                earned: n as i64,
+                balance: None,
+                promotions: Vec::new(),
+                duplicate: false,
+                note: None,
+            },
+            vouchers: Default::default(),
         }))
     }
 
@@ -178,8 +183,8 @@ mod tests {
                             requests.iter().map(|r| done(*r)).collect()
                         });
                         match answer {
-                            BatchAnswer::Done(Ok(outcome)) => {
-                                assert_eq!(outcome.earned, request as i64)
+                            BatchAnswer::Done(Ok(applied)) => {
+                                assert_eq!(applied.outcome.earned, request as i64)
                             }
                             other => panic!("unexpected answer {other:?}"),
                         }
@@ -199,7 +204,7 @@ mod tests {
         }));
         assert!(result.is_err());
         match combiner.submit(2, |requests| requests.iter().map(|r| done(*r)).collect()) {
-            BatchAnswer::Done(Ok(outcome)) => assert_eq!(outcome.earned, 2),
+            BatchAnswer::Done(Ok(applied)) => assert_eq!(applied.outcome.earned, 2),
             other => panic!("unexpected answer {other:?}"),
         }
         // Nothing is left behind for the caller that unwound.
@@ -212,7 +217,7 @@ mod tests {
     #[test]
     fn a_batch_with_refusals_duplicates_and_a_stale_tier() {
         use crate::StorageConfig;
-        use crate::{OutcomeNote, Store};
+        use crate::{OutcomeNote, Refused, Store};
         use jiff::Timestamp;
         use loyalty_core::customer::Customer;
         use loyalty_core::ledger::{Earning, EarningPolicy};
@@ -283,7 +288,7 @@ mod tests {
         let prepare = |r: &Receipt, customer: Option<&str>| {
             Arc::new(
                 store
-                    .prepare_receipt(r, customer, &policy, now)
+                    .prepare_receipt(r, customer, false, &policy, now)
                     .expect("prepare"),
             )
         };
@@ -304,14 +309,14 @@ mod tests {
         let answers = store.apply_batch(&batch);
         assert_eq!(answers.len(), batch.len());
         let outcome = |i: usize| match &answers[i] {
-            BatchAnswer::Done(Ok(outcome)) => outcome.clone(),
+            BatchAnswer::Done(Ok(applied)) => applied.outcome.clone(),
             other => panic!("answer {i}: {other:?}"),
         };
         let first = outcome(0);
         assert_eq!((first.earned, first.duplicate), (10, false));
         assert!(matches!(
             &answers[1],
-            BatchAnswer::Done(Err(StoreError::UnknownCustomer(_)))
+            BatchAnswer::Done(Err(StoreError::Refused(Refused::UnknownCustomer(_))))
         ));
         let duplicate = outcome(2);
         assert!(duplicate.duplicate);
@@ -322,7 +327,7 @@ mod tests {
         assert_eq!(ret.balance.map(|b| b.total), Some(5));
         assert!(matches!(
             &answers[4],
-            BatchAnswer::Done(Err(StoreError::NotASale(_)))
+            BatchAnswer::Done(Err(StoreError::Refused(Refused::NotASale(_))))
         ));
         assert!(matches!(&answers[5], BatchAnswer::Retry));
         assert_eq!(outcome(6).note, Some(OutcomeNote::NoCustomer));

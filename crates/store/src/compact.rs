@@ -18,11 +18,12 @@
 //! removed by [`recover`] at the next open, which then decides afresh (and compacts again).
 
 use super::{durability::fsync_dir, StoreError};
+use crate::Failure;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
-    move |source| StoreError::Io { context, source }
+    move |source| StoreError::Failed(Failure::Io { context, source })
 }
 
 /// Bytes allocated on disk by the files below `dir`.

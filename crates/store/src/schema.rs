@@ -7,9 +7,10 @@
 //!
 //! `meta/instance` holds a random id drawn when the database was created; once it is durable,
 //! it is also written to `{data_dir}/instance`. At open, a data directory whose `instance` file
-//! names a different (or no) database instance is refused with [`StoreError::DataLost`].
+//! names a different (or no) database instance is refused with [`Failure::DataLost`].
 
 use super::{durability, events, meta_key, read_u64, StoreError, OUTBOX};
+use crate::Failure;
 use std::path::Path;
 
 /// The schema version this build writes.
@@ -53,16 +54,18 @@ pub(crate) fn prepare(
         .map(|v| String::from_utf8_lossy(&v).to_string());
     if let Some(expected) = &on_disk {
         if in_db.as_deref() != Some(expected.trim()) {
-            return Err(StoreError::DataLost(data_dir.to_path_buf()));
+            return Err(StoreError::Failed(Failure::DataLost(
+                data_dir.to_path_buf(),
+            )));
         }
     }
     if let Some(stored) = meta.get(meta_key::STORE_ID)? {
         if stored != store_id.as_bytes() {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Failed(Failure::Corrupt(format!(
                 "the database in {} belongs to store '{}', not '{store_id}' (check store.id and storage.data_dir)",
                 data_dir.display(),
                 String::from_utf8_lossy(&stored)
-            )));
+            ))));
         }
     }
     let version = match meta.get(meta_key::SCHEMA_VERSION)? {
@@ -70,7 +73,7 @@ pub(crate) fn prepare(
             bytes
                 .as_ref()
                 .try_into()
-                .map_err(|_| StoreError::Corrupt("meta schema_version".into()))?,
+                .map_err(|_| StoreError::Failed(Failure::Corrupt("meta schema_version".into())))?,
         ),
         None => {
             let has_data = super::CORE_TREES
@@ -88,10 +91,10 @@ pub(crate) fn prepare(
         }
     };
     if version > supported {
-        return Err(StoreError::SchemaTooNew {
+        return Err(StoreError::Failed(Failure::SchemaTooNew {
             found: version,
             supported,
-        });
+        }));
     }
     let mut applied = Vec::new();
     for from in version..supported {
@@ -105,7 +108,7 @@ pub(crate) fn prepare(
         meta.insert(meta_key::STORE_ID, store_id.as_bytes())?;
     }
     if in_db.is_none() {
-        let id = events::random_hex(16).map_err(StoreError::Random)?;
+        let id = events::random_hex(16).map_err(|err| StoreError::Failed(Failure::Random(err)))?;
         meta.insert(meta_key::INSTANCE, id.as_bytes())?;
     }
     Ok(applied)
@@ -118,11 +121,13 @@ pub(crate) fn write_instance_file(data_dir: &Path, meta: &sled::Tree) -> Result<
         return Ok(());
     }
     let Some(id) = meta.get(meta_key::INSTANCE)? else {
-        return Err(StoreError::Corrupt("meta instance missing".into()));
+        return Err(StoreError::Failed(Failure::Corrupt(
+            "meta instance missing".into(),
+        )));
     };
     let io = |context: &str| {
         let context = format!("{context} {}", path.display());
-        move |source| StoreError::Io { context, source }
+        move |source| StoreError::Failed(Failure::Io { context, source })
     };
     let tmp = data_dir.join("instance.tmp");
     std::fs::write(&tmp, &id).map_err(io("cannot write"))?;

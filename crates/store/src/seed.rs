@@ -5,6 +5,7 @@
 
 use super::records::CustomerRec;
 use super::{Store, StoreError, CARDS, CUSTOMERS};
+use crate::Failure;
 use jiff::Timestamp;
 
 /// Customers written per sled batch. A sled batch keeps every version of the leaves it
@@ -33,8 +34,8 @@ impl Store {
                 let id = format!("seed-{n}");
                 let card = format!("{card_prefix}{n:0width$}");
                 let rec = CustomerRec::enrolled_locally(id.clone(), card.clone(), at);
-                let bytes =
-                    serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let bytes = serde_json::to_vec(&rec)
+                    .map_err(|e| StoreError::Failed(Failure::Corrupt(e.to_string())))?;
                 customers.insert(id.as_bytes(), bytes);
                 cards.insert(card.as_bytes(), id.as_bytes());
             }

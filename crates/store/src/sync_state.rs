@@ -15,6 +15,7 @@
 
 use super::records::{AccountRec, CustomerRec};
 use super::{meta_key, read_u64, Store, StoreError, Tx, TxResult, CARDS, META, OUTBOX};
+use crate::Failure;
 use jiff::Timestamp;
 use loyalty_core::customer::check_id;
 use loyalty_core::ledger::Confirmed;
@@ -156,7 +157,10 @@ impl Store {
         for item in keys.iter() {
             let (id, value) = item?;
             let key = serde_json::from_slice(&value).map_err(|e| {
-                StoreError::Corrupt(format!("sync key {}: {e}", String::from_utf8_lossy(&id)))
+                StoreError::Failed(Failure::Corrupt(format!(
+                    "sync key {}: {e}",
+                    String::from_utf8_lossy(&id)
+                )))
             })?;
             out.push(key);
         }
@@ -184,7 +188,7 @@ impl Store {
         let start = after.saturating_add(1).to_be_bytes();
         for item in self.tree(OUTBOX).range(start..).take(max) {
             let (key, value) = item?;
-            let bad = || StoreError::Corrupt("outbox event".into());
+            let bad = || StoreError::Failed(Failure::Corrupt("outbox event".into()));
             let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| bad())?);
             let seconds = i64::from_be_bytes(
                 value
@@ -216,7 +220,7 @@ impl Store {
             .map(|k| {
                 serde_json::to_vec(k)
                     .map(|v| (k.key_id.clone(), v))
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+                    .map_err(|e| StoreError::Failed(Failure::Corrupt(e.to_string())))
             })
             .collect::<Result<_, _>>()?;
         let now_bytes = changes.now.as_second().to_be_bytes();

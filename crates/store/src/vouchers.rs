@@ -5,6 +5,9 @@
 //! the pure `voucher::check`; this module only reads the state they need and records their
 //! outcome.
 //!
+//! Submodules: `redeem` (a receipt's vouchers redeemed, in the receipt's transaction) and
+//! `issue` (earned and goodwill vouchers).
+//!
 //! Trees (values are JSON records private to this module):
 //! - `vouchers/issued`: voucher id (10 bytes) → the voucher text, origin, receipt, customer.
 //! - `vouchers/state`: voucher id → `reserved {lane, at, until, text}` or
@@ -20,7 +23,8 @@
 //! voucher they paid for.
 
 use super::events::EventType;
-use super::{abort, NewEntry, Store, StoreError, Tx, TxResult};
+use super::{abort, NewEntry, ReceiptOutcome, Store, StoreError, Tx, TxResult};
+use crate::{Failure, Refused};
 use jiff::Timestamp;
 use loyalty_core::ledger::EntryKind;
 use loyalty_core::money::Money;
@@ -33,8 +37,15 @@ use loyalty_core::voucher::{RedeemOn, VoucherSettings};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-const ISSUED: &str = "vouchers/issued";
-const STATE: &str = "vouchers/state";
+mod issue;
+mod redeem;
+use issue::issued_from;
+pub use issue::{issued_payload, IssueError};
+pub(crate) use redeem::ReceiptVoucherStep;
+pub use redeem::{redeemed_payload, CommitOutcome, ReceiptVouchers, Redemption};
+
+pub(crate) const ISSUED: &str = "vouchers/issued";
+pub(crate) const STATE: &str = "vouchers/state";
 /// Voucher id (10 bytes) → revocation time; the sync feed writes here too.
 pub(crate) const REVOKED: &str = "vouchers/revoked";
 const META: &str = "vouchers/meta";
@@ -118,27 +129,6 @@ pub struct IssuedVoucher {
     pub points: i64,
 }
 
-/// One voucher redeemed by a receipt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redemption {
-    /// The voucher.
-    pub voucher_id: VoucherId,
-    /// The discount it gave on this receipt.
-    pub discount: Money,
-    /// True when this receipt had already redeemed it (a redelivered receipt): nothing new.
-    pub duplicate: bool,
-}
-
-/// What a receipt did to vouchers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CommitOutcome {
-    /// Vouchers redeemed by the receipt (durably).
-    pub redeemed: Vec<Redemption>,
-    /// Vouchers the receipt named that could not be redeemed, with the reason, by id as the
-    /// receipt gave it. Their state is unchanged.
-    pub refused: Vec<(String, Refusal)>,
-}
-
 /// What [`Vouchers::revoke`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokeReport {
@@ -148,34 +138,6 @@ pub struct RevokeReport {
     pub already: usize,
     /// Entries that are not voucher ids (20 hex digits), ignored.
     pub unparsable: Vec<String>,
-}
-
-/// Why a voucher could not be issued.
-#[derive(Debug, thiserror::Error)]
-pub enum IssueError {
-    /// Storage failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// No signing key configured.
-    #[error("no signing key: set rewards.signing_key_file (create one with `loyalty-gateway keys generate --out PATH`)")]
-    NoSigningKey,
-    /// A goodwill voucher above `rewards.goodwill_max_value`.
-    #[error("goodwill voucher of {value} is above rewards.goodwill_max_value {max}")]
-    AboveGoodwillMax {
-        /// Requested.
-        value: String,
-        /// Allowed.
-        max: String,
-    },
-    /// The value is not a positive amount.
-    #[error("value '{0}' must be a positive amount such as 5.00")]
-    BadValue(String),
-    /// The voucher cannot be encoded.
-    #[error(transparent)]
-    Format(#[from] voucher::FormatError),
-    /// The operating system's random source failed.
-    #[error("no random numbers from the operating system: {0}")]
-    Random(String),
 }
 
 /// The voucher side of the store. Cheap to clone (shares the [`Store`]).
@@ -191,17 +153,17 @@ pub struct Vouchers {
 }
 
 fn corrupt<T>(what: String) -> TxResult<T> {
-    abort(StoreError::Corrupt(what))
+    abort(StoreError::Failed(Failure::Corrupt(what)))
 }
 
 fn decode_state(id: &VoucherId, bytes: &[u8]) -> Result<StateRec, StoreError> {
     serde_json::from_slice(bytes)
-        .map_err(|err| StoreError::Corrupt(format!("voucher state {id}: {err}")))
+        .map_err(|err| StoreError::Failed(Failure::Corrupt(format!("voucher state {id}: {err}"))))
 }
 
 fn decode_issued(id: &VoucherId, bytes: &[u8]) -> Result<IssuedRec, StoreError> {
     serde_json::from_slice(bytes)
-        .map_err(|err| StoreError::Corrupt(format!("issued voucher {id}: {err}")))
+        .map_err(|err| StoreError::Failed(Failure::Corrupt(format!("issued voucher {id}: {err}"))))
 }
 
 fn to_json<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
@@ -237,52 +199,6 @@ impl voucher::Revocations for OneRevoked {
     fn is_revoked(&self, _id: &VoucherId) -> bool {
         self.0
     }
-}
-
-/// Payload of a `voucher_issued` event.
-pub fn issued_payload(issued: &IssuedVoucher, origin: &str) -> serde_json::Value {
-    let v = &issued.voucher;
-    let decimals = loyalty_core::money::currency_decimals(&v.currency);
-    let (kind, value) = match &v.benefit {
-        Benefit::AmountOff(amount) => ("amount_off", json!(amount.format(decimals))),
-        Benefit::PercentOff(percent) => ("percent_off", json!(percent)),
-        Benefit::FreeItem { sku } => ("free_item", json!(sku)),
-    };
-    json!({
-        "voucher_id": v.id.to_string(),
-        "key_id": v.key_id,
-        "origin": origin,
-        "kind": kind,
-        "value": value,
-        "currency": v.currency,
-        "min_spend": v.min_spend.map(|m| m.format(decimals)),
-        "valid_from": v.valid_from.to_string(),
-        "valid_until": v.valid_until.to_string(),
-        "customer_id": issued.customer_id,
-        "receipt_id": issued.receipt_id,
-        "points": issued.points,
-        "text": issued.text,
-    })
-}
-
-/// Payload of a `voucher_redeemed` event.
-pub fn redeemed_payload(
-    voucher: &Voucher,
-    lane: &str,
-    receipt_id: &str,
-    discount: Money,
-    at: Timestamp,
-) -> serde_json::Value {
-    let decimals = loyalty_core::money::currency_decimals(&voucher.currency);
-    json!({
-        "voucher_id": voucher.id.to_string(),
-        "key_id": voucher.key_id,
-        "lane": lane,
-        "receipt_id": receipt_id,
-        "discount": discount.format(decimals),
-        "currency": voucher.currency,
-        "redeemed_at": at.to_string(),
-    })
 }
 
 impl Vouchers {
@@ -540,148 +456,6 @@ impl Vouchers {
         Ok(out)
     }
 
-    // ----- redeeming -----
-
-    /// A receipt from a lane: redeems, durably and exactly once, the vouchers it names in
-    /// `rewards` (and, with `redeem_on = "next_receipt"`, those its lane holds reserved).
-    /// Call it after `Store::apply_receipt` and before acknowledging the receipt; calling it
-    /// again for the same receipt changes nothing (`duplicate`). A voucher that cannot be
-    /// redeemed (minimum spend not met, redeemed elsewhere meanwhile, revoked, never scanned)
-    /// is listed in `refused` and left as it was.
-    pub fn commit_receipt(
-        &self,
-        receipt: &Receipt,
-        now: Timestamp,
-    ) -> Result<CommitOutcome, StoreError> {
-        let mut outcome = CommitOutcome::default();
-        let mut ids: Vec<(String, VoucherId)> = Vec::new();
-        for named in &receipt.rewards {
-            let parsed = VoucherId::parse(named).or_else(|| {
-                voucher::decode(named.trim())
-                    .ok()
-                    .map(|signed| signed.voucher.id)
-            });
-            match parsed {
-                Some(id) if !ids.iter().any(|(_, seen)| *seen == id) => {
-                    ids.push((named.clone(), id))
-                }
-                Some(_) => {}
-                None => outcome.refused.push((
-                    named.clone(),
-                    Refusal::UnknownVoucher {
-                        voucher_id: named.clone(),
-                    },
-                )),
-            }
-        }
-        if self.settings.redeem_on == RedeemOn::NextReceipt {
-            for id in self.reservations_of(&receipt.lane, Some(now))? {
-                if !ids.iter().any(|(_, seen)| *seen == id) {
-                    ids.push((id.to_string(), id));
-                }
-            }
-        }
-        if ids.is_empty() {
-            return Ok(outcome);
-        }
-        let results = self.store.transact(&self.extra(), |tx| {
-            let mut results = Vec::new();
-            for (named, id) in &ids {
-                results.push((named.clone(), self.commit_one(tx, receipt, id, now)?));
-            }
-            Ok(results)
-        })?;
-        for (named, result) in results {
-            match result {
-                Ok(redemption) => outcome.redeemed.push(redemption),
-                Err(refusal) => outcome.refused.push((named, refusal)),
-            }
-        }
-        Ok(outcome)
-    }
-
-    fn commit_one(
-        &self,
-        tx: &Tx<'_>,
-        receipt: &Receipt,
-        id: &VoucherId,
-        now: Timestamp,
-    ) -> TxResult<Result<Redemption, Refusal>> {
-        let text = match tx_state(tx, id)? {
-            Some(StateRec::Redeemed {
-                receipt_id,
-                discount,
-                lane,
-                at,
-                ..
-            }) => {
-                return Ok(if receipt_id == receipt.id {
-                    Ok(Redemption {
-                        voucher_id: *id,
-                        discount: Money(discount),
-                        duplicate: true,
-                    })
-                } else {
-                    Err(Refusal::AlreadyRedeemed {
-                        at,
-                        lane,
-                        receipt_id,
-                    })
-                });
-            }
-            Some(StateRec::Reserved {
-                lane, until, text, ..
-            }) => {
-                if lane != receipt.lane && now < until {
-                    return Ok(Err(Refusal::ReservedElsewhere { lane, until }));
-                }
-                text
-            }
-            None => match tx_issued(tx, id)? {
-                Some(issued) => issued.text,
-                None => {
-                    return Ok(Err(Refusal::UnknownVoucher {
-                        voucher_id: id.to_string(),
-                    }))
-                }
-            },
-        };
-        if tx.extra(T_REVOKED).get(id.0)?.is_some() {
-            return Ok(Err(Refusal::Revoked));
-        }
-        let signed = match voucher::decode(&text) {
-            Ok(signed) => signed,
-            Err(err) => return corrupt(format!("stored voucher {id}: {err}")),
-        };
-        // The signature was checked at the scan (or the voucher is this store's own); a key
-        // withdrawn since then still stops it.
-        if let Err(refusal) = voucher::check::verify_signature(&signed, &self.keys) {
-            return Ok(Err(refusal));
-        }
-        let discount = match voucher::check_receipt(&signed.voucher, receipt) {
-            Ok(discount) => discount,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let rec = StateRec::Redeemed {
-            lane: receipt.lane.clone(),
-            at: now,
-            receipt_id: receipt.id.clone(),
-            discount: discount.0,
-            text,
-        };
-        tx.extra(T_STATE).insert(&id.0, to_json(&rec)?)?;
-        tx.append_event(
-            EventType::VoucherRedeemed,
-            now,
-            &redeemed_payload(&signed.voucher, &receipt.lane, &receipt.id, discount, now),
-        )?;
-        Ok(Ok(Redemption {
-            voucher_id: *id,
-            discount,
-            duplicate: false,
-        }))
-    }
-
     // ----- revocation -----
 
     /// Revokes vouchers by id (the CRM's `revoked_vouchers`): every later scan answers
@@ -713,204 +487,4 @@ impl Vouchers {
         report.already = already;
         Ok(report)
     }
-
-    // ----- issuing -----
-
-    /// After a sale receipt for `customer_id`: issues the vouchers the customer's available
-    /// balance earns under `rewards.rules`, converting their points, recording the vouchers
-    /// and their `voucher_issued` events in one durable transaction. Idempotent per receipt:
-    /// a second call returns the vouchers issued the first time and converts nothing.
-    ///
-    /// Through a handle [`Vouchers::stamped`] untrusted nothing is issued: a validity window
-    /// counted from an untrusted time (the floor, possibly days behind the real time) would
-    /// make the voucher expire early, or already be expired at other stores. The points stay
-    /// on the account and are converted at the customer's next sale with a trusted clock.
-    pub fn issue_after_receipt(
-        &self,
-        receipt_id: &str,
-        customer_id: &str,
-        now: Timestamp,
-    ) -> Result<Vec<IssuedVoucher>, IssueError> {
-        if self.settings.rules.rules.is_empty() {
-            return Ok(Vec::new());
-        }
-        if !self.store.clock_trusted() {
-            tracing::info!(
-                receipt = receipt_id,
-                "no voucher issued while the clock is untrusted; the points stay on the account"
-            );
-            return Ok(Vec::new());
-        }
-        let key = self
-            .settings
-            .store_key
-            .as_ref()
-            .ok_or(IssueError::NoSigningKey)?;
-        let already = self.issued_for_receipt(receipt_id)?;
-        if !already.is_empty() {
-            return Ok(already);
-        }
-        let rules = &self.settings.rules;
-        // Most receipts earn no voucher: decide that from a plain read, without a transaction
-        // and its group commit (the transaction checks again).
-        if rules
-            .plan(self.store.balance(customer_id, now)?.available)
-            .is_none()
-        {
-            return Ok(Vec::new());
-        }
-        let tz = &self.settings.time_zone;
-        let issued = self.store.transact(&self.extra(), |tx| {
-            let first = VoucherId::derived(&key.key_id, receipt_id, 0);
-            if tx_issued(tx, &first)?.is_some() {
-                // Issued meanwhile by a concurrent call: read below.
-                return Ok(Vec::new());
-            }
-            let balance = tx.balance(customer_id, now)?;
-            let Some(plan) = rules.plan(balance.available) else {
-                return Ok(Vec::new());
-            };
-            let every = plan.points / i64::from(plan.count);
-            let mut out = Vec::new();
-            for voucher in rules.vouchers(&plan, &key.key_id, receipt_id, customer_id, now, tz) {
-                let text = match voucher.sign(&key.signing) {
-                    Ok(text) => text,
-                    Err(err) => return corrupt(format!("cannot sign voucher: {err}")),
-                };
-                let issued = IssuedVoucher {
-                    voucher,
-                    text,
-                    receipt_id: Some(receipt_id.to_string()),
-                    customer_id: Some(customer_id.to_string()),
-                    points: every,
-                };
-                self.record_issued(tx, &issued, "earned", now)?;
-                out.push(issued);
-            }
-            Ok(out)
-        })?;
-        if issued.is_empty() {
-            return Ok(self.issued_for_receipt(receipt_id)?);
-        }
-        Ok(issued)
-    }
-
-    fn record_issued(
-        &self,
-        tx: &Tx<'_>,
-        issued: &IssuedVoucher,
-        origin: &str,
-        now: Timestamp,
-    ) -> TxResult<()> {
-        let id = issued.voucher.id;
-        let id_text = id.to_string();
-        if issued.points > 0 {
-            if let Some(customer_id) = issued.customer_id.as_deref() {
-                tx.ledger_entry(
-                    &NewEntry {
-                        customer_id,
-                        kind: EntryKind::VoucherConversion,
-                        points: -issued.points,
-                        at: now,
-                        receipt_id: None,
-                        cause_receipt_id: issued.receipt_id.as_deref(),
-                        reference: Some(&id_text),
-                        reason: None,
-                        vests_at: None,
-                    },
-                    now,
-                )?;
-            }
-        }
-        let rec = IssuedRec {
-            text: issued.text.clone(),
-            origin: origin.to_string(),
-            receipt_id: issued.receipt_id.clone(),
-            customer_id: issued.customer_id.clone(),
-            issued_at: now,
-            points: issued.points,
-        };
-        tx.extra(T_ISSUED).insert(&id.0, to_json(&rec)?)?;
-        tx.append_event(
-            EventType::VoucherIssued,
-            now,
-            &issued_payload(issued, origin),
-        )?;
-        Ok(())
-    }
-
-    /// A staff goodwill voucher of `value` (decimal text, at most `rewards.goodwill_max_value`),
-    /// optionally bound to `customer_id`, valid `days` days (default
-    /// `rewards.goodwill_validity_days`). Recorded and announced like any other voucher.
-    pub fn issue_goodwill(
-        &self,
-        value: &str,
-        customer_id: Option<&str>,
-        days: Option<u32>,
-        now: Timestamp,
-    ) -> Result<IssuedVoucher, IssueError> {
-        let key = self
-            .settings
-            .store_key
-            .as_ref()
-            .ok_or(IssueError::NoSigningKey)?;
-        let decimals = loyalty_core::money::currency_decimals(&self.settings.currency);
-        let amount = Money::parse(value, decimals)
-            .ok()
-            .filter(|m| m.0 > 0)
-            .ok_or_else(|| IssueError::BadValue(value.to_string()))?;
-        if amount > self.settings.goodwill_max {
-            return Err(IssueError::AboveGoodwillMax {
-                value: amount.format(decimals),
-                max: self.settings.goodwill_max.format(decimals),
-            });
-        }
-        if let Some(customer_id) = customer_id {
-            loyalty_core::customer::check_id(customer_id)
-                .map_err(|err| IssueError::Store(StoreError::InvalidId(err)))?;
-        }
-        let mut random = [0u8; 10];
-        getrandom::getrandom(&mut random).map_err(|err| IssueError::Random(err.to_string()))?;
-        let valid_from = voucher::issue::whole_seconds(now);
-        let days = days.unwrap_or(self.settings.goodwill_days).clamp(1, 3660);
-        let voucher = Voucher {
-            id: VoucherId(random),
-            key_id: key.key_id.clone(),
-            currency: self.settings.currency.clone(),
-            benefit: Benefit::AmountOff(amount),
-            valid_from,
-            valid_until: voucher::issue::end_of_day_after(
-                valid_from,
-                days,
-                &self.settings.time_zone,
-            ),
-            valid_from_issue: true,
-            min_spend: None,
-            customer: customer_id.map(CustomerBinding::of),
-        };
-        let text = voucher.sign(&key.signing)?;
-        let issued = IssuedVoucher {
-            voucher,
-            text,
-            receipt_id: None,
-            customer_id: customer_id.map(str::to_string),
-            points: 0,
-        };
-        self.store.transact(&self.extra(), |tx| {
-            self.record_issued(tx, &issued, "goodwill", now)
-        })?;
-        Ok(issued)
-    }
-}
-
-fn issued_from(id: &VoucherId, rec: &IssuedRec) -> Result<IssuedVoucher, StoreError> {
-    let signed = voucher::decode(&rec.text)
-        .map_err(|err| StoreError::Corrupt(format!("issued voucher {id}: {err}")))?;
-    Ok(IssuedVoucher {
-        voucher: signed.voucher,
-        text: rec.text.clone(),
-        receipt_id: rec.receipt_id.clone(),
-        customer_id: rec.customer_id.clone(),
-        points: rec.points,
-    })
 }

@@ -1,23 +1,11 @@
-//! "A receipt arrives": pick its customer, apply it durably, settle the vouchers it names,
-//! issue the vouchers it earned, and answer `points` only after all of it is durable.
+//! "A receipt arrives": validate it (the one place), pick its customer, and have the store
+//! enrol its card, apply it, settle the vouchers it names and issue the vouchers it earned in
+//! one durable transaction; answer `points` only after that.
 
 use super::*;
-
-/// Whether a store error is a refusal of the request (answered to the lane, acknowledged to
-/// the broker) rather than a storage failure (to be retried).
-pub(super) fn is_refusal(err: &StoreError) -> bool {
-    matches!(
-        err,
-        StoreError::InvalidReceipt(_)
-            | StoreError::InvalidId(_)
-            | StoreError::UnknownCustomer(_)
-            | StoreError::UnknownReceipt(_)
-            | StoreError::NotASale(_)
-            | StoreError::AlreadyAttached { .. }
-            | StoreError::CardTaken { .. }
-            | StoreError::Ledger(_)
-    )
-}
+use loyalty_core::receipt::ValidReceipt;
+use loyalty_store::vouchers::ReceiptVouchers;
+use loyalty_store::{ReceiptApplied, ReceiptCustomer};
 
 pub(super) async fn on_receipt(
     lane: &str,
@@ -36,67 +24,62 @@ pub(super) async fn on_receipt(
             )
         }
     };
+    let receipt_id = receipt.id.clone();
     if shared.stall_receipt.as_deref() == Some(receipt.id.as_str()) {
         tracing::warn!(receipt = %receipt.id, "fault injection ({STALL_RECEIPT_ENV}): stalling on this receipt, it is never applied");
         std::future::pending::<()>().await;
     }
-    // The limits of the rules in force (the CRM may have replaced them since start-up).
+    // The limits of the rules in force (the CRM may have replaced them since start-up). The
+    // one validation of this receipt: the store takes the `ValidReceipt` it produces.
     let rules = current_rules(shared);
-    if let Err(err) = loyalty_core::receipt::validate(&receipt, rules.limits()) {
-        return (
-            Response::error(lane, Some(&receipt.id), "invalid_receipt", err.to_string()),
-            Handled::Refused,
-        );
-    }
-    let in_receipt = match &receipt.card {
-        None => None,
-        Some(card) => {
-            let normalized = match loyalty_core::scan::decode(card.as_bytes(), &shared.cards) {
-                Ok(Scan::Card { number, .. }) => number,
-                Ok(other) => {
-                    let (code, message) = other
-                        .refusal()
-                        .unwrap_or(("unknown_card", "not a card of this program".into()));
-                    return (
-                        Response::error(lane, Some(&receipt.id), code, message),
-                        Handled::Refused,
-                    );
-                }
-                Err(err) => {
-                    return (
-                        Response::error(lane, Some(&receipt.id), "unknown_card", err.to_string()),
-                        Handled::Refused,
-                    )
-                }
-            };
-            match identify(shared, &normalized, time).await {
-                Ok((customer, _)) => Some(Identified {
-                    customer_id: customer.id,
-                    card: normalized,
-                }),
-                Err(err) => {
-                    return (
-                        storage_error(lane, Some(&receipt.id), &err),
-                        Handled::Failed,
-                    )
-                }
-            }
+    let receipt = match ValidReceipt::check(receipt, rules.limits()) {
+        Ok(receipt) => receipt,
+        Err(err) => {
+            return (
+                Response::error(lane, Some(&receipt_id), "invalid_receipt", err.to_string()),
+                Handled::Refused,
+            )
         }
     };
-    let who = session.on_receipt(in_receipt, now);
+    let card = match &receipt.card {
+        None => None,
+        Some(card) => match loyalty_core::scan::decode(card.as_bytes(), &shared.cards) {
+            Ok(Scan::Card { number, .. }) => Some(number),
+            Ok(other) => {
+                let (code, message) = other
+                    .refusal()
+                    .unwrap_or(("unknown_card", "not a card of this program".into()));
+                return (
+                    Response::error(lane, Some(&receipt.id), code, message),
+                    Handled::Refused,
+                );
+            }
+            Err(err) => {
+                return (
+                    Response::error(lane, Some(&receipt.id), "unknown_card", err.to_string()),
+                    Handled::Refused,
+                )
+            }
+        },
+    };
+    // A card on the receipt wins over one held from a scan (which is used up either way).
+    let held = session.on_receipt(None, now);
     let store = shared.store.stamped(time.trusted);
     let vouchers = shared.vouchers.stamped(time.trusted);
-    let customer_id = who.as_ref().map(|w| w.customer_id.clone());
-    let receipt_id = receipt.id.clone();
-    // Applying the receipt and settling its vouchers share one trip to the storage threads.
+    let enrol = shared.enroll_unknown;
+    // Enrolling its card, applying it, settling its vouchers and issuing the vouchers it
+    // earned: one transaction, one group commit, one trip to the storage threads.
     let applied = blocking(move || {
-        let outcome = store.apply_receipt(&receipt, customer_id.as_deref(), rules.as_ref(), now)?;
-        let settled = settle_vouchers(&store, &vouchers, &receipt, &outcome, now);
-        Ok((outcome, settled))
+        let customer = match (&card, &held) {
+            (Some(card), _) => ReceiptCustomer::Card { card, enrol },
+            (None, Some(who)) => ReceiptCustomer::Id(&who.customer_id),
+            (None, None) => ReceiptCustomer::FromReceipt,
+        };
+        store.apply_valid_receipt(&receipt, customer, rules.as_ref(), Some(&vouchers), now)
     })
     .await;
     match applied {
-        Ok((outcome, settled)) => {
+        Ok(ReceiptApplied { outcome, vouchers }) => {
             session.on_receipt_applied(&outcome.receipt_id, outcome.customer_id.is_some(), now);
             shared.sync.nudge();
             let counter = if outcome.duplicate {
@@ -112,33 +95,25 @@ pub(super) async fn on_receipt(
             if !outcome.duplicate {
                 shared.metrics.points(outcome.earned);
             }
-            match settled {
-                Ok(settled) => {
-                    let settled = settled_answers(lane, &outcome, settled, shared);
-                    let mut answer = points_answer(lane, &outcome);
-                    if let Response::Points {
-                        vouchers, balance, ..
-                    } = &mut answer
-                    {
-                        if let Some(after) = settled.balance_after_issue {
-                            // Issuing converted points: answer the balance after it.
-                            *balance = Some(after);
-                        }
-                        *vouchers = settled.issued;
-                    }
-                    for refusal in settled.refusals {
-                        send_answer(shared, refusal, std::time::Instant::now());
-                    }
-                    (answer, Handled::Durable)
+            let settled = settled_answers(lane, &outcome, vouchers, shared);
+            let mut answer = points_answer(lane, &outcome);
+            if let Response::Points {
+                vouchers, balance, ..
+            } = &mut answer
+            {
+                if let Some(after) = settled.balance_after_issue {
+                    // Issuing converted points: answer the balance after it.
+                    *balance = Some(after);
                 }
-                Err(err) => (
-                    storage_error(lane, Some(&receipt_id), &err),
-                    Handled::Failed,
-                ),
+                *vouchers = settled.issued;
             }
+            for refusal in settled.refusals {
+                send_answer(shared, refusal, std::time::Instant::now());
+            }
+            (answer, Handled::Durable)
         }
-        Err(err) if is_refusal(&err) => (
-            Response::error(lane, Some(&receipt_id), "refused", err.to_string()),
+        Err(StoreError::Refused(refused)) => (
+            Response::error(lane, Some(&receipt_id), "refused", refused.to_string()),
             Handled::Refused,
         ),
         Err(err) => (
@@ -146,46 +121,6 @@ pub(super) async fn on_receipt(
             Handled::Failed,
         ),
     }
-}
-
-/// What settling a receipt's vouchers did.
-pub(super) struct Settled {
-    commit: CommitOutcome,
-    issued: Vec<IssuedVoucher>,
-    /// The customer's balance after vouchers were issued (None when none were).
-    balance_after_issue: Option<i64>,
-}
-
-/// After a receipt is durable (runs on a storage thread): redeems the vouchers it names (or the
-/// lane's reservation, per `rewards.redeem_on`) and issues the vouchers its points earned. Both
-/// are idempotent, so a redelivered receipt changes nothing.
-pub(super) fn settle_vouchers(
-    store: &Store,
-    vouchers: &Vouchers,
-    receipt: &Receipt,
-    outcome: &ReceiptOutcome,
-    now: Timestamp,
-) -> Result<Settled, StoreError> {
-    let commit = vouchers.commit_receipt(receipt, now)?;
-    let is_sale = matches!(receipt.kind, loyalty_core::receipt::ReceiptKind::Sale);
-    let issued = match (&outcome.customer_id, is_sale) {
-        (Some(customer_id), true) => vouchers
-            .issue_after_receipt(&receipt.id, customer_id, now)
-            .unwrap_or_else(|err| {
-                tracing::warn!(error = %err, receipt = %receipt.id, "no voucher issued");
-                Vec::new()
-            }),
-        _ => Vec::new(),
-    };
-    let balance_after_issue = match (&outcome.customer_id, issued.is_empty()) {
-        (Some(customer_id), false) => Some(store.balance(customer_id, now)?.total),
-        _ => None,
-    };
-    Ok(Settled {
-        commit,
-        issued,
-        balance_after_issue,
-    })
 }
 
 /// What the lane is told about a receipt's vouchers.
@@ -201,10 +136,10 @@ pub(super) struct SettledAnswers {
 pub(super) fn settled_answers(
     lane: &str,
     outcome: &ReceiptOutcome,
-    settled: Settled,
+    settled: ReceiptVouchers,
     shared: &Shared,
 ) -> SettledAnswers {
-    let Settled {
+    let ReceiptVouchers {
         commit,
         issued,
         balance_after_issue,

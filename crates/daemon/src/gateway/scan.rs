@@ -2,21 +2,10 @@
 //! `customer` / `enrolled`; a voucher scan answers `reward`.
 
 use super::*;
+use loyalty_store::Refused;
 
 /// Looks a program card up, enrolling it offline when unknown. Returns the customer and
 /// whether it was enrolled now.
-pub(super) async fn identify(
-    shared: &Shared,
-    card: &str,
-    time: TrustedTime,
-) -> Result<(loyalty_core::customer::Customer, bool), StoreError> {
-    let store = shared.store.stamped(time.trusted);
-    let now = time.now;
-    let card = card.to_string();
-    let enroll_unknown = shared.enroll_unknown;
-    blocking(move || identify_blocking(&store, &card, enroll_unknown, now)).await
-}
-
 pub(super) fn identify_blocking(
     store: &Store,
     card: &str,
@@ -26,7 +15,9 @@ pub(super) fn identify_blocking(
     match store.customer_by_card(card)? {
         Some(customer) => Ok((customer, false)),
         None if enroll_unknown => store.enroll(card, now).map(|customer| (customer, true)),
-        None => Err(StoreError::UnknownCustomer(format!("card {card}"))),
+        None => Err(StoreError::Refused(Refused::UnknownCustomer(format!(
+            "card {card}"
+        )))),
     }
 }
 
@@ -191,7 +182,7 @@ pub(super) fn refusal_or_storage(
     receipt_id: Option<&str>,
     err: &StoreError,
 ) -> Response {
-    if is_refusal(err) {
+    if err.is_refusal() {
         Response::error(lane, receipt_id, "refused", err.to_string())
     } else {
         storage_error(lane, receipt_id, err)

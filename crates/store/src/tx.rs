@@ -1,0 +1,249 @@
+//! The transaction primitive: [`Store::transact`] runs a closure as one sled transaction over
+//! the core trees plus a caller's trees and returns once a group commit made it durable; the
+//! closure gets a [`Tx`] to append outbox events and ledger entries (hash-chained journal,
+//! gapless outbox seq) atomically with its own writes.
+
+use super::*;
+
+/// A new ledger entry, for [`Tx::ledger_entry`].
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    /// Customer.
+    pub customer_id: &'a str,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Signed points.
+    pub points: i64,
+    /// When.
+    pub at: Timestamp,
+    /// The sale the points belong to (earn, clawback).
+    pub receipt_id: Option<&'a str>,
+    /// The receipt that caused it when not `receipt_id` (a return).
+    pub cause_receipt_id: Option<&'a str>,
+    /// Caller's reference (voucher id, CRM adjustment id, redemption reference).
+    pub reference: Option<&'a str>,
+    /// Free text.
+    pub reason: Option<&'a str>,
+    /// Vesting time of earned points.
+    pub vests_at: Option<Timestamp>,
+}
+
+/// A transaction over the core trees and the caller's extra trees (see [`Store::transact`]).
+pub struct Tx<'a> {
+    pub(crate) trees: &'a [TransactionalTree],
+    pub(crate) ids: EventIds,
+    pub(crate) next_id: Cell<u32>,
+    /// Customer records decoded (or written) in this transaction, so that a receipt decodes
+    /// its customer once. Every write of the customers tree goes through `put_customer_rec`,
+    /// which keeps this in step; a re-run of the closure gets a fresh `Tx`.
+    pub(crate) customers: RefCell<HashMap<String, CustomerRec>>,
+    /// Whether the times of the events appended now come from a trusted clock (a receipt
+    /// batch sets it per request).
+    pub(crate) clock_trusted: Cell<bool>,
+}
+
+impl<'a> Tx<'a> {
+    /// The caller's `index`-th extra tree (in the order given to [`Store::transact`]).
+    pub fn extra(&self, index: usize) -> &TransactionalTree {
+        &self.trees[CORE_TREES.len() + index]
+    }
+
+    pub(crate) fn tree(&self, index: usize) -> &TransactionalTree {
+        &self.trees[index]
+    }
+
+    pub(crate) fn get_u64(&self, key: &[u8]) -> TxResult<u64> {
+        match self.tree(META).get(key)? {
+            None => Ok(0),
+            Some(bytes) => match read_u64(&bytes) {
+                Some(v) => Ok(v),
+                None => corrupt(format!("meta {}", String::from_utf8_lossy(key))),
+            },
+        }
+    }
+
+    /// Appends an outbox event with the next sequence number; returns the sequence number.
+    pub fn append_event(
+        &self,
+        kind: EventType,
+        at: Timestamp,
+        payload: &serde_json::Value,
+    ) -> TxResult<u64> {
+        let next = self.get_u64(meta_key::NEXT_SEQ)?.max(1);
+        self.tree(META)
+            .insert(meta_key::NEXT_SEQ, &u64_be(next + 1)[..])?;
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        let id = self.ids.nth(n);
+        let json = events::event_json(next, &id, kind, at, self.clock_trusted.get(), payload);
+        let mut value = at.as_second().to_be_bytes().to_vec();
+        value.extend_from_slice(json.to_string().as_bytes());
+        self.tree(OUTBOX).insert(&u64_be(next)[..], value)?;
+        Ok(next)
+    }
+
+    /// Reads a customer record.
+    pub(crate) fn customer_rec(&self, customer_id: &str) -> TxResult<Option<CustomerRec>> {
+        if let Some(rec) = self.customers.borrow().get(customer_id) {
+            return Ok(Some(rec.clone()));
+        }
+        match self.tree(CUSTOMERS).get(customer_id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => match serde_json::from_slice::<CustomerRec>(&bytes) {
+                Ok(rec) => {
+                    self.customers
+                        .borrow_mut()
+                        .insert(customer_id.to_string(), rec.clone());
+                    Ok(Some(rec))
+                }
+                Err(err) => corrupt(format!("customer {customer_id}: {err}")),
+            },
+        }
+    }
+
+    pub(crate) fn put_customer_rec(&self, rec: &CustomerRec) -> TxResult<()> {
+        let bytes = serde_json::to_vec(rec).map_err(|e| tx_corrupt(e.to_string()))?;
+        self.tree(CUSTOMERS).insert(rec.id.as_bytes(), bytes)?;
+        self.customers
+            .borrow_mut()
+            .insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    /// The customer's balance as of this transaction.
+    pub fn balance(&self, customer_id: &str, now: Timestamp) -> TxResult<Balance> {
+        match self.customer_rec(customer_id)? {
+            Some(rec) => Ok(rec.account.to_account().balance(now)),
+            None => abort(StoreError::Refused(Refused::UnknownCustomer(
+                customer_id.into(),
+            ))),
+        }
+    }
+
+    /// Appends a journal entry that moves a customer's points, its `ledger` outbox event and the
+    /// customer's updated account, atomically. Returns the journal index and the new balance.
+    /// Spending entries (redeem, conversion) are checked against the available balance.
+    pub fn ledger_entry(&self, new: &NewEntry<'_>, now: Timestamp) -> TxResult<(u64, Balance)> {
+        let Some(mut rec) = self.customer_rec(new.customer_id)? else {
+            return abort(StoreError::Refused(Refused::UnknownCustomer(
+                new.customer_id.into(),
+            )));
+        };
+        let mut account = rec.account.to_account();
+        if matches!(new.kind, EntryKind::Redeem | EntryKind::VoucherConversion) {
+            if let Err(err) = ledger::check_spend(account.balance(now), -new.points) {
+                return abort(err.into());
+            }
+        }
+        let (index, prev) = journal::head(self.tree(META))?;
+        let index = index + 1;
+        // The event's seq is the next one; it is taken below by append_event.
+        let seq = self.get_u64(meta_key::NEXT_SEQ)?.max(1);
+        let body = records::JournalBody {
+            index,
+            seq,
+            customer_id: new.customer_id.into(),
+            kind: new.kind.as_str().into(),
+            points: new.points,
+            at: new.at,
+            receipt_id: new.receipt_id.map(Into::into),
+            cause_receipt_id: new.cause_receipt_id.map(Into::into),
+            reference: new.reference.map(Into::into),
+            reason: new.reason.map(Into::into),
+            vests_at: new.vests_at,
+        };
+        let hash = journal::append(self.tree(META), self.tree(JOURNAL), &body, &prev)?;
+        let mut key = new.customer_id.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&u64_be(index));
+        self.tree(CUSTOMER_JOURNAL).insert(key, &[][..])?;
+        let hash_hex = events::hex(&hash);
+        let payload = events::ledger_payload(&LedgerPayload {
+            entry: index,
+            customer_id: new.customer_id,
+            kind: new.kind,
+            points: new.points,
+            receipt_id: new.receipt_id,
+            cause_receipt_id: new.cause_receipt_id,
+            reference: new.reference,
+            reason: new.reason,
+            vests_at: new.vests_at,
+            hash: &hash_hex,
+        });
+        let event_seq = self.append_event(EventType::Ledger, new.at, &payload)?;
+        debug_assert_eq!(event_seq, seq);
+        let entry = Entry {
+            customer_id: new.customer_id.into(),
+            kind: new.kind,
+            points: new.points,
+            seq,
+            receipt_id: new.receipt_id.map(Into::into),
+            vests_at: new.vests_at,
+        };
+        account.record(&entry, now);
+        rec.account = records::AccountRec::from_account(&account);
+        self.put_customer_rec(&rec)?;
+        Ok((index, account.balance(now)))
+    }
+}
+
+pub(crate) fn tx_corrupt(what: String) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(StoreError::Failed(Failure::Corrupt(what)))
+}
+
+impl Store {
+    /// Runs `f` as one atomic transaction over the core trees plus `extra` trees (which must
+    /// belong to [`Store::db`]) and returns once the commit is durable. The closure may run more
+    /// than once: do no I/O inside it.
+    pub fn transact<T>(
+        &self,
+        extra: &[&sled::Tree],
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        let value = self.commit_only(extra, f)?;
+        self.wait_durable()?;
+        Ok(value)
+    }
+
+    /// [`Store::transact`] without waiting for durability (the caller must wait before it
+    /// reports anything as done).
+    pub(crate) fn commit_only<T>(
+        &self,
+        extra: &[&sled::Tree],
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        let ids = EventIds::random().map_err(|err| StoreError::Failed(Failure::Random(err)))?;
+        let mut all: Vec<&sled::Tree> = self.inner.trees.iter().collect();
+        all.extend_from_slice(extra);
+        let result = all
+            .as_slice()
+            .transaction(|views: &Vec<TransactionalTree>| {
+                let tx = Tx {
+                    trees: views,
+                    ids,
+                    next_id: Cell::new(0),
+                    customers: RefCell::new(HashMap::new()),
+                    clock_trusted: Cell::new(self.clock_trusted),
+                };
+                f(&tx)
+            });
+        Ok(result?)
+    }
+
+    /// Blocks until everything committed before this call is on disk (group commit: one flush
+    /// and fsync serve every writer waiting at that moment).
+    pub fn wait_durable(&self) -> Result<(), StoreError> {
+        Ok(self.inner.commit.wait_durable()?)
+    }
+
+    /// Durability counters since open.
+    pub fn durability_stats(&self) -> DurabilityStats {
+        let c = self.inner.commit.counters();
+        DurabilityStats {
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            tickets: c.tickets.load(Ordering::Relaxed),
+            sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
