@@ -350,7 +350,29 @@ impl LanesConfig {
 }
 
 impl Section for LanesConfig {
-    fn validate(&self, path: &str, _config: &Config, errors: &mut Errors) {
+    fn validate(&self, path: &str, config: &Config, errors: &mut Errors) {
+        if !self.names.is_empty() {
+            // A device on a lane that is not served would have every input refused.
+            let devices = config
+                .serial
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("serial[{i}].lane"), &d.lane))
+                .chain(
+                    config
+                        .printer_proxy
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (format!("printer_proxy[{i}].lane"), &p.lane)),
+                );
+            for (key, lane) in devices {
+                errors.check(
+                    self.names.contains(lane),
+                    key,
+                    format!("lane {lane:?} is not in {path}.names"),
+                );
+            }
+        }
         errors.check(
             (1..=86_400).contains(&self.card_before_receipt_secs),
             format!("{path}.card_before_receipt_secs"),

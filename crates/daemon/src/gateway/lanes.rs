@@ -1,6 +1,7 @@
 //! The router and the lane actors: every input goes to the actor of its lane, which handles
 //! the lane's inputs strictly in order while lanes run in parallel; answers go to MQTT and to
-//! in-process observers.
+//! in-process observers. Owns which lanes get an actor (listed or capped, idle ones set aside)
+//! and the drain at shutdown.
 
 use super::*;
 
