@@ -344,6 +344,70 @@ async fn sigterm_drains_the_lanes_says_goodbye_and_keeps_what_was_answered() {
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_that_never_finishes_does_not_hold_the_exit_past_the_bound() {
+    let broker = LoggingBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config_path,
+        base_config(
+            dir.path(),
+            "data",
+            "t6",
+            broker.port,
+            "[http]\nenabled = false\n",
+        ),
+    )
+    .expect("config");
+    let log_path = dir.path().join("gateway.log");
+    let mut gateway = Command::new(harness::gateway_binary())
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("LOYALTY_LOG", "info")
+        .env(loyalty_daemon::gateway::STALL_RECEIPT_ENV, "S-1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("start gateway");
+    wait_online(broker.port, "loyalty/t6").await;
+    let till = Till::connect(broker.port, "loyalty/t6", "till-stall").await;
+    till.receipt("1", &sale("S-1", "1", None, &[("A", 1, "1.00", "food")]))
+        .await;
+    let stalled = harness::wait_until(Duration::from_secs(15), || {
+        std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("stalling on this receipt"))
+    });
+    assert!(stalled, "the lane never took the receipt");
+
+    let stopping = Instant::now();
+    // SAFETY: kill(2) on our own child with a valid signal.
+    unsafe { libc::kill(gateway.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut gateway, Duration::from_secs(20));
+        if status.is_none() {
+            let _ = gateway.kill();
+        }
+        status
+    })
+    .await
+    .expect("join")
+    .expect("the gateway exits");
+    let took = stopping.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    // 10 s bound plus the runtime's last 0.5 s, well inside TimeoutStopSec=30.
+    assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log.contains("shutdown bound reached"), "{log}");
+    // The broker edge still said goodbye once its own drain bound passed.
+    let broker_log = broker.log();
+    assert!(
+        broker_log
+            .lines()
+            .any(|l| l.contains("Received DISCONNECT from loyalty-gateway-t6")),
+        "{broker_log}"
+    );
+}
+
 /// The retained payload on `topic`.
 async fn retained(port: u16, topic: &str) -> String {
     let mut options =

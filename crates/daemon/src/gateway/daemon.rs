@@ -14,7 +14,7 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(16)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let notifier = crate::systemd::Notifier::from_env();
         let handle = start(config, StartOptions::default(), shutdown.clone()).await?;
@@ -42,7 +42,11 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
         let clean = handle.stop(SHUTDOWN_BOUND).await;
         tracing::info!(clean, "stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Tasks abandoned at the bound (and blocking calls) get a last moment, not an unbounded
+    // wait as dropping the runtime would give them.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// How long the daemon's shutdown may take (the unit's `TimeoutStopSec` is 30 s).
