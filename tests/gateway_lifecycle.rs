@@ -570,7 +570,9 @@ async fn the_running_daemon_records_every_documented_metric() {
     let crm_section = format!(
         "[crm]\nenabled = true\nurl = \"{url}\"\nclient_cert_file = \"{cert}\"\nclient_key_file = \"{key}\"\n\
          ca_file = \"{ca}\"\npoll_interval_secs = 1\nbatch_max_age_ms = 20\nbackoff_min_ms = 50\nbackoff_max_ms = 300\n\
-         [http]\nbind = \"127.0.0.1:{http}\"\n",
+         [http]\nbind = \"127.0.0.1:{http}\"\n\
+         [[serial]]\nname = \"lane9-scanner\"\npath = \"{tty}\"\nlane = \"9\"\n",
+        tty = dir.path().join("no-such-tty").display(),
         url = crm.url(),
         cert = pki.client_cert_file.display(),
         key = pki.client_key_file.display(),
@@ -583,7 +585,7 @@ async fn the_running_daemon_records_every_documented_metric() {
     wait_online(broker.port, "loyalty/t5").await;
     let mut till = Till::connect(broker.port, "loyalty/t5", "till-metrics").await;
 
-    // A card, a sale that earns a voucher, a return, a refused scan.
+    // A card, a sale that earns a voucher, a refused scan, the voucher redeemed.
     till.scan("1", "2990000000019").await;
     answer_for(&mut till, |a| a["lane"] == "1").await;
     till.receipt("1", &sale("M-1", "1", None, &[("A", 1, "12.00", "food")]))
@@ -602,20 +604,38 @@ async fn the_running_daemon_records_every_documented_metric() {
         .await;
         answer_for(&mut till, |a| a["receipt_id"] == id.as_str()).await;
     }
+    let voucher_text = points["vouchers"][0]["text"].as_str().expect("a voucher");
+    let voucher_id = points["vouchers"][0]["voucher_id"]
+        .as_str()
+        .expect("its id");
+    till.scan("1", "2990000000019").await;
+    answer_for(&mut till, |a| a["type"] == "customer").await;
+    till.scan("1", voucher_text).await;
+    let reward = answer_for(&mut till, |a| a["type"] == "reward" || a["type"] == "error").await;
+    assert_eq!(reward["type"], "reward", "{reward}");
+    let mut redeeming = sale("M-R", "1", None, &[("A", 1, "2.00", "food")]);
+    redeeming["rewards"] = serde_json::json!([voucher_id]);
+    till.receipt("1", &redeeming).await;
+    let redeemed = answer_for(&mut till, |a| a["receipt_id"] == "M-R").await;
+    assert_eq!(redeemed["type"], "points", "{redeemed}");
 
     // The CRM answers 500 to every upload: sync errors of kind `server`, nothing acked.
     let body = metrics_until(http, "lane and sync-error metrics", |m| {
         sample(m, "loyalty_sync_errors_total{kind=\"server\"}").is_some_and(|v| v >= 1.0)
             && sample(m, "loyalty_broker_connected").is_some_and(|v| v == 1.0)
             && sample(m, "loyalty_outbox_depth").is_some_and(|v| v >= 1.0)
+            && sample(m, "loyalty_outbox_oldest_unsent_age_seconds").is_some_and(|v| v > 0.0)
     })
     .await;
     for (series, expected) in [
-        ("loyalty_scans_total{kind=\"card\"}", 1.0),
+        ("loyalty_scans_total{kind=\"card\"}", 2.0),
+        ("loyalty_scans_total{kind=\"voucher\"}", 1.0),
         ("loyalty_scans_total{kind=\"refused\"}", 1.0),
-        ("loyalty_receipts_total{outcome=\"applied\"}", 5.0),
-        ("loyalty_points_earned_total", 16.0),
+        ("loyalty_receipts_total{outcome=\"applied\"}", 6.0),
+        ("loyalty_points_earned_total", 18.0),
         ("loyalty_vouchers_issued_total", 1.0),
+        ("loyalty_vouchers_redeemed_total", 1.0),
+        ("loyalty_serial_device_up{device=\"lane9-scanner\"}", 0.0),
         ("loyalty_sync_events_acked_total", 0.0),
         ("loyalty_clock_untrusted", 0.0),
     ] {
@@ -625,7 +645,7 @@ async fn the_running_daemon_records_every_documented_metric() {
         sample(
             &body,
             "loyalty_answer_latency_seconds_count{type=\"points\"}"
-        ) == Some(5.0),
+        ) == Some(6.0),
         "{body}"
     );
 
@@ -656,28 +676,45 @@ async fn the_running_daemon_records_every_documented_metric() {
     gateway.stop();
 
     // The store's data is lost (a new data directory, as after restoring an old backup): the
-    // CRM acknowledges sequence numbers this store no longer has, an invariant violation.
-    let mut gateway = Gateway::start(
+    // CRM acknowledges sequence numbers this store no longer has, an invariant violation. And
+    // its clock is behind the time floor persisted there (two days), so it is untrusted.
+    let restored = base_config(
         dir.path(),
-        &base_config(
-            dir.path(),
-            "data-restored",
-            store,
-            broker.port,
-            &crm_section,
-        ),
+        "data-restored",
+        store,
+        broker.port,
+        &crm_section,
     );
+    {
+        use loyalty_daemon::vouchers::{VoucherSettings, VoucherSettingsExt};
+        let config = loyalty_daemon::config::parse(&restored).expect("config");
+        let store = loyalty_store::Store::open(&config.storage, &config.store.id).expect("store");
+        let settings = VoucherSettings::from_config(&config).expect("voucher settings");
+        let keys = settings.trusted_keys(&config).expect("keys");
+        let vouchers =
+            loyalty_store::vouchers::Vouchers::open(&store, settings, keys).expect("vouchers");
+        let floor = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+        vouchers.observe_trusted_time(floor).expect("floor");
+        store.wait_durable().expect("durable");
+    }
+    let mut gateway = Gateway::start(dir.path(), &restored);
     wait_online(broker.port, "loyalty/t5").await;
     till.receipt("1", &sale("M-2", "1", None, &[("A", 1, "1.00", "food")]))
         .await;
     answer_for(&mut till, |a| a["receipt_id"] == "M-2").await;
-    metrics_until(http, "the invariant violation", |m| {
-        sample(
-            m,
-            "loyalty_invariant_violations_total{what=\"crm_ack_beyond_outbox\"}",
-        )
-        .is_some_and(|v| v >= 1.0)
-    })
+    metrics_until(
+        http,
+        "the invariant violation and the untrusted clock",
+        |m| {
+            sample(
+                m,
+                "loyalty_invariant_violations_total{what=\"crm_ack_beyond_outbox\"}",
+            )
+            .is_some_and(|v| v >= 1.0)
+                && sample(m, "loyalty_clock_untrusted") == Some(1.0)
+                && sample(m, "loyalty_untrusted_time_events_total").is_some_and(|v| v >= 1.0)
+        },
+    )
     .await;
     gateway.stop();
     crm.shutdown().await;
