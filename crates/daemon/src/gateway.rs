@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// State of one configured device (serial port or printer proxy), for health.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct GatewayHandle {
     pub heartbeat: Heartbeat,
     /// The trusted wall clock.
     pub clock: Arc<Mutex<TrustedClock>>,
+    /// Every task the gateway started; [`GatewayHandle::stop`] waits for them.
+    pub tasks: TaskTracker,
     storage_failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -92,6 +95,32 @@ impl GatewayHandle {
         self.storage_failures
             .load(std::sync::atomic::Ordering::Relaxed)
             < 3
+    }
+
+    /// The orderly end, after the `shutdown` token given to [`start`] was cancelled: waits up to
+    /// `bound` for every task (the edges stop reading, the lanes finish what they hold, the
+    /// broker edge sends the last answers and acknowledgements, publishes the retained
+    /// `offline` status and disconnects), then makes sure the last group commit is on disk.
+    /// False when tasks were still running at the bound (they are abandoned).
+    pub async fn stop(&self, bound: Duration) -> bool {
+        self.tasks.close();
+        let finished = tokio::time::timeout(bound, self.tasks.wait()).await.is_ok();
+        if !finished {
+            tracing::warn!(
+                still_running = self.tasks.len(),
+                bound_ms = bound.as_millis() as u64,
+                "shutdown bound reached; abandoning the tasks still running"
+            );
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.wait_durable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "the last writes could not be made durable")
+            }
+            Err(err) => tracing::error!(error = %err, "the final storage flush failed"),
+        }
+        finished
     }
 }
 
@@ -207,11 +236,21 @@ pub async fn start(
         config.store.require_ntp_sync,
     )));
     let storage_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks = TaskTracker::new();
     let sync = Arc::new(
-        crate::sync::start(&config, store.clone(), shutdown.clone())
-            .map_err(|err| anyhow::anyhow!("crm: {err}"))?,
+        crate::sync::start_with_metrics(
+            &config,
+            store.clone(),
+            shutdown.clone(),
+            Some(metrics.clone()),
+        )
+        .map_err(|err| anyhow::anyhow!("crm: {err}"))?,
     );
-    spawn_crm_followers(&config, &sync, &rules, &vouchers, &store, &shutdown);
+    {
+        let sync = sync.clone();
+        tasks.spawn(async move { sync.stopped().await });
+    }
+    spawn_crm_followers(&tasks, &config, &sync, &rules, &vouchers, &store, &shutdown);
 
     let (input_tx, input_rx) = mpsc::channel::<Input>(1024);
     // Answers fan out to the broker (when connected) and to in-process observers, straight
@@ -243,19 +282,35 @@ pub async fn start(
         stall_receipt: std::env::var(STALL_RECEIPT_ENV).ok(),
     });
 
-    tokio::spawn(route_inputs(
-        input_rx,
-        shared,
-        devices.clone(),
-        heartbeat.clone(),
-        shutdown.clone(),
-    ));
+    // Cancelled once the lanes have handled everything they took: the broker edge sends the
+    // last answers and acknowledgements before it says goodbye.
+    let lanes_drained = CancellationToken::new();
+    let policy = LanePolicy {
+        names: config.lanes.names.iter().cloned().collect(),
+        max_lanes: config.lanes.max_lanes,
+        idle_evict: config.lanes.idle_evict(),
+    };
+    {
+        let router = route_inputs(
+            input_rx,
+            shared,
+            policy,
+            devices.clone(),
+            heartbeat.clone(),
+            shutdown.clone(),
+        );
+        let lanes_drained = lanes_drained.clone();
+        tasks.spawn(async move {
+            router.await;
+            lanes_drained.cancel();
+        });
+    }
 
     if !config.serial.is_empty() {
         let config = config.clone();
         let inputs = input_tx.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(err) = crate::serial::run_all(&config, inputs, shutdown).await {
                 tracing::error!(error = %err, "serial devices stopped");
             }
@@ -265,7 +320,7 @@ pub async fn start(
         let config = config.clone();
         let inputs = input_tx.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(err) = crate::printer_proxy::run_all(&config, inputs, shutdown).await {
                 tracing::error!(error = %err, "printer proxies stopped");
             }
@@ -275,9 +330,11 @@ pub async fn start(
         let config = config.clone();
         let inputs = input_tx.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let drained = lanes_drained.clone();
+        tasks.spawn(async move {
+            let stop = crate::mqtt::Stop { shutdown, drained };
             if let Err(err) =
-                crate::mqtt::run(config, inputs, mqtt_answers_rx, broker_tx, shutdown).await
+                crate::mqtt::run(config, inputs, mqtt_answers_rx, broker_tx, stop).await
             {
                 tracing::error!(error = %err, "the MQTT edge stopped");
             }
@@ -297,9 +354,10 @@ pub async fn start(
         metrics,
         heartbeat,
         clock,
+        tasks: tasks.clone(),
         storage_failures,
     };
-    tokio::spawn(housekeeping(handle.clone(), shutdown.clone()));
+    tasks.spawn(housekeeping(handle.clone(), shutdown.clone()));
     if config.http.enabled {
         let server = crate::http::ApiServer::bind(&config.http).await?;
         tracing::info!(addr = %config.http.bind, "local API listening");
@@ -313,7 +371,7 @@ pub async fn start(
         ));
         let metrics = handle.metrics.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(err) = server.serve(backend, metrics, shutdown).await {
                 tracing::error!(error = %err, "the local API stopped");
             }
@@ -358,6 +416,7 @@ async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
 /// Follows what the CRM sends down: swaps in accepted rules, and keeps the voucher keys the
 /// changes feed stored in the trusted set (revoked ones removed).
 fn spawn_crm_followers(
+    tasks: &TaskTracker,
     config: &Config,
     sync: &crate::sync::SyncHandle,
     rules: &Arc<RwLock<Arc<RulesPolicy>>>,
@@ -369,7 +428,7 @@ fn spawn_crm_followers(
     let rules = rules.clone();
     let time_zone = config.store.time_zone();
     let follow_rules = shutdown.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             if let Some(accepted) = crm_rules.borrow_and_update().clone() {
                 let policy = Arc::new(RulesPolicy::new(accepted.rules.clone(), time_zone.clone()));
@@ -387,7 +446,7 @@ fn spawn_crm_followers(
     let vouchers = vouchers.clone();
     let store = store.clone();
     let follow_keys = shutdown.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let (vouchers, store) = (vouchers.clone(), store.clone());
             let _ = tokio::task::spawn_blocking(move || {

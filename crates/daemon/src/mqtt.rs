@@ -225,15 +225,33 @@ impl AnswerSender {
     }
 }
 
-/// Runs the broker edge until `shutdown`: incoming scans and receipts become [`Input`]s, answers
+/// When the broker edge stops, in two steps.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    /// Stop taking messages from the broker (messages not taken stay unacknowledged: the broker
+    /// delivers them again to the next session).
+    pub shutdown: CancellationToken,
+    /// Cancelled once the lanes have handled everything they took: the edge then sends the last
+    /// answers and acknowledgements, publishes the retained `offline` status and disconnects.
+    pub drained: CancellationToken,
+}
+
+/// How long the edge waits for the lanes to drain after `shutdown` (answers and acks keep
+/// flowing meanwhile).
+const DRAIN_BOUND: Duration = Duration::from_secs(5);
+/// How long the goodbye (retained `offline`, DISCONNECT, the broker closing) may take.
+const GOODBYE_BOUND: Duration = Duration::from_secs(2);
+
+/// Runs the broker edge until `stop`: incoming scans and receipts become [`Input`]s, answers
 /// from `answers` are published to the lanes. `state` reports the connection for health.
 pub async fn run(
     config: Config,
     inputs: mpsc::Sender<Input>,
     answers: AnswerReceiver,
     state: watch::Sender<BrokerState>,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) -> Result<(), MqttError> {
+    let Stop { shutdown, drained } = stop;
     let options = options(&config)?;
     let topics = Topics::new(&config.topic_prefix());
     let decimals = loyalty_core::money::currency_decimals(&config.store.currency);
@@ -245,24 +263,37 @@ pub async fn run(
 
     let _ = answers.direct.set((client.clone(), topics.clone()));
     let mut answers = answers.queued;
+    // Acknowledgements and subscriptions run beside the polling task; the goodbye waits for
+    // them.
+    let helpers = tokio_util::task::TaskTracker::new();
     let publisher = {
         let client = client.clone();
         let topics = topics.clone();
-        let shutdown = shutdown.clone();
+        let drained = drained.clone();
         tokio::spawn(async move {
+            let publish = |answer: Response| {
+                let client = client.clone();
+                let topic = topics.response(answer.lane());
+                async move {
+                    if let Err(err) = client
+                        .publish(topic, QoS::AtLeastOnce, false, answer.to_json())
+                        .await
+                    {
+                        tracing::warn!(error = %err, "could not queue an answer for the broker");
+                    }
+                }
+            };
             loop {
                 let answer = tokio::select! {
                     answer = answers.recv() => answer,
-                    () = shutdown.cancelled() => None,
+                    () = drained.cancelled() => None,
                 };
                 let Some(answer) = answer else { break };
-                let topic = topics.response(answer.lane());
-                if let Err(err) = client
-                    .publish(topic, QoS::AtLeastOnce, false, answer.to_json())
-                    .await
-                {
-                    tracing::warn!(error = %err, "could not queue an answer for the broker");
-                }
+                publish(answer).await;
+            }
+            // The lanes are done: what they queued still goes out.
+            while let Ok(answer) = answers.try_recv() {
+                publish(answer).await;
             }
         })
     };
@@ -281,24 +312,54 @@ pub async fn run(
         &state,
         backoff,
         &shutdown,
+        &helpers,
     )
     .await;
+    drop(inputs);
 
-    // Orderly goodbye: retained offline status, then disconnect, bounded in time.
-    publisher.abort();
+    // Drain: keep the connection turning (answers and acks are only sent while the event loop
+    // is polled) until the lanes are done and every answer and acknowledgement is queued.
+    // Messages still arriving are not taken (nor acknowledged).
+    let flushed = async {
+        drained.cancelled().await;
+        helpers.close();
+        helpers.wait().await;
+        let _ = publisher.await;
+    };
+    tokio::pin!(flushed);
+    let drain = async {
+        loop {
+            tokio::select! {
+                () = &mut flushed => return true,
+                event = eventloop.poll() => if event.is_err() { return false },
+            }
+        }
+    };
+    let connected = matches!(tokio::time::timeout(DRAIN_BOUND, drain).await, Ok(true));
+    if !connected {
+        tracing::warn!("broker edge: the drain did not finish (broker away or lanes slow)");
+    }
+
+    // Goodbye: the retained offline status, then DISCONNECT; done when the broker closes the
+    // connection (it has then read both).
     let goodbye = async {
         let _ = client
             .publish(topics.status(), QoS::AtLeastOnce, true, "offline")
             .await;
         let _ = client.disconnect().await;
+        let mut sent = false;
         loop {
             match eventloop.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => sent = true,
                 Ok(_) => {}
+                Err(_) => return sent,
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
+    match tokio::time::timeout(GOODBYE_BOUND, goodbye).await {
+        Ok(true) => tracing::info!("offline status published; disconnected from the broker"),
+        Ok(false) | Err(_) => tracing::warn!("the goodbye to the broker was cut short"),
+    }
     state.send_replace(BrokerState::default());
     Ok(())
 }
@@ -313,6 +374,7 @@ async fn poll_loop(
     state: &watch::Sender<BrokerState>,
     mut backoff: Backoff,
     shutdown: &CancellationToken,
+    helpers: &tokio_util::task::TaskTracker,
 ) {
     loop {
         let event = tokio::select! {
@@ -330,7 +392,7 @@ async fn poll_loop(
                 let topics = topics.clone();
                 let state = state.clone();
                 // Subscribing and announcing are publishes: never from the polling task.
-                tokio::spawn(async move {
+                helpers.spawn(async move {
                     for topic in topics.subscriptions() {
                         if let Err(err) = client.subscribe(topic, QoS::AtLeastOnce).await {
                             tracing::warn!(error = %err, "could not subscribe");
@@ -346,7 +408,7 @@ async fn poll_loop(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                handle_publish(publish, client, topics, decimals, inputs).await;
+                handle_publish(publish, client, topics, decimals, inputs, helpers).await;
             }
             Ok(_) => {}
             Err(err) => {
@@ -372,6 +434,7 @@ async fn handle_publish(
     topics: &Topics,
     decimals: u32,
     inputs: &mpsc::Sender<Input>,
+    helpers: &tokio_util::task::TaskTracker,
 ) {
     match topics.classify(&publish.topic) {
         Some(IncomingTopic::Scan(lane)) => {
@@ -383,7 +446,7 @@ async fn handle_publish(
                     origin: Origin::Mqtt,
                 })
                 .await;
-            spawn_ack(client.clone(), publish, None);
+            spawn_ack(helpers, client.clone(), publish, None);
         }
         Some(IncomingTopic::Receipt(lane)) => {
             let receipt = till::parse_receipt(&publish.payload, &lane, decimals)
@@ -398,12 +461,12 @@ async fn handle_publish(
                 })
                 .await;
             if sent.is_ok() {
-                spawn_ack(client.clone(), publish, Some(handled));
+                spawn_ack(helpers, client.clone(), publish, Some(handled));
             }
         }
         None => {
             tracing::debug!(topic = %publish.topic, "ignoring a message on an unknown topic");
-            spawn_ack(client.clone(), publish, None);
+            spawn_ack(helpers, client.clone(), publish, None);
         }
     }
 }
@@ -411,11 +474,12 @@ async fn handle_publish(
 /// Acknowledges `publish` to the broker once `handled` says it may be (immediately when `None`).
 /// A receipt that failed for an internal reason is not acknowledged: the broker redelivers it.
 fn spawn_ack(
+    helpers: &tokio_util::task::TaskTracker,
     client: AsyncClient,
     publish: rumqttc::Publish,
     handled: Option<oneshot::Receiver<Handled>>,
 ) {
-    tokio::spawn(async move {
+    helpers.spawn(async move {
         if let Some(handled) = handled {
             match handled.await {
                 Ok(Handled::Durable | Handled::Refused) => {}

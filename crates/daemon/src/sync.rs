@@ -81,6 +81,24 @@ impl SyncError {
         }
     }
 
+    /// The `loyalty_sync_errors_total{kind}` of a failed request; `None` for local failures
+    /// (configuration, TLS set-up, storage), which are not requests the CRM saw.
+    pub fn metric_kind(&self) -> Option<crate::telemetry::SyncErrorKind> {
+        use crate::telemetry::SyncErrorKind;
+        match self {
+            SyncError::Config(_) | SyncError::TlsSetup(_) | SyncError::Store(_) => None,
+            SyncError::Tls(_)
+            | SyncError::Connect(_)
+            | SyncError::Connection(_)
+            | SyncError::Timeout(_) => Some(SyncErrorKind::Network),
+            SyncError::Status { status, .. } if *status >= 500 || *status == 429 => {
+                Some(SyncErrorKind::Server)
+            }
+            SyncError::Status { .. } => Some(SyncErrorKind::Rejected),
+            SyncError::BadResponse(_) => Some(SyncErrorKind::Protocol),
+        }
+    }
+
     /// A short machine-readable kind, for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -166,7 +184,7 @@ pub struct SyncHandle {
     nudge: Arc<Notify>,
     poll_now: Arc<Notify>,
     counters: Arc<client::WireCounters>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl SyncHandle {
@@ -203,9 +221,14 @@ impl SyncHandle {
 
     /// Waits for the tasks to end (after the cancellation token fired).
     pub async fn join(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.stopped().await;
+    }
+
+    /// Waits for the tasks to end (after the cancellation token fired), without consuming the
+    /// handle (the gateway shares it).
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -217,15 +240,26 @@ pub fn start(
     store: Store,
     cancel: CancellationToken,
 ) -> Result<SyncHandle, SyncError> {
+    start_with_metrics(config, store, cancel, None)
+}
+
+/// [`start`], recording failed requests and acknowledged events in `metrics`
+/// (`loyalty_sync_errors_total`, `loyalty_sync_events_acked_total`, ...).
+pub fn start_with_metrics(
+    config: &Config,
+    store: Store,
+    cancel: CancellationToken,
+    metrics: Option<crate::telemetry::Metrics>,
+) -> Result<SyncHandle, SyncError> {
     let crm = &config.crm;
-    let (sink, status) = StatusSink::new(crm.enabled);
+    let (sink, status) = StatusSink::new(crm.enabled, metrics);
     let initial_rules = feed::load_rules(&store, &config.store.currency);
     let (rules_tx, rules) = watch::channel(initial_rules);
     let rules_tx = Arc::new(rules_tx);
     let nudge = Arc::new(Notify::new());
     let poll_now = Arc::new(Notify::new());
     let counters = Arc::new(client::WireCounters::default());
-    let mut tasks = Vec::new();
+    let tasks = tokio_util::task::TaskTracker::new();
     if let Ok(Some(reason)) = store.rules_rejection() {
         sink.update(|s| {
             s.rules_rejected = Some(SyncFailure {
@@ -258,15 +292,15 @@ pub fn start(
             backoff_max,
             retry_after_cap,
         };
-        tasks.push(tokio::spawn(uploader::run(
+        tasks.spawn(uploader::run(
             store.clone(),
             client::CrmClient::new(settings.clone(), counters.clone()),
             upload,
             sink.clone(),
             nudge.clone(),
             cancel.clone(),
-        )));
-        tasks.push(tokio::spawn(feed::run(
+        ));
+        tasks.spawn(feed::run(
             store.clone(),
             client::CrmClient::new(settings, counters.clone()),
             feed_settings,
@@ -274,12 +308,12 @@ pub fn start(
             rules_tx.clone(),
             poll_now.clone(),
             cancel.clone(),
-        )));
+        ));
         // Keep the wire counters in the status.
         let c = counters.clone();
         let s = sink.clone();
         let cancel = cancel.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             use std::sync::atomic::Ordering;
             loop {
                 s.update(|st| {
@@ -291,7 +325,7 @@ pub fn start(
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
-        }));
+        });
     }
     Ok(SyncHandle {
         status,

@@ -310,7 +310,7 @@ impl Section for CardsConfig {
     }
 }
 
-/// Lane session windows.
+/// Lane session windows, and which lanes the gateway serves.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LanesConfig {
@@ -318,6 +318,16 @@ pub struct LanesConfig {
     pub card_before_receipt_secs: u64,
     /// Seconds after a card-less receipt during which a scanned card attaches to it.
     pub card_after_receipt_secs: u64,
+    /// The lanes of this store. When listed, only these are served (an input for another lane
+    /// gets an `unknown_lane` error); when empty, any lane a topic names is served, up to
+    /// `max_lanes`.
+    pub names: Vec<String>,
+    /// Most lanes served at once when `names` is empty (beyond: a `too_many_lanes` error).
+    pub max_lanes: usize,
+    /// Seconds without input after which a lane's actor is stopped (it starts again with the
+    /// lane's next input). Longer than both card windows, so no held card or open retroactive
+    /// window is dropped by it.
+    pub idle_evict_secs: u64,
 }
 
 impl Default for LanesConfig {
@@ -325,12 +335,44 @@ impl Default for LanesConfig {
         LanesConfig {
             card_before_receipt_secs: 300,
             card_after_receipt_secs: 120,
+            names: Vec::new(),
+            max_lanes: 64,
+            idle_evict_secs: 900,
         }
     }
 }
 
+impl LanesConfig {
+    /// How long a lane may be idle before its actor stops.
+    pub fn idle_evict(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idle_evict_secs)
+    }
+}
+
 impl Section for LanesConfig {
-    fn validate(&self, path: &str, _config: &Config, errors: &mut Errors) {
+    fn validate(&self, path: &str, config: &Config, errors: &mut Errors) {
+        if !self.names.is_empty() {
+            // A device on a lane that is not served would have every input refused.
+            let devices = config
+                .serial
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("serial[{i}].lane"), &d.lane))
+                .chain(
+                    config
+                        .printer_proxy
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (format!("printer_proxy[{i}].lane"), &p.lane)),
+                );
+            for (key, lane) in devices {
+                errors.check(
+                    self.names.contains(lane),
+                    key,
+                    format!("lane {lane:?} is not in {path}.names"),
+                );
+            }
+        }
         errors.check(
             (1..=86_400).contains(&self.card_before_receipt_secs),
             format!("{path}.card_before_receipt_secs"),
@@ -341,5 +383,39 @@ impl Section for LanesConfig {
             format!("{path}.card_after_receipt_secs"),
             "must be at most 3600",
         );
+        errors.check(
+            (1..=1024).contains(&self.max_lanes),
+            format!("{path}.max_lanes"),
+            "must be between 1 and 1024",
+        );
+        let windows = self
+            .card_before_receipt_secs
+            .max(self.card_after_receipt_secs);
+        errors.check(
+            self.idle_evict_secs > windows && self.idle_evict_secs <= 7 * 86_400,
+            format!("{path}.idle_evict_secs"),
+            format!(
+                "must be longer than both card windows ({windows} s here) and at most 604800: \
+                 an evicted lane forgets a held card"
+            ),
+        );
+        errors.check(
+            self.names.len() <= 1024,
+            format!("{path}.names"),
+            "at most 1024 lanes",
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, name) in self.names.iter().enumerate() {
+            errors.check(
+                !name.is_empty() && !name.contains(['/', '+', '#']),
+                format!("{path}.names[{index}]"),
+                "must be a non-empty MQTT topic level (no '/', '+' or '#')",
+            );
+            errors.check(
+                seen.insert(name.as_str()),
+                format!("{path}.names[{index}]"),
+                format!("lane {name:?} is listed twice"),
+            );
+        }
     }
 }

@@ -91,3 +91,38 @@ fn config_file_errors_carry_the_cards_key_path() {
         .unwrap_or_else(|| panic!("{errors:#?}"));
     assert_eq!(error.line, Some(5));
 }
+
+#[test]
+fn lane_limits_are_validated_by_key() {
+    let config = parse(MINIMAL).expect("valid");
+    assert!(config.lanes.names.is_empty());
+    assert_eq!(config.lanes.max_lanes, 64);
+    assert_eq!(config.lanes.idle_evict_secs, 900);
+    let text = r#"[store]
+id = "berlin-001"
+timezone = "Europe/Berlin"
+
+[lanes]
+names = ["1", "2", "2", "x/y"]
+max_lanes = 5000
+card_before_receipt_secs = 600
+idle_evict_secs = 600
+
+[[serial]]
+name = "scanner-1"
+path = "/dev/ttyUSB0"
+lane = "7"
+"#;
+    let errors = parse(text).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for key in [
+        "lanes.max_lanes",
+        "lanes.idle_evict_secs",
+        "lanes.names[2]",
+        "lanes.names[3]",
+        "serial[0].lane",
+    ] {
+        assert!(paths.contains(&key), "no error for {key}: {errors:#?}");
+    }
+    assert!(!paths.contains(&"lanes.names[1]"), "{errors:#?}");
+}

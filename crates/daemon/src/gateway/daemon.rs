@@ -14,7 +14,7 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(16)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let notifier = crate::systemd::Notifier::from_env();
         let handle = start(config, StartOptions::default(), shutdown.clone()).await?;
@@ -26,7 +26,7 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
         if let Some(watchdog) = crate::systemd::Watchdog::from_env(notifier.clone()) {
             let heartbeat = handle.heartbeat.clone();
             let health_handle = handle.clone();
-            tokio::spawn(watchdog.run(
+            handle.tasks.spawn(watchdog.run(
                 heartbeat,
                 move || health_handle.storage_ok(),
                 shutdown.clone(),
@@ -37,12 +37,20 @@ pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
         tracing::info!("stopping");
         let _ = notifier.stopping();
         shutdown.cancel();
-        // Bounded goodbye: the broker edge publishes the retained offline status within 2 s.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        drop(handle);
+        // Every task ends (lanes drained, broker goodbye sent) and the store is flushed, within
+        // a bound well inside systemd's TimeoutStopSec=30.
+        let clean = handle.stop(SHUTDOWN_BOUND).await;
+        tracing::info!(clean, "stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Tasks abandoned at the bound (and blocking calls) get a last moment, not an unbounded
+    // wait as dropping the runtime would give them.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
+
+/// How long the daemon's shutdown may take (the unit's `TimeoutStopSec` is 30 s).
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
 
 pub(super) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};

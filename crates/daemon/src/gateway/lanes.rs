@@ -1,24 +1,55 @@
 //! The router and the lane actors: every input goes to the actor of its lane, which handles
 //! the lane's inputs strictly in order while lanes run in parallel; answers go to MQTT and to
-//! in-process observers.
+//! in-process observers. Owns which lanes get an actor (listed or capped, idle ones set aside)
+//! and the drain at shutdown.
 
 use super::*;
 
+/// Which lanes are served: the configured list, or any lane up to a cap; and when an idle lane's
+/// actor is stopped.
+pub(super) struct LanePolicy {
+    /// The configured lanes (empty: any lane, up to `max_lanes`).
+    pub names: std::collections::BTreeSet<String>,
+    /// Most lanes at once when `names` is empty.
+    pub max_lanes: usize,
+    /// Idle time after which a lane's actor stops (longer than the card windows).
+    pub idle_evict: Duration,
+}
+
+struct LaneEntry {
+    sender: mpsc::Sender<Input>,
+    last_input: tokio::time::Instant,
+}
+
+/// The main loop: routes every input to its lane's actor until `shutdown`, then drains: inputs
+/// already queued are still routed, the lane actors finish what they hold, and the loop returns
+/// once every lane actor has ended (the caller then lets the broker edge say goodbye).
 pub(super) async fn route_inputs(
     mut inputs: mpsc::Receiver<Input>,
     shared: Arc<Shared>,
+    policy: LanePolicy,
     devices: Arc<Mutex<BTreeMap<String, DeviceStatus>>>,
     heartbeat: Heartbeat,
     shutdown: CancellationToken,
 ) {
-    let mut lanes: HashMap<String, mpsc::Sender<Input>> = HashMap::new();
+    let mut lanes: HashMap<String, LaneEntry> = HashMap::new();
+    let actors = tokio_util::task::TaskTracker::new();
     let mut idle_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stopping = false;
     loop {
         heartbeat.beat();
         let input = tokio::select! {
             input = inputs.recv() => input,
-            _ = idle_tick.tick() => continue,
-            () = shutdown.cancelled() => None,
+            _ = idle_tick.tick() => {
+                evict_idle(&mut lanes, policy.idle_evict);
+                continue;
+            }
+            () = shutdown.cancelled(), if !stopping => {
+                // No new inputs; what is queued is still routed (recv returns None after it).
+                stopping = true;
+                inputs.close();
+                continue;
+            }
         };
         let Some(input) = input else { break };
         let lane = match &input {
@@ -37,16 +68,104 @@ pub(super) async fn route_inputs(
                 continue;
             }
         };
-        let sender = lanes.entry(lane.clone()).or_insert_with(|| {
+        if !lanes.contains_key(&lane) {
+            if let Err((code, message)) = admit(&policy, &lane, lanes.len()) {
+                refuse(&shared, input, code, message);
+                continue;
+            }
             let (tx, rx) = mpsc::channel(256);
-            tokio::spawn(lane_actor(lane.clone(), rx, shared.clone()));
-            tx
-        });
-        if sender.send(input).await.is_err() {
+            actors.spawn(lane_actor(lane.clone(), rx, shared.clone()));
+            lanes.insert(
+                lane.clone(),
+                LaneEntry {
+                    sender: tx,
+                    last_input: tokio::time::Instant::now(),
+                },
+            );
+        }
+        let Some(entry) = lanes.get_mut(&lane) else {
+            continue;
+        };
+        entry.last_input = tokio::time::Instant::now();
+        if entry.sender.send(input).await.is_err() {
             tracing::error!(lane = %lane, "a lane actor stopped; restarting it");
             lanes.remove(&lane);
         }
     }
+    // Closing the lanes' queues ends each actor once it has handled what it holds.
+    drop(lanes);
+    drop(shared);
+    actors.close();
+    actors.wait().await;
+    tracing::debug!("every lane drained");
+}
+
+/// Whether a new actor may start for `lane` (`active` lanes have one).
+fn admit(policy: &LanePolicy, lane: &str, active: usize) -> Result<(), (&'static str, String)> {
+    if !policy.names.is_empty() {
+        if policy.names.contains(lane) {
+            return Ok(());
+        }
+        return Err((
+            "unknown_lane",
+            format!("lane {lane:?} is not one of this store's lanes (lanes.names)"),
+        ));
+    }
+    if active >= policy.max_lanes {
+        return Err((
+            "too_many_lanes",
+            format!(
+                "the gateway already serves {} lanes (lanes.max_lanes); list the store's lanes in lanes.names or raise lanes.max_lanes",
+                policy.max_lanes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Answers an input the gateway will not serve with an `error` on its lane. A receipt counts as
+/// refused (acknowledged: redelivering it cannot help).
+fn refuse(shared: &Shared, input: Input, code: &str, message: String) {
+    let started = std::time::Instant::now();
+    tracing::warn!(code, "{message}");
+    match input {
+        Input::Scan { lane, .. } => {
+            shared.metrics.scan(ScanKind::Refused);
+            send_answer(shared, Response::error(&lane, None, code, message), started);
+        }
+        Input::Receipt {
+            lane,
+            receipt,
+            done,
+            ..
+        } => {
+            shared.metrics.receipt(ReceiptMetric::Refused);
+            let receipt_id = receipt.as_ref().ok().map(|r| r.id.as_str());
+            send_answer(
+                shared,
+                Response::error(&lane, receipt_id, code, message),
+                started,
+            );
+            if let Some(done) = done {
+                let _ = done.send(Handled::Refused);
+            }
+        }
+        Input::Device { .. } => {}
+    }
+}
+
+/// Stops the actors of lanes idle for `idle_evict` whose queue is empty: dropping the sender
+/// ends the actor after its last input. The next input for the lane starts a fresh one (with
+/// an empty session, which is what the old one held: the idle time exceeds the card windows).
+fn evict_idle(lanes: &mut HashMap<String, LaneEntry>, idle_evict: Duration) {
+    lanes.retain(|lane, entry| {
+        let idle = entry.last_input.elapsed() >= idle_evict
+            && entry.sender.capacity() == entry.sender.max_capacity();
+        if idle {
+            tracing::debug!(lane = %lane, "lane idle: its actor stops until its next input");
+        }
+        !idle
+    });
 }
 
 pub(super) async fn lane_actor(

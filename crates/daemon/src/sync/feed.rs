@@ -162,6 +162,7 @@ pub(crate) async fn run(
                 let delay =
                     backoff.next_delay_honouring(err.retry_after(), settings.retry_after_cap);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "CRM changes poll failed");
+                status.request_failed(&err);
                 status.update(|s| {
                     s.feed_failures = s.feed_failures.saturating_add(1);
                     s.last_feed_error = Some(SyncFailure {

@@ -102,10 +102,14 @@ impl SyncStatusHandle {
 #[derive(Debug, Clone)]
 pub(crate) struct StatusSink {
     sender: std::sync::Arc<watch::Sender<SyncStatus>>,
+    metrics: Option<crate::telemetry::Metrics>,
 }
 
 impl StatusSink {
-    pub(crate) fn new(enabled: bool) -> (StatusSink, SyncStatusHandle) {
+    pub(crate) fn new(
+        enabled: bool,
+        metrics: Option<crate::telemetry::Metrics>,
+    ) -> (StatusSink, SyncStatusHandle) {
         let (sender, receiver) = watch::channel(SyncStatus {
             enabled,
             ..SyncStatus::default()
@@ -113,6 +117,7 @@ impl StatusSink {
         (
             StatusSink {
                 sender: std::sync::Arc::new(sender),
+                metrics,
             },
             SyncStatusHandle { receiver },
         )
@@ -120,5 +125,27 @@ impl StatusSink {
 
     pub(crate) fn update(&self, change: impl FnOnce(&mut SyncStatus)) {
         self.sender.send_modify(change);
+    }
+
+    /// A request to the CRM failed (`loyalty_sync_errors_total`; local failures such as
+    /// storage or configuration are not requests that failed and only show in the status).
+    pub(crate) fn request_failed(&self, err: &super::SyncError) {
+        if let (Some(metrics), Some(kind)) = (&self.metrics, err.metric_kind()) {
+            metrics.sync_error(kind);
+        }
+    }
+
+    /// The CRM acknowledged `events` more events at `at`.
+    pub(crate) fn events_acked(&self, events: u64, at: Timestamp) {
+        if let Some(metrics) = &self.metrics {
+            metrics.sync_success(events, at.as_second());
+        }
+    }
+
+    /// An internal invariant failed (`loyalty_invariant_violations_total{what}`).
+    pub(crate) fn invariant_violation(&self, what: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.invariant_violation(what);
+        }
     }
 }

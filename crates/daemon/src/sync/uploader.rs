@@ -145,6 +145,7 @@ pub(crate) async fn run<O: Outbox>(
                 let delay =
                     backoff.next_delay_honouring(err.retry_after(), settings.retry_after_cap);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "CRM upload failed");
+                status.request_failed(&err);
                 status.update(|s| {
                     s.upload_failures = s.upload_failures.saturating_add(1);
                     s.last_upload_error = Some(SyncFailure {
@@ -246,6 +247,7 @@ async fn upload_once<O: Outbox>(
             );
             tracing::error!("{message}");
             status.update(|s| s.alarm = Some(message.clone()));
+            status.invariant_violation("crm_ack_beyond_outbox");
             return Err(SyncError::BadResponse(message));
         }
     };
@@ -261,6 +263,7 @@ async fn upload_once<O: Outbox>(
         s.last_upload_success = Some(now);
         s.outbox_depth = s.last_seq.saturating_sub(through);
     });
+    status.events_acked(through - after, now);
     tracing::debug!(from = after + 1, through, taken, "events uploaded");
     Ok(Step::Sent)
 }
