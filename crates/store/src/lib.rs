@@ -41,7 +41,7 @@ pub mod vouchers;
 mod settings;
 use batch::{BatchAnswer, Combiner};
 use durability::GroupCommit;
-use events::{EventIds, EventType, LedgerPayload};
+use events::{EventIds, EventType};
 use jiff::Timestamp;
 use loyalty_core::customer::{check_id, Customer, IdError};
 use loyalty_core::ledger::{
@@ -49,6 +49,7 @@ use loyalty_core::ledger::{
 };
 use loyalty_core::money::Money;
 use loyalty_core::receipt::{self, Receipt, ReceiptError, ReceiptKind};
+use loyalty_protocol::crm::events::{CustomerEvent, Event, LedgerEvent, ReceiptEvent};
 use records::{CustomerRec, OutcomeRec, ReceiptDataRec, ReceiptRec, ReturnRec};
 pub use settings::StorageConfig;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -405,7 +406,7 @@ impl<'a> Tx<'a> {
         &self,
         kind: EventType,
         at: Timestamp,
-        payload: &serde_json::Value,
+        payload: &impl serde::Serialize,
     ) -> TxResult<u64> {
         let next = self.get_u64(meta_key::NEXT_SEQ)?.max(1);
         self.tree(META)
@@ -413,9 +414,18 @@ impl<'a> Tx<'a> {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
         let id = self.ids.nth(n);
-        let json = events::event_json(next, &id, kind, at, self.clock_trusted.get(), payload);
+        let event = Event {
+            seq: next,
+            id: &id,
+            kind,
+            at,
+            clock_trusted: self.clock_trusted.get(),
+            payload,
+        };
         let mut value = at.as_second().to_be_bytes().to_vec();
-        value.extend_from_slice(json.to_string().as_bytes());
+        event
+            .write_to(&mut value)
+            .map_err(|e| tx_corrupt(e.to_string()))?;
         self.tree(OUTBOX).insert(&u64_be(next)[..], value)?;
         Ok(next)
     }
@@ -492,7 +502,7 @@ impl<'a> Tx<'a> {
         key.extend_from_slice(&u64_be(index));
         self.tree(CUSTOMER_JOURNAL).insert(key, &[][..])?;
         let hash_hex = events::hex(&hash);
-        let payload = events::ledger_payload(&LedgerPayload {
+        let payload = LedgerEvent {
             entry: index,
             customer_id: new.customer_id,
             kind: new.kind,
@@ -503,7 +513,7 @@ impl<'a> Tx<'a> {
             reason: new.reason,
             vests_at: new.vests_at,
             hash: &hash_hex,
-        });
+        };
         let event_seq = self.append_event(EventType::Ledger, new.at, &payload)?;
         debug_assert_eq!(event_seq, seq);
         let entry = Entry {
@@ -804,7 +814,7 @@ impl Store {
             tx.append_event(
                 EventType::CustomerEnrolled,
                 at,
-                &events::customer_payload(&customer),
+                &CustomerEvent::new(&customer),
             )?;
             Ok(customer)
         })
@@ -1715,7 +1725,7 @@ fn apply_sale(
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
-        &events::receipt_payload(receipt, rec.customer_id.as_deref(), points),
+        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), points),
     )?;
     Ok(outcome_from(&receipt.id, &outcome, false))
 }
@@ -1795,7 +1805,7 @@ fn apply_return(
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
-        &events::receipt_payload(receipt, rec.customer_id.as_deref(), outcome.earned),
+        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), outcome.earned),
     )?;
     Ok(Ok(outcome_from(&receipt.id, &outcome, false)))
 }

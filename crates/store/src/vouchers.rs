@@ -30,8 +30,10 @@ use loyalty_core::voucher::{
     TrustedKeys, Verdict, Voucher, VoucherId,
 };
 use loyalty_core::voucher::{RedeemOn, VoucherSettings};
+use loyalty_protocol::crm::events::{
+    Issue, VoucherIssuedEvent, VoucherKeyEvent, VoucherRedeemedEvent,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 const ISSUED: &str = "vouchers/issued";
 const STATE: &str = "vouchers/state";
@@ -239,52 +241,6 @@ impl voucher::Revocations for OneRevoked {
     }
 }
 
-/// Payload of a `voucher_issued` event.
-pub fn issued_payload(issued: &IssuedVoucher, origin: &str) -> serde_json::Value {
-    let v = &issued.voucher;
-    let decimals = loyalty_core::money::currency_decimals(&v.currency);
-    let (kind, value) = match &v.benefit {
-        Benefit::AmountOff(amount) => ("amount_off", json!(amount.format(decimals))),
-        Benefit::PercentOff(percent) => ("percent_off", json!(percent)),
-        Benefit::FreeItem { sku } => ("free_item", json!(sku)),
-    };
-    json!({
-        "voucher_id": v.id.to_string(),
-        "key_id": v.key_id,
-        "origin": origin,
-        "kind": kind,
-        "value": value,
-        "currency": v.currency,
-        "min_spend": v.min_spend.map(|m| m.format(decimals)),
-        "valid_from": v.valid_from.to_string(),
-        "valid_until": v.valid_until.to_string(),
-        "customer_id": issued.customer_id,
-        "receipt_id": issued.receipt_id,
-        "points": issued.points,
-        "text": issued.text,
-    })
-}
-
-/// Payload of a `voucher_redeemed` event.
-pub fn redeemed_payload(
-    voucher: &Voucher,
-    lane: &str,
-    receipt_id: &str,
-    discount: Money,
-    at: Timestamp,
-) -> serde_json::Value {
-    let decimals = loyalty_core::money::currency_decimals(&voucher.currency);
-    json!({
-        "voucher_id": voucher.id.to_string(),
-        "key_id": voucher.key_id,
-        "lane": lane,
-        "receipt_id": receipt_id,
-        "discount": discount.format(decimals),
-        "currency": voucher.currency,
-        "redeemed_at": at.to_string(),
-    })
-}
-
 impl Vouchers {
     /// This handle for times read from a clock that is `trusted` or not: the events it writes
     /// are flagged like those of [`Store::stamped`].
@@ -333,11 +289,8 @@ impl Vouchers {
         let Some(key) = &self.settings.store_key else {
             return Ok(false);
         };
-        let announcement = loyalty_protocol::crm::key_announcement_payload(&key.announcement());
-        let key_id = announcement["key_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let announcement = key.announcement();
+        let key_id = announcement.key_id.clone();
         if self.meta.get(ANNOUNCED_KEY)?.as_deref() == Some(key_id.as_bytes()) {
             return Ok(false);
         }
@@ -346,7 +299,11 @@ impl Vouchers {
             if tx.extra(0).get(ANNOUNCED_KEY)?.as_deref() == Some(key_id.as_bytes()) {
                 return Ok(false);
             }
-            tx.append_event(EventType::VoucherKey, now, &announcement)?;
+            tx.append_event(
+                EventType::VoucherKey,
+                now,
+                &VoucherKeyEvent::new(&announcement),
+            )?;
             tx.extra(0).insert(ANNOUNCED_KEY, key_id.as_bytes())?;
             Ok(true)
         })
@@ -673,7 +630,7 @@ impl Vouchers {
         tx.append_event(
             EventType::VoucherRedeemed,
             now,
-            &redeemed_payload(&signed.voucher, &receipt.lane, &receipt.id, discount, now),
+            &VoucherRedeemedEvent::new(&signed.voucher, &receipt.lane, &receipt.id, discount, now),
         )?;
         Ok(Ok(Redemption {
             voucher_id: *id,
@@ -834,7 +791,16 @@ impl Vouchers {
         tx.append_event(
             EventType::VoucherIssued,
             now,
-            &issued_payload(issued, origin),
+            &VoucherIssuedEvent::new(
+                &issued.voucher,
+                Issue {
+                    text: &issued.text,
+                    receipt_id: issued.receipt_id.as_deref(),
+                    customer_id: issued.customer_id.as_deref(),
+                    points: issued.points,
+                    origin,
+                },
+            ),
         )?;
         Ok(())
     }

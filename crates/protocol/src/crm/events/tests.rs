@@ -1,14 +1,18 @@
 //! Pins the exact bytes of every CRM outbox payload for fixed inputs (field order, number
-//! formatting, nulls and omitted fields), before their construction moves to loyalty-protocol.
+//! formatting, nulls and omitted fields). The expected texts were taken from the payloads as the
+//! store built them with `serde_json::json!` before they moved here: they must never change.
 
+use super::*;
 use jiff::Timestamp;
 use loyalty_core::customer::{Customer, CustomerOrigin};
 use loyalty_core::ledger::EntryKind;
 use loyalty_core::money::Money;
 use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLine};
 use loyalty_core::voucher::{Benefit, KeyAnnouncement, Voucher, VoucherId};
-use loyalty_store::events::{self, EventType, LedgerPayload};
-use loyalty_store::vouchers::{issued_payload, redeemed_payload, IssuedVoucher};
+
+fn text<T: Serialize>(payload: &T) -> String {
+    serde_json::to_string(payload).expect("serialise")
+}
 
 fn at(second: i64) -> Timestamp {
     Timestamp::from_second(second).expect("time")
@@ -84,29 +88,36 @@ fn voucher(benefit: Benefit, min_spend: Option<Money>) -> Voucher {
 
 #[test]
 fn event_envelope() {
-    let payload = events::customer_payload(&customer(false));
+    let customer = customer(false);
+    let payload = CustomerEvent::new(&customer);
+    let event = |seq, id, kind, clock_trusted| Event {
+        at: at(1_800_000_000),
+        clock_trusted,
+        id,
+        payload: &payload,
+        seq,
+        kind,
+    };
     assert_eq!(
-        events::event_json(
+        event(
             7,
             "0000000000000000000000000000000a",
             EventType::CustomerEnrolled,
-            at(1_800_000_000),
-            true,
-            &payload
+            true
         )
-        .to_string(),
+        .to_json()
+        .expect("serialise"),
         r#"{"at":"2027-01-15T08:00:00Z","id":"0000000000000000000000000000000a","payload":{"card":null,"customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":null,"tier":null},"seq":7,"type":"customer_enrolled"}"#
     );
     assert_eq!(
-        events::event_json(
+        event(
             18_446_744_073_709_551_615,
             "b",
             EventType::VoucherKey,
-            at(1_800_000_000),
-            false,
-            &payload
+            false
         )
-        .to_string(),
+        .to_json()
+        .expect("serialise"),
         r#"{"at":"2027-01-15T08:00:00Z","clock_trusted":false,"id":"b","payload":{"card":null,"customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":null,"tier":null},"seq":18446744073709551615,"type":"voucher_key"}"#
     );
 }
@@ -126,18 +137,18 @@ fn customer(full: bool) -> Customer {
 #[test]
 fn receipt_payloads() {
     assert_eq!(
-        events::receipt_payload(&sale(), Some("berlin-001-00ff"), 13).to_string(),
+        text(&ReceiptEvent::new(&sale(), Some("berlin-001-00ff"), 13)),
         r#"{"card":"2990000000019","currency":"EUR","customer_id":"berlin-001-00ff","kind":"sale","lane":"3","lines":[{"amount":"4.47","category":"office","name":"Pencil \"HB\"","qty":"3","sku":"4006381333931","unit_price":"1.49"},{"amount":"-9.00","category":null,"name":"Käse","qty":"0.532","sku":"2000000000008","unit_price":null}],"original_receipt_id":null,"points":13,"receipt_id":"R-1","rewards":["0123456789abcdef0123"],"timestamp":"2027-01-15T08:00:00Z","total":"13.47"}"#
     );
     assert_eq!(
-        events::receipt_payload(&ret(), None, -2).to_string(),
+        text(&ReceiptEvent::new(&ret(), None, -2)),
         r#"{"card":null,"currency":"JPY","customer_id":null,"kind":"return","lane":"3","lines":[{"amount":"149","category":null,"name":"Pencil","qty":"1","sku":"4006381333931","unit_price":"149"}],"original_receipt_id":"R-1","points":-2,"receipt_id":"R-1-R","rewards":[],"timestamp":"2027-01-15T08:01:00Z","total":"149"}"#
     );
 }
 
 #[test]
 fn ledger_payloads() {
-    let full = LedgerPayload {
+    let full = LedgerEvent {
         entry: 42,
         customer_id: "berlin-001-00ff",
         kind: EntryKind::Clawback,
@@ -150,10 +161,10 @@ fn ledger_payloads() {
         hash: "ab12",
     };
     assert_eq!(
-        events::ledger_payload(&full).to_string(),
+        text(&full),
         r#"{"cause_receipt_id":"R-1-R","customer_id":"berlin-001-00ff","entry":42,"hash":"ab12","kind":"clawback","points":-7,"reason":"goodwill","receipt_id":"R-1","reference":"ref","vests_at":"2027-01-29T08:00:00Z"}"#
     );
-    let bare = LedgerPayload {
+    let bare = LedgerEvent {
         entry: 1,
         customer_id: "c",
         kind: EntryKind::Earn,
@@ -166,7 +177,7 @@ fn ledger_payloads() {
         hash: "00",
     };
     assert_eq!(
-        events::ledger_payload(&bare).to_string(),
+        text(&bare),
         r#"{"cause_receipt_id":null,"customer_id":"c","entry":1,"hash":"00","kind":"earn","points":13,"reason":null,"receipt_id":null,"reference":null,"vests_at":null}"#
     );
 }
@@ -174,53 +185,63 @@ fn ledger_payloads() {
 #[test]
 fn customer_payloads() {
     assert_eq!(
-        events::customer_payload(&customer(true)).to_string(),
+        text(&CustomerEvent::new(&customer(true))),
         r#"{"card":"2990000000019","customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":"Zoë 😀","tier":"gold"}"#
     );
     assert_eq!(
-        events::customer_payload(&customer(false)).to_string(),
+        text(&CustomerEvent::new(&customer(false))),
         r#"{"card":null,"customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":null,"tier":null}"#
     );
 }
 
 #[test]
 fn voucher_payloads() {
-    let issued = |benefit, min_spend, bound: bool| IssuedVoucher {
-        voucher: voucher(benefit, min_spend),
-        text: "LGV1:TEXT".into(),
-        receipt_id: bound.then(|| "R-1".into()),
-        customer_id: bound.then(|| "berlin-001-00ff".into()),
-        points: if bound { 500 } else { 0 },
+    let issued = |benefit, min_spend, bound: bool, origin| {
+        let issue = Issue {
+            text: "LGV1:TEXT",
+            receipt_id: bound.then_some("R-1"),
+            customer_id: bound.then_some("berlin-001-00ff"),
+            points: if bound { 500 } else { 0 },
+            origin,
+        };
+        text(&VoucherIssuedEvent::new(
+            &voucher(benefit, min_spend),
+            issue,
+        ))
     };
     assert_eq!(
-        issued_payload(
-            &issued(Benefit::AmountOff(Money(500)), Some(Money(2000)), true),
+        issued(
+            Benefit::AmountOff(Money(500)),
+            Some(Money(2000)),
+            true,
             "store"
-        )
-        .to_string(),
+        ),
         r#"{"currency":"EUR","customer_id":"berlin-001-00ff","key_id":"berlin-001-k1","kind":"amount_off","min_spend":"20.00","origin":"store","points":500,"receipt_id":"R-1","text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":"5.00","voucher_id":"0123456789ABCDEF0123"}"#
     );
     assert_eq!(
-        issued_payload(&issued(Benefit::PercentOff(15), None, false), "goodwill").to_string(),
+        issued(Benefit::PercentOff(15), None, false, "goodwill"),
         r#"{"currency":"EUR","customer_id":null,"key_id":"berlin-001-k1","kind":"percent_off","min_spend":null,"origin":"goodwill","points":0,"receipt_id":null,"text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":15,"voucher_id":"0123456789ABCDEF0123"}"#
     );
     assert_eq!(
-        issued_payload(
-            &issued(
-                Benefit::FreeItem {
-                    sku: "4000417025005".into()
-                },
-                None,
-                false
-            ),
+        issued(
+            Benefit::FreeItem {
+                sku: "4000417025005".into()
+            },
+            None,
+            false,
             "crm"
-        )
-        .to_string(),
+        ),
         r#"{"currency":"EUR","customer_id":null,"key_id":"berlin-001-k1","kind":"free_item","min_spend":null,"origin":"crm","points":0,"receipt_id":null,"text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":"4000417025005","voucher_id":"0123456789ABCDEF0123"}"#
     );
     let v = voucher(Benefit::AmountOff(Money(500)), None);
     assert_eq!(
-        redeemed_payload(&v, "3", "R-1", Money(500), at(1_800_000_120)).to_string(),
+        text(&VoucherRedeemedEvent::new(
+            &v,
+            "3",
+            "R-1",
+            Money(500),
+            at(1_800_000_120)
+        )),
         r#"{"currency":"EUR","discount":"5.00","key_id":"berlin-001-k1","lane":"3","receipt_id":"R-1","redeemed_at":"2027-01-15T08:02:00Z","voucher_id":"0123456789ABCDEF0123"}"#
     );
 }
@@ -233,7 +254,30 @@ fn key_payload() {
         public_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".into(),
     };
     assert_eq!(
-        loyalty_protocol::crm::key_announcement_payload(&key).to_string(),
+        text(&VoucherKeyEvent::new(&key)),
         r#"{"algorithm":"ed25519","key_id":"berlin-001-k1","public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}"#
     );
+}
+
+#[test]
+fn quantities_are_exact() {
+    assert_eq!(qty_text(2000), "2");
+    assert_eq!(qty_text(532), "0.532");
+    assert_eq!(qty_text(1500), "1.5");
+}
+
+#[test]
+fn event_types_round_trip() {
+    for kind in [
+        EventType::Receipt,
+        EventType::Ledger,
+        EventType::CustomerEnrolled,
+        EventType::CustomerUpdated,
+        EventType::VoucherIssued,
+        EventType::VoucherRedeemed,
+        EventType::VoucherKey,
+    ] {
+        assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+    }
+    assert_eq!(EventType::parse("nope"), None);
 }
