@@ -679,7 +679,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         ca = pki.ca_file.display()
     );
     let config_text = demo_config(&dir, broker.as_ref().map(|b| b.port), &crm_section);
-    let config = loyalty_daemon::config::parse(&config_text).map_err(|errors| {
+    let built = loyalty_daemon::config::parse_built(&config_text).map_err(|errors| {
         anyhow::anyhow!(
             "demo configuration invalid: {}",
             errors
@@ -689,9 +689,9 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
                 .join("; ")
         )
     })?;
-    let topics = Topics::new(&config.topic_prefix());
+    let topics = Topics::new(&built.raw.topic_prefix());
     let handle = gateway::start(
-        config.clone(),
+        built,
         StartOptions {
             mqtt: broker.is_some(),
         },

@@ -91,3 +91,48 @@ fn config_file_errors_carry_the_cards_key_path() {
         .unwrap_or_else(|| panic!("{errors:#?}"));
     assert_eq!(error.line, Some(5));
 }
+
+#[test]
+fn the_built_layer_holds_what_was_built_at_load() {
+    let text = r#"[store]
+id = "berlin-001"
+timezone = "Europe/Berlin"
+
+[cards]
+prefixes = ["299"]
+
+[rules]
+points_per_unit = 2
+
+[receipt_profiles.simple]
+item_line = '^(?P<name>\S.*?)\s{2,}(?P<amount>-?\d+,\d{2})$'
+total = '^SUMME EUR\s+(?P<total>-?\d+,\d{2})$'
+receipt_id = '^Bon-Nr\.: (?P<receipt_id>\d+)$'
+"#;
+    let built = parse_built(text).expect("valid");
+    assert_eq!(built.raw.store.id, "berlin-001");
+    assert_eq!(
+        built.rules,
+        loyalty_core::rules::EarningRules::from_config(&built.raw.rules, "EUR").expect("rules")
+    );
+    assert!(built.receipt_profiles.contains_key("simple"));
+    assert!(built.cards.is_program_number("2990000000019"));
+    assert!(!built.cards.is_program_number("4006381333931"));
+    // The same configuration assembled in code builds the same way, and so do its errors.
+    let again = Built::new(built.raw.clone()).expect("valid");
+    assert_eq!(again.rules, built.rules);
+    let mut bad = built.raw.clone();
+    bad.cards.prefixes = vec!["299".into(), "99".into()];
+    bad.rules.points_per_unit = -1;
+    let errors = Built::new(bad).expect_err("invalid");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "cards.prefixes[1]" && e.line.is_none()),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.path == "rules.points_per_unit"),
+        "{errors:#?}"
+    );
+}
