@@ -105,7 +105,7 @@ pub fn goodwill_command(
             .into());
         }
     }
-    let keys = settings.trusted_keys(config)?;
+    let keys = settings.trusted_keys_built(built)?;
     let store = Store::open(&config.storage, &config.store.id).context(
         "opening the store's database (stop the gateway first: only one process may open it)",
     )?;

@@ -177,7 +177,7 @@ pub async fn start(
         let settings = crate::vouchers::VoucherSettings::from_built(&built)
             .map_err(|err| anyhow::anyhow!("rewards: {err}"))?;
         let keys = settings
-            .trusted_keys(&config)
+            .trusted_keys_built(&built)
             .map_err(|err| anyhow::anyhow!("rewards.trusted_keys: {err}"))?;
         Vouchers::open(&store, settings, keys)?
     };

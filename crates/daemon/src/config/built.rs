@@ -1,7 +1,7 @@
 //! The second layer of the configuration: everything the daemon builds from the file as written
 //! ([`Config`], the raw layer), built exactly once when the file is loaded and taken from here by
-//! the rest of the daemon: the card matcher, the earning rules, the voucher issuing rules and
-//! the compiled receipt profiles.
+//! the rest of the daemon: the card matcher, the earning rules, the voucher issuing rules, the
+//! trusted voucher keys and the compiled receipt profiles.
 //!
 //! Building *is* the validation of these sections: a problem found while building is reported
 //! like every other configuration error, by key path (and line, when the file's text is known).
@@ -11,10 +11,12 @@
 //! never reads them; they are read when the gateway starts.
 
 use super::{Config, Errors};
+use ed25519_dalek::VerifyingKey;
 use loyalty_core::escpos::ReceiptProfile;
 use loyalty_core::rules::EarningRules;
 use loyalty_core::scan::CardMatcher;
 use loyalty_core::voucher::issue::RewardRules;
+use loyalty_core::voucher::keys::parse_public_key;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -29,6 +31,8 @@ pub struct Built {
     pub rules: EarningRules,
     /// `[rewards]`: when vouchers are issued, and what they give.
     pub reward_rules: RewardRules,
+    /// `[rewards].trusted_keys`: other issuers' public keys, parsed, by key id (in file order).
+    pub trusted_keys: Vec<(String, VerifyingKey)>,
     /// `[receipt_profiles]`: compiled, by name.
     pub receipt_profiles: BTreeMap<String, Arc<ReceiptProfile>>,
 }
@@ -46,9 +50,10 @@ impl Built {
     }
 }
 
-/// Builds every part of `raw`, recording each problem in `errors`. The card matcher and the
-/// earning rules are always built (their problems are reported with the others); the rest only
-/// when no problem was found, since their sections' checks above already name what is wrong.
+/// Builds every part of `raw`, recording each problem in `errors`. The card matcher, the earning
+/// rules and the trusted keys are always built (their problems are reported with the others);
+/// the rest only when no problem was found, since their sections' checks already name what is
+/// wrong.
 pub(super) fn build(raw: Config, errors: &mut Errors) -> Option<Built> {
     let cards = CardMatcher::from_config(&raw.cards).map_err(|err| {
         if err.problems.is_empty() {
@@ -66,6 +71,16 @@ pub(super) fn build(raw: Config, errors: &mut Errors) -> Option<Built> {
             errors.push(format!("rules.{}", problem.key), problem.message);
         }
     });
+    let mut trusted_keys = Vec::new();
+    for (index, key) in raw.rewards.trusted_keys.iter().enumerate() {
+        match parse_public_key(&key.key_id, &key.public_key) {
+            Ok(public) => trusted_keys.push((key.key_id.clone(), public)),
+            Err(err) => errors.push(
+                format!("rewards.trusted_keys[{index}].public_key"),
+                format!("required: a base64 Ed25519 public key ({err})"),
+            ),
+        }
+    }
     let (Ok(cards), Ok(rules)) = (cards, rules) else {
         return None;
     };
@@ -105,6 +120,7 @@ pub(super) fn build(raw: Config, errors: &mut Errors) -> Option<Built> {
         cards,
         rules,
         reward_rules,
+        trusted_keys,
         receipt_profiles,
     })
 }

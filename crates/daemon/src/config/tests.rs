@@ -136,3 +136,19 @@ receipt_id = '^Bon-Nr\.: (?P<receipt_id>\d+)$'
         "{errors:#?}"
     );
 }
+
+#[test]
+fn trusted_keys_are_parsed_once_at_load() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]).verifying_key();
+    let text = format!(
+        "[store]\nid = \"S1\"\n\n[[rewards.trusted_keys]]\nkey_id = \"ho-2026\"\npublic_key = \"{}\"\n",
+        loyalty_core::voucher::keys::public_key_base64(&key)
+    );
+    let built = parse_built(&text).expect("valid");
+    assert_eq!(built.trusted_keys, vec![("ho-2026".to_string(), key)]);
+    let errors =
+        parse_built(&text.replace("public_key = \"", "public_key = \"x")).expect_err("invalid");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].path, "rewards.trusted_keys[0].public_key");
+    assert_eq!(errors[0].line, Some(6));
+}

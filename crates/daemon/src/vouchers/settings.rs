@@ -37,6 +37,8 @@ pub trait VoucherSettingsExt: Sized {
     fn with_key(config: &Config, store_key: Option<StoreKey>) -> Result<Self, SettingsError>;
     /// The trusted keys of the configuration plus the store's own key.
     fn trusted_keys(&self, config: &Config) -> Result<TrustedKeys, SettingsError>;
+    /// The trusted keys of a built configuration (parsed at load) plus the store's own key.
+    fn trusted_keys_built(&self, built: &Built) -> Result<TrustedKeys, SettingsError>;
 }
 
 impl VoucherSettingsExt for VoucherSettings {
@@ -73,6 +75,17 @@ impl VoucherSettingsExt for VoucherSettings {
             trusted.map(|key| (key.key_id.as_str(), key.public_key.as_str())),
             self.store_key.as_ref(),
         )?)
+    }
+
+    fn trusted_keys_built(&self, built: &Built) -> Result<TrustedKeys, SettingsError> {
+        let keys = TrustedKeys::new();
+        for (key_id, key) in &built.trusted_keys {
+            keys.insert(key_id, *key)?;
+        }
+        if let Some(store_key) = &self.store_key {
+            keys.insert(&store_key.key_id, store_key.signing.verifying_key())?;
+        }
+        Ok(keys)
     }
 }
 
