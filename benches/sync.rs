@@ -9,7 +9,8 @@
 use loyalty_core::ledger::EntryKind;
 use loyalty_daemon::config::Config;
 use loyalty_daemon::sync;
-use loyalty_store::events::{self, EventType, LedgerPayload};
+use loyalty_protocol::crm::events::LedgerEvent;
+use loyalty_store::events::{self, EventType};
 use loyalty_store::Store;
 use loyalty_tools::certs::write_local_pki;
 use loyalty_tools::crm_reference::{self, Faults, ReferenceConfig};
@@ -47,7 +48,7 @@ fn main() {
                 for i in 0..n {
                     let entry = base + i + 1;
                     let receipt = format!("R-{:06}", entry / 2);
-                    let payload = events::ledger_payload(&LedgerPayload {
+                    let payload = LedgerEvent {
                         entry,
                         customer_id: &customers[(entry % 500) as usize],
                         kind: EntryKind::Earn,
@@ -58,7 +59,7 @@ fn main() {
                         reason: None,
                         vests_at: None,
                         hash: &hashes[i as usize],
-                    });
+                    };
                     tx.append_event(EventType::Ledger, jiff::Timestamp::now(), &payload)?;
                 }
                 Ok(())

@@ -76,7 +76,10 @@ fn main() -> ExitCode {
     }
     loyalty_daemon::telemetry::init_logging();
     let result = match cli.command {
-        Command::Run(arg) => with_config(&arg.config, loyalty_daemon::gateway::run_daemon),
+        Command::Run(arg) => match config::load_built(&arg.config) {
+            Ok(built) => loyalty_daemon::gateway::run_daemon(built),
+            Err(errors) => Ok(report_config_errors(&arg.config, &errors)),
+        },
         Command::CheckConfig(arg) => match config::load(&arg.config) {
             Ok(_) => {
                 println!("{}: configuration is valid", arg.config.display());

@@ -6,7 +6,7 @@ use loyalty_core::escpos::{Document, DocumentEnd, ParseError};
 use loyalty_core::money::Money;
 use loyalty_core::receipt::{Receipt, ReceiptError, ReceiptKind, ReceiptLine};
 use loyalty_daemon::capture::ReceiptCapture;
-use loyalty_daemon::config::{self, Config};
+use loyalty_daemon::config::{self, Built, Config};
 use std::time::{Duration, Instant};
 
 fn config() -> Config {
@@ -23,7 +23,7 @@ fn config() -> Config {
 
 fn capture() -> ReceiptCapture {
     let config = config();
-    ReceiptCapture::for_proxy(&config.printer_proxy[0], &config).expect("capture")
+    ReceiptCapture::for_proxy(&config.printer_proxy[0], &built(&config)).expect("capture")
 }
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -281,7 +281,8 @@ fn a_return_marker_must_name_the_original() {
         .get_mut("example")
         .expect("example profile");
     profile.return_marker = Some("^RÜCKGABE(?: zu Bon-Nr\\. (?P<original>\\d+))?".into());
-    let capture = ReceiptCapture::for_proxy(&config.printer_proxy[0], &config).expect("capture");
+    let capture =
+        ReceiptCapture::for_proxy(&config.printer_proxy[0], &built(&config)).expect("capture");
     let at: jiff::Timestamp = "2026-12-01T12:00:00Z".parse().expect("time");
     let lines = [
         "Bon-Nr.: 1",
@@ -348,12 +349,17 @@ fn capture_setup_names_the_device_and_profile() {
     let config = config();
     let mut device = config.serial[1].clone();
     device.profile = Some("nope".into());
-    let err = ReceiptCapture::for_serial(&device, &config).expect_err("unknown profile");
+    let err = ReceiptCapture::for_serial(&device, &built(&config)).expect_err("unknown profile");
     assert_eq!(
         err.to_string(),
         "lane3-printer: receipt profile 'nope' is not defined in [receipt_profiles]"
     );
-    let capture = ReceiptCapture::for_serial(&config.serial[1], &config).expect("capture");
+    let capture = ReceiptCapture::for_serial(&config.serial[1], &built(&config)).expect("capture");
     assert_eq!(capture.lane, "3");
     assert_eq!(capture.idle_gap, Duration::from_millis(2000));
+}
+
+/// The configuration as the gateway runs it (its receipt profiles built).
+fn built(config: &Config) -> Built {
+    Built::new(config.clone()).unwrap_or_else(|errors| panic!("{errors:#?}"))
 }

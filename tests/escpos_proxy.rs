@@ -4,7 +4,7 @@
 
 use loyalty_core::money::Money;
 use loyalty_daemon::capture::ReceiptCapture;
-use loyalty_daemon::config::{self, Config, PrinterProxyConfig};
+use loyalty_daemon::config::{self, Built, Config, PrinterProxyConfig};
 use loyalty_daemon::input::{Input, Origin};
 use loyalty_daemon::printer_proxy;
 use std::time::Duration;
@@ -59,7 +59,7 @@ async fn start(printer: String, idle_gap_ms: u64, max_connections: usize) -> Pro
         max_connections,
         ..config.printer_proxy[0].clone()
     };
-    let capture = ReceiptCapture::for_proxy(&cfg, &config).expect("capture");
+    let capture = ReceiptCapture::for_proxy(&cfg, &built(&config)).expect("capture");
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(printer_proxy::run(cfg, capture, tx, shutdown.clone()));
@@ -251,4 +251,9 @@ async fn connections_beyond_the_limit_are_reset() {
     assert_eq!(one, *b"B");
     drop((first, second, at_printer));
     proxy.stop().await;
+}
+
+/// The configuration as the gateway runs it (its receipt profiles built).
+fn built(config: &Config) -> Built {
+    Built::new(config.clone()).unwrap_or_else(|errors| panic!("{errors:#?}"))
 }

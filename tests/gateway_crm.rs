@@ -67,7 +67,7 @@ async fn crm_revocations_and_rules_reach_the_lanes_and_every_event_reaches_the_c
     .expect("reference CRM");
     let key = dir.path().join("signing.key");
     loyalty_daemon::vouchers::keyfile::generate(&key).expect("key");
-    let config = loyalty_daemon::config::parse(&format!(
+    let config = loyalty_daemon::config::parse_built(&format!(
         r#"[store]
 id = "{STORE}"
 timezone = "Europe/Berlin"

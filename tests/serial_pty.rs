@@ -5,7 +5,7 @@
 
 use loyalty_core::money::Money;
 use loyalty_daemon::capture::ReceiptCapture;
-use loyalty_daemon::config::{self, Config, SerialConfig, SerialKind};
+use loyalty_daemon::config::{self, Built, Config, SerialConfig, SerialKind};
 use loyalty_daemon::input::{Input, Origin};
 use loyalty_daemon::serial;
 use std::os::fd::AsRawFd;
@@ -228,7 +228,7 @@ async fn escpos_tap_passes_everything_through_and_captures_receipts() {
         idle_gap_ms: 1500,
         ..SerialConfig::default()
     };
-    let capture = ReceiptCapture::for_serial(&cfg, &config).expect("capture");
+    let capture = ReceiptCapture::for_serial(&cfg, &built(&config)).expect("capture");
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(serial::run(cfg, Some(capture), tx, shutdown.clone()));
@@ -338,4 +338,9 @@ async fn a_tap_without_capture_is_refused_before_opening_anything() {
         .expect_err("refused");
     assert!(err.to_string().contains("needs a receipt capture"), "{err}");
     assert!(rx.try_recv().is_err());
+}
+
+/// The configuration as the gateway runs it (its receipt profiles built).
+fn built(config: &Config) -> Built {
+    Built::new(config.clone()).unwrap_or_else(|errors| panic!("{errors:#?}"))
 }

@@ -16,16 +16,6 @@ const LONG_FILES_FOR_NOW: &[(&str, &str)] = &[
     ("crates/tools/src/loadgen.rs", "tools"),
 ];
 
-/// Files allowed to break the `json!` and topic rules for now. Empty this list; do not grow it.
-const WIRE_RULES_FOR_NOW: &[&str] = &[
-    "crates/daemon/src/http.rs",
-    "crates/store/src/events.rs",
-    "crates/store/src/vouchers/issue.rs",
-    "crates/store/src/vouchers/redeem.rs",
-    "crates/tools/src/demo.rs",
-    "crates/tools/src/loadgen.rs",
-];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -162,9 +152,7 @@ fn the_core_protocol_and_store_do_not_use_tokio() {
 
 #[test]
 fn only_the_protocol_crate_writes_json_by_hand() {
-    let offenders = mentions("json!", |f| {
-        crate_of(f) == "protocol" || WIRE_RULES_FOR_NOW.contains(&f)
-    });
+    let offenders = mentions("json!", |f| crate_of(f) == "protocol");
     fail_if_any(
         "`json!` outside crates/protocol",
         &offenders,
@@ -182,7 +170,6 @@ fn only_mqtt_knows_topic_names() {
             rust_files()
                 .into_iter()
                 .filter(|f| !is_test_file(f) && !f.starts_with("crates/daemon/src/mqtt"))
-                .filter(|f| !WIRE_RULES_FOR_NOW.contains(&f.as_str()))
                 .filter(move |f| {
                     let code = shipped_code(&read(f));
                     code.contains(&quoted) || code.contains(&inner)

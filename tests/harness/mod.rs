@@ -61,7 +61,7 @@ impl Mosquitto {
 /// A till (or several lanes) talking MQTT to the gateway, with rumqttc.
 pub struct Till {
     pub client: rumqttc::AsyncClient,
-    pub prefix: String,
+    pub topics: loyalty_daemon::mqtt::Topics,
     responses: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
     _poller: tokio::task::JoinHandle<()>,
 }
@@ -99,7 +99,7 @@ impl Till {
         });
         client
             .subscribe(
-                format!("{prefix}/lane/+/response"),
+                loyalty_daemon::mqtt::Topics::new(prefix).responses(),
                 rumqttc::QoS::AtLeastOnce,
             )
             .await
@@ -110,7 +110,7 @@ impl Till {
             .expect("suback");
         Till {
             client,
-            prefix: prefix.to_string(),
+            topics: loyalty_daemon::mqtt::Topics::new(prefix),
             responses,
             _poller: poller,
         }
@@ -119,7 +119,7 @@ impl Till {
     pub async fn scan(&self, lane: &str, data: &str) {
         self.client
             .publish(
-                format!("{}/lane/{lane}/scan", self.prefix),
+                self.topics.scan(lane),
                 rumqttc::QoS::AtLeastOnce,
                 false,
                 data.as_bytes().to_vec(),
@@ -131,7 +131,7 @@ impl Till {
     pub async fn receipt(&self, lane: &str, json: &serde_json::Value) {
         self.client
             .publish(
-                format!("{}/lane/{lane}/receipt", self.prefix),
+                self.topics.receipt(lane),
                 rumqttc::QoS::AtLeastOnce,
                 false,
                 serde_json::to_vec(json).expect("json"),
@@ -143,7 +143,7 @@ impl Till {
     pub async fn receipt_bytes(&self, lane: &str, bytes: &[u8]) {
         self.client
             .publish(
-                format!("{}/lane/{lane}/receipt", self.prefix),
+                self.topics.receipt(lane),
                 rumqttc::QoS::AtLeastOnce,
                 false,
                 bytes.to_vec(),
@@ -303,7 +303,7 @@ pub async fn wait_online(port: u16, prefix: &str) {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
     client
         .subscribe(
-            format!("{prefix}/gateway/status"),
+            loyalty_daemon::mqtt::Topics::new(prefix).status(),
             rumqttc::QoS::AtLeastOnce,
         )
         .await

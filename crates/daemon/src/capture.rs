@@ -1,8 +1,8 @@
 //! Everything an edge (serial tap, printer proxy) needs to turn one printer stream into
-//! receipts, built once from the configuration: the lane, the default code page, the idle gap
-//! and the compiled profile. Pure.
+//! receipts, built from the configuration: the lane, the default code page, the idle gap and
+//! the profile (compiled once, at load, by `config::Built`, and shared). Pure.
 
-use crate::config::{Config, PrinterProxyConfig, SerialConfig};
+use crate::config::{Built, PrinterProxyConfig, SerialConfig};
 use loyalty_core::escpos::CodePage;
 use loyalty_core::escpos::{Assembler, Document};
 use loyalty_core::escpos::{ParseContext, ParseError, ProfileError, ReceiptProfile};
@@ -73,7 +73,7 @@ impl ReceiptCapture {
     /// The capture of a `kind = "escpos"` serial device.
     pub fn for_serial(
         device: &SerialConfig,
-        config: &Config,
+        config: &Built,
     ) -> Result<ReceiptCapture, CaptureSetupError> {
         Self::build(
             &device.name,
@@ -88,7 +88,7 @@ impl ReceiptCapture {
     /// The capture of a network printer proxy.
     pub fn for_proxy(
         proxy: &PrinterProxyConfig,
-        config: &Config,
+        config: &Built,
     ) -> Result<ReceiptCapture, CaptureSetupError> {
         Self::build(
             &proxy.name,
@@ -106,28 +106,31 @@ impl ReceiptCapture {
         profile: Option<&str>,
         code_page: &str,
         idle_gap_ms: u64,
-        config: &Config,
+        config: &Built,
     ) -> Result<ReceiptCapture, CaptureSetupError> {
         let unknown = || CaptureSetupError::UnknownProfile {
             device: device.to_string(),
             profile: profile.unwrap_or("").to_string(),
         };
         let name = profile.ok_or_else(unknown)?;
-        let profile_config = config.receipt_profiles.get(name).ok_or_else(unknown)?;
-        let profile = ReceiptProfile::from_config(name, profile_config)?;
+        let profile = config
+            .receipt_profiles
+            .get(name)
+            .ok_or_else(unknown)?
+            .clone();
         let code_page =
             CodePage::from_name(code_page).ok_or_else(|| CaptureSetupError::UnknownCodePage {
                 device: device.to_string(),
                 code_page: code_page.to_string(),
             })?;
-        Ok(ReceiptCapture::new(
-            lane.to_string(),
+        Ok(ReceiptCapture {
+            lane: lane.to_string(),
             code_page,
-            Duration::from_millis(idle_gap_ms),
+            idle_gap: Duration::from_millis(idle_gap_ms),
+            currency: config.raw.store.currency.clone(),
+            time_zone: config.raw.store.time_zone(),
             profile,
-            config.store.currency.clone(),
-            config.store.time_zone(),
-        ))
+        })
     }
 
     /// A fresh assembler for one stream (one per serial tap, one per till connection).

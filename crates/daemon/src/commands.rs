@@ -2,7 +2,7 @@
 //! `seed-test-customers` and `voucher goodwill`. Each opens the store itself (sled holds an
 //! exclusive lock, so the daemon must be stopped) and prints what it did.
 
-use crate::config::Config;
+use crate::config::{Built, Config};
 use crate::vouchers::VoucherSettingsExt;
 use jiff::Timestamp;
 use loyalty_core::money::Money;
@@ -83,13 +83,14 @@ pub fn seed_test_customers_command(
 /// `loyalty-gateway voucher goodwill`: opens the store (the daemon must not be running: sled
 /// holds an exclusive lock), issues the voucher, returns it.
 pub fn goodwill_command(
-    config: &Config,
+    built: &Built,
     value: &str,
     customer_id: Option<&str>,
     days: Option<u32>,
 ) -> anyhow::Result<IssuedVoucher> {
     use anyhow::Context;
-    let settings = VoucherSettings::from_config(config)?;
+    let config = &built.raw;
+    let settings = VoucherSettings::from_built(built)?;
     if settings.store_key.is_none() {
         return Err(IssueError::NoSigningKey.into());
     }
@@ -104,7 +105,7 @@ pub fn goodwill_command(
             .into());
         }
     }
-    let keys = settings.trusted_keys(config)?;
+    let keys = settings.trusted_keys_built(built)?;
     let store = Store::open(&config.storage, &config.store.id).context(
         "opening the store's database (stop the gateway first: only one process may open it)",
     )?;

@@ -22,7 +22,7 @@ use receipt::*;
 use scan::*;
 
 use crate::blocking::blocking;
-use crate::config::Config;
+use crate::config::{Built, Config};
 use crate::input::{Handled, Input, Origin};
 use crate::mqtt::BrokerState;
 use crate::systemd::Heartbeat;
@@ -188,24 +188,26 @@ struct Shared {
 pub const STALL_RECEIPT_ENV: &str = "LOYALTY_FAULT_STALL_RECEIPT";
 
 /// Opens the store and starts the gateway's tasks; they stop when `shutdown` is cancelled.
+/// Takes the configuration as built at load: its card matcher, earning rules, voucher rules and
+/// receipt profiles are used as they are, never built again.
 pub async fn start(
-    config: Config,
+    built: Built,
     options: StartOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<GatewayHandle> {
+    let built = Arc::new(built);
+    let config = built.raw.clone();
     let store = {
         let storage = config.storage.clone();
         let store_id = config.store.id.clone();
         tokio::task::spawn_blocking(move || Store::open(&storage, &store_id)).await??
     };
-    let rules =
-        loyalty_core::rules::EarningRules::from_config(&config.rules, &config.store.currency)
-            .map_err(|err| anyhow::anyhow!("rules: {err}"))?;
+    let rules = built.rules.clone();
     let vouchers = {
-        let settings = crate::vouchers::VoucherSettings::from_config(&config)
+        let settings = crate::vouchers::VoucherSettings::from_built(&built)
             .map_err(|err| anyhow::anyhow!("rewards: {err}"))?;
         let keys = settings
-            .trusted_keys(&config)
+            .trusted_keys_built(&built)
             .map_err(|err| anyhow::anyhow!("rewards.trusted_keys: {err}"))?;
         Vouchers::open(&store, settings, keys)?
     };
@@ -217,8 +219,9 @@ pub async fn start(
             tracing::info!("announced this store's voucher key to the CRM");
         }
     }
-    let cards = CardMatcher::from_config(&config.cards)
-        .map_err(|err| anyhow::anyhow!("cards: {err}"))?
+    let cards = built
+        .cards
+        .clone()
         .with_voucher_prefix(loyalty_core::voucher::QR_PREFIX);
     let rules = Arc::new(RwLock::new(Arc::new(RulesPolicy::new(
         rules,
@@ -307,21 +310,21 @@ pub async fn start(
     }
 
     if !config.serial.is_empty() {
-        let config = config.clone();
+        let built = built.clone();
         let inputs = input_tx.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(err) = crate::serial::run_all(&config, inputs, shutdown).await {
+            if let Err(err) = crate::serial::run_all(&built, inputs, shutdown).await {
                 tracing::error!(error = %err, "serial devices stopped");
             }
         });
     }
     if !config.printer_proxy.is_empty() {
-        let config = config.clone();
+        let built = built.clone();
         let inputs = input_tx.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(err) = crate::printer_proxy::run_all(&config, inputs, shutdown).await {
+            if let Err(err) = crate::printer_proxy::run_all(&built, inputs, shutdown).await {
                 tracing::error!(error = %err, "printer proxies stopped");
             }
         });

@@ -25,6 +25,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use loyalty_protocol::local_api::{ErrorAnswer, HealthAnswer};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,117 +87,10 @@ impl ImageFormat {
     }
 }
 
-/// One part of the gateway (storage, broker).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ComponentHealth {
-    /// True when the part works (or is disabled by configuration: say so in `detail`).
-    pub ok: bool,
-    /// One line for the operator.
-    pub detail: String,
-}
-
-/// One configured serial device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeviceHealth {
-    /// Configured name.
-    pub name: String,
-    /// True while open and reading.
-    pub up: bool,
-    /// The path opened, or the last error.
-    pub detail: String,
-}
-
-/// CRM sync.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SyncHealth {
-    /// True when disabled, or when the lag is within what the gateway considers normal.
-    pub ok: bool,
-    /// Whether sync is configured at all.
-    pub enabled: bool,
-    /// Events not yet acknowledged by the CRM.
-    pub outbox_depth: u64,
-    /// Age in seconds of the oldest unacknowledged event (`None` when the outbox is empty).
-    pub lag_seconds: Option<u64>,
-    /// The last error, if the last attempt failed.
-    pub last_error: Option<String>,
-}
-
-/// The wall clock (see `clock`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClockHealth {
-    /// True when the wall clock is trusted.
-    pub ok: bool,
-    /// Why not, or "trusted".
-    pub detail: String,
-}
-
-/// Everything `GET /health` reports. The answer is 200 when every part is ok, else 503.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HealthReport {
-    /// The embedded database.
-    pub storage: ComponentHealth,
-    /// The store's MQTT broker.
-    pub broker: ComponentHealth,
-    /// Each configured serial device.
-    pub devices: Vec<DeviceHealth>,
-    /// CRM sync.
-    pub sync: SyncHealth,
-    /// The wall clock.
-    pub clock: ClockHealth,
-}
-
-impl HealthReport {
-    /// True when every part is ok.
-    pub fn healthy(&self) -> bool {
-        self.storage.ok
-            && self.broker.ok
-            && self.devices.iter().all(|device| device.up)
-            && self.sync.ok
-            && self.clock.ok
-    }
-}
-
-/// A customer as shown to staff.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CustomerView {
-    /// Customer id.
-    pub customer_id: String,
-    /// The card looked up.
-    pub card: String,
-    /// Display name, if known.
-    pub name: Option<String>,
-    /// Tier, if any.
-    pub tier: Option<String>,
-    /// Spendable points.
-    pub balance: i64,
-    /// Points earned but not yet vested.
-    pub pending: i64,
-    /// Most recent purchases first.
-    pub recent_purchases: Vec<PurchaseView>,
-}
-
-/// One purchase in a [`CustomerView`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PurchaseView {
-    /// Receipt id.
-    pub receipt_id: String,
-    /// When (RFC 3339).
-    #[serde(serialize_with = "serialize_display")]
-    pub at: jiff::Timestamp,
-    /// Lane id.
-    pub lane: String,
-    /// Total as a decimal string (`Money::format` with the currency's decimals).
-    pub total: String,
-    /// Points earned (negative for a return).
-    pub points: i64,
-}
-
-fn serialize_display<S: serde::Serializer>(
-    value: &jiff::Timestamp,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
-}
+pub use loyalty_protocol::local_api::{
+    ClockHealth, ComponentHealth, CustomerView, DeviceHealth, HealthReport, PurchaseView,
+    SyncHealth,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The server
@@ -407,21 +301,7 @@ async fn health(state: &Arc<State>) -> Answer {
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            #[derive(Serialize)]
-            struct Body<'a> {
-                status: &'static str,
-                #[serde(flatten)]
-                report: &'a HealthReport,
-            }
-            let body = Body {
-                status: if report.healthy() {
-                    "healthy"
-                } else {
-                    "degraded"
-                },
-                report: &report,
-            };
-            json(status, &body)
+            json(status, &HealthAnswer::new(&report))
         }
         Err(err) => {
             tracing::error!(error = %err, "local API: health check panicked");
@@ -537,5 +417,5 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Answer {
 }
 
 fn json_error(status: StatusCode, message: &str) -> Answer {
-    json(status, &serde_json::json!({ "error": message }))
+    json(status, &ErrorAnswer { error: message })
 }

@@ -90,6 +90,22 @@ impl Topics {
         format!("{}/lane/{lane}/response", self.prefix)
     }
 
+    /// Every lane's answers (`{prefix}/lane/+/response`): what a till, or a tool playing the
+    /// tills, subscribes to.
+    pub fn responses(&self) -> String {
+        self.response("+")
+    }
+
+    /// The lane an answer topic is for: `Some("3")` for `{prefix}/lane/3/response`, `None` for
+    /// any other topic.
+    pub fn response_lane<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let lane = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/lane/")?
+            .strip_suffix("/response")?;
+        (!lane.is_empty() && !lane.contains('/')).then_some(lane)
+    }
+
     /// The retained gateway status topic.
     pub fn status(&self) -> String {
         format!("{}/gateway/status", self.prefix)
@@ -523,5 +539,13 @@ mod tests {
         assert_eq!(topics.classify("loyalty/other/lane/3/scan"), None);
         assert_eq!(topics.classify("loyalty/berlin-001/lane//scan"), None);
         assert_eq!(topics.status(), "loyalty/berlin-001/gateway/status");
+        assert_eq!(topics.responses(), "loyalty/berlin-001/lane/+/response");
+        assert_eq!(topics.response_lane(&topics.response("7")), Some("7"));
+        assert_eq!(topics.response_lane("loyalty/berlin-001/lane/7/scan"), None);
+        assert_eq!(topics.response_lane("loyalty/other/lane/7/response"), None);
+        assert_eq!(
+            topics.response_lane("loyalty/berlin-001/lane//response"),
+            None
+        );
     }
 }

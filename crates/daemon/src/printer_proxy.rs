@@ -15,7 +15,7 @@
 
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
-use crate::config::{Config, PrinterProxyConfig};
+use crate::config::{Built, PrinterProxyConfig};
 use crate::input::{Input, Origin};
 use loyalty_core::escpos::Document;
 use std::sync::{Arc, Mutex};
@@ -51,12 +51,12 @@ pub enum ProxySetupError {
 /// Runs every `[[printer_proxy]]` of `config` until `shutdown`. Fails before starting anything
 /// if a capture cannot be built.
 pub async fn run_all(
-    config: &Config,
+    config: &Built,
     tx: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) -> Result<(), ProxySetupError> {
     let mut proxies = Vec::new();
-    for proxy in &config.printer_proxy {
+    for proxy in &config.raw.printer_proxy {
         let capture = ReceiptCapture::for_proxy(proxy, config).map_err(|source| {
             ProxySetupError::Capture {
                 proxy: proxy.name.clone(),

@@ -22,7 +22,7 @@
 
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
-use crate::config::{Config, SerialConfig, SerialKind};
+use crate::config::{Built, SerialConfig, SerialKind};
 use crate::input::{Input, Origin};
 use loyalty_core::escpos::Document;
 use serialport::{DataBits, FlowControl, Parity, StopBits, TTYPort};
@@ -66,12 +66,12 @@ pub enum SerialSetupError {
 /// Runs every `[[serial]]` device of `config` until `shutdown`; returns when all readers have
 /// stopped. Fails before starting anything if a tap's capture cannot be built.
 pub async fn run_all(
-    config: &Config,
+    config: &Built,
     tx: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) -> Result<(), SerialSetupError> {
     let mut devices = Vec::new();
-    for device in &config.serial {
+    for device in &config.raw.serial {
         let capture = match device.kind {
             SerialKind::Scanner => None,
             SerialKind::Escpos => Some(ReceiptCapture::for_serial(device, config).map_err(

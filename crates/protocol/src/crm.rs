@@ -2,7 +2,10 @@
 //! `POST /v1/stores/{store_id}/events` and `GET /v1/stores/{store_id}/changes`. `docs/openapi.yaml`
 //! describes exactly these types; a test checks payloads produced here against it.
 //!
-//! Domain types carry no `Serialize`; conversions happen in `sync` at the edge.
+//! The outbox events the gateway uploads, and their payloads, are in [`events`]. Domain types
+//! carry no `Serialize`; conversions happen here or in `sync` at the edge.
+
+pub mod events;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -140,14 +143,4 @@ pub struct ErrorBody {
     pub code: String,
     /// What went wrong.
     pub message: String,
-}
-
-/// The payload of a `voucher_key` event (`{"key_id", "algorithm", "public_key"}`): a store's
-/// public voucher key announced to the CRM.
-pub fn key_announcement_payload(key: &loyalty_core::voucher::KeyAnnouncement) -> serde_json::Value {
-    serde_json::json!({
-        "key_id": key.key_id,
-        "algorithm": key.algorithm,
-        "public_key": key.public_key,
-    })
 }

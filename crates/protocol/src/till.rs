@@ -326,18 +326,135 @@ impl Response {
     }
 }
 
+/// A receipt as a till sends it on `{prefix}/lane/{lane}/receipt` (the request side of SPEC
+/// 2.3), for the tools and tests that play a till; [`parse_receipt`] reads it. Fields are in
+/// alphabetical order, the order the tools have always sent (and the demo shows); absent
+/// optional fields are omitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReceiptMessage {
+    /// Loyalty card the till already knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<String>,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// `sale` or `return`.
+    pub kind: &'static str,
+    /// The lane (must match the topic's).
+    pub lane: String,
+    /// Item lines.
+    pub lines: Vec<LineMessage>,
+    /// For a return: the sale returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_receipt_id: Option<String>,
+    /// Unique per store.
+    pub receipt_id: String,
+    /// Voucher ids the till applied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewards: Vec<String>,
+    /// RFC 3339 time.
+    pub timestamp: String,
+    /// Total, decimal text.
+    pub total: String,
+}
+
+/// One line of a [`ReceiptMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineMessage {
+    /// Line amount, decimal text.
+    pub amount: String,
+    /// Merchandise category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Quantity.
+    pub qty: Qty,
+    /// Article number.
+    pub sku: String,
+    /// Unit price, decimal text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<String>,
+}
+
+/// A line quantity: whole pieces (a JSON number) or exact decimal text (`"0.532"` kg).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Qty {
+    /// Whole pieces.
+    Pieces(i64),
+    /// Decimal text.
+    Decimal(String),
+}
+
+impl ReceiptMessage {
+    /// A sale of `lines` on `lane` at `timestamp` (RFC 3339), in `currency`, totalling `total`.
+    pub fn sale(
+        receipt_id: &str,
+        lane: &str,
+        timestamp: &str,
+        currency: &str,
+        total: &str,
+        lines: Vec<LineMessage>,
+    ) -> Self {
+        ReceiptMessage {
+            card: None,
+            currency: currency.to_string(),
+            kind: "sale",
+            lane: lane.to_string(),
+            lines,
+            original_receipt_id: None,
+            receipt_id: receipt_id.to_string(),
+            rewards: Vec::new(),
+            timestamp: timestamp.to_string(),
+            total: total.to_string(),
+        }
+    }
+
+    /// This receipt as a return of the sale `original_receipt_id`.
+    pub fn returning(mut self, original_receipt_id: &str) -> Self {
+        self.kind = "return";
+        self.original_receipt_id = Some(original_receipt_id.to_string());
+        self
+    }
+
+    /// The JSON bytes a till publishes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Plain strings and numbers: serialising cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl LineMessage {
+    /// `qty` pieces of `sku` for `amount`.
+    pub fn new(sku: &str, name: &str, qty: Qty, amount: &str) -> Self {
+        LineMessage {
+            amount: amount.to_string(),
+            category: None,
+            name: name.to_string(),
+            qty,
+            sku: sku.to_string(),
+            unit_price: None,
+        }
+    }
+}
+
+/// A scan sent as JSON on `{prefix}/lane/{lane}/scan` (the till may also send the raw scanned
+/// text; see [`scan_payload`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanMessage {
+    /// The scanned text.
+    pub data: String,
+    /// The scanner's AIM symbology identifier (`]E0`), if it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbology: Option<String>,
+}
+
 /// Parses a scan message: either the raw scanned text, or JSON `{"data": "...", "symbology": "..."}`.
 /// Returns the bytes to decode (with an AIM prefix reconstructed from `symbology` when given as
 /// one, e.g. `"]E0"`).
 pub fn scan_payload(payload: &[u8]) -> Vec<u8> {
-    #[derive(Deserialize)]
-    struct ScanJson {
-        data: String,
-        #[serde(default)]
-        symbology: Option<String>,
-    }
     if payload.first() == Some(&b'{') {
-        if let Ok(json) = serde_json::from_slice::<ScanJson>(payload) {
+        if let Ok(json) = serde_json::from_slice::<ScanMessage>(payload) {
             let mut out = Vec::new();
             if let Some(symbology) = json
                 .symbology
@@ -431,5 +548,60 @@ mod tests {
         assert_eq!(value["lane"], "3");
         assert_eq!(value["receipt_id"], "R-1");
         assert_eq!(value["code"], "invalid_receipt");
+    }
+
+    #[test]
+    fn receipt_messages_keep_their_bytes_and_parse() {
+        let mut line = LineMessage::new("4000417025005", "Coffee", Qty::Pieces(2), "17.98");
+        line.category = Some("food".into());
+        let mut sale = ReceiptMessage::sale(
+            "D-2001",
+            "2",
+            "2027-01-15T08:00:00Z",
+            "EUR",
+            "17.98",
+            vec![line],
+        );
+        sale.card = Some("2990000000019".into());
+        assert_eq!(
+            String::from_utf8(sale.to_json()).expect("utf-8"),
+            r#"{"card":"2990000000019","currency":"EUR","kind":"sale","lane":"2","lines":[{"amount":"17.98","category":"food","name":"Coffee","qty":2,"sku":"4000417025005"}],"receipt_id":"D-2001","timestamp":"2027-01-15T08:00:00Z","total":"17.98"}"#
+        );
+        let mut weighed = LineMessage::new("2", "Cheese", Qty::Decimal("0.532".into()), "9.00");
+        weighed.unit_price = Some("16.92".into());
+        let mut ret = ReceiptMessage::sale(
+            "D-2001-R",
+            "2",
+            "2027-01-15T08:00:00Z",
+            "EUR",
+            "9.00",
+            vec![weighed],
+        )
+        .returning("D-2001");
+        ret.rewards = vec!["0123456789ABCDEF0123".into()];
+        assert_eq!(
+            String::from_utf8(ret.to_json()).expect("utf-8"),
+            r#"{"currency":"EUR","kind":"return","lane":"2","lines":[{"amount":"9.00","name":"Cheese","qty":"0.532","sku":"2","unit_price":"16.92"}],"original_receipt_id":"D-2001","receipt_id":"D-2001-R","rewards":["0123456789ABCDEF0123"],"timestamp":"2027-01-15T08:00:00Z","total":"9.00"}"#
+        );
+        let parsed = parse_receipt(&ret.to_json(), "2", 2).expect("parses");
+        assert_eq!(parsed.lines[0].qty_milli, 532);
+        assert_eq!(
+            parsed.kind,
+            ReceiptKind::Return {
+                original_receipt_id: "D-2001".into()
+            }
+        );
+        assert!(parse_receipt(&sale.to_json(), "2", 2).is_ok());
+    }
+
+    #[test]
+    fn scan_messages_round_trip() {
+        let scan = ScanMessage {
+            data: "2990000000019".into(),
+            symbology: Some("]E0".into()),
+        };
+        let json = serde_json::to_vec(&scan).expect("json");
+        assert_eq!(json, br#"{"data":"2990000000019","symbology":"]E0"}"#);
+        assert_eq!(scan_payload(&json), b"]E02990000000019");
     }
 }

@@ -4,6 +4,7 @@
 //! redeemed and issued. A refusal is decided before anything is written.
 
 use super::*;
+use loyalty_protocol::crm::events::{CustomerEvent, ReceiptEvent};
 
 pub(crate) fn outcome_from(receipt_id: &str, rec: &OutcomeRec, duplicate: bool) -> ReceiptOutcome {
     ReceiptOutcome {
@@ -112,7 +113,7 @@ pub(crate) fn enrol_in_tx(
     tx.append_event(
         EventType::CustomerEnrolled,
         now,
-        &events::customer_payload(&rec.to_customer()),
+        &CustomerEvent::new(&rec.to_customer()),
     )?;
     Ok(rec)
 }
@@ -307,7 +308,7 @@ pub(crate) fn apply_sale(
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
-        &events::receipt_payload(receipt, rec.customer_id.as_deref(), points),
+        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), points),
     )?;
     Ok(outcome_from(&receipt.id, &outcome, false))
 }
@@ -389,7 +390,7 @@ pub(crate) fn apply_return(
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
-        &events::receipt_payload(receipt, rec.customer_id.as_deref(), outcome.earned),
+        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), outcome.earned),
     )?;
     Ok(Ok(outcome_from(&receipt.id, &outcome, false)))
 }

@@ -2,6 +2,7 @@
 //! erasure.
 
 use super::*;
+use loyalty_protocol::crm::events::CustomerEvent;
 
 impl Store {
     /// The customer with this id.
@@ -53,7 +54,7 @@ impl Store {
             tx.append_event(
                 EventType::CustomerEnrolled,
                 at,
-                &events::customer_payload(&customer),
+                &CustomerEvent::new(&customer),
             )?;
             Ok(customer)
         })

@@ -61,7 +61,7 @@ pub mod vouchers;
 mod settings;
 use batch::{BatchAnswer, Combiner};
 use durability::GroupCommit;
-use events::{EventIds, EventType, LedgerPayload};
+use events::{EventIds, EventType};
 use jiff::Timestamp;
 use loyalty_core::customer::{check_id, Customer};
 use loyalty_core::ledger::{self, Balance, Confirmed, Earning, EarningPolicy, Entry, EntryKind};

@@ -4,6 +4,7 @@
 //! gapless outbox seq) atomically with its own writes.
 
 use super::*;
+use loyalty_protocol::crm::events::{Event, LedgerEvent};
 
 /// A new ledger entry, for [`Tx::ledger_entry`].
 #[derive(Debug, Clone)]
@@ -67,7 +68,7 @@ impl<'a> Tx<'a> {
         &self,
         kind: EventType,
         at: Timestamp,
-        payload: &serde_json::Value,
+        payload: &impl serde::Serialize,
     ) -> TxResult<u64> {
         let next = self.get_u64(meta_key::NEXT_SEQ)?.max(1);
         self.tree(META)
@@ -75,9 +76,18 @@ impl<'a> Tx<'a> {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
         let id = self.ids.nth(n);
-        let json = events::event_json(next, &id, kind, at, self.clock_trusted.get(), payload);
+        let event = Event {
+            seq: next,
+            id: &id,
+            kind,
+            at,
+            clock_trusted: self.clock_trusted.get(),
+            payload,
+        };
         let mut value = at.as_second().to_be_bytes().to_vec();
-        value.extend_from_slice(json.to_string().as_bytes());
+        event
+            .write_to(&mut value)
+            .map_err(|e| tx_corrupt(e.to_string()))?;
         self.tree(OUTBOX).insert(&u64_be(next)[..], value)?;
         Ok(next)
     }
@@ -158,7 +168,7 @@ impl<'a> Tx<'a> {
         key.extend_from_slice(&u64_be(index));
         self.tree(CUSTOMER_JOURNAL).insert(key, &[][..])?;
         let hash_hex = events::hex(&hash);
-        let payload = events::ledger_payload(&LedgerPayload {
+        let payload = LedgerEvent {
             entry: index,
             customer_id: new.customer_id,
             kind: new.kind,
@@ -169,7 +179,7 @@ impl<'a> Tx<'a> {
             reason: new.reason,
             vests_at: new.vests_at,
             hash: &hash_hex,
-        });
+        };
         let event_seq = self.append_event(EventType::Ledger, new.at, &payload)?;
         debug_assert_eq!(event_seq, seq);
         let entry = Entry {

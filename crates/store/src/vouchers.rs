@@ -34,15 +34,17 @@ use loyalty_core::voucher::{
     TrustedKeys, Verdict, Voucher, VoucherId,
 };
 use loyalty_core::voucher::{RedeemOn, VoucherSettings};
+use loyalty_protocol::crm::events::{
+    Issue, VoucherIssuedEvent, VoucherKeyEvent, VoucherRedeemedEvent,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 mod issue;
 mod redeem;
 use issue::issued_from;
-pub use issue::{issued_payload, IssueError};
+pub use issue::IssueError;
 pub(crate) use redeem::ReceiptVoucherStep;
-pub use redeem::{redeemed_payload, CommitOutcome, ReceiptVouchers, Redemption};
+pub use redeem::{CommitOutcome, ReceiptVouchers, Redemption};
 
 pub(crate) const ISSUED: &str = "vouchers/issued";
 pub(crate) const STATE: &str = "vouchers/state";
@@ -249,11 +251,8 @@ impl Vouchers {
         let Some(key) = &self.settings.store_key else {
             return Ok(false);
         };
-        let announcement = loyalty_protocol::crm::key_announcement_payload(&key.announcement());
-        let key_id = announcement["key_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let announcement = key.announcement();
+        let key_id = announcement.key_id.clone();
         if self.meta.get(ANNOUNCED_KEY)?.as_deref() == Some(key_id.as_bytes()) {
             return Ok(false);
         }
@@ -262,7 +261,11 @@ impl Vouchers {
             if tx.extra(0).get(ANNOUNCED_KEY)?.as_deref() == Some(key_id.as_bytes()) {
                 return Ok(false);
             }
-            tx.append_event(EventType::VoucherKey, now, &announcement)?;
+            tx.append_event(
+                EventType::VoucherKey,
+                now,
+                &VoucherKeyEvent::new(&announcement),
+            )?;
             tx.extra(0).insert(ANNOUNCED_KEY, key_id.as_bytes())?;
             Ok(true)
         })

@@ -11,7 +11,9 @@ pub mod pty;
 use crate::loadgen::{self, Peer, Percentiles};
 use loyalty_daemon::gateway::{self, GatewayHandle, StartOptions};
 use loyalty_daemon::input::{Input, Origin};
-use serde_json::{json, Value};
+use loyalty_daemon::mqtt::Topics;
+use loyalty_protocol::till::{LineMessage, Qty, ReceiptMessage};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -81,8 +83,9 @@ fn show_answer(answer: &Value) {
             let bytes = voucher["escpos_base64"]
                 .as_str()
                 .map_or(0, |b| b.len() * 3 / 4);
-            voucher["escpos_base64"] = json!(format!("<{bytes} bytes of ESC/POS for the printer>"));
-            voucher["text"] = json!("<the QR text>");
+            voucher["escpos_base64"] =
+                Value::String(format!("<{bytes} bytes of ESC/POS for the printer>"));
+            voucher["text"] = Value::String("<the QR text>".into());
         }
     }
     println!("    ← {shown}");
@@ -90,7 +93,7 @@ fn show_answer(answer: &Value) {
 
 /// A lane as the demo drives it: over MQTT through the broker, or straight into the gateway.
 enum Lanes {
-    Mqtt(Peer, String),
+    Mqtt(Peer, Topics),
     InProcess(Box<GatewayHandle>),
 }
 
@@ -106,8 +109,12 @@ impl Lanes {
         let started = Instant::now();
         let mut answers = Vec::new();
         match self {
-            Lanes::Mqtt(peer, prefix) => {
-                let topic = format!("{prefix}/lane/{lane}/{kind}");
+            Lanes::Mqtt(peer, topics) => {
+                let topic = if kind == "scan" {
+                    topics.scan(lane)
+                } else {
+                    topics.receipt(lane)
+                };
                 if peer
                     .client
                     .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
@@ -119,9 +126,7 @@ impl Lanes {
                 while answers.len() < count {
                     match tokio::time::timeout(Duration::from_secs(10), peer.incoming.recv()).await
                     {
-                        Ok(Some((topic, bytes)))
-                            if topic.ends_with(&format!("/lane/{lane}/response")) =>
-                        {
+                        Ok(Some((topic, bytes))) if topics.response_lane(&topic) == Some(lane) => {
                             answers.push(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
                         }
                         Ok(Some(_)) => {}
@@ -161,22 +166,20 @@ fn receipt_json(
     lane: &str,
     lines: &[(&str, &str, i64, &str, &str)],
     card: Option<&str>,
-) -> Value {
+) -> ReceiptMessage {
     let mut total = loyalty_core::money::Money::ZERO;
-    let lines: Vec<Value> = lines
+    let lines: Vec<LineMessage> = lines
         .iter()
         .map(|(sku, name, qty, amount, category)| {
             total = total + loyalty_core::money::Money::parse(amount, 2).unwrap_or_default();
-            json!({"sku": sku, "name": name, "qty": qty, "amount": amount, "category": category})
+            let mut line = LineMessage::new(sku, name, Qty::Pieces(*qty), amount);
+            line.category = Some(category.to_string());
+            line
         })
         .collect();
-    let mut receipt = json!({
-        "receipt_id": id, "lane": lane, "timestamp": jiff::Timestamp::now().to_string(),
-        "kind": "sale", "currency": "EUR", "total": total.format(2), "lines": lines,
-    });
-    if let Some(card) = card {
-        receipt["card"] = json!(card);
-    }
+    let now = jiff::Timestamp::now().to_string();
+    let mut receipt = ReceiptMessage::sale(id, lane, &now, "EUR", &total.format(2), lines);
+    receipt.card = card.map(str::to_string);
     receipt
 }
 
@@ -273,9 +276,14 @@ impl Recorder {
         self.step(lanes, lane, "scan", text.to_vec(), answers).await
     }
 
-    async fn receipt(&mut self, lanes: &mut Lanes, lane: &str, receipt: &Value) -> Vec<Value> {
-        let payload = serde_json::to_vec(receipt).unwrap_or_default();
-        self.step(lanes, lane, "receipt", payload, 1).await
+    async fn receipt(
+        &mut self,
+        lanes: &mut Lanes,
+        lane: &str,
+        receipt: &ReceiptMessage,
+    ) -> Vec<Value> {
+        self.step(lanes, lane, "receipt", receipt.to_json(), 1)
+            .await
     }
 
     async fn step(
@@ -417,7 +425,7 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
             &[("4000417025005", "Coffee", 1, "8.99", "food")],
             None,
         );
-        receipt["rewards"] = json!([id]);
+        receipt.rewards = vec![id.to_string()];
         recorder.receipt(lanes, "1", &receipt).await;
         say("Lane 2: someone tries the same voucher again");
         recorder
@@ -440,9 +448,13 @@ async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
 
     say("Lane 2: a return: the customer brings the coffee back");
     explain("Points are clawed back in proportion to what was returned, never more than earned.");
-    let ret = json!({"receipt_id": "D-2001-R", "lane": "2", "timestamp": jiff::Timestamp::now().to_string(),
-        "kind": "return", "original_receipt_id": "D-2001", "currency": "EUR", "total": "17.98",
-        "lines": [{"sku": "4000417025005", "name": "Coffee", "qty": 2, "amount": "17.98", "category": "food"}]});
+    let ret = receipt_json(
+        "D-2001-R",
+        "2",
+        &[("4000417025005", "Coffee", 2, "17.98", "food")],
+        None,
+    )
+    .returning("D-2001");
     recorder.receipt(lanes, "2", &ret).await;
 
     say("Bad input gets a clear error answer, never silence");
@@ -578,14 +590,7 @@ async fn keep_trading(lanes: &mut Lanes, recorder: &mut Recorder, stop: &Cancell
             ],
             None,
         );
-        let (answers, elapsed) = lanes
-            .send(
-                &lane,
-                "receipt",
-                serde_json::to_vec(&receipt).unwrap_or_default(),
-                1,
-            )
-            .await;
+        let (answers, elapsed) = lanes.send(&lane, "receipt", receipt.to_json(), 1).await;
         if !answers.is_empty() {
             recorder.latencies.push(elapsed);
         }
@@ -674,7 +679,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         ca = pki.ca_file.display()
     );
     let config_text = demo_config(&dir, broker.as_ref().map(|b| b.port), &crm_section);
-    let config = loyalty_daemon::config::parse(&config_text).map_err(|errors| {
+    let built = loyalty_daemon::config::parse_built(&config_text).map_err(|errors| {
         anyhow::anyhow!(
             "demo configuration invalid: {}",
             errors
@@ -684,16 +689,19 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
                 .join("; ")
         )
     })?;
-    let prefix = config.topic_prefix();
+    let topics = Topics::new(&built.raw.topic_prefix());
     let handle = gateway::start(
-        config.clone(),
+        built,
         StartOptions {
             mqtt: broker.is_some(),
         },
         shutdown.clone(),
     )
     .await?;
-    explain("Store data in sled with group commit + fsync; answers on loyalty/demo-store/lane/N/response.");
+    explain(&format!(
+        "Store data in sled with group commit + fsync; answers on {}.",
+        topics.response("N")
+    ));
     explain(&format!(
         "Lane 5's receipt printer is tapped inline on a serial line: {} (till) -> gateway -> {} (printer).",
         till_side.link.display(),
@@ -709,10 +717,10 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
                 "127.0.0.1",
                 broker.port,
                 "demo-tills",
-                &[format!("{prefix}/lane/+/response")],
+                &[topics.responses()],
             )
             .await?;
-            Lanes::Mqtt(peer, prefix.clone())
+            Lanes::Mqtt(peer, topics.clone())
         }
         None => Lanes::InProcess(Box::new(handle.clone())),
     };

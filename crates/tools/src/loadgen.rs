@@ -10,6 +10,8 @@
 //! measured during the run too: a 4 KiB write and `fdatasync` every ~10 ms on that file system,
 //! the least a durable answer costs there (a receipt is durable before its answer).
 
+use loyalty_daemon::mqtt::Topics;
+use loyalty_protocol::till::{LineMessage, Qty, ReceiptMessage};
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -303,16 +305,15 @@ fn lane_card(prefix: &str, lane_number: u64, serial: u64) -> String {
 /// Scans `card` at `lane` as an EAN-13 barcode (AIM `]E0`) and waits for the answer.
 async fn scan_card(
     connection: &mut Peer,
-    prefix: &str,
+    topics: &Topics,
     lane: &str,
     card: &str,
     timeout: Duration,
     result: &mut LaneResult,
 ) -> anyhow::Result<Option<serde_json::Value>> {
-    let topic = format!("{prefix}/lane/{lane}/scan");
     request(
         connection,
-        topic,
+        topics.scan(lane),
         format!("]E0{card}").into_bytes(),
         timeout,
         result,
@@ -325,13 +326,13 @@ async fn scan_card(
 async fn prepare_lane(
     host: &str,
     port: u16,
-    prefix: &str,
+    topics: &Topics,
     lane: &str,
     lane_number: u64,
     args: &LoadgenArgs,
     run_id: &str,
 ) -> anyhow::Result<Peer> {
-    let response_topic = format!("{prefix}/lane/{lane}/response");
+    let response_topic = topics.response(lane);
     let mut connection = connect_peer(
         host,
         port,
@@ -346,7 +347,7 @@ async fn prepare_lane(
             let card = lane_card(&args.card_prefix, lane_number, serial);
             scan_card(
                 &mut connection,
-                prefix,
+                topics,
                 lane,
                 &card,
                 timeout,
@@ -362,7 +363,7 @@ async fn prepare_lane(
 async fn run_lane(
     host: String,
     port: u16,
-    prefix: String,
+    topics: Topics,
     lane: String,
     args: LoadgenArgs,
     run_id: String,
@@ -370,7 +371,7 @@ async fn run_lane(
 ) -> anyhow::Result<LaneResult> {
     let timeout = Duration::from_secs(args.answer_timeout_secs);
     let lane_number: u64 = lane.trim_start_matches('L').parse().unwrap_or(0);
-    let ready = prepare_lane(&host, port, &prefix, &lane, lane_number, &args, &run_id).await;
+    let ready = prepare_lane(&host, port, &topics, &lane, lane_number, &args, &run_id).await;
     // Every lane reaches the start, ready or not (a lane that failed must not hold up the rest).
     start.wait().await;
     let mut connection = ready?;
@@ -385,11 +386,11 @@ async fn run_lane(
         let cycle_started = Instant::now();
         cycle += 1;
         let card = lane_card(&args.card_prefix, lane_number, cycle);
-        scan_card(&mut connection, &prefix, &lane, &card, timeout, &mut result).await?;
+        scan_card(&mut connection, &topics, &lane, &card, timeout, &mut result).await?;
         if cycle % 100 < args.voucher_percent as u64 {
             request(
                 &mut connection,
-                format!("{prefix}/lane/{lane}/scan"),
+                topics.scan(&lane),
                 b"LGV1:NOT-A-REAL-VOUCHER".to_vec(),
                 timeout,
                 &mut result,
@@ -397,33 +398,43 @@ async fn run_lane(
             .await?;
         }
         let receipt_id = format!("LG-{run_id}-{lane}-{cycle}");
-        let receipt = serde_json::json!({
-            "receipt_id": receipt_id, "lane": lane, "timestamp": jiff::Timestamp::now().to_string(),
-            "kind": "sale", "currency": "EUR", "total": "13.47",
-            "lines": [
-                {"sku": "4006381333931", "name": "Pencil", "qty": 3, "unit_price": "1.49", "amount": "4.47"},
-                {"sku": "4000417025005", "name": "Coffee", "qty": 1, "unit_price": "9.00", "amount": "9.00"}
-            ]
-        });
+        let line = |sku: &str, name: &str, qty: i64, unit_price: &str, amount: &str| LineMessage {
+            unit_price: Some(unit_price.to_string()),
+            ..LineMessage::new(sku, name, Qty::Pieces(qty), amount)
+        };
+        let receipt = ReceiptMessage::sale(
+            &receipt_id,
+            &lane,
+            &jiff::Timestamp::now().to_string(),
+            "EUR",
+            "13.47",
+            vec![
+                line("4006381333931", "Pencil", 3, "1.49", "4.47"),
+                line("4000417025005", "Coffee", 1, "9.00", "9.00"),
+            ],
+        );
         request(
             &mut connection,
-            format!("{prefix}/lane/{lane}/receipt"),
-            serde_json::to_vec(&receipt)?,
+            topics.receipt(&lane),
+            receipt.to_json(),
             timeout,
             &mut result,
         )
         .await?;
         if cycle % 100 < args.return_percent as u64 {
-            let ret = serde_json::json!({
-                "receipt_id": format!("{receipt_id}-R"), "lane": lane,
-                "timestamp": jiff::Timestamp::now().to_string(), "kind": "return",
-                "original_receipt_id": receipt_id, "currency": "EUR", "total": "1.49",
-                "lines": [{"sku": "4006381333931", "name": "Pencil", "qty": 1, "unit_price": "1.49", "amount": "1.49"}]
-            });
+            let ret = ReceiptMessage::sale(
+                &format!("{receipt_id}-R"),
+                &lane,
+                &jiff::Timestamp::now().to_string(),
+                "EUR",
+                "1.49",
+                vec![line("4006381333931", "Pencil", 1, "1.49", "1.49")],
+            )
+            .returning(&receipt_id);
             request(
                 &mut connection,
-                format!("{prefix}/lane/{lane}/receipt"),
-                serde_json::to_vec(&ret)?,
+                topics.receipt(&lane),
+                ret.to_json(),
                 timeout,
                 &mut result,
             )
@@ -611,7 +622,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadSummary> {
         tasks.push(tokio::spawn(run_lane(
             host.clone(),
             port,
-            args.prefix.clone(),
+            Topics::new(&args.prefix),
             format!("L{}", lane + 1),
             args.clone(),
             run_id.clone(),

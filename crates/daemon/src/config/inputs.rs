@@ -299,17 +299,6 @@ impl Section for ReceiptProfileConfig {
     }
 }
 
-impl Section for CardsConfig {
-    /// Validation is the build of the matcher (`scan::CardMatcher::from_config`).
-    fn validate(&self, path: &str, _config: &Config, errors: &mut Errors) {
-        if let Err(err) = loyalty_core::scan::CardMatcher::from_config(self) {
-            for problem in err.problems {
-                errors.push(format!("{path}.{}", problem.key), problem.message);
-            }
-        }
-    }
-}
-
 /// Lane session windows, and which lanes the gateway serves.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]

@@ -1,12 +1,16 @@
-//! Configuration: the TOML file of SPEC 2.2, parsed into typed sections with defaults.
+//! Configuration: the TOML file of SPEC 2.2, in two layers. The raw layer, [`Config`], is the
+//! file as written: typed sections with defaults, each in its own file below `config/`,
+//! checking itself through [`Section::validate`]. The built layer, [`Built`], adds everything
+//! built from it (card matcher, earning rules, voucher issuing rules, receipt profiles), built
+//! exactly once, at load, by the same code that validates those sections.
 //!
-//! Owns loading, the collection of *every* error (unknown keys, wrong types, invalid values) with
-//! its key path and line, and the top-level [`Config`]. Each section's struct lives in its own
-//! file below `config/` and validates itself through [`Section::validate`].
+//! Owns loading and the collection of *every* error (unknown keys, wrong types, invalid values,
+//! problems found while building) with its key path and line.
 //!
-//! Invariant: a `Config` returned by [`parse`] passed every validation; the rest of the crate
-//! never re-checks configuration.
+//! Invariant: a `Config` returned by [`parse`] and a [`Built`] passed every validation; the rest
+//! of the crate never re-checks configuration, and never builds these parts again.
 
+mod built;
 mod crm;
 mod http;
 mod inputs;
@@ -16,6 +20,7 @@ mod rules;
 mod storage;
 mod store;
 
+pub use built::Built;
 pub use crm::CrmConfig;
 pub use http::HttpConfig;
 pub use inputs::{
@@ -122,6 +127,11 @@ pub trait Section {
 
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    load_built(path).map(|built| built.raw)
+}
+
+/// Reads, validates and builds a configuration file (what the daemon runs with).
+pub fn load_built(path: &Path) -> Result<Built, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         vec![ConfigError {
             path: String::new(),
@@ -132,7 +142,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             ),
         }]
     })?;
-    parse(&text)
+    parse_built(&text)
 }
 
 /// The largest number of type errors reported from one file before giving up.
@@ -140,6 +150,11 @@ const MAX_TYPE_ERRORS: usize = 64;
 
 /// Parses and validates configuration text, collecting every error.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    parse_built(text).map(|built| built.raw)
+}
+
+/// Parses, validates and builds configuration text, collecting every error.
+pub fn parse_built(text: &str) -> Result<Built, Vec<ConfigError>> {
     let document: toml_edit::ImDocument<&str> = match toml_edit::ImDocument::parse(text) {
         Ok(doc) => doc,
         Err(err) => {
@@ -204,15 +219,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     };
     let mut semantic = Errors::default();
     config.validate_all(&mut semantic);
+    let built = built::build(config, &mut semantic);
     for mut error in semantic.list {
         let segments = parse_path(&error.path);
         error.line = line_of_path(&document, text, &segments);
         errors.push(error);
     }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(sorted(errors))
+    match built {
+        Some(built) if errors.is_empty() => Ok(built),
+        _ => Err(sorted(errors)),
     }
 }
 
@@ -230,9 +245,8 @@ impl Config {
         for (name, profile) in &self.receipt_profiles {
             profile.validate(&format!("receipt_profiles.{name}"), self, errors);
         }
-        self.cards.validate("cards", self, errors);
+        // `[cards]` and `[rules]` are checked by building them (`built::build`).
         self.lanes.validate("lanes", self, errors);
-        self.rules.validate("rules", self, errors);
         self.rewards.validate("rewards", self, errors);
         self.crm.validate("crm", self, errors);
         self.http.validate("http", self, errors);

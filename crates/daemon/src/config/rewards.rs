@@ -113,14 +113,7 @@ impl Section for RewardsConfig {
                 format!("{at}.key_id"),
                 "duplicate key id",
             );
-            if let Err(err) =
-                loyalty_core::voucher::keys::parse_public_key(&key.key_id, &key.public_key)
-            {
-                errors.push(
-                    format!("{at}.public_key"),
-                    format!("required: a base64 Ed25519 public key ({err})"),
-                );
-            }
+            // `public_key` is checked by parsing it, once, in `built::build`.
         }
         errors.check(
             (10..=86_400).contains(&self.reservation_timeout_secs),

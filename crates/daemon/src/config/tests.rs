@@ -126,3 +126,64 @@ lane = "7"
     }
     assert!(!paths.contains(&"lanes.names[1]"), "{errors:#?}");
 }
+
+#[test]
+fn the_built_layer_holds_what_was_built_at_load() {
+    let text = r#"[store]
+id = "berlin-001"
+timezone = "Europe/Berlin"
+
+[cards]
+prefixes = ["299"]
+
+[rules]
+points_per_unit = 2
+
+[receipt_profiles.simple]
+item_line = '^(?P<name>\S.*?)\s{2,}(?P<amount>-?\d+,\d{2})$'
+total = '^SUMME EUR\s+(?P<total>-?\d+,\d{2})$'
+receipt_id = '^Bon-Nr\.: (?P<receipt_id>\d+)$'
+"#;
+    let built = parse_built(text).expect("valid");
+    assert_eq!(built.raw.store.id, "berlin-001");
+    assert_eq!(
+        built.rules,
+        loyalty_core::rules::EarningRules::from_config(&built.raw.rules, "EUR").expect("rules")
+    );
+    assert!(built.receipt_profiles.contains_key("simple"));
+    assert!(built.cards.is_program_number("2990000000019"));
+    assert!(!built.cards.is_program_number("4006381333931"));
+    // The same configuration assembled in code builds the same way, and so do its errors.
+    let again = Built::new(built.raw.clone()).expect("valid");
+    assert_eq!(again.rules, built.rules);
+    let mut bad = built.raw.clone();
+    bad.cards.prefixes = vec!["299".into(), "99".into()];
+    bad.rules.points_per_unit = -1;
+    let errors = Built::new(bad).expect_err("invalid");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "cards.prefixes[1]" && e.line.is_none()),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.path == "rules.points_per_unit"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn trusted_keys_are_parsed_once_at_load() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]).verifying_key();
+    let text = format!(
+        "[store]\nid = \"S1\"\n\n[[rewards.trusted_keys]]\nkey_id = \"ho-2026\"\npublic_key = \"{}\"\n",
+        loyalty_core::voucher::keys::public_key_base64(&key)
+    );
+    let built = parse_built(&text).expect("valid");
+    assert_eq!(built.trusted_keys, vec![("ho-2026".to_string(), key)]);
+    let errors =
+        parse_built(&text.replace("public_key = \"", "public_key = \"x")).expect_err("invalid");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].path, "rewards.trusted_keys[0].public_key");
+    assert_eq!(errors[0].line, Some(6));
+}

@@ -6,7 +6,7 @@ use super::*;
 /// `loyalty-gateway run`: the daemon, until SIGTERM or SIGINT. Tells systemd READY once
 /// storage, configuration and inputs are up, and pings its watchdog only while the main loop
 /// turns and storage works.
-pub fn run_daemon(config: Config) -> anyhow::Result<ExitCode> {
+pub fn run_daemon(config: Built) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // Storage calls (one per lane at a time) run on blocking threads; more than this many
         // at once only queue. Keeps the thread count well inside the unit's `TasksMax=64`

@@ -56,8 +56,8 @@ pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> 
             png,
             escpos,
         } => {
-            let config = match crate::config::load(&config) {
-                Ok(config) => config,
+            let built = match crate::config::load_built(&config) {
+                Ok(built) => built,
                 Err(errors) => {
                     eprintln!(
                         "{}: {} configuration error(s):",
@@ -71,11 +71,11 @@ pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> 
                 }
             };
             let issued =
-                crate::commands::goodwill_command(&config, &value, customer.as_deref(), days)?;
+                crate::commands::goodwill_command(&built, &value, customer.as_deref(), days)?;
             println!("{}", issued.text);
             println!("voucher {} issued", issued.voucher.id);
             print!("{}", crate::render::terminal(&issued.text, true)?);
-            let tz = config.store.time_zone();
+            let tz = built.raw.store.time_zone();
             if let Some(path) = png {
                 std::fs::write(&path, crate::render::png(&issued.text, 8)?)
                     .with_context(|| format!("writing {}", path.display()))?;

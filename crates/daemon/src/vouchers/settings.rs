@@ -2,7 +2,7 @@
 //! store's signing key (read from its file: shell side), trusted keys, issuing rules, the
 //! reservation timeout and when a redemption is committed.
 
-use crate::config::Config;
+use crate::config::{Built, Config};
 use crate::vouchers::keyfile::{self, KeyFileError};
 use loyalty_core::money::Money;
 use loyalty_core::voucher::issue::{RewardRules, RuleError};
@@ -30,10 +30,15 @@ pub enum SettingsError {
 pub trait VoucherSettingsExt: Sized {
     /// Builds the settings of `[store]` and `[rewards]`, reading the signing key file.
     fn from_config(config: &Config) -> Result<Self, SettingsError>;
+    /// The settings of a built configuration (its issuing rules as built at load), reading the
+    /// signing key file.
+    fn from_built(built: &Built) -> Result<Self, SettingsError>;
     /// Builds the settings with a given store key (tests, or no key file).
     fn with_key(config: &Config, store_key: Option<StoreKey>) -> Result<Self, SettingsError>;
     /// The trusted keys of the configuration plus the store's own key.
     fn trusted_keys(&self, config: &Config) -> Result<TrustedKeys, SettingsError>;
+    /// The trusted keys of a built configuration (parsed at load) plus the store's own key.
+    fn trusted_keys_built(&self, built: &Built) -> Result<TrustedKeys, SettingsError>;
 }
 
 impl VoucherSettingsExt for VoucherSettings {
@@ -43,35 +48,24 @@ impl VoucherSettingsExt for VoucherSettings {
         Self::with_key(config, store_key)
     }
 
+    fn from_built(built: &Built) -> Result<VoucherSettings, SettingsError> {
+        let store_key = keyfile::load_store_key(&built.raw)?;
+        with_rules(&built.raw, built.reward_rules.clone(), store_key)
+    }
+
     /// Builds the settings with a given store key (tests, or no key file).
     fn with_key(
         config: &Config,
         store_key: Option<StoreKey>,
     ) -> Result<VoucherSettings, SettingsError> {
-        let currency = config.store.currency.clone();
-        let decimals = loyalty_core::money::currency_decimals(&currency);
         let rewards = &config.rewards;
-        Ok(VoucherSettings {
-            rules: RewardRules::from_config(
-                &rewards.rules,
-                rewards.max_vouchers_per_receipt,
-                rewards.bind_earned_vouchers,
-                &currency,
-            )?,
-            time_zone: config.store.time_zone(),
-            store_key,
-            reservation_timeout: jiff::SignedDuration::from_secs(
-                rewards.reservation_timeout_secs.min(86_400) as i64,
-            ),
-            redeem_on: if rewards.redeem_on == "next_receipt" {
-                RedeemOn::NextReceipt
-            } else {
-                RedeemOn::Named
-            },
-            goodwill_max: Money::parse(&rewards.goodwill_max_value, decimals)?,
-            goodwill_days: rewards.goodwill_validity_days,
-            currency,
-        })
+        let rules = RewardRules::from_config(
+            &rewards.rules,
+            rewards.max_vouchers_per_receipt,
+            rewards.bind_earned_vouchers,
+            &config.store.currency,
+        )?;
+        with_rules(config, rules, store_key)
     }
 
     /// The trusted keys of the configuration plus the store's own key.
@@ -82,4 +76,42 @@ impl VoucherSettingsExt for VoucherSettings {
             self.store_key.as_ref(),
         )?)
     }
+
+    fn trusted_keys_built(&self, built: &Built) -> Result<TrustedKeys, SettingsError> {
+        let keys = TrustedKeys::new();
+        for (key_id, key) in &built.trusted_keys {
+            keys.insert(key_id, *key)?;
+        }
+        if let Some(store_key) = &self.store_key {
+            keys.insert(&store_key.key_id, store_key.signing.verifying_key())?;
+        }
+        Ok(keys)
+    }
+}
+
+/// The settings of `[store]` and `[rewards]` around issuing rules already built.
+fn with_rules(
+    config: &Config,
+    rules: RewardRules,
+    store_key: Option<StoreKey>,
+) -> Result<VoucherSettings, SettingsError> {
+    let currency = config.store.currency.clone();
+    let decimals = loyalty_core::money::currency_decimals(&currency);
+    let rewards = &config.rewards;
+    Ok(VoucherSettings {
+        rules,
+        time_zone: config.store.time_zone(),
+        store_key,
+        reservation_timeout: jiff::SignedDuration::from_secs(
+            rewards.reservation_timeout_secs.min(86_400) as i64,
+        ),
+        redeem_on: if rewards.redeem_on == "next_receipt" {
+            RedeemOn::NextReceipt
+        } else {
+            RedeemOn::Named
+        },
+        goodwill_max: Money::parse(&rewards.goodwill_max_value, decimals)?,
+        goodwill_days: rewards.goodwill_validity_days,
+        currency,
+    })
 }

@@ -32,32 +32,6 @@ pub enum IssueError {
     Random(String),
 }
 
-/// Payload of a `voucher_issued` event.
-pub fn issued_payload(issued: &IssuedVoucher, origin: &str) -> serde_json::Value {
-    let v = &issued.voucher;
-    let decimals = loyalty_core::money::currency_decimals(&v.currency);
-    let (kind, value) = match &v.benefit {
-        Benefit::AmountOff(amount) => ("amount_off", json!(amount.format(decimals))),
-        Benefit::PercentOff(percent) => ("percent_off", json!(percent)),
-        Benefit::FreeItem { sku } => ("free_item", json!(sku)),
-    };
-    json!({
-        "voucher_id": v.id.to_string(),
-        "key_id": v.key_id,
-        "origin": origin,
-        "kind": kind,
-        "value": value,
-        "currency": v.currency,
-        "min_spend": v.min_spend.map(|m| m.format(decimals)),
-        "valid_from": v.valid_from.to_string(),
-        "valid_until": v.valid_until.to_string(),
-        "customer_id": issued.customer_id,
-        "receipt_id": issued.receipt_id,
-        "points": issued.points,
-        "text": issued.text,
-    })
-}
-
 impl Vouchers {
     /// After a sale receipt for `customer_id`: issues the vouchers the customer's available
     /// balance earns under `rewards.rules`, converting their points, recording the vouchers
@@ -207,7 +181,16 @@ impl Vouchers {
         tx.append_event(
             EventType::VoucherIssued,
             now,
-            &issued_payload(issued, origin),
+            &VoucherIssuedEvent::new(
+                &issued.voucher,
+                Issue {
+                    text: &issued.text,
+                    receipt_id: issued.receipt_id.as_deref(),
+                    customer_id: issued.customer_id.as_deref(),
+                    points: issued.points,
+                    origin,
+                },
+            ),
         )?;
         Ok(())
     }

@@ -87,26 +87,6 @@ impl ReceiptVoucherStep {
     }
 }
 
-/// Payload of a `voucher_redeemed` event.
-pub fn redeemed_payload(
-    voucher: &Voucher,
-    lane: &str,
-    receipt_id: &str,
-    discount: Money,
-    at: Timestamp,
-) -> serde_json::Value {
-    let decimals = loyalty_core::money::currency_decimals(&voucher.currency);
-    json!({
-        "voucher_id": voucher.id.to_string(),
-        "key_id": voucher.key_id,
-        "lane": lane,
-        "receipt_id": receipt_id,
-        "discount": discount.format(decimals),
-        "currency": voucher.currency,
-        "redeemed_at": at.to_string(),
-    })
-}
-
 impl Vouchers {
     /// A receipt from a lane: redeems, durably and exactly once, the vouchers it names in
     /// `rewards` (and, with `redeem_on = "next_receipt"`, those its lane holds reserved).
@@ -277,7 +257,7 @@ impl Vouchers {
         tx.append_event(
             EventType::VoucherRedeemed,
             now,
-            &redeemed_payload(&signed.voucher, &receipt.lane, &receipt.id, discount, now),
+            &VoucherRedeemedEvent::new(&signed.voucher, &receipt.lane, &receipt.id, discount, now),
         )?;
         Ok(Ok(Redemption {
             voucher_id: *id,

@@ -1,0 +1,283 @@
+//! Pins the exact bytes of every CRM outbox payload for fixed inputs (field order, number
+//! formatting, nulls and omitted fields). The expected texts were taken from the payloads as the
+//! store built them with `serde_json::json!` before they moved here: they must never change.
+
+use super::*;
+use jiff::Timestamp;
+use loyalty_core::customer::{Customer, CustomerOrigin};
+use loyalty_core::ledger::EntryKind;
+use loyalty_core::money::Money;
+use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLine};
+use loyalty_core::voucher::{Benefit, KeyAnnouncement, Voucher, VoucherId};
+
+fn text<T: Serialize>(payload: &T) -> String {
+    serde_json::to_string(payload).expect("serialise")
+}
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(second).expect("time")
+}
+
+fn sale() -> Receipt {
+    Receipt {
+        id: "R-1".into(),
+        lane: "3".into(),
+        timestamp: at(1_800_000_000),
+        kind: ReceiptKind::Sale,
+        currency: "EUR".into(),
+        total: Money(1347),
+        card: Some("2990000000019".into()),
+        rewards: vec!["0123456789abcdef0123".into()],
+        lines: vec![
+            ReceiptLine {
+                sku: "4006381333931".into(),
+                name: "Pencil \"HB\"".into(),
+                qty_milli: 3000,
+                unit_price: Some(Money(149)),
+                amount: Money(447),
+                category: Some("office".into()),
+            },
+            ReceiptLine {
+                sku: "2000000000008".into(),
+                name: "Käse".into(),
+                qty_milli: 532,
+                unit_price: None,
+                amount: Money(-900),
+                category: None,
+            },
+        ],
+    }
+}
+
+fn ret() -> Receipt {
+    Receipt {
+        id: "R-1-R".into(),
+        lane: "3".into(),
+        timestamp: at(1_800_000_060),
+        kind: ReceiptKind::Return {
+            original_receipt_id: "R-1".into(),
+        },
+        currency: "JPY".into(),
+        total: Money(149),
+        card: None,
+        rewards: Vec::new(),
+        lines: vec![ReceiptLine {
+            sku: "4006381333931".into(),
+            name: "Pencil".into(),
+            qty_milli: 1000,
+            unit_price: Some(Money(149)),
+            amount: Money(149),
+            category: None,
+        }],
+    }
+}
+
+fn voucher(benefit: Benefit, min_spend: Option<Money>) -> Voucher {
+    Voucher {
+        id: VoucherId([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23]),
+        key_id: "berlin-001-k1".into(),
+        currency: "EUR".into(),
+        benefit,
+        valid_from: at(1_800_000_000),
+        valid_until: at(1_802_592_000),
+        valid_from_issue: true,
+        min_spend,
+        customer: None,
+    }
+}
+
+#[test]
+fn event_envelope() {
+    let customer = customer(false);
+    let payload = CustomerEvent::new(&customer);
+    let event = |seq, id, kind, clock_trusted| Event {
+        at: at(1_800_000_000),
+        clock_trusted,
+        id,
+        payload: &payload,
+        seq,
+        kind,
+    };
+    assert_eq!(
+        event(
+            7,
+            "0000000000000000000000000000000a",
+            EventType::CustomerEnrolled,
+            true
+        )
+        .to_json()
+        .expect("serialise"),
+        r#"{"at":"2027-01-15T08:00:00Z","id":"0000000000000000000000000000000a","payload":{"card":null,"customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":null,"tier":null},"seq":7,"type":"customer_enrolled"}"#
+    );
+    assert_eq!(
+        event(
+            18_446_744_073_709_551_615,
+            "b",
+            EventType::VoucherKey,
+            false
+        )
+        .to_json()
+        .expect("serialise"),
+        r#"{"at":"2027-01-15T08:00:00Z","clock_trusted":false,"id":"b","payload":{"card":null,"customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":null,"tier":null},"seq":18446744073709551615,"type":"voucher_key"}"#
+    );
+}
+
+fn customer(full: bool) -> Customer {
+    Customer {
+        id: "berlin-001-00ff".into(),
+        card: full.then(|| "2990000000019".into()),
+        name: full.then(|| "Zoë \u{1F600}".into()),
+        tier: full.then(|| "gold".into()),
+        enrolled_at: at(1_800_000_000),
+        origin: CustomerOrigin::Local,
+        confirmed: None,
+    }
+}
+
+#[test]
+fn receipt_payloads() {
+    assert_eq!(
+        text(&ReceiptEvent::new(&sale(), Some("berlin-001-00ff"), 13)),
+        r#"{"card":"2990000000019","currency":"EUR","customer_id":"berlin-001-00ff","kind":"sale","lane":"3","lines":[{"amount":"4.47","category":"office","name":"Pencil \"HB\"","qty":"3","sku":"4006381333931","unit_price":"1.49"},{"amount":"-9.00","category":null,"name":"Käse","qty":"0.532","sku":"2000000000008","unit_price":null}],"original_receipt_id":null,"points":13,"receipt_id":"R-1","rewards":["0123456789abcdef0123"],"timestamp":"2027-01-15T08:00:00Z","total":"13.47"}"#
+    );
+    assert_eq!(
+        text(&ReceiptEvent::new(&ret(), None, -2)),
+        r#"{"card":null,"currency":"JPY","customer_id":null,"kind":"return","lane":"3","lines":[{"amount":"149","category":null,"name":"Pencil","qty":"1","sku":"4006381333931","unit_price":"149"}],"original_receipt_id":"R-1","points":-2,"receipt_id":"R-1-R","rewards":[],"timestamp":"2027-01-15T08:01:00Z","total":"149"}"#
+    );
+}
+
+#[test]
+fn ledger_payloads() {
+    let full = LedgerEvent {
+        entry: 42,
+        customer_id: "berlin-001-00ff",
+        kind: EntryKind::Clawback,
+        points: -7,
+        receipt_id: Some("R-1"),
+        cause_receipt_id: Some("R-1-R"),
+        reference: Some("ref"),
+        reason: Some("goodwill"),
+        vests_at: Some(at(1_801_209_600)),
+        hash: "ab12",
+    };
+    assert_eq!(
+        text(&full),
+        r#"{"cause_receipt_id":"R-1-R","customer_id":"berlin-001-00ff","entry":42,"hash":"ab12","kind":"clawback","points":-7,"reason":"goodwill","receipt_id":"R-1","reference":"ref","vests_at":"2027-01-29T08:00:00Z"}"#
+    );
+    let bare = LedgerEvent {
+        entry: 1,
+        customer_id: "c",
+        kind: EntryKind::Earn,
+        points: 13,
+        receipt_id: None,
+        cause_receipt_id: None,
+        reference: None,
+        reason: None,
+        vests_at: None,
+        hash: "00",
+    };
+    assert_eq!(
+        text(&bare),
+        r#"{"cause_receipt_id":null,"customer_id":"c","entry":1,"hash":"00","kind":"earn","points":13,"reason":null,"receipt_id":null,"reference":null,"vests_at":null}"#
+    );
+}
+
+#[test]
+fn customer_payloads() {
+    assert_eq!(
+        text(&CustomerEvent::new(&customer(true))),
+        r#"{"card":"2990000000019","customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":"Zoë 😀","tier":"gold"}"#
+    );
+    assert_eq!(
+        text(&CustomerEvent::new(&customer(false))),
+        r#"{"card":null,"customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":null,"tier":null}"#
+    );
+}
+
+#[test]
+fn voucher_payloads() {
+    let issued = |benefit, min_spend, bound: bool, origin| {
+        let issue = Issue {
+            text: "LGV1:TEXT",
+            receipt_id: bound.then_some("R-1"),
+            customer_id: bound.then_some("berlin-001-00ff"),
+            points: if bound { 500 } else { 0 },
+            origin,
+        };
+        text(&VoucherIssuedEvent::new(
+            &voucher(benefit, min_spend),
+            issue,
+        ))
+    };
+    assert_eq!(
+        issued(
+            Benefit::AmountOff(Money(500)),
+            Some(Money(2000)),
+            true,
+            "store"
+        ),
+        r#"{"currency":"EUR","customer_id":"berlin-001-00ff","key_id":"berlin-001-k1","kind":"amount_off","min_spend":"20.00","origin":"store","points":500,"receipt_id":"R-1","text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":"5.00","voucher_id":"0123456789ABCDEF0123"}"#
+    );
+    assert_eq!(
+        issued(Benefit::PercentOff(15), None, false, "goodwill"),
+        r#"{"currency":"EUR","customer_id":null,"key_id":"berlin-001-k1","kind":"percent_off","min_spend":null,"origin":"goodwill","points":0,"receipt_id":null,"text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":15,"voucher_id":"0123456789ABCDEF0123"}"#
+    );
+    assert_eq!(
+        issued(
+            Benefit::FreeItem {
+                sku: "4000417025005".into()
+            },
+            None,
+            false,
+            "crm"
+        ),
+        r#"{"currency":"EUR","customer_id":null,"key_id":"berlin-001-k1","kind":"free_item","min_spend":null,"origin":"crm","points":0,"receipt_id":null,"text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":"4000417025005","voucher_id":"0123456789ABCDEF0123"}"#
+    );
+    let v = voucher(Benefit::AmountOff(Money(500)), None);
+    assert_eq!(
+        text(&VoucherRedeemedEvent::new(
+            &v,
+            "3",
+            "R-1",
+            Money(500),
+            at(1_800_000_120)
+        )),
+        r#"{"currency":"EUR","discount":"5.00","key_id":"berlin-001-k1","lane":"3","receipt_id":"R-1","redeemed_at":"2027-01-15T08:02:00Z","voucher_id":"0123456789ABCDEF0123"}"#
+    );
+}
+
+#[test]
+fn key_payload() {
+    let key = KeyAnnouncement {
+        key_id: "berlin-001-k1".into(),
+        algorithm: "ed25519",
+        public_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".into(),
+    };
+    assert_eq!(
+        text(&VoucherKeyEvent::new(&key)),
+        r#"{"algorithm":"ed25519","key_id":"berlin-001-k1","public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}"#
+    );
+}
+
+#[test]
+fn quantities_are_exact() {
+    assert_eq!(qty_text(2000), "2");
+    assert_eq!(qty_text(532), "0.532");
+    assert_eq!(qty_text(1500), "1.5");
+}
+
+#[test]
+fn event_types_round_trip() {
+    for kind in [
+        EventType::Receipt,
+        EventType::Ledger,
+        EventType::CustomerEnrolled,
+        EventType::CustomerUpdated,
+        EventType::VoucherIssued,
+        EventType::VoucherRedeemed,
+        EventType::VoucherKey,
+    ] {
+        assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+    }
+    assert_eq!(EventType::parse("nope"), None);
+}
