@@ -15,10 +15,8 @@
 //! `LANES_STEPS="50:2,10:0"` for other lanes:rate steps, `LOYALTY_GATEWAY_BIN` to measure another
 //! build of the gateway).
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-
 use loyalty_tools::loadgen::{self, LoadgenArgs};
+use loyalty_tools::testkit::{self as harness, GatewayBinary};
 use std::time::Duration;
 
 fn main() {
@@ -34,7 +32,8 @@ fn main() {
         dir.path().join("data").display(),
         broker.port
     );
-    let gateway = harness::Gateway::start(dir.path(), &config);
+    let gateway =
+        GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway")).start(dir.path(), &config);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     // Wait for the gateway to answer before measuring.
     runtime.block_on(async {

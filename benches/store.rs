@@ -8,13 +8,10 @@
 //! Run: `cargo bench --bench store` (all), or `cargo bench --bench store -- throughput` /
 //! `-- outbox`. The database lives under `$CARGO_TARGET_DIR` (a real disk, not tmpfs).
 
-#[path = "../tests/store_support/mod.rs"]
-mod store_support;
-
 use loyalty_store::events::EventType;
 use loyalty_store::Store;
+use loyalty_tools::testkit::store::*;
 use std::time::{Duration, Instant};
-use store_support::*;
 
 fn bench_dir() -> tempfile::TempDir {
     let base = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());

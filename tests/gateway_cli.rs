@@ -1,13 +1,17 @@
 //! The command line as operators use it: `check-config` on the shipped configuration and on a
 //! configuration with typos, `--version`.
 
-mod harness;
-
+use loyalty_tools::testkit::GatewayBinary;
 use std::process::Command;
+
+/// The binary under test.
+fn gateway_binary() -> GatewayBinary {
+    GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+}
 
 #[test]
 fn shipped_configuration_passes_check_config() {
-    let output = Command::new(harness::gateway_binary())
+    let output = Command::new(gateway_binary())
         .args(["check-config", "--config"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml"))
         .output()
@@ -28,7 +32,7 @@ fn check_config_names_every_error_and_exits_2() {
         "[store]\nid = \"berlin 001\"\ntimezone = \"Europe/Berlin\"\n\n[mqtt]\nurll = \"mqtt://x\"\n\n[storage]\ncache_capacity_mb = \"lots\"\n",
     )
     .expect("write");
-    let output = Command::new(harness::gateway_binary())
+    let output = Command::new(gateway_binary())
         .args(["check-config", "--config"])
         .arg(&path)
         .output()
@@ -49,7 +53,7 @@ fn check_config_names_every_error_and_exits_2() {
 
 #[test]
 fn missing_configuration_file_is_a_clear_error() {
-    let output = Command::new(harness::gateway_binary())
+    let output = Command::new(gateway_binary())
         .args(["check-config", "--config", "/nonexistent/gateway.toml"])
         .output()
         .expect("run check-config");
@@ -59,7 +63,7 @@ fn missing_configuration_file_is_a_clear_error() {
 
 #[test]
 fn version_prints_the_crate_version() {
-    let output = Command::new(harness::gateway_binary())
+    let output = Command::new(gateway_binary())
         .arg("--version")
         .output()
         .expect("run --version");
@@ -84,7 +88,7 @@ fn seed_test_customers_fills_an_empty_store_and_refuses_a_used_one() {
     )
     .expect("config");
     let seed = |count: &str| {
-        Command::new(harness::gateway_binary())
+        Command::new(gateway_binary())
             .args(["seed-test-customers", "--count", count, "--config"])
             .arg(&config)
             .output()

@@ -2,13 +2,17 @@
 //! local API's `/health`, `/metrics`, customer lookup and voucher images over real HTTP, and a
 //! clean exit on SIGTERM.
 
-mod harness;
-
-use harness::{sale, Gateway, Mosquitto, Till};
+use harness::{sale, Mosquitto, Till};
+use loyalty_tools::testkit::{self as harness, GatewayBinary};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The binary under test.
+fn gateway_binary() -> GatewayBinary {
+    GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+}
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -65,7 +69,7 @@ fn daemon_notifies_ready_and_pings_the_watchdog_then_stops_on_sigterm() {
         config(dir.path(), broker.port, harness::free_port()),
     )
     .expect("config");
-    let mut child = Command::new(harness::gateway_binary())
+    let mut child = Command::new(gateway_binary())
         .args(["run", "--config"])
         .arg(&config_path)
         .env("NOTIFY_SOCKET", &socket_path)
@@ -105,7 +109,7 @@ async fn local_api_reports_health_metrics_and_customers() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let http = harness::free_port();
-    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, http));
+    let _gateway = gateway_binary().start(dir.path(), &config(dir.path(), broker.port, http));
     assert!(
         harness::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
             "127.0.0.1",

@@ -4,14 +4,18 @@
 //! in the store after a restart; lanes are bounded (listed, or capped, idle ones set aside);
 //! every documented metric is recorded by the running daemon where its event happens.
 
-mod harness;
-
-use harness::{sale, wait_online, Gateway, Till};
+use harness::{sale, wait_online, Till};
+use loyalty_tools::testkit::{self as harness, GatewayBinary};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The binary under test.
+fn gateway_binary() -> GatewayBinary {
+    GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+}
 
 const ANSWER: Duration = Duration::from_secs(15);
 /// Receipts published just before SIGTERM.
@@ -201,7 +205,7 @@ async fn sigterm_drains_the_lanes_says_goodbye_and_keeps_what_was_answered() {
     )
     .expect("config");
     let start = || {
-        Command::new(harness::gateway_binary())
+        Command::new(gateway_binary())
             .args(["run", "--config"])
             .arg(&config_path)
             .env("LOYALTY_LOG", "info")
@@ -361,7 +365,7 @@ async fn a_lane_that_never_finishes_does_not_hold_the_exit_past_the_bound() {
     )
     .expect("config");
     let log_path = dir.path().join("gateway.log");
-    let mut gateway = Command::new(harness::gateway_binary())
+    let mut gateway = Command::new(gateway_binary())
         .args(["run", "--config"])
         .arg(&config_path)
         .env("LOYALTY_LOG", "info")
@@ -443,7 +447,7 @@ async fn lanes_are_capped_and_idle_ones_set_aside() {
         broker.port,
         "[lanes]\ncard_before_receipt_secs = 1\ncard_after_receipt_secs = 1\nmax_lanes = 2\nidle_evict_secs = 2\n[http]\nenabled = false\n",
     );
-    let _gateway = Gateway::start(dir.path(), &config);
+    let _gateway = gateway_binary().start(dir.path(), &config);
     wait_online(broker.port, "loyalty/t2").await;
     let mut till = Till::connect(broker.port, "loyalty/t2", "till-cap").await;
     for lane in ["1", "2"] {
@@ -494,7 +498,7 @@ async fn only_listed_lanes_are_served_when_lanes_are_listed() {
         broker.port,
         "[lanes]\nnames = [\"1\", \"2\"]\n[http]\nenabled = false\n",
     );
-    let _gateway = Gateway::start(dir.path(), &config);
+    let _gateway = gateway_binary().start(dir.path(), &config);
     wait_online(broker.port, "loyalty/t3").await;
     let mut till = Till::connect(broker.port, "loyalty/t3", "till-listed").await;
     till.scan("2", "2990000000019").await;
@@ -523,7 +527,7 @@ fn check_config_names_bad_lane_settings_by_key() {
         ),
     )
     .expect("config");
-    let output = Command::new(harness::gateway_binary())
+    let output = Command::new(gateway_binary())
         .args(["check-config", "--config"])
         .arg(&path)
         .output()
@@ -578,7 +582,7 @@ async fn the_running_daemon_records_every_documented_metric() {
         key = pki.client_key_file.display(),
         ca = pki.ca_file.display(),
     );
-    let mut gateway = Gateway::start(
+    let mut gateway = gateway_binary().start(
         dir.path(),
         &base_config(dir.path(), "data", store, broker.port, &crm_section),
     );
@@ -697,7 +701,7 @@ async fn the_running_daemon_records_every_documented_metric() {
         vouchers.observe_trusted_time(floor).expect("floor");
         store.wait_durable().expect("durable");
     }
-    let mut gateway = Gateway::start(dir.path(), &restored);
+    let mut gateway = gateway_binary().start(dir.path(), &restored);
     wait_online(broker.port, "loyalty/t5").await;
     till.receipt("1", &sale("M-2", "1", None, &[("A", 1, "1.00", "food")]))
         .await;

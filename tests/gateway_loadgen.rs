@@ -2,10 +2,14 @@
 //! (answers counted, latencies, the broker floor and the disk's sync floor measured, the gateway's
 //! RSS found). Not a performance assertion.
 
-mod harness;
-
-use harness::{Gateway, Mosquitto};
+use harness::Mosquitto;
+use loyalty_tools::testkit::{self as harness, GatewayBinary};
 use std::process::Command;
+
+/// The binary under test.
+fn gateway_binary() -> GatewayBinary {
+    GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+}
 
 #[test]
 fn loadgen_drives_lanes_and_reports_its_measurements() {
@@ -17,13 +21,13 @@ fn loadgen_drives_lanes_and_reports_its_measurements() {
         dir.path().join("data").display(),
         broker.port
     );
-    let gateway = Gateway::start(dir.path(), &config);
+    let gateway = gateway_binary().start(dir.path(), &config);
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(harness::wait_online(broker.port, "loyalty/lg"));
     let gateway_pid = gateway.pid().expect("gateway running").to_string();
     let loadgen = |extra: &[&str]| {
-        let output = Command::new(harness::gateway_binary())
+        let output = Command::new(gateway_binary())
             .args([
                 "loadgen",
                 "--broker",

@@ -3,13 +3,17 @@
 //! published while the gateway is down are applied after it restarts; `kill -9` during load
 //! loses nothing that was answered and doubles nothing; a broker restart is survived.
 
-mod harness;
-
-use harness::{sale, wait_online, Gateway, Mosquitto, Till};
+use harness::{sale, wait_online, Mosquitto, Till};
 use loyalty_daemon::vouchers::VoucherSettingsExt;
+use loyalty_tools::testkit::{self as harness, GatewayBinary};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+/// The binary under test.
+fn gateway_binary() -> GatewayBinary {
+    GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+}
 
 const ANSWER: Duration = Duration::from_secs(15);
 
@@ -57,7 +61,7 @@ async fn answer_for(till: &mut Till, predicate: impl Fn(&Value) -> bool) -> Valu
 async fn scan_then_receipt_earns_points_and_duplicates_change_nothing() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s1"));
+    let _gateway = gateway_binary().start(dir.path(), &config(dir.path(), broker.port, "s1"));
     wait_online(broker.port, "loyalty/s1").await;
     let mut till = Till::connect(broker.port, "loyalty/s1", "till-1").await;
 
@@ -103,7 +107,7 @@ async fn scan_then_receipt_earns_points_and_duplicates_change_nothing() {
 async fn returns_claw_back_and_bad_input_gets_error_answers() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s2"));
+    let _gateway = gateway_binary().start(dir.path(), &config(dir.path(), broker.port, "s2"));
     wait_online(broker.port, "loyalty/s2").await;
     let mut till = Till::connect(broker.port, "loyalty/s2", "till-2").await;
 
@@ -165,7 +169,7 @@ async fn returns_claw_back_and_bad_input_gets_error_answers() {
 async fn card_scanned_after_a_cardless_receipt_attaches_to_it() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s3"));
+    let _gateway = gateway_binary().start(dir.path(), &config(dir.path(), broker.port, "s3"));
     wait_online(broker.port, "loyalty/s3").await;
     let mut till = Till::connect(broker.port, "loyalty/s3", "till-3").await;
 
@@ -188,7 +192,7 @@ async fn card_scanned_after_a_cardless_receipt_attaches_to_it() {
 async fn receipts_published_while_the_gateway_is_down_are_applied_after_restart() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s4"));
+    let mut gateway = gateway_binary().start(dir.path(), &config(dir.path(), broker.port, "s4"));
     wait_online(broker.port, "loyalty/s4").await;
     gateway.stop();
 
@@ -221,7 +225,7 @@ async fn receipts_published_while_the_gateway_is_down_are_applied_after_restart(
 async fn kill_9_during_load_loses_no_answered_receipt_and_doubles_none() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s5"));
+    let mut gateway = gateway_binary().start(dir.path(), &config(dir.path(), broker.port, "s5"));
     wait_online(broker.port, "loyalty/s5").await;
     let mut till = Till::connect(broker.port, "loyalty/s5", "till-5").await;
 
@@ -277,7 +281,7 @@ async fn kill_9_during_load_loses_no_answered_receipt_and_doubles_none() {
     );
     gateway.stop();
 
-    let output = std::process::Command::new(harness::gateway_binary())
+    let output = std::process::Command::new(gateway_binary())
         .args(["verify", "--config"])
         .arg(&gateway.config_path)
         .output()
@@ -294,7 +298,7 @@ async fn kill_9_during_load_loses_no_answered_receipt_and_doubles_none() {
 async fn broker_restart_is_survived() {
     let mut broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _gateway = Gateway::start(dir.path(), &config(dir.path(), broker.port, "s6"));
+    let _gateway = gateway_binary().start(dir.path(), &config(dir.path(), broker.port, "s6"));
     wait_online(broker.port, "loyalty/s6").await;
     {
         let mut till = Till::connect(broker.port, "loyalty/s6", "till-6").await;
@@ -346,7 +350,7 @@ async fn a_clock_behind_the_persisted_floor_keeps_answering_and_flags_its_events
         "currency = \"EUR\"\nrequire_ntp_sync = false\n",
     );
     assert!(config_text.contains("require_ntp_sync = false"));
-    let mut gateway = Gateway::start(dir.path(), &config_text);
+    let mut gateway = gateway_binary().start(dir.path(), &config_text);
     wait_online(broker.port, "loyalty/s8").await;
     let mut till = Till::connect(broker.port, "loyalty/s8", "till-8").await;
     till.scan("1", "2990000000019").await;
@@ -425,7 +429,7 @@ async fn a_clock_behind_the_persisted_floor_keeps_answering_and_flags_its_events
 async fn a_receipt_received_but_not_yet_durable_is_redelivered_after_kill_9() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut gateway = Gateway::start_with_env(
+    let mut gateway = gateway_binary().start_with_env(
         dir.path(),
         &config(dir.path(), broker.port, "s9"),
         &[(loyalty_daemon::gateway::STALL_RECEIPT_ENV, "R-STALL")],

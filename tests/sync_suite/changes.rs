@@ -2,10 +2,10 @@
 //! erasure; revoked vouchers and keys; rules (accepted, refused, kept across restarts); the
 //! cursor stored with its page.
 
-use super::common::*;
 use loyalty_protocol::crm::{ChangesPage, WireCustomer, WireKey};
 use loyalty_store::sync_state::{ChangeSet, CrmCustomer};
 use loyalty_store::Store;
+use loyalty_tools::testkit::crm::*;
 use proptest::prelude::*;
 use std::time::Duration;
 

@@ -1,9 +1,9 @@
 //! Store-and-forward through the real uploader: a long outage, random faults, Retry-After, TLS
 //! misconfigurations reported in the status and recovered from.
 
-use super::common::*;
 use loyalty_tools::certs::{write_pem, TestCa, Validity};
 use loyalty_tools::crm_reference::{self, Fault, Faults};
+use loyalty_tools::testkit::{crm::*, eventually};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

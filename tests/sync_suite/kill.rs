@@ -3,7 +3,7 @@
 //! keeps adding events and uploads them; the parent SIGKILLs it at random moments and restarts
 //! it. The receiver (in the parent) must end with every event once, in order.
 
-use super::common::*;
+use loyalty_tools::testkit::crm::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -58,8 +58,8 @@ fn the_document_rejects_a_malformed_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_payloads_match_the_document() {
-    use super::common::*;
     use loyalty_protocol::crm::{AckResponse, ChangesPage, WireCustomer, WireKey};
+    use loyalty_tools::testkit::crm::*;
     let pki = Pki::new();
     let data = tempfile::tempdir().expect("tempdir");
     let crm = pki.receiver(None).await;

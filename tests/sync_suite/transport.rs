@@ -1,11 +1,11 @@
 //! The CRM link without the store: client against the reference receiver over mutual TLS;
 //! deduplication, the scripted changes feed, and every TLS misconfiguration.
 
-use super::common::{Pki, STORE};
 use loyalty_daemon::sync::client::{gzip, ClientSettings, CrmClient, WireCounters};
 use loyalty_daemon::sync::SyncError;
 use loyalty_protocol::crm::ChangesPage;
 use loyalty_tools::certs::{write_pem, TestCa, Validity};
+use loyalty_tools::testkit::crm::{Pki, STORE};
 use std::sync::Arc;
 
 fn client(pki: &Pki, url: &str) -> CrmClient {

@@ -6,6 +6,9 @@
 //! The child is this test binary re-executed (`--exact crash_child --include-ignored`) with
 //! `LG_STORE_CRASH_DIR` naming the data directory.
 
+// The testkit's store helpers, included by path: the store may not depend on loyalty-tools.
+#[allow(dead_code)] // each test binary uses some of them
+#[path = "../../tools/src/testkit/store.rs"]
 mod store_support;
 
 use loyalty_core::ledger::EntryKind;

@@ -1,5 +1,6 @@
 //! Vouchers end to end without storage: rendered images decoded by an independent QR decoder
-//! (rqrr), every refusal with its reason, and the `keys` command line.
+//! (rqrr) and every refusal with its reason (the `keys` command line: the root's
+//! `tests/gateway_commands.rs`).
 
 use ed25519_dalek::SigningKey;
 use jiff::Timestamp;
@@ -10,7 +11,6 @@ use loyalty_core::voucher::{
 };
 use loyalty_daemon::render;
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 
 fn store_key() -> SigningKey {
     SigningKey::from_bytes(&[42u8; 32])
@@ -339,60 +339,4 @@ fn one_flipped_byte_is_always_refused() {
         let flipped = format!("{}{}", voucher::QR_PREFIX, base45::encode(&flipped));
         expect_refused(&flipped, format!("payload byte {index}"));
     }
-}
-
-fn binary() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
-}
-
-#[test]
-fn keys_generate_writes_0600_and_a_loose_key_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("store.key");
-    let out = binary()
-        .args(["keys", "generate", "--out"])
-        .arg(&key)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mode = std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
-    let public = std::fs::read_to_string(dir.path().join("store.key.pub")).expect("pub");
-    assert!(String::from_utf8_lossy(&out.stdout).contains(public.trim()));
-
-    // Generating again over it is refused, the key is unchanged.
-    let before = std::fs::read(&key).expect("read");
-    let again = binary()
-        .args(["keys", "generate", "--out"])
-        .arg(&key)
-        .output()
-        .expect("run");
-    assert!(!again.status.success());
-    assert_eq!(std::fs::read(&key).expect("read"), before);
-
-    // The key loads while 0600...
-    let ok = binary()
-        .args(["keys", "public", "--key"])
-        .arg(&key)
-        .output()
-        .expect("run");
-    assert!(ok.status.success());
-    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), public.trim());
-    // ...and is refused at 0644 with the chmod to run.
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let loose = binary()
-        .args(["keys", "public", "--key"])
-        .arg(&key)
-        .output()
-        .expect("run");
-    assert!(!loose.status.success());
-    let message = String::from_utf8_lossy(&loose.stderr);
-    assert!(
-        message.contains(&format!("chmod 600 {}", key.display())),
-        "{message}"
-    );
 }

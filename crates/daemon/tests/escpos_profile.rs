@@ -10,8 +10,11 @@ use loyalty_daemon::config::{self, Built, Config};
 use std::time::{Duration, Instant};
 
 fn config() -> Config {
-    let snippet = std::fs::read_to_string("docs/arch/escpos-config-snippet.toml")
-        .expect("the config snippet");
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/arch/escpos-config-snippet.toml"
+    ))
+    .expect("the config snippet");
     let text = format!(
         "[store]\nid = \"berlin-1\"\ntimezone = \"Europe/Berlin\"\ncurrency = \"EUR\"\n\n{snippet}"
     );
@@ -27,7 +30,11 @@ fn capture() -> ReceiptCapture {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("tests/fixtures/escpos/{name}")).expect("fixture; run make_fixtures.py")
+    std::fs::read(format!(
+        "{}/../../tests/fixtures/escpos/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture; run make_fixtures.py")
 }
 
 /// Feeds a fixture in uneven chunks; returns the documents (cut ones, then an idle one).
@@ -318,7 +325,11 @@ fn amounts_with_trailing_minus_and_thousands_separators() {
 
 #[test]
 fn config_validation_names_profile_mistakes() {
-    let snippet = std::fs::read_to_string("docs/arch/escpos-config-snippet.toml").expect("snippet");
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/arch/escpos-config-snippet.toml"
+    ))
+    .expect("snippet");
     let broken = snippet
         .replace("(?P<total>", "(?P<sum>")
         .replace("decimal_separator = \",\"", "decimal_separator = \";\"")

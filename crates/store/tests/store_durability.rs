@@ -2,6 +2,9 @@
 //! (observed with `strace` on a child process), and concurrent receipts share fsyncs (group
 //! commit) instead of paying one each.
 
+// The testkit's store helpers, included by path: the store may not depend on loyalty-tools.
+#[allow(dead_code)] // each test binary uses some of them
+#[path = "../../tools/src/testkit/store.rs"]
 mod store_support;
 
 use std::io::Write;

@@ -1,31 +1,43 @@
-//! Shared harness: a throw-away PKI, the reference receiver, CRM configurations with short
-//! timeouts and backoffs.
+//! The CRM side of a test: a throw-away PKI (PEM files from [`crate::certs`]), the reference
+//! receiver ([`crate::crm_reference`]) on 127.0.0.1:0, CRM configurations with short timeouts
+//! and backoffs, and helpers to start sync on a real store and check what was delivered.
 
+use crate::certs::{write_pem, TestCa, Validity};
+use crate::crm_reference::{self, Faults, ReferenceConfig, ReferenceCrm};
 use loyalty_daemon::config::CrmConfig;
-use loyalty_tools::certs::{write_pem, TestCa, Validity};
-use loyalty_tools::crm_reference::{self, Faults, ReferenceConfig, ReferenceCrm};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+/// The store id the client certificate is issued for.
 pub const STORE: &str = "S042";
 
 /// PEM files of one test PKI.
 pub struct Pki {
+    /// Where the files are.
     pub dir: tempfile::TempDir,
+    /// The CA, to issue more certificates.
     pub ca: TestCa,
+    /// The CA certificate.
     pub ca_file: PathBuf,
+    /// The receiver's certificate.
     pub server_cert: PathBuf,
+    /// The receiver's key.
     pub server_key: PathBuf,
+    /// The store's client certificate (for [`STORE`]).
     pub client_cert: PathBuf,
+    /// The store's client key.
     pub client_key: PathBuf,
 }
 
 impl Pki {
+    /// A PKI whose server certificate names `localhost` and `127.0.0.1`.
+    #[allow(clippy::new_without_default)] // makes files: not a default value
     pub fn new() -> Pki {
         Self::with_server_names(&["localhost", "127.0.0.1"])
     }
 
+    /// A PKI whose server certificate names `names`.
     pub fn with_server_names(names: &[&str]) -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new("test CA").expect("CA");
@@ -56,6 +68,7 @@ impl Pki {
         write_pem(&self.client_key, &client.key_pem, true).expect("write");
     }
 
+    /// The reference receiver's configuration with this PKI's files, listening on `listen`.
     pub fn receiver_config(&self, listen: SocketAddr, data_dir: Option<&Path>) -> ReferenceConfig {
         ReferenceConfig {
             listen,
@@ -68,6 +81,7 @@ impl Pki {
         }
     }
 
+    /// The reference receiver running in this process on a free loopback port.
     pub async fn receiver(&self, data_dir: Option<&Path>) -> ReferenceCrm {
         crm_reference::serve(self.receiver_config("127.0.0.1:0".parse().expect("addr"), data_dir))
             .await
@@ -95,15 +109,6 @@ impl Pki {
     }
 }
 
-/// Polls `check` until it returns true or `limit` passes.
-pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 use loyalty_daemon::config::Config;
 use loyalty_daemon::sync::{self, SyncHandle};
 use loyalty_store::Store;
@@ -118,6 +123,7 @@ pub fn config(pki: &Pki, url: &str, data_dir: &Path) -> Config {
     config
 }
 
+/// Opens the store of `config`.
 pub fn open_store(config: &Config) -> Store {
     Store::open(&config.storage, &config.store.id).expect("open store")
 }

@@ -3,6 +3,9 @@
 //! hook, the hash-chained journal (edit and delete detected), bad input, returns, attach,
 //! points operations, vesting, CRM confirmations, lost-database detection and offline compaction.
 
+// The testkit's store helpers, included by path: the store may not depend on loyalty-tools.
+#[allow(dead_code)] // each test binary uses some of them
+#[path = "../../tools/src/testkit/store.rs"]
 mod store_support;
 
 use loyalty_core::ledger::Balance;
@@ -692,51 +695,11 @@ fn offline_compaction_swaps_in_a_smaller_copy_and_keeps_everything() {
     assert_eq!(store.receipt_count(), 200);
 }
 
-/// A database whose sled file is mostly free segments: 200 receipts, then ~8 MB of outbox
-/// events acknowledged and compacted away. Returns (customer, last outbox seq).
-fn database_with_free_segments(dir: &std::path::Path) -> (String, u64) {
-    let store = open(dir);
-    let policy = Policy::default();
-    let c = store.enroll("2990000000019", now()).expect("enroll").id;
-    for n in 0..200 {
-        store
-            .apply_receipt(
-                &sale(&format!("R-{n}"), vec![line("a", 1000, None)]),
-                Some(&c),
-                &policy,
-                now(),
-            )
-            .expect("apply");
-    }
-    let payload = serde_json::json!({"filler": "x".repeat(2000)});
-    for _ in 0..40 {
-        store
-            .transact(&[], |tx| {
-                for _ in 0..100 {
-                    tx.append_event(EventType::Receipt, now(), &payload)?;
-                }
-                Ok(())
-            })
-            .expect("append");
-    }
-    let last = store.outbox_stats().expect("stats").last_seq;
-    store.outbox_ack(last).expect("ack");
-    store.compact_outbox(now()).expect("compact");
-    (c, last)
-}
-
 /// The default trigger's share of free segments, at a size small enough for a test.
 const SMALL_TRIGGER: CompactTrigger = CompactTrigger {
     min_file_bytes: 1024 * 1024,
     min_free_percent: CompactTrigger::DEFAULT.min_free_percent,
 };
-
-fn assert_everything_kept(store: &Store, customer: &str, last: u64) {
-    assert_eq!(store.balance(customer, now()).expect("balance").total, 2000);
-    assert_eq!(store.receipt_count(), 200);
-    assert_eq!(store.outbox_stats().expect("stats").last_seq, last);
-    assert!(store.verify().expect("verify").is_consistent());
-}
 
 #[test]
 fn open_compacts_a_database_with_many_free_segments_once_and_keeps_every_record() {
@@ -805,60 +768,6 @@ fn free_segments_a_compaction_left_behind_do_not_trigger_another_one() {
     assert_everything_kept(&store, &c, last);
 }
 
-/// `loyalty-gateway compact --config C` for a store whose data dir is `dir`.
-fn compact_cli(dir: &std::path::Path) -> std::process::Output {
-    let config = dir.join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\nid = \"S1\"\ntimezone = \"Europe/Berlin\"\n[storage]\ndata_dir = \"{}\"\n\
-             [mqtt]\nenabled = false\n[http]\nenabled = false\n",
-            dir.display()
-        ),
-    )
-    .expect("write config");
-    std::process::Command::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
-        .args(["compact", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run loyalty-gateway compact")
-}
-
-#[test]
-fn compact_command_compacts_a_stopped_store_and_refuses_a_running_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (c, last) = database_with_free_segments(dir.path());
-    // The database is open (as by a running daemon): refused, with what to do, nothing changed.
-    let store = open(dir.path());
-    let refused = compact_cli(dir.path());
-    assert_eq!(refused.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("is another gateway running?"), "{stderr}");
-    assert_everything_kept(&store, &c, last);
-    drop(store);
-    let size = |path: &std::path::Path| std::fs::metadata(path).expect("db file").len();
-    let before = size(&dir.path().join("db/db"));
-    let done = compact_cli(dir.path());
-    let stdout = String::from_utf8_lossy(&done.stdout);
-    assert!(
-        done.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    assert!(stdout.contains("compacted"), "{stdout}");
-    assert!(size(&dir.path().join("db/db")) < before);
-    assert!(dir.path().join("db.free-after-compaction").is_file());
-    let store = open(dir.path());
-    assert_everything_kept(&store, &c, last);
-    drop(store);
-    // No database there: an error naming the setting to check, nothing created.
-    let empty = tempfile::tempdir().expect("tempdir");
-    let missing = compact_cli(empty.path());
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("storage.data_dir"));
-    assert!(!empty.path().join("db/db").exists());
-}
-
 #[test]
 fn a_compaction_at_open_interrupted_by_a_crash_is_redone_at_the_next_open() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -894,38 +803,6 @@ fn a_compaction_at_open_interrupted_by_a_crash_is_redone_at_the_next_open() {
         Store::open_with_compact_trigger(&config(dir.path()), "S1", SMALL_TRIGGER).expect("open");
     assert!(!old.exists());
     assert_everything_kept(&store, &c, last);
-}
-
-#[test]
-fn verify_command_exits_0_when_consistent_and_1_after_tampering() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let text = format!(
-        "[store]\nid = \"S1\"\n[storage]\ndata_dir = \"{}\"\n",
-        dir.path().display()
-    );
-    let config = loyalty_daemon::config::parse(&text).expect("config");
-    {
-        let store = open(dir.path());
-        let c = store.enroll("2990000000019", now()).expect("enroll").id;
-        store
-            .crm_adjustment(&c, 10, "a-1", "x", now())
-            .expect("adjust");
-        store
-            .crm_adjustment(&c, 20, "a-2", "x", now())
-            .expect("adjust");
-    }
-    let code = loyalty_daemon::commands::verify_command(config.clone()).expect("verify");
-    assert_eq!(code, std::process::ExitCode::SUCCESS);
-    {
-        let store = open(dir.path());
-        store
-            .raw_tree_for_tests("journal")
-            .expect("tree")
-            .remove(1u64.to_be_bytes())
-            .expect("delete");
-    }
-    let code = loyalty_daemon::commands::verify_command(config).expect("verify");
-    assert_eq!(code, std::process::ExitCode::from(1));
 }
 
 #[test]

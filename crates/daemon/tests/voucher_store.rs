@@ -18,6 +18,8 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
+#[path = "../../tools/src/testkit/store.rs"]
+#[allow(dead_code)] // one source for the store tests' helpers; this test uses the policy only
 mod store_support;
 
 const KEY_ID: &str = "store-S042";
@@ -795,79 +797,4 @@ fn kill_9_during_receipts_leaves_each_receipt_whole() {
         let report = store.verify().expect("verify");
         assert!(report.is_consistent(), "{report}");
     }
-}
-
-#[test]
-fn goodwill_command_line_issues_and_refuses_above_the_cap() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bin = env!("CARGO_BIN_EXE_loyalty-gateway");
-    let key = dir.path().join("store.key");
-    let status = std::process::Command::new(bin)
-        .args(["keys", "generate", "--out"])
-        .arg(&key)
-        .output()
-        .expect("keys generate");
-    assert!(status.status.success());
-    let config_path = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[store]\nid = \"S042\"\ntimezone = \"Europe/Berlin\"\ncurrency = \"EUR\"\n\n\
-             [storage]\ndata_dir = \"{}\"\n\n\
-             [rewards]\nsigning_key_file = \"{}\"\ngoodwill_max_value = \"10.00\"\n",
-            dir.path().join("data").display(),
-            key.display()
-        ),
-    )
-    .expect("config");
-    let refused = std::process::Command::new(bin)
-        .args(["voucher", "goodwill", "--value", "10.01", "--config"])
-        .arg(&config_path)
-        .output()
-        .expect("run");
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("goodwill_max_value"));
-    assert!(
-        !dir.path().join("data").exists(),
-        "nothing written for a refused value"
-    );
-
-    let png = dir.path().join("v.png");
-    let ok = std::process::Command::new(bin)
-        .args([
-            "voucher",
-            "goodwill",
-            "--value",
-            "5.00",
-            "--customer",
-            "C-1",
-            "--png",
-        ])
-        .arg(&png)
-        .arg("--config")
-        .arg(&config_path)
-        .output()
-        .expect("run");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&ok.stdout);
-    let text = stdout
-        .lines()
-        .find(|l| l.starts_with(loyalty_core::voucher::QR_PREFIX))
-        .expect("voucher text printed")
-        .to_string();
-    let signed = loyalty_core::voucher::decode(&text).expect("decode");
-    assert_eq!(signed.voucher.benefit, Benefit::AmountOff(Money(500)));
-    assert!(std::fs::metadata(&png).expect("png").len() > 100);
-
-    // Recorded in the store with its outbox event.
-    let config = loyalty_daemon::config::load(&config_path).expect("config");
-    let store = Store::open(&config.storage, "S042").expect("open");
-    let issued = events_of(&store, EventType::VoucherIssued);
-    assert_eq!(issued.len(), 1);
-    assert_eq!(issued[0]["payload"]["text"], text.as_str());
-    assert_eq!(issued[0]["payload"]["origin"], "goodwill");
 }

@@ -14,7 +14,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn example_config() -> Config {
-    let snippet = std::fs::read_to_string("docs/arch/escpos-config-snippet.toml").expect("snippet");
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/arch/escpos-config-snippet.toml"
+    ))
+    .expect("snippet");
     let text = format!(
         "[store]\nid = \"berlin-1\"\ntimezone = \"Europe/Berlin\"\ncurrency = \"EUR\"\n\n{snippet}"
     );
@@ -112,7 +116,11 @@ async fn bytes_pass_unchanged_both_ways_and_receipts_are_captured() {
     let mut proxy = start(printer.local_addr().expect("addr").to_string(), 300, 8).await;
 
     // A job: the whole sale, then a status request, then the till closes its side.
-    let sale = std::fs::read("tests/fixtures/escpos/sale_cp858.bin").expect("fixture");
+    let sale = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/escpos/sale_cp858.bin"
+    ))
+    .expect("fixture");
     let mut till = TcpStream::connect(&proxy.listen)
         .await
         .expect("till connects");
@@ -164,7 +172,11 @@ async fn bytes_pass_unchanged_both_ways_and_receipts_are_captured() {
         .expect("clean close");
 
     // A connection that stays open: the receipt without a cut ends after the idle gap.
-    let idle = std::fs::read("tests/fixtures/escpos/idle_1252.bin").expect("fixture");
+    let idle = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/escpos/idle_1252.bin"
+    ))
+    .expect("fixture");
     let mut till = TcpStream::connect(&proxy.listen)
         .await
         .expect("till connects");

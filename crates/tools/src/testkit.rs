@@ -1,0 +1,19 @@
+//! The one test harness of the workspace (integration tests and benches): a real Mosquitto
+//! broker and a till talking MQTT to it ([`Mosquitto`], [`Till`]), the gateway binary as a child
+//! process with a generated configuration ([`GatewayBinary`], [`Gateway`]), a throw-away PKI with
+//! the reference CRM and the sync helpers ([`crm`]), earning-policy and receipt builders for
+//! store tests ([`store`]), and the small helpers every test needs ([`free_port`],
+//! [`wait_until`], [`eventually`]).
+//!
+//! Real services only, no mocks: the broker is Mosquitto, the CRM speaks mutual TLS, stores are
+//! sled in temp dirs. Helpers panic with what went wrong, as test code does.
+
+pub mod crm;
+mod gateway;
+mod mqtt;
+mod poll;
+pub mod store;
+
+pub use gateway::{Gateway, GatewayBinary};
+pub use mqtt::{format_cents, parse_cents, sale, wait_online, Mosquitto, Till};
+pub use poll::{eventually, free_port, wait_until};
