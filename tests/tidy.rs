@@ -8,14 +8,6 @@ use std::path::{Path, PathBuf};
 /// Longest file outside tests and tables: longer ones hide their point.
 const MAX_LINES: usize = 700;
 
-/// Files allowed past [`MAX_LINES`] for now, each with its reason. Empty this list; do not grow it.
-const LONG_FILES_FOR_NOW: &[(&str, &str)] = &[
-    ("crates/daemon/src/telemetry.rs", "metrics being made true"),
-    ("crates/tools/src/crm_reference.rs", "tools"),
-    ("crates/tools/src/demo.rs", "tools"),
-    ("crates/tools/src/loadgen.rs", "tools"),
-];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -103,10 +95,9 @@ fn every_file_says_what_it_owns() {
 
 #[test]
 fn no_file_needs_scrolling_to_find_its_point() {
-    let allowed: BTreeMap<&str, &str> = LONG_FILES_FOR_NOW.iter().copied().collect();
     let offenders: Vec<String> = rust_files()
         .into_iter()
-        .filter(|f| !is_test_file(f) && !allowed.contains_key(f.as_str()))
+        .filter(|f| !is_test_file(f))
         .filter_map(|f| {
             let lines = read(&f).lines().count();
             (lines > MAX_LINES).then(|| format!("{f}: {lines} lines"))
