@@ -5,8 +5,11 @@
 //!
 //! What it does: mutual TLS 1.3 (a rustls server with `WebPkiClientVerifier`; a client without a
 //! certificate signed by `--client-ca` is refused), deduplication by event id, in-order
-//! acceptance (`acked_through` is the highest contiguous sequence number stored), persistence as
-//! JSON lines (`{data_dir}/{store_id}.events.jsonl`, written and flushed before the answer), a
+//! acceptance per store *and database instance* (`acked_through` is the highest contiguous
+//! sequence number stored of the batch's `instance`; a new instance, a replaced box, starts at
+//! 0 and the old instances' events stay), persistence as JSON lines
+//! (`{data_dir}/{store_id}.events.jsonl`, each event with its `instance`, written and flushed
+//! before the answer), a
 //! scriptable changes feed (pages pushed in-process, or lines of
 //! `{data_dir}/{store_id}.changes.jsonl`; the cursor is the number of pages consumed) and fault
 //! injection (500, 429/503 with `Retry-After`, stalls, dropped connections) at a given rate.
@@ -174,7 +177,10 @@ pub struct ReceiverStats {
 struct StoreLog {
     events: Vec<OwnedEvent>,
     ids: HashSet<String>,
-    acked_through: u64,
+    /// The highest contiguous sequence number stored, per database instance.
+    acked: HashMap<String, u64>,
+    /// Database instances in the order they were first seen.
+    instances: Vec<String>,
     file: Option<std::io::BufWriter<std::fs::File>>,
     pages: Vec<ChangesPage>,
 }
@@ -224,6 +230,38 @@ impl State {
     }
 }
 
+impl StoreLog {
+    /// The highest contiguous sequence number stored of `instance` (0: none).
+    fn acked_through(&self, instance: &str) -> u64 {
+        self.acked.get(instance).copied().unwrap_or(0)
+    }
+
+    fn set_acked(&mut self, instance: &str, seq: u64) {
+        if !self.acked.contains_key(instance) {
+            self.instances.push(instance.to_string());
+        }
+        self.acked.insert(instance.to_string(), seq);
+    }
+}
+
+/// One line of `{store_id}.events.jsonl`: the event and the database instance that sent it
+/// (absent in files written before instances were known: the empty instance).
+#[derive(serde::Deserialize)]
+struct StoredEvent {
+    #[serde(default)]
+    instance: String,
+    #[serde(flatten)]
+    event: OwnedEvent,
+}
+
+/// [`StoredEvent`] for writing.
+#[derive(serde::Serialize)]
+struct StoredEventRef<'a> {
+    instance: &'a str,
+    #[serde(flatten)]
+    event: &'a OwnedEvent,
+}
+
 fn events_path(dir: &Path, store_id: &str) -> PathBuf {
     dir.join(format!("{store_id}.events.jsonl"))
 }
@@ -245,12 +283,12 @@ fn load_store(dir: Option<&Path>, store_id: &str) -> Result<StoreLog, String> {
                 continue;
             }
             // A torn last line (a crash mid-write) is ignored: its batch was never acknowledged.
-            let Ok(event) = serde_json::from_str::<OwnedEvent>(&line) else {
+            let Ok(StoredEvent { instance, event }) = serde_json::from_str::<StoredEvent>(&line) else {
                 tracing::warn!(file = %path.display(), line = number + 1, "skipping a torn line");
                 continue;
             };
-            if event.seq == log.acked_through + 1 {
-                log.acked_through = event.seq;
+            if event.seq == log.acked_through(&instance) + 1 {
+                log.set_acked(&instance, event.seq);
             }
             log.ids.insert(event.id.clone());
             log.events.push(event);
@@ -315,13 +353,37 @@ impl ReferenceCrm {
             .unwrap_or(0)
     }
 
-    /// The highest contiguous sequence number stored for `store_id`.
+    /// The highest contiguous sequence number stored for `store_id`'s latest database instance
+    /// (the one first seen last; see [`ReferenceCrm::instances`]).
     pub fn acked_through(&self, store_id: &str) -> u64 {
         let mut state = lock(&self.state);
         state
             .store(store_id)
-            .map(|log| log.acked_through)
+            .map(|log| {
+                log.instances
+                    .last()
+                    .map_or(0, |instance| log.acked_through(instance))
+            })
             .unwrap_or(0)
+    }
+
+    /// The highest contiguous sequence number stored for `store_id`'s database `instance`.
+    pub fn acked_through_instance(&self, store_id: &str, instance: &str) -> u64 {
+        let mut state = lock(&self.state);
+        state
+            .store(store_id)
+            .map(|log| log.acked_through(instance))
+            .unwrap_or(0)
+    }
+
+    /// The database instances `store_id` has uploaded from, in the order first seen (a
+    /// replaced box or a wiped data directory adds one).
+    pub fn instances(&self, store_id: &str) -> Vec<String> {
+        let mut state = lock(&self.state);
+        state
+            .store(store_id)
+            .map(|log| log.instances.clone())
+            .unwrap_or_default()
     }
 
     /// Counters.
@@ -632,6 +694,9 @@ fn store_events(state: &Mutex<State>, store_id: &str, body: &[u8]) -> Response<F
     #[derive(serde::Deserialize)]
     struct Upload {
         store_id: String,
+        /// Absent from gateways older than instances: the empty instance.
+        #[serde(default)]
+        instance: String,
         events: Vec<OwnedEvent>,
     }
     let upload: Upload = match serde_json::from_slice(body) {
@@ -664,21 +729,31 @@ fn store_events(state: &Mutex<State>, store_id: &str, body: &[u8]) -> Response<F
     let (mut duplicates, mut conflicts, mut gap) = (0, 0, false);
     let mut lines = Vec::new();
     let received = upload.events.len() as u64;
+    let instance = upload.instance;
+    if !log.acked.contains_key(&instance) {
+        log.set_acked(&instance, 0);
+        tracing::info!(store = %store_id, instance = %instance, "reference receiver: a new database instance of this store");
+    }
     for event in upload.events {
         if log.ids.contains(&event.id) {
             duplicates += 1;
             continue;
         }
-        if event.seq <= log.acked_through {
+        let acked = log.acked_through(&instance);
+        if event.seq <= acked {
             conflicts += 1;
             continue;
         }
-        if event.seq != log.acked_through + 1 {
+        if event.seq != acked + 1 {
             gap = true;
             break;
         }
         if log.file.is_some() {
-            match serde_json::to_vec(&event) {
+            let stored = StoredEventRef {
+                instance: &instance,
+                event: &event,
+            };
+            match serde_json::to_vec(&stored) {
                 Ok(mut line) => {
                     line.push(b'\n');
                     lines.extend_from_slice(&line);
@@ -692,7 +767,7 @@ fn store_events(state: &Mutex<State>, store_id: &str, body: &[u8]) -> Response<F
                 }
             }
         }
-        log.acked_through = event.seq;
+        log.set_acked(&instance, event.seq);
         log.ids.insert(event.id.clone());
         log.events.push(event);
     }
@@ -715,7 +790,7 @@ fn store_events(state: &Mutex<State>, store_id: &str, body: &[u8]) -> Response<F
             );
         }
     }
-    let acked_through = log.acked_through;
+    let acked_through = log.acked_through(&instance);
     state.stats.events_received += received;
     state.stats.duplicates += duplicates;
     state.stats.seq_conflicts += conflicts;
