@@ -17,7 +17,13 @@ const STORE: &str = "rb1";
 const PREFIX: &str = "loyalty/rb1";
 const CARD: &str = "2990000000019";
 
-fn config(dir: &Path, crm: &ReferenceCrm, pki: &loyalty_tools::certs::LocalPki, broker: u16, http: u16) -> String {
+fn config(
+    dir: &Path,
+    crm: &ReferenceCrm,
+    pki: &loyalty_tools::certs::LocalPki,
+    broker: u16,
+    http: u16,
+) -> String {
     format!(
         r#"[store]
 id = "{STORE}"
@@ -208,12 +214,20 @@ async fn a_replaced_box_resumes_sync_and_a_box_gone_back_in_time_raises_the_alar
         let (_, metrics) = tokio::task::spawn_blocking(move || http_get(http, "/metrics"))
             .await
             .expect("join");
-        assert_eq!(sample(&metrics, ALARM), None, "{metrics}\n{}", gateway.log());
+        assert_eq!(
+            sample(&metrics, ALARM),
+            None,
+            "{metrics}\n{}",
+            gateway.log()
+        );
         let health: Value = serde_json::from_str(&health).unwrap_or(Value::Null);
         if status == 200 && health["sync"]["ok"] == true && health["sync"]["outbox_depth"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "/health not ok: {status} {health}");
+        assert!(
+            Instant::now() < deadline,
+            "/health not ok: {status} {health}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     gateway.stop();
@@ -238,7 +252,10 @@ async fn a_replaced_box_resumes_sync_and_a_box_gone_back_in_time_raises_the_alar
             let health: Value = serde_json::from_str(&health).expect("health JSON");
             assert_eq!(health["sync"]["ok"], false, "{health}");
             let error = health["sync"]["last_error"].as_str().unwrap_or_default();
-            assert!(error.contains(&first), "the alarm names the instance: {error}");
+            assert!(
+                error.contains(&first),
+                "the alarm names the instance: {error}"
+            );
             break;
         }
         assert!(

@@ -283,7 +283,8 @@ fn load_store(dir: Option<&Path>, store_id: &str) -> Result<StoreLog, String> {
                 continue;
             }
             // A torn last line (a crash mid-write) is ignored: its batch was never acknowledged.
-            let Ok(StoredEvent { instance, event }) = serde_json::from_str::<StoredEvent>(&line) else {
+            let Ok(StoredEvent { instance, event }) = serde_json::from_str::<StoredEvent>(&line)
+            else {
                 tracing::warn!(file = %path.display(), line = number + 1, "skipping a torn line");
                 continue;
             };

@@ -1,5 +1,5 @@
-//! The changes feed: polls `GET /v1/stores/{id}/changes?instance=...&cursor=...`, validates what came down
-//! (rules through `rules::EarningRules::from_config`), and hands each page to
+//! The changes feed: polls `GET /v1/stores/{id}/changes?instance=...&cursor=...`, validates
+//! what came down (rules through `rules::EarningRules::from_config`), and hands each page to
 //! `store::sync_state` which applies it and stores its cursor in one transaction. While pages
 //! carry changes it asks again at once; then every `crm.poll_interval_secs`.
 
