@@ -266,10 +266,7 @@ async fn a_crm_ahead_of_the_local_outbox_raises_the_alarm_and_acks_nothing() {
     add_events(&store, "B", 5);
     let (handle, cancel) = start(&config_b, &store);
     let st = wait_status(&handle.status(), |s| s.alarm.is_some()).await;
-    assert!(st
-        .alarm
-        .expect("alarm")
-        .contains("went back in time"));
+    assert!(st.alarm.expect("alarm").contains("went back in time"));
     assert_eq!(
         store.outbox_stats().expect("stats").acked_through,
         0,
