@@ -582,10 +582,16 @@ async fn the_running_daemon_records_every_documented_metric() {
         key = pki.client_key_file.display(),
         ca = pki.ca_file.display(),
     );
-    let mut gateway = gateway_binary().start(
-        dir.path(),
-        &base_config(dir.path(), "data", store, broker.port, &crm_section),
-    );
+    let config = base_config(dir.path(), "data", store, broker.port, &crm_section);
+    // An old copy of this store's (empty) database, put back later: the same instance gone
+    // back in time.
+    {
+        let config = loyalty_daemon::config::parse(&config).expect("config");
+        let store = loyalty_store::Store::open(&config.storage, &config.store.id).expect("store");
+        store.wait_durable().expect("durable");
+    }
+    harness::copy_dir(&dir.path().join("data"), &dir.path().join("data-restored"));
+    let mut gateway = gateway_binary().start(dir.path(), &config);
     wait_online(broker.port, "loyalty/t5").await;
     let mut till = Till::connect(broker.port, "loyalty/t5", "till-metrics").await;
 
@@ -679,8 +685,9 @@ async fn the_running_daemon_records_every_documented_metric() {
     );
     gateway.stop();
 
-    // The store's data is lost (a new data directory, as after restoring an old backup): the
-    // CRM acknowledges sequence numbers this store no longer has, an invariant violation. And
+    // The store's data went back in time (the old copy of the same database instance put
+    // back): the CRM acknowledges sequence numbers of this instance the store no longer has,
+    // an invariant violation. And
     // its clock is behind the time floor persisted there (two days), so it is untrusted.
     let restored = base_config(
         dir.path(),

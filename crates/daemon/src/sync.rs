@@ -271,11 +271,13 @@ pub fn start_with_metrics(
     }
     if crm.enabled {
         let settings = client::ClientSettings::from_config(crm)?;
+        let instance = store.instance().map_err(store_error)?;
         let backoff_min = Duration::from_millis(crm.backoff_min_ms);
         let backoff_max = Duration::from_millis(crm.backoff_max_ms);
         let retry_after_cap = Duration::from_millis(crm.retry_after_max_ms);
         let upload = UploadSettings {
             store_id: config.store.id.clone(),
+            instance: instance.clone(),
             max_events: crm.batch_max_events,
             max_bytes: crm.batch_max_bytes,
             max_age: Duration::from_millis(crm.batch_max_age_ms),
@@ -286,6 +288,7 @@ pub fn start_with_metrics(
         };
         let feed_settings = FeedSettings {
             store_id: config.store.id.clone(),
+            instance,
             currency: config.store.currency.clone(),
             poll_interval: Duration::from_secs(crm.poll_interval_secs),
             backoff_min,

@@ -16,6 +16,11 @@ pub struct EventsRequest<'a> {
     /// The store sending (the same as in the path).
     #[serde(borrow)]
     pub store_id: &'a str,
+    /// The store's database instance (a random id drawn when its database was created; new
+    /// after a replaced box or a wiped data directory). Sequence numbers count per store *and*
+    /// instance: a new instance starts again at 1.
+    #[serde(borrow)]
+    pub instance: &'a str,
     /// Events in increasing `seq`, without gaps.
     #[serde(borrow)]
     pub events: Vec<WireEvent<'a>>,
@@ -24,7 +29,7 @@ pub struct EventsRequest<'a> {
 /// One outbox event as the CRM sees it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireEvent<'a> {
-    /// Per-store sequence number: gapless, increasing.
+    /// Sequence number per store and instance: gapless, increasing.
     pub seq: u64,
     /// Globally unique id; the CRM deduplicates on it.
     #[serde(borrow)]
@@ -60,8 +65,8 @@ pub struct OwnedEvent {
 /// Body of the CRM's `200` answer to an upload.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AckResponse {
-    /// Every event of this store up to and including this sequence number is stored at the
-    /// CRM. `0`: none yet.
+    /// Every event of this store's instance (the `instance` of the request) up to and including
+    /// this sequence number is stored at the CRM. `0`: none of that instance yet.
     pub acked_through: u64,
 }
 

@@ -164,6 +164,19 @@ impl Store {
         &self.inner.store_id
     }
 
+    /// The id of this database instance (`meta/instance`, also `{data_dir}/instance`): drawn
+    /// at random when the database was created, kept by a copy or a restored backup of the
+    /// data directory, new for a wiped or replaced one. The CRM counts sequence numbers per
+    /// store and instance.
+    pub fn instance(&self) -> Result<String, StoreError> {
+        match self.inner.trees[META].get(meta_key::INSTANCE)? {
+            Some(id) => Ok(String::from_utf8_lossy(&id).into_owned()),
+            None => Err(StoreError::Failed(Failure::Corrupt(
+                "meta instance missing".into(),
+            ))),
+        }
+    }
+
     /// What the compaction at open did, when the database was compacted before this open.
     pub fn compacted_at_open(&self) -> Option<OpenCompaction> {
         self.inner.compacted_at_open

@@ -5,8 +5,11 @@
 //!
 //! What it does: mutual TLS 1.3 (a rustls server with `WebPkiClientVerifier`; a client without a
 //! certificate signed by `--client-ca` is refused), deduplication by event id, in-order
-//! acceptance (`acked_through` is the highest contiguous sequence number stored), persistence as
-//! JSON lines (`{data_dir}/{store_id}.events.jsonl`, written and flushed before the answer), a
+//! acceptance per store *and database instance* (`acked_through` is the highest contiguous
+//! sequence number stored of the batch's `instance`; a new instance, a replaced box, starts at
+//! 0 and the old instances' events stay), persistence as JSON lines
+//! (`{data_dir}/{store_id}.events.jsonl`, each event with its `instance`, written and flushed
+//! before the answer), a
 //! scriptable changes feed (pages pushed in-process, or lines of
 //! `{data_dir}/{store_id}.changes.jsonl`; the cursor is the number of pages consumed) and fault
 //! injection (500, 429/503 with `Retry-After`, stalls, dropped connections) at a given rate.
@@ -204,13 +207,37 @@ impl ReferenceCrm {
             .unwrap_or(0)
     }
 
-    /// The highest contiguous sequence number stored for `store_id`.
+    /// The highest contiguous sequence number stored for `store_id`'s latest database instance
+    /// (the one first seen last; see [`ReferenceCrm::instances`]).
     pub fn acked_through(&self, store_id: &str) -> u64 {
         let mut state = lock(&self.state);
         state
             .store(store_id)
-            .map(|log| log.acked_through)
+            .map(|log| {
+                log.instances
+                    .last()
+                    .map_or(0, |instance| log.acked_through(instance))
+            })
             .unwrap_or(0)
+    }
+
+    /// The highest contiguous sequence number stored for `store_id`'s database `instance`.
+    pub fn acked_through_instance(&self, store_id: &str, instance: &str) -> u64 {
+        let mut state = lock(&self.state);
+        state
+            .store(store_id)
+            .map(|log| log.acked_through(instance))
+            .unwrap_or(0)
+    }
+
+    /// The database instances `store_id` has uploaded from, in the order first seen (a
+    /// replaced box or a wiped data directory adds one).
+    pub fn instances(&self, store_id: &str) -> Vec<String> {
+        let mut state = lock(&self.state);
+        state
+            .store(store_id)
+            .map(|log| log.instances.clone())
+            .unwrap_or_default()
     }
 
     /// Counters.

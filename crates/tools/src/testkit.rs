@@ -14,6 +14,6 @@ mod mqtt;
 mod poll;
 pub mod store;
 
-pub use gateway::{Gateway, GatewayBinary};
+pub use gateway::{copy_dir, Gateway, GatewayBinary};
 pub use mqtt::{format_cents, parse_cents, sale, wait_online, Mosquitto, Till};
 pub use poll::{eventually, free_port, wait_until};

@@ -370,15 +370,20 @@ impl CrmClient {
         Ok(Acked(ack.acked_through))
     }
 
-    /// Fetches the changes page after `cursor` (`None`: from the beginning).
+    /// Fetches the changes page after `cursor` (`None`: from the beginning) for the database
+    /// `instance` (the CRM's `includes_store_seq` counts that instance's sequence numbers).
     pub async fn get_changes(
         &mut self,
         store_id: &str,
+        instance: &str,
         cursor: Option<&str>,
     ) -> Result<ChangesPage, SyncError> {
-        let mut path = format!("/v1/stores/{store_id}/changes");
+        let mut path = format!(
+            "/v1/stores/{store_id}/changes?instance={}",
+            crate::percent::encode_query_value(instance)
+        );
         if let Some(cursor) = cursor {
-            path.push_str("?cursor=");
+            path.push_str("&cursor=");
             path.push_str(&crate::percent::encode_query_value(cursor));
         }
         let request = self

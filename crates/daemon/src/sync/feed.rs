@@ -1,5 +1,5 @@
-//! The changes feed: polls `GET /v1/stores/{id}/changes?cursor=...`, validates what came down
-//! (rules through `rules::EarningRules::from_config`), and hands each page to
+//! The changes feed: polls `GET /v1/stores/{id}/changes?instance=...&cursor=...`, validates
+//! what came down (rules through `rules::EarningRules::from_config`), and hands each page to
 //! `store::sync_state` which applies it and stores its cursor in one transaction. While pages
 //! carry changes it asks again at once; then every `crm.poll_interval_secs`.
 
@@ -111,6 +111,8 @@ pub fn convert(page: ChangesPage, currency: &str, now: Timestamp) -> (ChangeSet,
 pub struct FeedSettings {
     /// Store id.
     pub store_id: String,
+    /// The database instance ([`loyalty_store::Store::instance`]), named in every request.
+    pub instance: String,
     /// Currency of the store (for rules).
     pub currency: String,
     /// Time between polls once the feed is drained.
@@ -189,7 +191,7 @@ async fn poll_once(
         .await
         .map_err(super::store_error)?;
     let page = client
-        .get_changes(&settings.store_id, cursor.as_deref())
+        .get_changes(&settings.store_id, &settings.instance, cursor.as_deref())
         .await?;
     let moved = cursor.as_deref() != Some(page.cursor.as_str());
     let had_changes = !page.is_empty();

@@ -58,6 +58,9 @@ pub trait Outbox: Clone + Send + Sync + 'static {
 pub struct UploadSettings {
     /// The store id in the URL and the body.
     pub store_id: String,
+    /// The database instance sent with every batch ([`loyalty_store::Store::instance`]): the
+    /// CRM counts sequence numbers per store and instance.
+    pub instance: String,
     /// Most events per batch.
     pub max_events: usize,
     /// Most uncompressed bytes per batch (one event is always sent, whatever its size).
@@ -74,17 +77,22 @@ pub struct UploadSettings {
     pub compaction_interval: Duration,
 }
 
-/// Builds the body of one upload from `events` (at least one is taken; more while the size
-/// allows). Returns the JSON text, the last sequence number included and how many were taken.
+/// Builds the body of one upload (`{"store_id","instance","events"}`) from `events` (at least
+/// one is taken; more while the size allows). Returns the JSON text, the last sequence number
+/// included and how many were taken.
 pub fn encode_batch(
     store_id: &str,
+    instance: &str,
     events: &[PendingEvent],
     max_bytes: usize,
 ) -> (String, u64, usize) {
     let store = serde_json::to_string(store_id).unwrap_or_else(|_| "\"\"".into());
+    let instance = serde_json::to_string(instance).unwrap_or_else(|_| "\"\"".into());
     let mut body = String::with_capacity(max_bytes.min(4 << 20));
     body.push_str("{\"store_id\":");
     body.push_str(&store);
+    body.push_str(",\"instance\":");
+    body.push_str(&instance);
     body.push_str(",\"events\":[");
     let mut last = 0;
     let mut taken = 0;
@@ -225,9 +233,10 @@ async fn upload_once<O: Outbox>(
     // Events keep arriving while a batch is read: the batch may go beyond the counts above.
     let last_read = events.last().map_or(after, |e| e.seq);
     let store_id = settings.store_id.clone();
+    let instance = settings.instance.clone();
     let max_bytes = settings.max_bytes;
     let (last_sent, taken, body) = tokio::task::spawn_blocking(move || {
-        let (json, last, taken) = encode_batch(&store_id, &events, max_bytes);
+        let (json, last, taken) = encode_batch(&store_id, &instance, &events, max_bytes);
         (last, taken, gzip(json.as_bytes()))
     })
     .await
@@ -243,7 +252,8 @@ async fn upload_once<O: Outbox>(
         }
         AckVerdict::AheadOfOutbox { local_last } => {
             let message = format!(
-                "the CRM has acknowledged this store's events up to seq {acked}, but the local outbox ends at seq {local_last}: local data may have been lost (power cut, restored backup); uploads are paused, call support"
+                "the CRM has acknowledged events of this database instance ({}) up to seq {acked}, but the local outbox ends at seq {local_last}: this data directory went back in time (an old copy or backup of this box put back, or data lost on a power cut); uploads are paused, call support (a box replaced on purpose starts with an empty data directory, gets a new instance and raises no alarm)",
+                settings.instance
             );
             tracing::error!("{message}");
             status.update(|s| s.alarm = Some(message.clone()));
@@ -275,8 +285,10 @@ enum AckVerdict {
     Through(u64),
     /// Nothing of the batch was acknowledged.
     Nothing,
-    /// The CRM holds sequence numbers this store never wrote (its outbox ends at `local_last`):
-    /// local data may have been lost.
+    /// The CRM holds sequence numbers of this database instance that its outbox does not have
+    /// (it ends at `local_last`): the data went back in time (an old copy of the same instance
+    /// put back, or lost data). A new instance (a replaced box) has its own sequence at the
+    /// CRM and never gets here.
     AheadOfOutbox { local_last: u64 },
 }
 
@@ -321,7 +333,7 @@ mod tests {
         assert_eq!(judge_ack(15, 10, 20, 30, 20), AckVerdict::Through(15));
         assert_eq!(judge_ack(10, 10, 20, 30, 20), AckVerdict::Nothing);
         assert_eq!(judge_ack(3, 10, 20, 30, 20), AckVerdict::Nothing);
-        // A fresh database restarted its sequence below what the CRM holds.
+        // The same instance went back in time (an old copy put back) below what the CRM holds.
         assert_eq!(
             judge_ack(31, 10, 20, 30, 20),
             AckVerdict::AheadOfOutbox { local_last: 30 }
@@ -338,13 +350,14 @@ mod tests {
     #[test]
     fn batch_is_valid_json_and_respects_the_size_limit() {
         let events: Vec<_> = (1..=10).map(event).collect();
-        let (json, last, taken) = encode_batch("S1", &events, 300);
+        let (json, last, taken) = encode_batch("S1", "i1", &events, 300);
         let value: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert!(json.len() <= 300 || taken == 1);
+        assert_eq!(value["instance"], "i1");
         assert_eq!(value["events"].as_array().map(Vec::len), Some(taken));
         assert_eq!(last, taken as u64);
         assert!(taken < 10);
-        let (_, _, taken) = encode_batch("S1", &events, 1);
+        let (_, _, taken) = encode_batch("S1", "i1", &events, 1);
         assert_eq!(taken, 1, "one event always goes, whatever its size");
     }
 }

@@ -18,7 +18,10 @@ use std::sync::{Mutex, MutexGuard};
 pub(super) struct StoreLog {
     pub(super) events: Vec<OwnedEvent>,
     pub(super) ids: HashSet<String>,
-    pub(super) acked_through: u64,
+    /// The highest contiguous sequence number stored, per database instance.
+    pub(super) acked: HashMap<String, u64>,
+    /// Database instances in the order they were first seen.
+    pub(super) instances: Vec<String>,
     pub(super) file: Option<std::io::BufWriter<std::fs::File>>,
     pub(super) pages: Vec<ChangesPage>,
 }
@@ -68,6 +71,38 @@ impl State {
     }
 }
 
+impl StoreLog {
+    /// The highest contiguous sequence number stored of `instance` (0: none).
+    pub(super) fn acked_through(&self, instance: &str) -> u64 {
+        self.acked.get(instance).copied().unwrap_or(0)
+    }
+
+    fn set_acked(&mut self, instance: &str, seq: u64) {
+        if !self.acked.contains_key(instance) {
+            self.instances.push(instance.to_string());
+        }
+        self.acked.insert(instance.to_string(), seq);
+    }
+}
+
+/// One line of `{store_id}.events.jsonl`: the event and the database instance that sent it
+/// (absent in files written before instances were known: the empty instance).
+#[derive(serde::Deserialize)]
+struct StoredEvent {
+    #[serde(default)]
+    instance: String,
+    #[serde(flatten)]
+    event: OwnedEvent,
+}
+
+/// [`StoredEvent`] for writing.
+#[derive(serde::Serialize)]
+struct StoredEventRef<'a> {
+    instance: &'a str,
+    #[serde(flatten)]
+    event: &'a OwnedEvent,
+}
+
 fn events_path(dir: &Path, store_id: &str) -> PathBuf {
     dir.join(format!("{store_id}.events.jsonl"))
 }
@@ -85,12 +120,13 @@ fn load_store(dir: Option<&Path>, store_id: &str) -> Result<StoreLog, String> {
                 continue;
             }
             // A torn last line (a crash mid-write) is ignored: its batch was never acknowledged.
-            let Ok(event) = serde_json::from_str::<OwnedEvent>(&line) else {
+            let Ok(StoredEvent { instance, event }) = serde_json::from_str::<StoredEvent>(&line)
+            else {
                 tracing::warn!(file = %path.display(), line = number + 1, "skipping a torn line");
                 continue;
             };
-            if event.seq == log.acked_through + 1 {
-                log.acked_through = event.seq;
+            if event.seq == log.acked_through(&instance) + 1 {
+                log.set_acked(&instance, event.seq);
             }
             log.ids.insert(event.id.clone());
             log.events.push(event);
@@ -126,6 +162,9 @@ pub(super) fn store_events(
     #[derive(serde::Deserialize)]
     struct Upload {
         store_id: String,
+        /// Absent from gateways older than instances: the empty instance.
+        #[serde(default)]
+        instance: String,
         events: Vec<OwnedEvent>,
     }
     let upload: Upload = match serde_json::from_slice(body) {
@@ -158,21 +197,31 @@ pub(super) fn store_events(
     let (mut duplicates, mut conflicts, mut gap) = (0, 0, false);
     let mut lines = Vec::new();
     let received = upload.events.len() as u64;
+    let instance = upload.instance;
+    if !log.acked.contains_key(&instance) {
+        log.set_acked(&instance, 0);
+        tracing::info!(store = %store_id, instance = %instance, "reference receiver: a new database instance of this store");
+    }
     for event in upload.events {
         if log.ids.contains(&event.id) {
             duplicates += 1;
             continue;
         }
-        if event.seq <= log.acked_through {
+        let acked = log.acked_through(&instance);
+        if event.seq <= acked {
             conflicts += 1;
             continue;
         }
-        if event.seq != log.acked_through + 1 {
+        if event.seq != acked + 1 {
             gap = true;
             break;
         }
         if log.file.is_some() {
-            match serde_json::to_vec(&event) {
+            let stored = StoredEventRef {
+                instance: &instance,
+                event: &event,
+            };
+            match serde_json::to_vec(&stored) {
                 Ok(mut line) => {
                     line.push(b'\n');
                     lines.extend_from_slice(&line);
@@ -186,7 +235,7 @@ pub(super) fn store_events(
                 }
             }
         }
-        log.acked_through = event.seq;
+        log.set_acked(&instance, event.seq);
         log.ids.insert(event.id.clone());
         log.events.push(event);
     }
@@ -209,7 +258,7 @@ pub(super) fn store_events(
             );
         }
     }
-    let acked_through = log.acked_through;
+    let acked_through = log.acked_through(&instance);
     state.stats.events_received += received;
     state.stats.duplicates += duplicates;
     state.stats.seq_conflicts += conflicts;

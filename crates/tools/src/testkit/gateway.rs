@@ -132,3 +132,18 @@ impl Drop for Gateway {
         self.kill9();
     }
 }
+
+/// Copies the directory `from` (a stopped gateway's data directory: sled files, `instance`)
+/// to `to`, recursively, as store IT's backup or disk image would.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
