@@ -49,7 +49,8 @@ pub struct Receipt {
     pub kind: ReceiptKind,
     /// ISO 4217 code.
     pub currency: String,
-    /// The receipt total. For a return, the amount refunded (positive).
+    /// The receipt total. For a return, the amount refunded (positive; see
+    /// [`return_in_core_signs`]).
     pub total: Money,
     /// Loyalty card number the till already knew, if any.
     pub card: Option<String>,
@@ -118,6 +119,35 @@ pub enum ReceiptError {
     /// A negative total on a sale or return.
     #[error("total must not be negative")]
     NegativeTotal,
+    /// A return whose lines and total are signed differently: they would add up if signed alike.
+    #[error(
+        "a return's line amounts and total must be signed alike, all positive or all negative \
+         (either is accepted); this one mixes signs, so its lines do not add up to its total {total}"
+    )]
+    ReturnSignsMixed {
+        /// The total, without its sign.
+        total: String,
+    },
+}
+
+/// Brings a return written with negative amounts (as many tills print and send them) to the
+/// core's convention: what was returned, positive. `kind: "return"` decides that a receipt is a
+/// return; its sign convention is that of its total: a negative total means every amount
+/// (lines, discount lines, total) is negated. Quantities and unit prices lose their sign.
+/// A return that mixes conventions is left inconsistent here and refused by [`validate`]
+/// ([`ReceiptError::ReturnSignsMixed`]). The one place both edges (JSON, printed text) do this.
+pub fn return_in_core_signs(total: &mut Money, lines: &mut [ReceiptLine]) {
+    let negative = total.0 < 0;
+    if negative {
+        *total = Money(-total.0);
+    }
+    for line in lines {
+        if negative {
+            line.amount = Money(-line.amount.0);
+        }
+        line.qty_milli = line.qty_milli.abs();
+        line.unit_price = line.unit_price.map(|price| Money(price.0.abs()));
+    }
 }
 
 /// A receipt that passed [`validate`]: only [`ValidReceipt::check`] makes one, so a function
@@ -194,6 +224,15 @@ pub fn validate(receipt: &Receipt, limits: &ReceiptLimits) -> Result<(), Receipt
         }
     }
     let lines_sum: i64 = receipt.lines.iter().map(|l| l.amount.0).sum();
+    if lines_sum != receipt.total.0 && matches!(receipt.kind, ReceiptKind::Return { .. }) {
+        // Signed alike, the lines would add up: the till mixed the two conventions.
+        let unsigned: i64 = receipt.lines.iter().map(|l| l.amount.0.abs()).sum();
+        if lines_sum == -receipt.total.0 || unsigned == receipt.total.0 {
+            return Err(ReceiptError::ReturnSignsMixed {
+                total: receipt.total.to_string(),
+            });
+        }
+    }
     if lines_sum != receipt.total.0 {
         return Err(ReceiptError::TotalMismatch {
             total: receipt.total.to_string(),

@@ -5,7 +5,7 @@
 //! Invariant: nothing outside this module knows the receipt JSON's or the responses' field names.
 
 use loyalty_core::money::Money;
-use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLine};
+use loyalty_core::receipt::{return_in_core_signs, Receipt, ReceiptKind, ReceiptLine};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -138,24 +138,20 @@ pub fn parse_receipt(
             None => None,
         };
         let amount = money(&line.amount, &at("amount"), decimals)?;
-        // Many tills write returned lines with negative signs; the core wants what was returned.
-        let (qty_milli, amount) = if is_return && qty.0 < 0 {
-            (-qty.0, Money(-amount.0))
-        } else {
-            (qty.0, amount)
-        };
         lines.push(ReceiptLine {
             sku: line.sku.clone(),
             name: line.name.clone(),
-            qty_milli,
+            qty_milli: qty.0,
             unit_price: unit_price.map(|p| Money(p.0.abs())),
             amount,
             category: line.category.clone(),
         });
     }
     let mut total = money(&json.total, "total", decimals)?;
-    if is_return && total.0 < 0 {
-        total = Money(-total.0);
+    if is_return {
+        // Tills sign a return's amounts either way (SPEC 2.3); the core wants what was
+        // returned, positive.
+        return_in_core_signs(&mut total, &mut lines);
     }
     Ok(Receipt {
         id: json.receipt_id,
@@ -528,6 +524,68 @@ mod tests {
         assert_eq!(receipt.total, Money(298));
         assert_eq!(receipt.lines[0].qty_milli, 2000);
         assert_eq!(receipt.lines[0].amount, Money(298));
+    }
+
+    /// A return of `amounts` (one line each, qty 1) totalling `total`, as a till sends it.
+    fn return_json(total: &str, amounts: &[&str]) -> String {
+        let lines: Vec<String> = amounts
+            .iter()
+            .enumerate()
+            .map(|(i, amount)| format!(r#"{{"sku": "{i}", "qty": 1, "amount": "{amount}"}}"#))
+            .collect();
+        format!(
+            r#"{{"receipt_id": "R-9", "timestamp": "2026-11-23T10:15:00Z", "kind": "return",
+            "original_receipt_id": "R-1", "currency": "EUR", "total": "{total}",
+            "lines": [{}]}}"#,
+            lines.join(", ")
+        )
+    }
+
+    fn checked(total: &str, amounts: &[&str]) -> Result<Receipt, String> {
+        use loyalty_core::receipt::{validate, ReceiptLimits};
+        let limits = ReceiptLimits {
+            currency: "EUR".into(),
+            max_total: Money(1_000_000),
+            known_categories: Default::default(),
+        };
+        let receipt = parse_receipt(return_json(total, amounts).as_bytes(), "1", 2)
+            .map_err(|err| err.to_string())?;
+        validate(&receipt, &limits).map_err(|err| err.to_string())?;
+        Ok(receipt)
+    }
+
+    #[test]
+    fn returns_are_accepted_signed_either_way() {
+        // The issue's return: qty 1, amount -3.00, total -3.00.
+        let negative = checked("-3.00", &["-3.00"]).expect("negative return");
+        let positive = checked("3.00", &["3.00"]).expect("positive return");
+        assert_eq!(negative, positive);
+        assert_eq!(negative.total, Money(300));
+        assert_eq!(negative.lines[0].amount, Money(300));
+        // With a discount line, signed the other way in either convention.
+        let negative = checked("-2.50", &["-3.00", "0.50"]).expect("negative with discount");
+        let positive = checked("2.50", &["3.00", "-0.50"]).expect("positive with discount");
+        assert_eq!(negative, positive);
+        assert_eq!(negative.lines[1].amount, Money(-50));
+    }
+
+    #[test]
+    fn returns_mixing_signs_are_refused_clearly() {
+        for (total, amounts) in [
+            ("3.00", &["-3.00"][..]),
+            ("-3.00", &["3.00"][..]),
+            ("-5.00", &["-3.00", "2.00"][..]),
+            ("5.00", &["3.00", "-2.00"][..]),
+        ] {
+            let err = checked(total, amounts).expect_err("mixed signs");
+            assert!(
+                err.contains("signed alike, all positive or all negative"),
+                "{total} {amounts:?}: {err}"
+            );
+        }
+        // Lines that add up under neither convention are a plain mismatch.
+        let err = checked("-9.00", &["-3.00"]).expect_err("mismatch");
+        assert!(err.contains("disagrees with the sum of the lines"), "{err}");
     }
 
     #[test]
