@@ -23,7 +23,7 @@ use scan::*;
 
 use crate::blocking::blocking;
 use crate::config::{Built, Config};
-use crate::input::{Handled, Input, Origin};
+use crate::input::{Handled, Input, Origin, Unreadable};
 use crate::mqtt::BrokerState;
 use crate::systemd::Heartbeat;
 use crate::telemetry::{AnswerKind, Metrics, ReceiptOutcome as ReceiptMetric, ScanKind};

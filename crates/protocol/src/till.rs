@@ -166,6 +166,53 @@ pub fn parse_receipt(
     })
 }
 
+/// The receipt id of a receipt message, read leniently: whatever else is wrong with the
+/// message (an unreadable amount, a missing field, even broken JSON after the id), the id is
+/// returned when the message names one (a string, or a number's text, 1 to 64 characters), so
+/// that the lane's error answer can say which receipt it refuses. Money is never read here.
+pub fn readable_receipt_id(payload: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        receipt_id: Option<serde_json::Value>,
+    }
+    let id = match serde_json::from_slice::<IdOnly>(payload) {
+        Ok(IdOnly {
+            receipt_id: Some(serde_json::Value::String(id)),
+        }) => Some(id),
+        Ok(IdOnly {
+            receipt_id: Some(serde_json::Value::Number(number)),
+        }) => Some(number.to_string()),
+        Ok(_) => None,
+        // Not JSON as a whole: look for the id's key and read the string after it.
+        Err(_) => receipt_id_in_text(payload),
+    };
+    id.filter(|id| !id.is_empty() && id.chars().count() <= 64)
+}
+
+/// `"receipt_id": "<string>"` anywhere in broken JSON text.
+fn receipt_id_in_text(payload: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(payload);
+    let key = "\"receipt_id\"";
+    let after = &text[text.find(key)? + key.len()..];
+    let value = after.trim_start().strip_prefix(':')?.trim_start();
+    if !value.starts_with('"') {
+        return None;
+    }
+    // The closing quote: the first one not escaped by a backslash.
+    let mut escaped = false;
+    let end = value
+        .char_indices()
+        .skip(1)
+        .find(|&(_, c)| {
+            let close = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            close
+        })?
+        .0;
+    serde_json::from_str(&value[..=end]).ok()
+}
+
 /// A voucher's discount as the till must apply it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -586,6 +633,41 @@ mod tests {
         // Lines that add up under neither convention are a plain mismatch.
         let err = checked("-9.00", &["-3.00"]).expect_err("mismatch");
         assert!(err.contains("disagrees with the sum of the lines"), "{err}");
+    }
+
+    #[test]
+    fn the_receipt_id_is_read_whatever_else_is_wrong() {
+        // The issue's receipt: one amount unreadable. Strict for money, lenient for the id.
+        let bad_amount = RECEIPT.replace("\"2.98\"", "\"5.0.0\"");
+        let err = parse_receipt(bad_amount.as_bytes(), "3", 2).expect_err("5.0.0");
+        assert!(err.to_string().starts_with("lines[0].amount"), "{err}");
+        assert_eq!(
+            readable_receipt_id(bad_amount.as_bytes()).as_deref(),
+            Some("R-0001")
+        );
+        // Broken JSON after the id, a missing field, a numeric id.
+        let broken = br#"{"lane": "3", "receipt_id": "R-\"7\"", "total": 5.0.0, "#;
+        assert_eq!(readable_receipt_id(broken).as_deref(), Some("R-\"7\""));
+        let no_lines = RECEIPT.replace("\"lines\"", "\"items\"");
+        assert!(parse_receipt(no_lines.as_bytes(), "3", 2).is_err());
+        assert_eq!(
+            readable_receipt_id(no_lines.as_bytes()).as_deref(),
+            Some("R-0001")
+        );
+        assert_eq!(
+            readable_receipt_id(br#"{"receipt_id": 42, "total": "x"}"#).as_deref(),
+            Some("42")
+        );
+        // No id, an empty one, one too long, not JSON at all: none.
+        assert_eq!(readable_receipt_id(br#"{"total": "1.00"}"#), None);
+        assert_eq!(readable_receipt_id(br#"{"receipt_id": ""}"#), None);
+        let long = format!(r#"{{"receipt_id": "{}"}}"#, "x".repeat(65));
+        assert_eq!(readable_receipt_id(long.as_bytes()), None);
+        assert_eq!(readable_receipt_id(b"\x01garbage"), None);
+        assert_eq!(
+            readable_receipt_id(br#"{"original_receipt_id": "R-1", "#),
+            None
+        );
     }
 
     #[test]

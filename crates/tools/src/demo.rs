@@ -10,7 +10,7 @@ pub mod pty;
 
 use crate::loadgen::{self, Peer, Percentiles};
 use loyalty_daemon::gateway::{self, GatewayHandle, StartOptions};
-use loyalty_daemon::input::{Input, Origin};
+use loyalty_daemon::input::{Input, Origin, Unreadable};
 use loyalty_daemon::mqtt::Topics;
 use loyalty_protocol::till::{LineMessage, Qty, ReceiptMessage};
 use serde_json::Value;
@@ -144,8 +144,12 @@ impl Lanes {
                 } else {
                     Input::Receipt {
                         lane: lane.to_string(),
-                        receipt: loyalty_protocol::till::parse_receipt(&payload, lane, 2)
-                            .map_err(|e| e.to_string()),
+                        receipt: loyalty_protocol::till::parse_receipt(&payload, lane, 2).map_err(
+                            |e| Unreadable {
+                                receipt_id: loyalty_protocol::till::readable_receipt_id(&payload),
+                                message: e.to_string(),
+                            },
+                        ),
                         origin: Origin::Mqtt,
                         done: None,
                     }

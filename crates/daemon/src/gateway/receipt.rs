@@ -9,7 +9,7 @@ use loyalty_store::{ReceiptApplied, ReceiptCustomer};
 
 pub(super) async fn on_receipt(
     lane: &str,
-    receipt: Result<Receipt, String>,
+    receipt: Result<Receipt, Unreadable>,
     session: &mut LaneSession,
     shared: &Shared,
 ) -> (Response, Handled) {
@@ -17,9 +17,12 @@ pub(super) async fn on_receipt(
     let now = time.now;
     let receipt = match receipt {
         Ok(receipt) => receipt,
-        Err(message) => {
+        Err(Unreadable {
+            receipt_id,
+            message,
+        }) => {
             return (
-                Response::error(lane, None, "malformed_receipt", message),
+                Response::error(lane, receipt_id.as_deref(), "malformed_receipt", message),
                 Handled::Refused,
             )
         }
