@@ -2,7 +2,9 @@
 //! captured from the printer stream), and its validation. Pure: no I/O, no wire formats.
 //!
 //! Invariant: a `Receipt` that passed [`validate`] has a non-empty id, exact amounts whose lines
-//! add up to the total, positive quantities, and a total within the accepted range.
+//! add up to the total, positive quantities, and a total within the accepted range. A category
+//! the rules do not know does not refuse a receipt (the sale happened): it is reported by
+//! [`ReceiptLimits::unknown_categories`] and earns nothing (see `rules`).
 
 use crate::money::Money;
 use std::collections::BTreeSet;
@@ -67,8 +69,27 @@ pub struct ReceiptLimits {
     pub currency: String,
     /// Largest accepted absolute receipt total.
     pub max_total: Money,
-    /// Known merchandise categories; empty means any category is accepted.
+    /// Known merchandise categories; empty means every category is known.
     pub known_categories: BTreeSet<String>,
+}
+
+impl ReceiptLimits {
+    /// The categories of `receipt`'s lines that are not among the known ones (sorted, each
+    /// once); empty when every category is known or no list is configured. The receipt is
+    /// applied all the same, and these lines earn nothing: the lane's answer, the receipt's
+    /// CRM event and `/metrics` report them so that the operator adds them to the rules.
+    pub fn unknown_categories(&self, receipt: &Receipt) -> Vec<String> {
+        if self.known_categories.is_empty() {
+            return Vec::new();
+        }
+        let unknown: BTreeSet<&String> = receipt
+            .lines
+            .iter()
+            .filter_map(|line| line.category.as_ref())
+            .filter(|category| !self.known_categories.contains(*category))
+            .collect();
+        unknown.into_iter().cloned().collect()
+    }
 }
 
 /// Why a receipt was refused. Each names the field at fault so the till's integrator can fix it.
@@ -105,14 +126,6 @@ pub enum ReceiptError {
     /// A total beyond the accepted range (a scanning or integration error, not a sale).
     #[error("total {0} is outside the accepted range")]
     AbsurdTotal(String),
-    /// A category the rules do not know.
-    #[error("line {line}: unknown category '{category}'")]
-    UnknownCategory {
-        /// 1-based line number.
-        line: usize,
-        /// The category.
-        category: String,
-    },
     /// A return without the sale it refers to.
     #[error("a return must name original_receipt_id")]
     ReturnWithoutOriginal,
@@ -214,14 +227,6 @@ pub fn validate(receipt: &Receipt, limits: &ReceiptLimits) -> Result<(), Receipt
         if line.qty_milli <= 0 {
             return Err(ReceiptError::BadQuantity { line: index + 1 });
         }
-        if let Some(category) = &line.category {
-            if !limits.known_categories.is_empty() && !limits.known_categories.contains(category) {
-                return Err(ReceiptError::UnknownCategory {
-                    line: index + 1,
-                    category: category.clone(),
-                });
-            }
-        }
     }
     let lines_sum: i64 = receipt.lines.iter().map(|l| l.amount.0).sum();
     if lines_sum != receipt.total.0 && matches!(receipt.kind, ReceiptKind::Return { .. }) {
@@ -307,12 +312,14 @@ mod tests {
             validate(&r, &limits()),
             Err(ReceiptError::BadQuantity { line: 1 })
         );
+        // A category the rules do not know is applied and reported, not refused.
         let mut r = sale();
         r.lines[1].category = Some("tobaco".into());
-        assert!(matches!(
-            validate(&r, &limits()),
-            Err(ReceiptError::UnknownCategory { line: 2, .. })
-        ));
+        r.lines.push(r.lines[1].clone());
+        r.lines[2].amount = Money(0);
+        assert_eq!(validate(&r, &limits()), Ok(()));
+        assert_eq!(limits().unknown_categories(&r), vec!["tobaco".to_string()]);
+        assert!(limits().unknown_categories(&sale()).is_empty());
         let mut r = sale();
         r.total = Money(5_000_000);
         assert!(matches!(

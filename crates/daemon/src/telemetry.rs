@@ -448,6 +448,7 @@ struct MetricsInner {
     sync_last_success: Gauge,
     vouchers_issued: Counter,
     vouchers_redeemed: Counter,
+    unknown_categories: Counter,
     clock_untrusted: Gauge,
     untrusted_stamps: Counter,
     invariant_violations: Family<WhatLabel, Counter>,
@@ -495,12 +496,18 @@ impl Metrics {
             sync_last_success: Gauge::default(),
             vouchers_issued: Counter::default(),
             vouchers_redeemed: Counter::default(),
+            unknown_categories: Counter::default(),
             clock_untrusted: Gauge::default(),
             untrusted_stamps: Counter::default(),
             invariant_violations: Family::default(),
             registry: Registry::default(),
         };
         registry.register("scans", "Scans handled, by kind", inner.scans.clone());
+        registry.register(
+            "receipts_unknown_category",
+            "Receipts applied with a line category rules.categories does not list (earned nothing)",
+            inner.unknown_categories.clone(),
+        );
         registry.register(
             "receipts",
             "Receipts handled, by outcome",
@@ -679,6 +686,11 @@ impl Metrics {
     /// A voucher was issued.
     pub fn voucher_issued(&self) {
         self.inner.vouchers_issued.inc();
+    }
+
+    /// A receipt was applied with categories the rules do not list.
+    pub fn unknown_categories(&self) {
+        self.inner.unknown_categories.inc();
     }
 
     /// A voucher was redeemed.

@@ -304,6 +304,10 @@ pub enum Response {
         /// Vouchers issued by this receipt, for the till to print.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         vouchers: Vec<IssuedVoucherJson>,
+        /// Categories of its lines that `rules.categories` does not list: the receipt was
+        /// applied, those lines earned nothing (absent when there are none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        unknown_categories: Vec<String>,
     },
     /// After a voucher scan.
     Reward {

@@ -35,6 +35,8 @@ pub(super) async fn on_receipt(
     // The limits of the rules in force (the CRM may have replaced them since start-up). The
     // one validation of this receipt: the store takes the `ValidReceipt` it produces.
     let rules = current_rules(shared);
+    // Applied all the same; flagged in the answer, the event and /metrics.
+    let unknown = rules.limits().unknown_categories(&receipt);
     let receipt = match ValidReceipt::check(receipt, rules.limits()) {
         Ok(receipt) => receipt,
         Err(err) => {
@@ -97,13 +99,21 @@ pub(super) async fn on_receipt(
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !outcome.duplicate {
                 shared.metrics.points(outcome.earned);
+                if !unknown.is_empty() {
+                    tracing::warn!(receipt = %outcome.receipt_id, categories = ?unknown, "receipt with categories rules.categories does not list: applied, those lines earned nothing; add them to the rules");
+                    shared.metrics.unknown_categories();
+                }
             }
             let settled = settled_answers(lane, &outcome, vouchers, shared);
             let mut answer = points_answer(lane, &outcome);
             if let Response::Points {
-                vouchers, balance, ..
+                vouchers,
+                balance,
+                unknown_categories,
+                ..
             } = &mut answer
             {
+                *unknown_categories = unknown;
                 if let Some(after) = settled.balance_after_issue {
                     // Issuing converted points: answer the balance after it.
                     *balance = Some(after);

@@ -168,6 +168,7 @@ pub(super) fn points_answer(lane: &str, outcome: &ReceiptOutcome) -> Response {
         balance: outcome.balance.map(|b| b.total),
         duplicate: outcome.duplicate,
         vouchers: Vec::new(),
+        unknown_categories: Vec::new(),
     }
 }
 
