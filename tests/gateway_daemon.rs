@@ -175,6 +175,17 @@ async fn local_api_reports_health_metrics_and_customers() {
             .any(|l| l == "loyalty_receipts_unknown_category_total 1"),
         "{body}"
     );
+    // Gauges are read at scrape time: the events the two receipts queued a moment ago show
+    // (no CRM here, so none was acknowledged).
+    let depth: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("loyalty_outbox_depth "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("loyalty_outbox_depth");
+    assert!(
+        depth >= 2,
+        "outbox depth {depth} right after two receipts: {body}"
+    );
 
     let (status, body) =
         tokio::task::spawn_blocking(move || http_get(port, "/customers?card=2990000000019"))
