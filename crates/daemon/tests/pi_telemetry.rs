@@ -180,8 +180,11 @@ fn secret_files_are_trimmed_and_must_not_be_world_readable() {
 /// happens is tested through a running daemon (`tests/gateway_lifecycle.rs`).
 #[test]
 fn every_documented_metric_is_exported_from_the_start() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/arch/pi.md"))
-        .expect("docs/arch/pi.md");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/arch/pi.md"
+    ))
+    .expect("docs/arch/pi.md");
     let table = doc
         .split("## Metrics")
         .nth(1)
