@@ -23,6 +23,29 @@ fn shipped_configuration_passes_check_config() {
     );
 }
 
+/// A store installed from the shipped configuration issues vouchers: `[rewards]` has a rule and
+/// the key path the Debian package's postinst creates.
+#[test]
+fn shipped_configuration_issues_vouchers_with_the_packaged_key() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml");
+    let config = loyalty_daemon::config::load(std::path::Path::new(path))
+        .unwrap_or_else(|errors| panic!("{errors:#?}"));
+    assert!(!config.rewards.rules.is_empty(), "no [[rewards.rules]]");
+    let key = "/var/lib/loyalty-gateway/store.key";
+    assert_eq!(
+        config.rewards.signing_key_file.as_deref(),
+        Some(std::path::Path::new(key))
+    );
+    let postinst = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/debian/postinst"))
+        .expect("debian/postinst");
+    assert!(
+        postinst.contains("key=\"$STATE_DIR/store.key\"")
+            && postinst.contains("STATE_DIR=/var/lib/loyalty-gateway")
+            && postinst.contains("keys generate --out \"$key\""),
+        "postinst must create {key}"
+    );
+}
+
 #[test]
 fn check_config_names_every_error_and_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -47,6 +47,7 @@ fn config(dir: &std::path::Path, broker: u16, http: u16) -> String {
     format!(
         "[store]\nid = \"d1\"\ntimezone = \"Europe/Berlin\"\nrequire_ntp_sync = false\n[storage]\ndata_dir = \"{}\"\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\nreconnect_min_ms = 50\n[cards]\nprefixes = [\"299\"]\n\
+         [rules]\ncategories = [\"food\"]\n\
          [rewards]\nsigning_key_file = \"{}\"\nrules = [{{ every_points = 10, value = \"1.00\", validity_days = 30 }}]\n\
          [http]\nbind = \"127.0.0.1:{http}\"\n",
         dir.join("data").display(),
@@ -133,6 +134,22 @@ async fn local_api_reports_health_metrics_and_customers() {
     .await;
     let points = till.next(Duration::from_secs(15)).await;
     assert_eq!(points["earned"], 12, "{points}");
+    assert!(points.get("unknown_categories").is_none(), "{points}");
+
+    // A category the rules do not list: applied (not refused), flagged for the operator.
+    till.receipt(
+        "2",
+        &sale(
+            "H-2",
+            "2",
+            None,
+            &[("A", 1, "3.00", "food"), ("G", 1, "9.00", "garden")],
+        ),
+    )
+    .await;
+    let flagged = till.next(Duration::from_secs(15)).await;
+    assert_eq!(flagged["type"], "points", "{flagged}");
+    assert_eq!(flagged["unknown_categories"], serde_json::json!(["garden"]));
 
     let port = http;
     let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/health"))
@@ -149,10 +166,26 @@ async fn local_api_reports_health_metrics_and_customers() {
     assert_eq!(status, 200);
     assert!(
         body.lines()
-            .any(|l| l.starts_with("loyalty_receipts_total{outcome=\"applied\"} 1")),
+            .any(|l| l.starts_with("loyalty_receipts_total{outcome=\"applied\"} 2")),
         "{body}"
     );
     assert!(body.contains("loyalty_answer_latency_seconds_bucket"));
+    assert!(
+        body.lines()
+            .any(|l| l == "loyalty_receipts_unknown_category_total 1"),
+        "{body}"
+    );
+    // Gauges are read at scrape time: the events the two receipts queued a moment ago show
+    // (no CRM here, so none was acknowledged).
+    let depth: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("loyalty_outbox_depth "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("loyalty_outbox_depth");
+    assert!(
+        depth >= 2,
+        "outbox depth {depth} right after two receipts: {body}"
+    );
 
     let (status, body) =
         tokio::task::spawn_blocking(move || http_get(port, "/customers?card=2990000000019"))

@@ -136,6 +136,14 @@ async fn returns_claw_back_and_bad_input_gets_error_answers() {
     assert_eq!(malformed["type"], "error");
     assert_eq!(malformed["code"], "malformed_receipt");
 
+    // One unreadable amount: refused as malformed, naming the receipt it could read.
+    let mut bad_amount = sale("R-12", "3", None, &[("A", 1, "10.00", "food")]);
+    bad_amount["lines"][0]["amount"] = json!("5.0.0");
+    till.receipt("3", &bad_amount).await;
+    let malformed = till.next(ANSWER).await;
+    assert_eq!(malformed["code"], "malformed_receipt", "{malformed}");
+    assert_eq!(malformed["receipt_id"], "R-12", "{malformed}");
+
     let mut wrong_total = sale("R-11", "3", None, &[("A", 1, "10.00", "food")]);
     wrong_total["total"] = json!("11.00");
     till.receipt("3", &wrong_total).await;

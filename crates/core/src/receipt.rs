@@ -2,7 +2,9 @@
 //! captured from the printer stream), and its validation. Pure: no I/O, no wire formats.
 //!
 //! Invariant: a `Receipt` that passed [`validate`] has a non-empty id, exact amounts whose lines
-//! add up to the total, positive quantities, and a total within the accepted range.
+//! add up to the total, positive quantities, and a total within the accepted range. A category
+//! the rules do not know does not refuse a receipt (the sale happened): it is reported by
+//! [`ReceiptLimits::unknown_categories`] and earns nothing (see `rules`).
 
 use crate::money::Money;
 use std::collections::BTreeSet;
@@ -49,7 +51,8 @@ pub struct Receipt {
     pub kind: ReceiptKind,
     /// ISO 4217 code.
     pub currency: String,
-    /// The receipt total. For a return, the amount refunded (positive).
+    /// The receipt total. For a return, the amount refunded (positive; see
+    /// [`return_in_core_signs`]).
     pub total: Money,
     /// Loyalty card number the till already knew, if any.
     pub card: Option<String>,
@@ -66,8 +69,27 @@ pub struct ReceiptLimits {
     pub currency: String,
     /// Largest accepted absolute receipt total.
     pub max_total: Money,
-    /// Known merchandise categories; empty means any category is accepted.
+    /// Known merchandise categories; empty means every category is known.
     pub known_categories: BTreeSet<String>,
+}
+
+impl ReceiptLimits {
+    /// The categories of `receipt`'s lines that are not among the known ones (sorted, each
+    /// once); empty when every category is known or no list is configured. The receipt is
+    /// applied all the same, and these lines earn nothing: the lane's answer, the receipt's
+    /// CRM event and `/metrics` report them so that the operator adds them to the rules.
+    pub fn unknown_categories(&self, receipt: &Receipt) -> Vec<String> {
+        if self.known_categories.is_empty() {
+            return Vec::new();
+        }
+        let unknown: BTreeSet<&String> = receipt
+            .lines
+            .iter()
+            .filter_map(|line| line.category.as_ref())
+            .filter(|category| !self.known_categories.contains(*category))
+            .collect();
+        unknown.into_iter().cloned().collect()
+    }
 }
 
 /// Why a receipt was refused. Each names the field at fault so the till's integrator can fix it.
@@ -104,20 +126,41 @@ pub enum ReceiptError {
     /// A total beyond the accepted range (a scanning or integration error, not a sale).
     #[error("total {0} is outside the accepted range")]
     AbsurdTotal(String),
-    /// A category the rules do not know.
-    #[error("line {line}: unknown category '{category}'")]
-    UnknownCategory {
-        /// 1-based line number.
-        line: usize,
-        /// The category.
-        category: String,
-    },
     /// A return without the sale it refers to.
     #[error("a return must name original_receipt_id")]
     ReturnWithoutOriginal,
     /// A negative total on a sale or return.
     #[error("total must not be negative")]
     NegativeTotal,
+    /// A return whose lines and total are signed differently: they would add up if signed alike.
+    #[error(
+        "a return's line amounts and total must be signed alike, all positive or all negative \
+         (either is accepted); this one mixes signs, so its lines do not add up to its total {total}"
+    )]
+    ReturnSignsMixed {
+        /// The total, without its sign.
+        total: String,
+    },
+}
+
+/// Brings a return written with negative amounts (as many tills print and send them) to the
+/// core's convention: what was returned, positive. `kind: "return"` decides that a receipt is a
+/// return; its sign convention is that of its total: a negative total means every amount
+/// (lines, discount lines, total) is negated. Quantities and unit prices lose their sign.
+/// A return that mixes conventions is left inconsistent here and refused by [`validate`]
+/// ([`ReceiptError::ReturnSignsMixed`]). The one place both edges (JSON, printed text) do this.
+pub fn return_in_core_signs(total: &mut Money, lines: &mut [ReceiptLine]) {
+    let negative = total.0 < 0;
+    if negative {
+        *total = Money(-total.0);
+    }
+    for line in lines {
+        if negative {
+            line.amount = Money(-line.amount.0);
+        }
+        line.qty_milli = line.qty_milli.abs();
+        line.unit_price = line.unit_price.map(|price| Money(price.0.abs()));
+    }
 }
 
 /// A receipt that passed [`validate`]: only [`ValidReceipt::check`] makes one, so a function
@@ -184,16 +227,17 @@ pub fn validate(receipt: &Receipt, limits: &ReceiptLimits) -> Result<(), Receipt
         if line.qty_milli <= 0 {
             return Err(ReceiptError::BadQuantity { line: index + 1 });
         }
-        if let Some(category) = &line.category {
-            if !limits.known_categories.is_empty() && !limits.known_categories.contains(category) {
-                return Err(ReceiptError::UnknownCategory {
-                    line: index + 1,
-                    category: category.clone(),
-                });
-            }
-        }
     }
     let lines_sum: i64 = receipt.lines.iter().map(|l| l.amount.0).sum();
+    if lines_sum != receipt.total.0 && matches!(receipt.kind, ReceiptKind::Return { .. }) {
+        // Signed alike, the lines would add up: the till mixed the two conventions.
+        let unsigned: i64 = receipt.lines.iter().map(|l| l.amount.0.abs()).sum();
+        if lines_sum == -receipt.total.0 || unsigned == receipt.total.0 {
+            return Err(ReceiptError::ReturnSignsMixed {
+                total: receipt.total.to_string(),
+            });
+        }
+    }
     if lines_sum != receipt.total.0 {
         return Err(ReceiptError::TotalMismatch {
             total: receipt.total.to_string(),
@@ -268,12 +312,14 @@ mod tests {
             validate(&r, &limits()),
             Err(ReceiptError::BadQuantity { line: 1 })
         );
+        // A category the rules do not know is applied and reported, not refused.
         let mut r = sale();
         r.lines[1].category = Some("tobaco".into());
-        assert!(matches!(
-            validate(&r, &limits()),
-            Err(ReceiptError::UnknownCategory { line: 2, .. })
-        ));
+        r.lines.push(r.lines[1].clone());
+        r.lines[2].amount = Money(0);
+        assert_eq!(validate(&r, &limits()), Ok(()));
+        assert_eq!(limits().unknown_categories(&r), vec!["tobaco".to_string()]);
+        assert!(limits().unknown_categories(&sale()).is_empty());
         let mut r = sale();
         r.total = Money(5_000_000);
         assert!(matches!(

@@ -14,8 +14,8 @@
 //!
 //! Order of factors (all multiply, so the order changes nothing in the exact value; it is
 //! the order in which they are documented and applied):
-//! 1. a line is *eligible* unless its category is excluded or its SKU starts with an excluded
-//!    GTIN prefix; discount lines (negative amounts) reduce the eligible spend;
+//! 1. a line is *eligible* unless its category is excluded (or, with `categories` set, not
+//!    listed there) or its SKU starts with an excluded GTIN prefix; discount lines (negative amounts) reduce the eligible spend;
 //! 2. exact line value = `amount × points_per_unit / per_amount`
 //!    `× category multiplier × tier factor × promotion factor` (each factor 1.00 when absent;
 //!    several promotion factors on one line do not stack: the highest wins, first in
@@ -81,6 +81,9 @@ pub enum Exclusion {
     Category(String),
     /// Its GTIN starts with one of `excluded_gtin_prefixes` (the prefix that matched).
     GtinPrefix(String),
+    /// `categories` is set and does not list its category: a new category earns nothing
+    /// until the rules name it (the receipt is applied all the same).
+    UnknownCategory(String),
 }
 
 /// Points of one receipt line (same order as the receipt's lines).
@@ -238,6 +241,9 @@ impl EarningRules {
         if let Some(category) = &line.category {
             if self.excluded_categories.contains(category) {
                 return Some(Exclusion::Category(category.clone()));
+            }
+            if !self.categories.is_empty() && !self.categories.contains(category) {
+                return Some(Exclusion::UnknownCategory(category.clone()));
             }
         }
         let gtin = normalized_gtin(&line.sku)?;
@@ -467,6 +473,10 @@ impl fmt::Display for Exclusion {
         match self {
             Exclusion::Category(c) => write!(f, "category '{c}' does not earn"),
             Exclusion::GtinPrefix(p) => write!(f, "articles with GTIN prefix {p} do not earn"),
+            Exclusion::UnknownCategory(c) => write!(
+                f,
+                "category '{c}' is not in rules.categories: it earns nothing until it is added"
+            ),
         }
     }
 }

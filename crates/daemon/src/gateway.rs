@@ -23,7 +23,7 @@ use scan::*;
 
 use crate::blocking::blocking;
 use crate::config::{Built, Config};
-use crate::input::{Handled, Input, Origin};
+use crate::input::{Handled, Input, Origin, Unreadable};
 use crate::mqtt::BrokerState;
 use crate::systemd::Heartbeat;
 use crate::telemetry::{AnswerKind, Metrics, ReceiptOutcome as ReceiptMetric, ScanKind};
@@ -394,14 +394,11 @@ async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let status = handle.sync.status().snapshot();
-        let age = status
-            .oldest_unsent_at
-            .and_then(|at| Duration::try_from(Timestamp::now().duration_since(at)).ok());
-        handle.metrics.outbox(status.outbox_depth, age);
-        handle.metrics.broker(handle.broker.borrow().connected);
+        let gauges = handle.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || refresh_gauges(&gauges)).await {
+            tracing::error!(error = %err, "refreshing the gauges panicked");
+        }
         let time = trusted_now(&handle.clock);
-        handle.metrics.clock_trusted(time.trusted);
         let due = last_persisted
             .is_none_or(|at| time.now.duration_since(at) >= SignedDuration::from_secs(60));
         if due {
@@ -414,6 +411,27 @@ async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// Sets the gauges from their sources, now: the outbox's depth and oldest unsent event (read
+/// from the store), the broker connection, the clock. Every `/metrics` scrape calls it first
+/// (so a scrape right after receipts queue sees them), and housekeeping every few seconds.
+/// Blocking (reads the store).
+pub(crate) fn refresh_gauges(handle: &GatewayHandle) {
+    use crate::sync::uploader::Outbox as _;
+    match handle.store.counts() {
+        Ok(counts) => {
+            let age = counts
+                .oldest_unsent_at
+                .and_then(|at| Duration::try_from(Timestamp::now().duration_since(at)).ok());
+            handle.metrics.outbox(counts.depth, age);
+        }
+        Err(err) => tracing::debug!(error = %err, "outbox gauges not refreshed"),
+    }
+    handle.metrics.broker(handle.broker.borrow().connected);
+    handle
+        .metrics
+        .clock_trusted(trusted_now(&handle.clock).trusted);
 }
 
 /// Follows what the CRM sends down: swaps in accepted rules, and keeps the voucher keys the

@@ -53,6 +53,9 @@ const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
 pub trait ApiBackend: Send + Sync + 'static {
     /// The current health of every part.
     fn health(&self) -> HealthReport;
+    /// Sets the gauges of the registry `/metrics` encodes from their sources, now (called
+    /// before every scrape, so that no gauge lags what `/health` says).
+    fn refresh_metrics(&self) {}
     /// The customer holding `card`, or `None` when no customer has it.
     fn customer_by_card(&self, card: &str) -> Result<Option<CustomerView>, BackendError>;
     /// The image of voucher `voucher_id` in `format`, or `None` when there is no such voucher.
@@ -278,6 +281,10 @@ async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Answer {
     match path.as_str() {
         "/health" => health(state).await,
         "/metrics" => {
+            let backend = state.backend.clone();
+            if let Err(err) = tokio::task::spawn_blocking(move || backend.refresh_metrics()).await {
+                tracing::error!(error = %err, "local API: refreshing the gauges panicked");
+            }
             let mut answer = Response::new(Full::new(Bytes::from(state.metrics.encode())));
             answer
                 .headers_mut()

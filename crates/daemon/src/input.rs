@@ -16,6 +16,32 @@ pub enum Origin {
     PrinterProxy(String),
 }
 
+/// Why a receipt could not be read, with its id when the edge could read that much (the
+/// lane's error answer names it, so the till knows which sale was refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The receipt id, when the message yielded one.
+    pub receipt_id: Option<String>,
+    /// What is wrong, for the till's integrator.
+    pub message: String,
+}
+
+impl Unreadable {
+    /// A receipt whose id could not be read either.
+    pub fn without_id(message: impl Into<String>) -> Self {
+        Unreadable {
+            receipt_id: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// What the gateway did with a receipt, reported back to the edge that delivered it (MQTT acks
 /// the broker only after this arrives).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +72,7 @@ pub enum Input {
         /// Lane id.
         lane: String,
         /// The receipt, or why it could not be read (answered to the lane as an error).
-        receipt: Result<Receipt, String>,
+        receipt: Result<Receipt, Unreadable>,
         /// Where it came from.
         origin: Origin,
         /// Told when the receipt is durably handled.

@@ -12,7 +12,7 @@
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;
-use crate::input::{Handled, Input, Origin};
+use crate::input::{Handled, Input, Origin, Unreadable};
 use crate::telemetry::Secret;
 use loyalty_protocol::till::{self, Response};
 use rumqttc::{
@@ -465,8 +465,11 @@ async fn handle_publish(
             spawn_ack(helpers, client.clone(), publish, None);
         }
         Some(IncomingTopic::Receipt(lane)) => {
-            let receipt = till::parse_receipt(&publish.payload, &lane, decimals)
-                .map_err(|err| err.to_string());
+            let receipt =
+                till::parse_receipt(&publish.payload, &lane, decimals).map_err(|err| Unreadable {
+                    receipt_id: till::readable_receipt_id(&publish.payload),
+                    message: err.to_string(),
+                });
             let (done, handled) = oneshot::channel();
             let sent = inputs
                 .send(Input::Receipt {

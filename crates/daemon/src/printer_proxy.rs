@@ -16,7 +16,7 @@
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Built, PrinterProxyConfig};
-use crate::input::{Input, Origin};
+use crate::input::{Input, Origin, Unreadable};
 use loyalty_core::escpos::Document;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,7 +119,7 @@ impl Events {
         }
         let _ = self.tx.send(Input::Receipt {
             lane: self.lane.clone(),
-            receipt: receipt.map_err(|err| err.to_string()),
+            receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
             origin: Origin::PrinterProxy(self.name.clone()),
             done: None,
         });

@@ -23,7 +23,7 @@
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Built, SerialConfig, SerialKind};
-use crate::input::{Input, Origin};
+use crate::input::{Input, Origin, Unreadable};
 use loyalty_core::escpos::Document;
 use serialport::{DataBits, FlowControl, Parity, StopBits, TTYPort};
 use std::io::{self, Read, Write};
@@ -194,7 +194,7 @@ impl Events {
         }
         let _ = self.tx.send(Input::Receipt {
             lane: self.lane.clone(),
-            receipt: receipt.map_err(|err| err.to_string()),
+            receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
             origin: Origin::Serial(self.name.clone()),
             done: None,
         });

@@ -303,6 +303,42 @@ fn a_return_marker_must_name_the_original() {
     );
 }
 
+/// A printed return (`RÜCKGABE`) of one item and a discount line, amounts as given.
+fn printed_return(item: &str, discount: &str, total: &str) -> Vec<String> {
+    vec![
+        "Bon-Nr.: 12".into(),
+        "RÜCKGABE zu Bon-Nr. 11".into(),
+        format!("Bleistift                   {item} A"),
+        format!("Rabatt                      {discount} A"),
+        format!("SUMME EUR   {total}"),
+    ]
+}
+
+fn read_lines(lines: &[String]) -> Result<Receipt, ParseError> {
+    let at: jiff::Timestamp = "2026-12-01T12:00:00Z".parse().expect("time");
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    capture().read(&doc(&lines), at)
+}
+
+#[test]
+fn printed_returns_read_alike_signed_either_way() {
+    let negative = read_lines(&printed_return("-3,00", "0,50", "-2,50")).expect("negative");
+    let positive = read_lines(&printed_return("3,00", "-0,50", "2,50")).expect("positive");
+    assert_eq!(negative, positive);
+    assert_eq!(negative.total, Money(250));
+    assert_eq!(negative.lines[0].amount, Money(300));
+    assert_eq!(negative.lines[1].amount, Money(-50));
+    // Mixed: lines negative and the total positive, or the other way round.
+    for (item, discount, total) in [("-3,00", "0,50", "2,50"), ("3,00", "-0,50", "-2,50")] {
+        let err = read_lines(&printed_return(item, discount, total)).expect_err("mixed signs");
+        assert!(
+            err.to_string()
+                .contains("signed alike, all positive or all negative"),
+            "{item} {discount} {total}: {err}"
+        );
+    }
+}
+
 #[test]
 fn amounts_with_trailing_minus_and_thousands_separators() {
     let capture = capture();

@@ -5,7 +5,7 @@
 //! Invariant: nothing outside this module knows the receipt JSON's or the responses' field names.
 
 use loyalty_core::money::Money;
-use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLine};
+use loyalty_core::receipt::{return_in_core_signs, Receipt, ReceiptKind, ReceiptLine};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -138,24 +138,20 @@ pub fn parse_receipt(
             None => None,
         };
         let amount = money(&line.amount, &at("amount"), decimals)?;
-        // Many tills write returned lines with negative signs; the core wants what was returned.
-        let (qty_milli, amount) = if is_return && qty.0 < 0 {
-            (-qty.0, Money(-amount.0))
-        } else {
-            (qty.0, amount)
-        };
         lines.push(ReceiptLine {
             sku: line.sku.clone(),
             name: line.name.clone(),
-            qty_milli,
+            qty_milli: qty.0,
             unit_price: unit_price.map(|p| Money(p.0.abs())),
             amount,
             category: line.category.clone(),
         });
     }
     let mut total = money(&json.total, "total", decimals)?;
-    if is_return && total.0 < 0 {
-        total = Money(-total.0);
+    if is_return {
+        // Tills sign a return's amounts either way (SPEC 2.3); the core wants what was
+        // returned, positive.
+        return_in_core_signs(&mut total, &mut lines);
     }
     Ok(Receipt {
         id: json.receipt_id,
@@ -168,6 +164,53 @@ pub fn parse_receipt(
         rewards: json.rewards,
         lines,
     })
+}
+
+/// The receipt id of a receipt message, read leniently: whatever else is wrong with the
+/// message (an unreadable amount, a missing field, even broken JSON after the id), the id is
+/// returned when the message names one (a string, or a number's text, 1 to 64 characters), so
+/// that the lane's error answer can say which receipt it refuses. Money is never read here.
+pub fn readable_receipt_id(payload: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        receipt_id: Option<serde_json::Value>,
+    }
+    let id = match serde_json::from_slice::<IdOnly>(payload) {
+        Ok(IdOnly {
+            receipt_id: Some(serde_json::Value::String(id)),
+        }) => Some(id),
+        Ok(IdOnly {
+            receipt_id: Some(serde_json::Value::Number(number)),
+        }) => Some(number.to_string()),
+        Ok(_) => None,
+        // Not JSON as a whole: look for the id's key and read the string after it.
+        Err(_) => receipt_id_in_text(payload),
+    };
+    id.filter(|id| !id.is_empty() && id.chars().count() <= 64)
+}
+
+/// `"receipt_id": "<string>"` anywhere in broken JSON text.
+fn receipt_id_in_text(payload: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(payload);
+    let key = "\"receipt_id\"";
+    let after = &text[text.find(key)? + key.len()..];
+    let value = after.trim_start().strip_prefix(':')?.trim_start();
+    if !value.starts_with('"') {
+        return None;
+    }
+    // The closing quote: the first one not escaped by a backslash.
+    let mut escaped = false;
+    let end = value
+        .char_indices()
+        .skip(1)
+        .find(|&(_, c)| {
+            let close = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            close
+        })?
+        .0;
+    serde_json::from_str(&value[..=end]).ok()
 }
 
 /// A voucher's discount as the till must apply it.
@@ -261,6 +304,10 @@ pub enum Response {
         /// Vouchers issued by this receipt, for the till to print.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         vouchers: Vec<IssuedVoucherJson>,
+        /// Categories of its lines that `rules.categories` does not list: the receipt was
+        /// applied, those lines earned nothing (absent when there are none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        unknown_categories: Vec<String>,
     },
     /// After a voucher scan.
     Reward {
@@ -476,132 +523,4 @@ pub fn scan_payload(payload: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const RECEIPT: &str = r#"{"receipt_id": "R-0001", "lane": "3", "timestamp": "2026-11-23T10:15:00+01:00",
-     "kind": "sale", "currency": "EUR", "total": "12.34", "card": "2990000000019", "rewards": [],
-     "lines": [{"sku": "4006381333931", "name": "Pencil", "qty": 2, "unit_price": "1.49", "amount": "2.98", "category": "stationery"},
-               {"sku": "1", "name": "Book", "qty": 1, "amount": 9.36}]}"#;
-
-    #[test]
-    fn reads_the_spec_example_exactly() {
-        let receipt = parse_receipt(RECEIPT.as_bytes(), "3", 2).expect("valid");
-        assert_eq!(receipt.id, "R-0001");
-        assert_eq!(receipt.total, Money(1234));
-        assert_eq!(receipt.lines[0].qty_milli, 2000);
-        assert_eq!(receipt.lines[0].unit_price, Some(Money(149)));
-        // A JSON number is read from its text: 9.36 stays 936 cents.
-        assert_eq!(receipt.lines[1].amount, Money(936));
-        assert_eq!(receipt.card.as_deref(), Some("2990000000019"));
-    }
-
-    #[test]
-    fn refuses_bad_messages_with_the_field() {
-        assert!(matches!(
-            parse_receipt(b"{not json", "3", 2),
-            Err(WireError::Malformed(_))
-        ));
-        let wrong_lane = parse_receipt(RECEIPT.as_bytes(), "4", 2).expect_err("lane");
-        assert!(wrong_lane.to_string().starts_with("lane:"));
-        let too_precise = RECEIPT.replace("\"12.34\"", "\"12.345\"");
-        let err = parse_receipt(too_precise.as_bytes(), "3", 2).expect_err("decimals");
-        assert!(err.to_string().starts_with("total:"), "{err}");
-        let float_exp = RECEIPT.replace("9.36", "9.36e0");
-        assert!(parse_receipt(float_exp.as_bytes(), "3", 2).is_err());
-        let typo = RECEIPT.replace("\"rewards\"", "\"reward\"");
-        assert!(matches!(
-            parse_receipt(typo.as_bytes(), "3", 2),
-            Err(WireError::Malformed(_))
-        ));
-        let ret = RECEIPT.replace("\"sale\"", "\"return\"");
-        let err = parse_receipt(ret.as_bytes(), "3", 2).expect_err("no original");
-        assert!(err.to_string().starts_with("original_receipt_id"));
-    }
-
-    #[test]
-    fn negative_return_lines_are_normalised() {
-        let text = r#"{"receipt_id": "R-2", "timestamp": "2026-11-23T10:15:00Z", "kind": "return",
-            "original_receipt_id": "R-1", "currency": "EUR", "total": "-2.98",
-            "lines": [{"sku": "4006381333931", "qty": -2, "amount": "-2.98"}]}"#;
-        let receipt = parse_receipt(text.as_bytes(), "1", 2).expect("valid");
-        assert_eq!(receipt.total, Money(298));
-        assert_eq!(receipt.lines[0].qty_milli, 2000);
-        assert_eq!(receipt.lines[0].amount, Money(298));
-    }
-
-    #[test]
-    fn scan_payloads() {
-        assert_eq!(scan_payload(b"]E02990000000019\r\n"), b"]E02990000000019");
-        assert_eq!(
-            scan_payload(br#"{"data": "2990000000019", "symbology": "]E0"}"#),
-            b"]E02990000000019"
-        );
-    }
-
-    #[test]
-    fn responses_carry_type_and_lane() {
-        let json =
-            Response::error("3", Some("R-1"), "invalid_receipt", "total disagrees").to_json();
-        let value: serde_json::Value = serde_json::from_slice(&json).expect("json");
-        assert_eq!(value["type"], "error");
-        assert_eq!(value["lane"], "3");
-        assert_eq!(value["receipt_id"], "R-1");
-        assert_eq!(value["code"], "invalid_receipt");
-    }
-
-    #[test]
-    fn receipt_messages_keep_their_bytes_and_parse() {
-        let mut line = LineMessage::new("4000417025005", "Coffee", Qty::Pieces(2), "17.98");
-        line.category = Some("food".into());
-        let mut sale = ReceiptMessage::sale(
-            "D-2001",
-            "2",
-            "2027-01-15T08:00:00Z",
-            "EUR",
-            "17.98",
-            vec![line],
-        );
-        sale.card = Some("2990000000019".into());
-        assert_eq!(
-            String::from_utf8(sale.to_json()).expect("utf-8"),
-            r#"{"card":"2990000000019","currency":"EUR","kind":"sale","lane":"2","lines":[{"amount":"17.98","category":"food","name":"Coffee","qty":2,"sku":"4000417025005"}],"receipt_id":"D-2001","timestamp":"2027-01-15T08:00:00Z","total":"17.98"}"#
-        );
-        let mut weighed = LineMessage::new("2", "Cheese", Qty::Decimal("0.532".into()), "9.00");
-        weighed.unit_price = Some("16.92".into());
-        let mut ret = ReceiptMessage::sale(
-            "D-2001-R",
-            "2",
-            "2027-01-15T08:00:00Z",
-            "EUR",
-            "9.00",
-            vec![weighed],
-        )
-        .returning("D-2001");
-        ret.rewards = vec!["0123456789ABCDEF0123".into()];
-        assert_eq!(
-            String::from_utf8(ret.to_json()).expect("utf-8"),
-            r#"{"currency":"EUR","kind":"return","lane":"2","lines":[{"amount":"9.00","name":"Cheese","qty":"0.532","sku":"2","unit_price":"16.92"}],"original_receipt_id":"D-2001","receipt_id":"D-2001-R","rewards":["0123456789ABCDEF0123"],"timestamp":"2027-01-15T08:00:00Z","total":"9.00"}"#
-        );
-        let parsed = parse_receipt(&ret.to_json(), "2", 2).expect("parses");
-        assert_eq!(parsed.lines[0].qty_milli, 532);
-        assert_eq!(
-            parsed.kind,
-            ReceiptKind::Return {
-                original_receipt_id: "D-2001".into()
-            }
-        );
-        assert!(parse_receipt(&sale.to_json(), "2", 2).is_ok());
-    }
-
-    #[test]
-    fn scan_messages_round_trip() {
-        let scan = ScanMessage {
-            data: "2990000000019".into(),
-            symbology: Some("]E0".into()),
-        };
-        let json = serde_json::to_vec(&scan).expect("json");
-        assert_eq!(json, br#"{"data":"2990000000019","symbology":"]E0"}"#);
-        assert_eq!(scan_payload(&json), b"]E02990000000019");
-    }
-}
+mod tests;

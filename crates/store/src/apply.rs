@@ -57,6 +57,8 @@ pub(crate) struct ReceiptRequest {
     pub(crate) enrolment: Option<Enrolment>,
     /// The receipt's vouchers to settle and issue, in the receipt's transaction.
     pub(crate) vouchers: Option<vouchers::ReceiptVoucherStep>,
+    /// Categories of its lines the rules do not know (flagged in its event).
+    pub(crate) unknown_categories: Vec<String>,
 }
 
 /// A card named on a receipt, unknown when the receipt was prepared: enrolled as `id` in the
@@ -204,14 +206,7 @@ pub(crate) fn apply_points(
                     None => return Ok(BatchAnswer::Retry),
                 }
             };
-            let outcome = apply_sale(
-                tx,
-                receipt,
-                &request.data,
-                customer.as_ref(),
-                earning,
-                request.now,
-            )?;
+            let outcome = apply_sale(tx, request, customer.as_ref(), earning, request.now)?;
             Ok(done(outcome))
         }
         (
@@ -219,37 +214,31 @@ pub(crate) fn apply_points(
             ReceiptKind::Return {
                 original_receipt_id,
             },
-        ) => apply_return(
-            tx,
-            receipt,
-            &request.data,
-            original_receipt_id,
-            *eligible,
-            request.now,
-        )
-        .and_then(|result| match result {
-            Ok(outcome) => {
-                // The card named on a return is enrolled too (its points go to the sale's
-                // customer), once the return is known to be accepted.
-                if let Some(enrolment) = &request.enrolment {
-                    enrol_in_tx(tx, enrolment, request.now)?;
+        ) => apply_return(tx, request, original_receipt_id, *eligible, request.now).and_then(
+            |result| match result {
+                Ok(outcome) => {
+                    // The card named on a return is enrolled too (its points go to the sale's
+                    // customer), once the return is known to be accepted.
+                    if let Some(enrolment) = &request.enrolment {
+                        enrol_in_tx(tx, enrolment, request.now)?;
+                    }
+                    Ok(done(outcome))
                 }
-                Ok(done(outcome))
-            }
-            Err(refused) => Ok(BatchAnswer::Done(Err(refused))),
-        }),
+                Err(refused) => Ok(BatchAnswer::Done(Err(refused))),
+            },
+        ),
         _ => corrupt("receipt request plan does not match its kind (internal error)"),
     }
 }
 
 pub(crate) fn apply_sale(
     tx: &Tx<'_>,
-    receipt: &Receipt,
-    data: &ReceiptDataRec,
+    request: &ReceiptRequest,
     customer: Option<&CustomerRec>,
     earning: &Earning,
     now: Timestamp,
 ) -> TxResult<ReceiptOutcome> {
+    let (receipt, data) = (&request.receipt, &request.data);
     let points = if customer.is_some() {
         earning.points.max(0)
     } else {
@@ -308,7 +297,8 @@ pub(crate) fn apply_sale(
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
-        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), points),
+        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), points)
+            .with_unknown_categories(request.unknown_categories.clone()),
     )?;
     Ok(outcome_from(&receipt.id, &outcome, false))
 }
@@ -316,12 +306,12 @@ pub(crate) fn apply_sale(
 /// Applies a return; `Ok(Err(NotASale))` (nothing written) when the "original" is a return.
 pub(crate) fn apply_return(
     tx: &Tx<'_>,
-    receipt: &Receipt,
-    data: &ReceiptDataRec,
+    request: &ReceiptRequest,
     original_id: &str,
     returning_eligible: Money,
     now: Timestamp,
 ) -> TxResult<Result<ReceiptOutcome, StoreError>> {
+    let (receipt, data) = (&request.receipt, &request.data);
     let mut rec = ReceiptRec {
         data: data.clone(),
         applied_at: now,
@@ -390,7 +380,8 @@ pub(crate) fn apply_return(
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
-        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), outcome.earned),
+        &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), outcome.earned)
+            .with_unknown_categories(request.unknown_categories.clone()),
     )?;
     Ok(Ok(outcome_from(&receipt.id, &outcome, false)))
 }

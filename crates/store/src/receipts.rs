@@ -208,6 +208,7 @@ impl Store {
             plan,
             enrolment: None,
             vouchers: None,
+            unknown_categories: policy.limits().unknown_categories(receipt),
         })
     }
 

@@ -15,7 +15,9 @@
 use super::assembler::Document;
 use super::profile_spec::ReceiptProfileConfig;
 use crate::money::{currency_decimals, Money, MAX_ABS_MAJOR_UNITS};
-use crate::receipt::{validate, Receipt, ReceiptError, ReceiptKind, ReceiptLimits, ReceiptLine};
+use crate::receipt::{
+    return_in_core_signs, validate, Receipt, ReceiptError, ReceiptKind, ReceiptLimits, ReceiptLine,
+};
 use regex::Regex;
 use std::collections::BTreeSet;
 
@@ -304,17 +306,9 @@ impl ReceiptProfile {
         let kind = match original {
             None => ReceiptKind::Sale,
             Some(original) => {
-                // Printed returns show negative amounts; the core wants what was returned.
-                if total.0 < 0 {
-                    total = Money(-total.0);
-                    for line in &mut lines {
-                        line.amount = Money(-line.amount.0);
-                        line.unit_price = line.unit_price.map(|p| Money(p.0.abs()));
-                    }
-                }
-                for line in &mut lines {
-                    line.qty_milli = line.qty_milli.abs();
-                }
+                // Printed returns show negative amounts (or positive ones); the core wants
+                // what was returned.
+                return_in_core_signs(&mut total, &mut lines);
                 ReceiptKind::Return {
                     original_receipt_id: self.format_id(&original, &context.lane),
                 }

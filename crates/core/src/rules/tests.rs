@@ -209,6 +209,29 @@ fn excluded_lines_are_marked_with_the_reason() {
 }
 
 #[test]
+fn a_category_the_rules_do_not_know_earns_nothing_and_the_rest_earns() {
+    let r = rules(PROGRAM);
+    let earned = check(&r, "1 10.00 food; 2 30.00 garden", MONDAY, None, 10, &[]);
+    assert_eq!(earned.eligible, Money(1000));
+    assert_eq!(earned.lines[1].points, 0);
+    assert_eq!(
+        earned.lines[1].excluded,
+        Some(Exclusion::UnknownCategory("garden".into()))
+    );
+    let limits = r.receipt_limits();
+    let receipt = sale("1 10.00 food; 2 30.00 garden", MONDAY);
+    assert_eq!(
+        crate::receipt::validate(&receipt, &limits),
+        Ok(()),
+        "applied"
+    );
+    assert_eq!(
+        limits.unknown_categories(&receipt),
+        vec!["garden".to_string()]
+    );
+}
+
+#[test]
 fn per_line_points_are_distributed_by_largest_remainder() {
     let r = rules(PROGRAM);
     // Exact 5.99 + 11.98 = 17.97 -> 17; shares 5.67 and 11.33 -> 6 and 11.

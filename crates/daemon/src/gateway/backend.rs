@@ -49,6 +49,10 @@ fn backend_error(err: impl std::fmt::Display) -> BackendError {
 }
 
 impl ApiBackend for GatewayBackend {
+    fn refresh_metrics(&self) {
+        super::refresh_gauges(&self.handle);
+    }
+
     fn health(&self) -> HealthReport {
         let storage = match self.handle.store.outbox_stats() {
             Ok(_) if self.handle.storage_ok() => ComponentHealth {

@@ -9,7 +9,7 @@ use loyalty_store::{ReceiptApplied, ReceiptCustomer};
 
 pub(super) async fn on_receipt(
     lane: &str,
-    receipt: Result<Receipt, String>,
+    receipt: Result<Receipt, Unreadable>,
     session: &mut LaneSession,
     shared: &Shared,
 ) -> (Response, Handled) {
@@ -17,9 +17,12 @@ pub(super) async fn on_receipt(
     let now = time.now;
     let receipt = match receipt {
         Ok(receipt) => receipt,
-        Err(message) => {
+        Err(Unreadable {
+            receipt_id,
+            message,
+        }) => {
             return (
-                Response::error(lane, None, "malformed_receipt", message),
+                Response::error(lane, receipt_id.as_deref(), "malformed_receipt", message),
                 Handled::Refused,
             )
         }
@@ -32,6 +35,8 @@ pub(super) async fn on_receipt(
     // The limits of the rules in force (the CRM may have replaced them since start-up). The
     // one validation of this receipt: the store takes the `ValidReceipt` it produces.
     let rules = current_rules(shared);
+    // Applied all the same; flagged in the answer, the event and /metrics.
+    let unknown = rules.limits().unknown_categories(&receipt);
     let receipt = match ValidReceipt::check(receipt, rules.limits()) {
         Ok(receipt) => receipt,
         Err(err) => {
@@ -94,13 +99,21 @@ pub(super) async fn on_receipt(
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !outcome.duplicate {
                 shared.metrics.points(outcome.earned);
+                if !unknown.is_empty() {
+                    tracing::warn!(receipt = %outcome.receipt_id, categories = ?unknown, "receipt with categories rules.categories does not list: applied, those lines earned nothing; add them to the rules");
+                    shared.metrics.unknown_categories();
+                }
             }
             let settled = settled_answers(lane, &outcome, vouchers, shared);
             let mut answer = points_answer(lane, &outcome);
             if let Response::Points {
-                vouchers, balance, ..
+                vouchers,
+                balance,
+                unknown_categories,
+                ..
             } = &mut answer
             {
+                *unknown_categories = unknown;
                 if let Some(after) = settled.balance_after_issue {
                     // Issuing converted points: answer the balance after it.
                     *balance = Some(after);

@@ -102,12 +102,16 @@ pub(super) async fn on_scan(
             }
         }
         Scan::Voucher { text } => {
+            // Named in every answer, refusals included, whenever its text decodes.
+            let voucher_id = loyalty_core::voucher::decode(text.trim())
+                .ok()
+                .map(|signed| signed.voucher.id.to_string());
             let vouchers = shared.vouchers.stamped(time.trusted);
             let lane_name = lane.to_string();
             let customer = session.held_card(now).map(|who| who.customer_id.clone());
             let verdict =
                 blocking(move || vouchers.scan(&text, &lane_name, customer.as_deref(), now)).await;
-            vec![reward_answer(lane, verdict)]
+            vec![reward_answer(lane, voucher_id, verdict)]
         }
         other => {
             let (code, message) = other
@@ -164,6 +168,7 @@ pub(super) fn points_answer(lane: &str, outcome: &ReceiptOutcome) -> Response {
         balance: outcome.balance.map(|b| b.total),
         duplicate: outcome.duplicate,
         vouchers: Vec::new(),
+        unknown_categories: Vec::new(),
     }
 }
 
@@ -189,7 +194,13 @@ pub(super) fn refusal_or_storage(
     }
 }
 
-pub(super) fn reward_answer(lane: &str, verdict: Result<Verdict, StoreError>) -> Response {
+/// The `reward` answer to a voucher scan; `voucher_id` is the id its text decoded to (`None`:
+/// the text could not be read at all, and the answer's id is empty).
+pub(super) fn reward_answer(
+    lane: &str,
+    voucher_id: Option<String>,
+    verdict: Result<Verdict, StoreError>,
+) -> Response {
     match verdict {
         Ok(Verdict::Valid { discount }) => {
             let decimals = loyalty_core::money::currency_decimals(&discount.currency);
@@ -214,7 +225,7 @@ pub(super) fn reward_answer(lane: &str, verdict: Result<Verdict, StoreError>) ->
         }
         Ok(Verdict::Refused(refusal)) => Response::Reward {
             lane: lane.to_string(),
-            voucher_id: String::new(),
+            voucher_id: voucher_id.unwrap_or_default(),
             status: refusal.status().into(),
             discount: None,
             reason: Some(format!("{} ({})", refusal, refusal.code())),

@@ -78,6 +78,7 @@ struct MetricsInner {
     sync_acked: Counter,
     sync_last_success: Gauge,
     vouchers_issued: Counter,
+    unknown_categories: Counter,
     vouchers_redeemed: Counter,
     clock_untrusted: Gauge,
     untrusted_stamps: Counter,
@@ -125,6 +126,7 @@ impl Metrics {
             sync_acked: Counter::default(),
             sync_last_success: Gauge::default(),
             vouchers_issued: Counter::default(),
+            unknown_categories: Counter::default(),
             vouchers_redeemed: Counter::default(),
             clock_untrusted: Gauge::default(),
             untrusted_stamps: Counter::default(),
@@ -132,6 +134,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("scans", "Scans handled, by kind", inner.scans.clone());
+        registry.register(
+            "receipts_unknown_category",
+            "Receipts applied with a line category rules.categories does not list (earned nothing)",
+            inner.unknown_categories.clone(),
+        );
         registry.register(
             "receipts",
             "Receipts handled, by outcome",
@@ -310,6 +317,11 @@ impl Metrics {
     /// A voucher was issued.
     pub fn voucher_issued(&self) {
         self.inner.vouchers_issued.inc();
+    }
+
+    /// A receipt was applied with categories the rules do not list.
+    pub fn unknown_categories(&self) {
+        self.inner.unknown_categories.inc();
     }
 
     /// A voucher was redeemed.

@@ -162,6 +162,10 @@ pub struct ReceiptEvent<'a> {
     pub timestamp: Timestamp,
     /// Total, decimal text.
     pub total: String,
+    /// Categories of its lines the store's `rules.categories` does not list (they earned
+    /// nothing); absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_categories: Vec<String>,
 }
 
 /// One line of a [`ReceiptEvent`].
@@ -216,7 +220,14 @@ impl<'a> ReceiptEvent<'a> {
             rewards: &receipt.rewards,
             timestamp: receipt.timestamp,
             total: money(receipt.total),
+            unknown_categories: Vec::new(),
         }
+    }
+
+    /// This payload flagging `categories` as unknown to the store's rules.
+    pub fn with_unknown_categories(mut self, categories: Vec<String>) -> Self {
+        self.unknown_categories = categories;
+        self
     }
 }
 

@@ -4,7 +4,7 @@
 use super::show_answer;
 use crate::loadgen::Peer;
 use loyalty_daemon::gateway::{self, GatewayHandle};
-use loyalty_daemon::input::{Input, Origin};
+use loyalty_daemon::input::{Input, Origin, Unreadable};
 use loyalty_daemon::mqtt::Topics;
 use loyalty_protocol::till::ReceiptMessage;
 use serde_json::Value;
@@ -63,8 +63,12 @@ impl Lanes {
                 } else {
                     Input::Receipt {
                         lane: lane.to_string(),
-                        receipt: loyalty_protocol::till::parse_receipt(&payload, lane, 2)
-                            .map_err(|e| e.to_string()),
+                        receipt: loyalty_protocol::till::parse_receipt(&payload, lane, 2).map_err(
+                            |e| Unreadable {
+                                receipt_id: loyalty_protocol::till::readable_receipt_id(&payload),
+                                message: e.to_string(),
+                            },
+                        ),
                         origin: Origin::Mqtt,
                         done: None,
                     }

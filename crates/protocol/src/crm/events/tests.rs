@@ -144,6 +144,13 @@ fn receipt_payloads() {
         text(&ReceiptEvent::new(&ret(), None, -2)),
         r#"{"card":null,"currency":"JPY","customer_id":null,"kind":"return","lane":"3","lines":[{"amount":"149","category":null,"name":"Pencil","qty":"1","sku":"4006381333931","unit_price":"149"}],"original_receipt_id":"R-1","points":-2,"receipt_id":"R-1-R","rewards":[],"timestamp":"2027-01-15T08:01:00Z","total":"149"}"#
     );
+    // Categories the rules do not list are flagged (and only then present).
+    let flagged =
+        text(&ReceiptEvent::new(&sale(), None, 0).with_unknown_categories(vec!["office".into()]));
+    assert!(
+        flagged.ends_with(r#""total":"13.47","unknown_categories":["office"]}"#),
+        "{flagged}"
+    );
 }
 
 #[test]
