@@ -447,7 +447,7 @@ fn fuzz_decode_small() {
     eprintln!("fuzz_decode_small: {ran} inputs");
 }
 
-/// The long run: `cargo test --lib scan::tests::fuzz_decode_long -- --ignored --nocapture`.
+/// The long run: `cargo test -p loyalty-core --lib scan::tests::fuzz_decode_long -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn fuzz_decode_long() {
