@@ -1,13 +1,10 @@
-//! The operator's commands on a stopped gateway's store: `compact`, `verify`,
-//! `seed-test-customers` and `voucher goodwill`. Each opens the store itself (sled holds an
-//! exclusive lock, so the daemon must be stopped) and prints what it did.
+//! The operator's commands on a stopped gateway's store: `compact`, `verify` and
+//! `seed-test-customers` (`voucher goodwill` is with the other voucher commands in
+//! `vouchers::cli`). Each opens the store itself (sled holds an exclusive lock, so the daemon
+//! must be stopped) and prints what it did.
 
-use crate::config::{Built, Config};
-use crate::vouchers::VoucherSettingsExt;
+use crate::config::Config;
 use jiff::Timestamp;
-use loyalty_core::money::Money;
-use loyalty_core::voucher::VoucherSettings;
-use loyalty_store::vouchers::{IssueError, IssuedVoucher, Vouchers};
 use loyalty_store::Store;
 use std::process::ExitCode;
 
@@ -78,37 +75,4 @@ pub fn seed_test_customers_command(
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// `loyalty-gateway voucher goodwill`: opens the store (the daemon must not be running: sled
-/// holds an exclusive lock), issues the voucher, returns it.
-pub fn goodwill_command(
-    built: &Built,
-    value: &str,
-    customer_id: Option<&str>,
-    days: Option<u32>,
-) -> anyhow::Result<IssuedVoucher> {
-    use anyhow::Context;
-    let config = &built.raw;
-    let settings = VoucherSettings::from_built(built)?;
-    if settings.store_key.is_none() {
-        return Err(IssueError::NoSigningKey.into());
-    }
-    // Refuse before opening the database: nothing is written for a refused value.
-    let decimals = loyalty_core::money::currency_decimals(&settings.currency);
-    if let Ok(amount) = Money::parse(value, decimals) {
-        if amount > settings.goodwill_max {
-            return Err(IssueError::AboveGoodwillMax {
-                value: amount.format(decimals),
-                max: settings.goodwill_max.format(decimals),
-            }
-            .into());
-        }
-    }
-    let keys = settings.trusted_keys_built(built)?;
-    let store = Store::open(&config.storage, &config.store.id).context(
-        "opening the store's database (stop the gateway first: only one process may open it)",
-    )?;
-    let vouchers = Vouchers::open(&store, settings, keys)?;
-    Ok(vouchers.issue_goodwill(value, customer_id, days, Timestamp::now())?)
 }

@@ -2,7 +2,14 @@
 //! voucher, staff goodwill vouchers.
 
 use super::{keyfile, KeysCommand, VoucherCommand};
+use crate::config::Built;
+use crate::vouchers::VoucherSettingsExt;
 use anyhow::Context;
+use jiff::Timestamp;
+use loyalty_core::money::Money;
+use loyalty_core::voucher::VoucherSettings;
+use loyalty_store::vouchers::{IssueError, IssuedVoucher, Vouchers};
+use loyalty_store::Store;
 use std::process::ExitCode;
 
 pub(super) fn keys_main(command: KeysCommand) -> anyhow::Result<ExitCode> {
@@ -70,8 +77,7 @@ pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> 
                     return Ok(ExitCode::from(2));
                 }
             };
-            let issued =
-                crate::commands::goodwill_command(&built, &value, customer.as_deref(), days)?;
+            let issued = goodwill_command(&built, &value, customer.as_deref(), days)?;
             println!("{}", issued.text);
             println!("voucher {} issued", issued.voucher.id);
             print!("{}", crate::render::terminal(&issued.text, true)?);
@@ -94,4 +100,37 @@ pub(super) fn voucher_main(command: VoucherCommand) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `loyalty-gateway voucher goodwill`: opens the store (the daemon must not be running: sled
+/// holds an exclusive lock), issues the voucher, returns it.
+fn goodwill_command(
+    built: &Built,
+    value: &str,
+    customer_id: Option<&str>,
+    days: Option<u32>,
+) -> anyhow::Result<IssuedVoucher> {
+    use anyhow::Context;
+    let config = &built.raw;
+    let settings = VoucherSettings::from_built(built)?;
+    if settings.store_key.is_none() {
+        return Err(IssueError::NoSigningKey.into());
+    }
+    // Refuse before opening the database: nothing is written for a refused value.
+    let decimals = loyalty_core::money::currency_decimals(&settings.currency);
+    if let Ok(amount) = Money::parse(value, decimals) {
+        if amount > settings.goodwill_max {
+            return Err(IssueError::AboveGoodwillMax {
+                value: amount.format(decimals),
+                max: settings.goodwill_max.format(decimals),
+            }
+            .into());
+        }
+    }
+    let keys = settings.trusted_keys_built(built)?;
+    let store = Store::open(&config.storage, &config.store.id).context(
+        "opening the store's database (stop the gateway first: only one process may open it)",
+    )?;
+    let vouchers = Vouchers::open(&store, settings, keys)?;
+    Ok(vouchers.issue_goodwill(value, customer_id, days, Timestamp::now())?)
 }
