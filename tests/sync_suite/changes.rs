@@ -2,7 +2,7 @@
 //! erasure; revoked vouchers and keys; rules (accepted, refused, kept across restarts); the
 //! cursor stored with its page.
 
-use loyalty_protocol::crm::{ChangesPage, WireCustomer, WireKey};
+use loyalty_protocol::crm::{ChangesPage, WireAdjustment, WireCustomer, WireKey};
 use loyalty_store::sync_state::{ChangeSet, CrmCustomer};
 use loyalty_store::Store;
 use loyalty_tools::testkit::crm::*;
@@ -14,6 +14,7 @@ fn page_for(customer: CrmCustomer, cursor: &str) -> ChangeSet {
         cursor: cursor.into(),
         now: jiff::Timestamp::now(),
         customers: vec![customer],
+        adjustments: vec![],
         erased: vec![],
         revoked_vouchers: vec![],
         keys: vec![],
@@ -267,6 +268,131 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
         2
     );
     assert!(handle.status().snapshot().rules_rejected.is_some());
+    cancel.cancel();
+    handle.join().await;
+}
+
+/// Waits until the feed stored `cursor` (the page before it applied).
+async fn wait_cursor(handle: &loyalty_daemon::sync::SyncHandle, cursor: &str) {
+    handle.poll_changes_now();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        handle
+            .status()
+            .wait_for(|s| s.feed_cursor.as_deref() == Some(cursor)),
+    )
+    .await
+    .expect("page applied in time");
+}
+
+/// The outbox's `ledger` events carrying `reference`.
+fn ledger_events_with(store: &Store, reference: &str) -> Vec<serde_json::Value> {
+    store
+        .outbox_after(0, 1000)
+        .expect("outbox")
+        .into_iter()
+        .map(|e| e.json)
+        .filter(|j| j["type"] == "ledger" && j["payload"]["reference"] == reference)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    let crm = pki.receiver(None).await;
+    let config = config(&pki, &crm.url(), data.path());
+    let store = open_store(&config);
+    let (handle, cancel) = start(&config, &store);
+    let adjustment = WireAdjustment {
+        reference: "HO-ADJ-1".into(),
+        customer_id: "C8".into(),
+        points: 40,
+        reason: "goodwill: broken coffee machine".into(),
+    };
+    // The customer, then an adjustment and an invalid one (unknown customer) in the next page.
+    crm.push_changes(
+        STORE,
+        ChangesPage {
+            customers: vec![WireCustomer {
+                customer_id: "C8".into(),
+                balance: 100,
+                includes_store_seq: 0,
+                tier: None,
+                cards: vec!["2990000000088".into()],
+                display_name: None,
+            }],
+            ..ChangesPage::default()
+        },
+    );
+    crm.push_changes(
+        STORE,
+        ChangesPage {
+            adjustments: vec![
+                adjustment.clone(),
+                WireAdjustment {
+                    reference: "HO-ADJ-2".into(),
+                    customer_id: "NOBODY".into(),
+                    points: 5,
+                    reason: "unknown here".into(),
+                },
+            ],
+            ..ChangesPage::default()
+        },
+    );
+    wait_cursor(&handle, "2").await;
+    let balance = |store: &Store| {
+        store
+            .balance("C8", jiff::Timestamp::now())
+            .expect("balance")
+    };
+    assert_eq!(balance(&store).total, 140, "the adjustment counts");
+    let events = ledger_events_with(&store, "HO-ADJ-1");
+    assert_eq!(events.len(), 1, "one ledger event: {events:?}");
+    assert_eq!(events[0]["payload"]["points"], 40);
+    assert_eq!(events[0]["payload"]["kind"], "adjustment");
+    assert_eq!(
+        events[0]["payload"]["reason"],
+        "goodwill: broken coffee machine"
+    );
+    assert!(
+        ledger_events_with(&store, "HO-ADJ-2").is_empty(),
+        "unknown customer skipped"
+    );
+
+    // The CRM delivers the same adjustment again (a retried page): nothing changes.
+    let last_seq = store.outbox_stats().expect("stats").last_seq;
+    crm.push_changes(
+        STORE,
+        ChangesPage {
+            adjustments: vec![adjustment],
+            ..ChangesPage::default()
+        },
+    );
+    wait_cursor(&handle, "3").await;
+    assert_eq!(balance(&store).total, 140, "applied once");
+    assert_eq!(ledger_events_with(&store, "HO-ADJ-1").len(), 1);
+    assert_eq!(store.outbox_stats().expect("stats").last_seq, last_seq);
+    let entries = store.customer_entries("C8").expect("entries");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+
+    // The CRM confirms a balance that includes the store's ledger event: no double count.
+    crm.push_changes(
+        STORE,
+        ChangesPage {
+            customers: vec![WireCustomer {
+                customer_id: "C8".into(),
+                balance: 140,
+                includes_store_seq: last_seq,
+                tier: None,
+                cards: vec!["2990000000088".into()],
+                display_name: None,
+            }],
+            ..ChangesPage::default()
+        },
+    );
+    wait_cursor(&handle, "4").await;
+    assert_eq!(balance(&store).total, 140, "confirmed, not counted twice");
     cancel.cancel();
     handle.join().await;
 }

@@ -108,9 +108,22 @@ async fn real_payloads_match_the_document() {
         String::from_utf8(crm.last_changes_body().expect("changes").to_vec()).expect("utf8");
     assert!(upload.contains(r#""clock_trusted":false"#), "{upload}");
     let ack = serde_json::to_string(&AckResponse { acked_through: 4 }).expect("json");
+    // A page with a point adjustment, as the reference CRM sends it.
+    let adjusting = serde_json::to_string(&ChangesPage {
+        cursor: "7".into(),
+        adjustments: vec![loyalty_protocol::crm::WireAdjustment {
+            reference: "HO-ADJ-1".into(),
+            customer_id: "C1".into(),
+            points: -15,
+            reason: "correction".into(),
+        }],
+        ..ChangesPage::default()
+    })
+    .expect("json");
     check_against_openapi(&[
         ("EventsRequest", upload),
         ("ChangesPage", changes),
+        ("ChangesPage", adjusting),
         ("AckResponse", ack),
     ]);
     cancel.cancel();

@@ -34,8 +34,8 @@ pub struct WireEvent<'a> {
     /// Globally unique id; the CRM deduplicates on it.
     #[serde(borrow)]
     pub id: &'a str,
-    /// `receipt`, `ledger`, `customer_enrolled`, `customer_updated`, `voucher_issued`,
-    /// `voucher_redeemed`, ...
+    /// `receipt`, `ledger`, `customer_enrolled`, `voucher_issued`, `voucher_redeemed`,
+    /// `voucher_key`, ... (never `customer_updated`: profiles change at head office only).
     #[serde(rename = "type", borrow)]
     pub kind: &'a str,
     /// When it happened (RFC 3339).
@@ -78,6 +78,10 @@ pub struct ChangesPage {
     /// Customers whose profile or balance changed.
     #[serde(default)]
     pub customers: Vec<WireCustomer>,
+    /// Point adjustments made at head office, each applied once per `reference` (absent in
+    /// older CRMs' pages; left out when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<WireAdjustment>,
     /// Customers whose personal data must be erased (customer ids).
     #[serde(default)]
     pub erased: Vec<String>,
@@ -96,6 +100,7 @@ impl ChangesPage {
     /// True when the page carries nothing to apply.
     pub fn is_empty(&self) -> bool {
         self.customers.is_empty()
+            && self.adjustments.is_empty()
             && self.erased.is_empty()
             && self.revoked_vouchers.is_empty()
             && self.keys.is_empty()
@@ -122,6 +127,22 @@ pub struct WireCustomer {
     /// Name shown at the till, or null.
     #[serde(default)]
     pub display_name: Option<String>,
+}
+
+/// A point adjustment made at head office (goodwill, correction). The store journals it as an
+/// `adjustment` entry and uploads it as a `ledger` event carrying `reference`; a `balance` the
+/// CRM sends counts the adjustment only through that event (`includes_store_seq`), so the CRM
+/// must count the event once and not include the adjustment in balances before.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireAdjustment {
+    /// The CRM's id of the adjustment; the store applies each reference once.
+    pub reference: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Signed points, non-zero.
+    pub points: i64,
+    /// Why (kept in the store's journal).
+    pub reason: String,
 }
 
 /// A voucher verification key distributed by head office.

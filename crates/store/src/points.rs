@@ -49,36 +49,7 @@ impl Store {
     ) -> Result<LedgerOutcome, StoreError> {
         check_id(new.customer_id)?;
         check_id(reference)?;
-        let mut op_key = op.as_bytes().to_vec();
-        op_key.push(0);
-        op_key.extend_from_slice(reference.as_bytes());
-        self.transact(&[], |tx| {
-            if let Some(bytes) = tx.tree(OPS).get(&op_key)? {
-                let Some(index) = read_u64(&bytes) else {
-                    return corrupt("ops value");
-                };
-                let balance = tx.balance(new.customer_id, now)?;
-                let points = bytes.get(8..16).and_then(read_u64).map_or(0, |p| p as i64);
-                return Ok(LedgerOutcome {
-                    entry: index,
-                    customer_id: new.customer_id.into(),
-                    points,
-                    balance,
-                    duplicate: true,
-                });
-            }
-            let (index, balance) = tx.ledger_entry(&new, now)?;
-            let mut value = u64_be(index).to_vec();
-            value.extend_from_slice(&u64_be(new.points as u64));
-            tx.tree(OPS).insert(op_key.as_slice(), value)?;
-            Ok(LedgerOutcome {
-                entry: index,
-                customer_id: new.customer_id.into(),
-                points: new.points,
-                balance,
-                duplicate: false,
-            })
-        })
+        self.transact(&[], |tx| points_op_in(tx, op, reference, &new, now))
     }
 
     /// Spends `points` at the till. `reference` makes it idempotent (the lane's redemption id).
@@ -183,4 +154,43 @@ impl Store {
             now,
         )
     }
+}
+
+/// The body of [`Store::points_op`] inside a caller's transaction (ids already checked): the
+/// entry once per (`op`, `reference`); a repeat answers the first outcome as a duplicate.
+pub(crate) fn points_op_in(
+    tx: &Tx<'_>,
+    op: &str,
+    reference: &str,
+    new: &NewEntry<'_>,
+    now: Timestamp,
+) -> TxResult<LedgerOutcome> {
+    let mut op_key = op.as_bytes().to_vec();
+    op_key.push(0);
+    op_key.extend_from_slice(reference.as_bytes());
+    if let Some(bytes) = tx.tree(OPS).get(&op_key)? {
+        let Some(index) = read_u64(&bytes) else {
+            return corrupt("ops value");
+        };
+        let balance = tx.balance(new.customer_id, now)?;
+        let points = bytes.get(8..16).and_then(read_u64).map_or(0, |p| p as i64);
+        return Ok(LedgerOutcome {
+            entry: index,
+            customer_id: new.customer_id.into(),
+            points,
+            balance,
+            duplicate: true,
+        });
+    }
+    let (index, balance) = tx.ledger_entry(new, now)?;
+    let mut value = u64_be(index).to_vec();
+    value.extend_from_slice(&u64_be(new.points as u64));
+    tx.tree(OPS).insert(op_key.as_slice(), value)?;
+    Ok(LedgerOutcome {
+        entry: index,
+        customer_id: new.customer_id.into(),
+        points: new.points,
+        balance,
+        duplicate: false,
+    })
 }

@@ -1,6 +1,7 @@
 //! What the CRM sync keeps in sled: the changes-feed cursor, and the application of one changes
-//! page (customers with their CRM-confirmed balances, erasures, revoked vouchers, voucher keys,
-//! accepted earning rules) **in the same transaction as its cursor**. Also a raw, parse-free
+//! page (customers with their CRM-confirmed balances, point adjustments made at head office,
+//! erasures, revoked vouchers, voucher keys, accepted earning rules) **in the same transaction
+//! as its cursor**. Also a raw, parse-free
 //! read of the outbox for the uploader. Owned by the sync engineer; the types here are plain
 //! data (the CRM's JSON stays in `sync`).
 //!
@@ -13,12 +14,14 @@
 //! higher sequence number on top and ignores a confirmation older than the one held, so any
 //! interleaving of uploads and pulls neither double counts nor loses an entry.
 
+use super::points::points_op_in;
 use super::records::{AccountRec, CustomerRec};
+use super::tx::NewEntry;
 use super::{meta_key, read_u64, Store, StoreError, Tx, TxResult, CARDS, META, OUTBOX};
 use crate::Failure;
 use jiff::Timestamp;
 use loyalty_core::customer::check_id;
-use loyalty_core::ledger::Confirmed;
+use loyalty_core::ledger::{self, Confirmed, EntryKind};
 use serde::{Deserialize, Serialize};
 
 const STATE_TREE: &str = "sync/state";
@@ -45,6 +48,19 @@ pub struct CrmCustomer {
     pub display_name: Option<String>,
 }
 
+/// A point adjustment made at head office (goodwill, correction, migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmAdjustment {
+    /// The CRM's id of the adjustment; the store applies each reference once.
+    pub reference: String,
+    /// Customer.
+    pub customer_id: String,
+    /// Signed points (non-zero).
+    pub points: i64,
+    /// Why (journalled with the entry).
+    pub reason: String,
+}
+
 /// A voucher verification key from the CRM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrmKey {
@@ -69,6 +85,10 @@ pub struct ChangeSet {
     pub now: Timestamp,
     /// Customers to create or update.
     pub customers: Vec<CrmCustomer>,
+    /// Point adjustments (after the customers above, before the erasures below); each becomes
+    /// a journal entry with its `ledger` event once per reference, like
+    /// [`Store::crm_adjustment`].
+    pub adjustments: Vec<CrmAdjustment>,
     /// Customers whose personal data must be erased (after the updates above).
     pub erased: Vec<String>,
     /// Voucher ids to refuse from now on.
@@ -92,6 +112,13 @@ pub struct ApplyReport {
     pub refused_customers: u64,
     /// Confirmations that include sequence numbers beyond the local outbox (data loss alarm).
     pub beyond_outbox: u64,
+    /// Adjustments journalled now.
+    pub adjustments: u64,
+    /// Adjustments whose reference was already applied (a page delivered again).
+    pub duplicate_adjustments: u64,
+    /// Adjustments skipped: unknown customer, invalid id or reference, zero or out-of-range
+    /// points.
+    pub refused_adjustments: u64,
     /// Customers erased (that existed locally).
     pub erased: u64,
     /// Vouchers revoked.
@@ -241,6 +268,13 @@ impl Store {
                 }
                 report.customers += 1;
             }
+            for adjustment in &changes.adjustments {
+                match apply_adjustment(tx, adjustment, changes.now)? {
+                    None => report.refused_adjustments += 1,
+                    Some(true) => report.duplicate_adjustments += 1,
+                    Some(false) => report.adjustments += 1,
+                }
+            }
             for customer_id in &changes.erased {
                 if erase(tx, customer_id)? {
                     report.erased += 1;
@@ -319,6 +353,35 @@ fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResu
             .insert(card.as_bytes(), customer.customer_id.as_bytes())?;
     }
     Ok(taken)
+}
+
+/// Journals one CRM adjustment unless its reference was applied before. `None` when it is
+/// refused (unknown customer, invalid id or reference, zero or out-of-range points), else
+/// whether it was a duplicate.
+fn apply_adjustment(
+    tx: &Tx<'_>,
+    adjustment: &CrmAdjustment,
+    now: Timestamp,
+) -> TxResult<Option<bool>> {
+    let valid = check_id(&adjustment.customer_id).is_ok()
+        && check_id(&adjustment.reference).is_ok()
+        && ledger::check_adjustment(adjustment.points).is_ok();
+    if !valid || tx.customer_rec(&adjustment.customer_id)?.is_none() {
+        return Ok(None);
+    }
+    let new = NewEntry {
+        customer_id: &adjustment.customer_id,
+        kind: EntryKind::Adjustment,
+        points: adjustment.points,
+        at: now,
+        receipt_id: None,
+        cause_receipt_id: None,
+        reference: Some(&adjustment.reference),
+        reason: Some(&adjustment.reason),
+        vests_at: None,
+    };
+    let outcome = points_op_in(tx, "adjust", &adjustment.reference, &new, now)?;
+    Ok(Some(outcome.duplicate))
 }
 
 /// Erases a customer's personal data (card index, card, name); the pseudonymous account and

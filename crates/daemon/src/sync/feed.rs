@@ -1,6 +1,7 @@
 //! The changes feed: polls `GET /v1/stores/{id}/changes?instance=...&cursor=...`, validates
 //! what came down (rules through `rules::EarningRules::from_config`), and hands each page to
-//! `store::sync_state` which applies it and stores its cursor in one transaction. While pages
+//! `store::sync_state` which applies it (point adjustments included, once per reference) and
+//! stores its cursor in one transaction. While pages
 //! carry changes it asks again at once; then every `crm.poll_interval_secs`.
 
 use super::client::CrmClient;
@@ -11,8 +12,8 @@ use crate::blocking::blocking;
 use crate::config::RulesConfig;
 use jiff::Timestamp;
 use loyalty_core::rules::EarningRules;
-use loyalty_protocol::crm::{ChangesPage, WireCustomer, WireKey};
-use loyalty_store::sync_state::{ChangeSet, CrmCustomer, CrmKey};
+use loyalty_protocol::crm::{ChangesPage, WireAdjustment, WireCustomer, WireKey};
+use loyalty_store::sync_state::{ChangeSet, CrmAdjustment, CrmCustomer, CrmKey};
 use loyalty_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,15 @@ fn customer(wire: WireCustomer) -> CrmCustomer {
     }
 }
 
+fn adjustment(wire: WireAdjustment) -> CrmAdjustment {
+    CrmAdjustment {
+        reference: wire.reference,
+        customer_id: wire.customer_id,
+        points: wire.points,
+        reason: wire.reason,
+    }
+}
+
 fn key(wire: WireKey) -> CrmKey {
     CrmKey {
         key_id: wire.key_id,
@@ -97,6 +107,7 @@ pub fn convert(page: ChangesPage, currency: &str, now: Timestamp) -> (ChangeSet,
         cursor: page.cursor,
         now,
         customers: page.customers.into_iter().map(customer).collect(),
+        adjustments: page.adjustments.into_iter().map(adjustment).collect(),
         erased: page.erased,
         revoked_vouchers: page.revoked_vouchers,
         keys: page.keys.into_iter().map(key).collect(),
@@ -214,11 +225,20 @@ async fn poll_once(
     tracing::info!(
         cursor = %new_cursor,
         customers = report.customers,
+        adjustments = report.adjustments,
+        duplicate_adjustments = report.duplicate_adjustments,
         erased = report.erased,
         revoked = report.revoked_vouchers,
         keys = report.keys,
         "CRM changes applied"
     );
+    if report.refused_adjustments > 0 {
+        tracing::warn!(
+            cursor = %new_cursor,
+            refused = report.refused_adjustments,
+            "CRM point adjustments skipped (unknown customer, invalid id or reference, zero or out-of-range points); correct them at head office and send them again under a new reference"
+        );
+    }
     if let Some(accepted) = accepted {
         tracing::info!("new earning rules from the CRM accepted");
         rules.send_replace(Some(Arc::new(accepted)));

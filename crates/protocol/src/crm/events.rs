@@ -20,7 +20,8 @@ use loyalty_core::receipt::{Receipt, ReceiptKind};
 use loyalty_core::voucher::{Benefit, KeyAnnouncement, Voucher};
 use serde::{Serialize, Serializer};
 
-/// Event types of SPEC 2.5.
+/// Event types of SPEC 2.5. There is no `customer_updated`: the gateway never changes a profile
+/// itself (profiles change at head office and come down the changes feed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     /// A receipt (sale or return) as captured.
@@ -29,8 +30,6 @@ pub enum EventType {
     Ledger,
     /// A customer enrolled in this store.
     CustomerEnrolled,
-    /// A customer's profile changed in this store.
-    CustomerUpdated,
     /// A voucher was issued.
     VoucherIssued,
     /// A voucher was redeemed.
@@ -46,7 +45,6 @@ impl EventType {
             EventType::Receipt => "receipt",
             EventType::Ledger => "ledger",
             EventType::CustomerEnrolled => "customer_enrolled",
-            EventType::CustomerUpdated => "customer_updated",
             EventType::VoucherIssued => "voucher_issued",
             EventType::VoucherRedeemed => "voucher_redeemed",
             EventType::VoucherKey => "voucher_key",
@@ -59,7 +57,6 @@ impl EventType {
             "receipt" => EventType::Receipt,
             "ledger" => EventType::Ledger,
             "customer_enrolled" => EventType::CustomerEnrolled,
-            "customer_updated" => EventType::CustomerUpdated,
             "voucher_issued" => EventType::VoucherIssued,
             "voucher_redeemed" => EventType::VoucherRedeemed,
             "voucher_key" => EventType::VoucherKey,
@@ -258,7 +255,7 @@ pub struct LedgerEvent<'a> {
     pub vests_at: Option<Timestamp>,
 }
 
-/// Payload of `customer_enrolled` and `customer_updated` events.
+/// Payload of `customer_enrolled` events.
 #[derive(Debug, Clone, Serialize)]
 pub struct CustomerEvent<'a> {
     /// Card number, if any.

@@ -279,7 +279,6 @@ fn event_types_round_trip() {
         EventType::Receipt,
         EventType::Ledger,
         EventType::CustomerEnrolled,
-        EventType::CustomerUpdated,
         EventType::VoucherIssued,
         EventType::VoucherRedeemed,
         EventType::VoucherKey,
