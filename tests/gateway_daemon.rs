@@ -3,8 +3,7 @@
 //! clean exit on SIGTERM.
 
 use harness::{sale, Mosquitto, Till};
-use loyalty_tools::testkit::{self as harness, GatewayBinary};
-use std::io::{Read, Write};
+use loyalty_tools::testkit::{self as harness, http_get, GatewayBinary};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,31 +11,6 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 fn gateway_binary() -> GatewayBinary {
     GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read");
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn config(dir: &std::path::Path, broker: u16, http: u16) -> String {

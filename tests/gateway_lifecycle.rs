@@ -5,9 +5,8 @@
 //! every documented metric is recorded by the running daemon where its event happens.
 
 use harness::{sale, wait_online, Till};
-use loyalty_tools::testkit::{self as harness, GatewayBinary};
+use loyalty_tools::testkit::{self as harness, http_get, metric_sample, GatewayBinary};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,38 +84,6 @@ impl Drop for LoggingBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    );
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample line starting with `series` (name and labels) in `/metrics`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Scrapes `/metrics` until `check` holds (each metric is recorded asynchronously to the
@@ -631,10 +598,10 @@ async fn the_running_daemon_records_every_documented_metric() {
 
     // The CRM answers 500 to every upload: sync errors of kind `server`, nothing acked.
     let body = metrics_until(http, "lane and sync-error metrics", |m| {
-        sample(m, "loyalty_sync_errors_total{kind=\"server\"}").is_some_and(|v| v >= 1.0)
-            && sample(m, "loyalty_broker_connected").is_some_and(|v| v == 1.0)
-            && sample(m, "loyalty_outbox_depth").is_some_and(|v| v >= 1.0)
-            && sample(m, "loyalty_outbox_oldest_unsent_age_seconds").is_some_and(|v| v > 0.0)
+        metric_sample(m, "loyalty_sync_errors_total{kind=\"server\"}").is_some_and(|v| v >= 1.0)
+            && metric_sample(m, "loyalty_broker_connected").is_some_and(|v| v == 1.0)
+            && metric_sample(m, "loyalty_outbox_depth").is_some_and(|v| v >= 1.0)
+            && metric_sample(m, "loyalty_outbox_oldest_unsent_age_seconds").is_some_and(|v| v > 0.0)
     })
     .await;
     for (series, expected) in [
@@ -649,10 +616,14 @@ async fn the_running_daemon_records_every_documented_metric() {
         ("loyalty_sync_events_acked_total", 0.0),
         ("loyalty_clock_untrusted", 0.0),
     ] {
-        assert_eq!(sample(&body, series), Some(expected), "{series}:\n{body}");
+        assert_eq!(
+            metric_sample(&body, series),
+            Some(expected),
+            "{series}:\n{body}"
+        );
     }
     assert!(
-        sample(
+        metric_sample(
             &body,
             "loyalty_answer_latency_seconds_count{type=\"points\"}"
         ) == Some(6.0),
@@ -662,21 +633,22 @@ async fn the_running_daemon_records_every_documented_metric() {
     // The CRM recovers: the outbox drains, acked events and the last success are recorded.
     crm.set_faults(Faults::default());
     let body = metrics_until(http, "acked events", |m| {
-        sample(m, "loyalty_sync_events_acked_total").is_some_and(|v| v >= 1.0)
-            && sample(m, "loyalty_outbox_depth") == Some(0.0)
+        metric_sample(m, "loyalty_sync_events_acked_total").is_some_and(|v| v >= 1.0)
+            && metric_sample(m, "loyalty_outbox_depth") == Some(0.0)
     })
     .await;
     let acked = crm.acked_through(store);
     assert_eq!(
-        sample(&body, "loyalty_sync_events_acked_total"),
+        metric_sample(&body, "loyalty_sync_events_acked_total"),
         Some(acked as f64),
         "{body}"
     );
-    let last = sample(&body, "loyalty_sync_last_success_timestamp_seconds").expect("last success");
+    let last =
+        metric_sample(&body, "loyalty_sync_last_success_timestamp_seconds").expect("last success");
     let now = jiff::Timestamp::now().as_second() as f64;
     assert!(last > now - 120.0 && last <= now + 1.0, "{last} vs {now}");
     assert_eq!(
-        sample(
+        metric_sample(
             &body,
             "loyalty_invariant_violations_total{what=\"crm_ack_beyond_outbox\"}"
         ),
@@ -717,13 +689,13 @@ async fn the_running_daemon_records_every_documented_metric() {
         http,
         "the invariant violation and the untrusted clock",
         |m| {
-            sample(
+            metric_sample(
                 m,
                 "loyalty_invariant_violations_total{what=\"crm_ack_beyond_outbox\"}",
             )
             .is_some_and(|v| v >= 1.0)
-                && sample(m, "loyalty_clock_untrusted") == Some(1.0)
-                && sample(m, "loyalty_untrusted_time_events_total").is_some_and(|v| v >= 1.0)
+                && metric_sample(m, "loyalty_clock_untrusted") == Some(1.0)
+                && metric_sample(m, "loyalty_untrusted_time_events_total").is_some_and(|v| v >= 1.0)
         },
     )
     .await;

@@ -7,9 +7,8 @@
 
 use harness::{copy_dir, sale, wait_online, Till};
 use loyalty_tools::crm_reference::{self, Faults, ReferenceConfig, ReferenceCrm};
-use loyalty_tools::testkit::{self as harness, GatewayBinary};
+use loyalty_tools::testkit::{self as harness, http_get, metric_sample, GatewayBinary};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -56,38 +55,6 @@ bind = "127.0.0.1:{http}"
         key = pki.client_key_file.display(),
         ca = pki.ca_file.display(),
     )
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    );
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample line starting with `series` in `/metrics`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 const ALARM: &str = "loyalty_invariant_violations_total{what=\"crm_ack_beyond_outbox\"}";
@@ -215,7 +182,7 @@ async fn a_replaced_box_resumes_sync_and_a_box_gone_back_in_time_raises_the_alar
             .await
             .expect("join");
         assert_eq!(
-            sample(&metrics, ALARM),
+            metric_sample(&metrics, ALARM),
             None,
             "{metrics}\n{}",
             gateway.log()
@@ -248,7 +215,7 @@ async fn a_replaced_box_resumes_sync_and_a_box_gone_back_in_time_raises_the_alar
         let (status, health) = tokio::task::spawn_blocking(move || http_get(http, "/health"))
             .await
             .expect("join");
-        if sample(&metrics, ALARM).is_some_and(|v| v >= 1.0) && status == 503 {
+        if metric_sample(&metrics, ALARM).is_some_and(|v| v >= 1.0) && status == 503 {
             let health: Value = serde_json::from_str(&health).expect("health JSON");
             assert_eq!(health["sync"]["ok"], false, "{health}");
             let error = health["sync"]["last_error"].as_str().unwrap_or_default();

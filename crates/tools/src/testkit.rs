@@ -2,7 +2,8 @@
 //! broker and a till talking MQTT to it ([`Mosquitto`], [`Till`]), the gateway binary as a child
 //! process with a generated configuration ([`GatewayBinary`], [`Gateway`]), a throw-away PKI with
 //! the reference CRM and the sync helpers ([`crm`]), earning-policy and receipt builders for
-//! store tests ([`store`]), and the small helpers every test needs ([`free_port`],
+//! store tests ([`store`]), the local API over plain HTTP ([`http_get`], [`metric_sample`]), and
+//! the small helpers every test needs ([`free_port`],
 //! [`wait_until`], [`eventually`]).
 //!
 //! Real services only, no mocks: the broker is Mosquitto, the CRM speaks mutual TLS, stores are
@@ -10,10 +11,12 @@
 
 pub mod crm;
 mod gateway;
+mod http;
 mod mqtt;
 mod poll;
 pub mod store;
 
 pub use gateway::{copy_dir, Gateway, GatewayBinary};
+pub use http::{http_get, metric_sample};
 pub use mqtt::{format_cents, parse_cents, sale, wait_online, Mosquitto, Till};
 pub use poll::{eventually, free_port, wait_until};
