@@ -7,7 +7,7 @@
 //!   (`store::sync_state`).
 //! - `client` (hyper 1 + tokio-rustls, gzip, byte counters). The rustls configuration comes
 //!   from [`crate::tls`] and the retry delays from [`crate::backoff`] (shared with the other
-//!   edges; re-exported here as `sync::tls` and `sync::backoff`).
+//!   edges).
 //!
 //! Invariant: an outbox event is only acknowledged locally after the CRM answered with an
 //! `acked_through` covering it; a changes cursor is only stored in the same sled transaction as
@@ -18,8 +18,6 @@ pub mod status;
 pub mod uploader;
 
 pub use status::{SyncFailure, SyncStatus, SyncStatusHandle};
-// Shared with the other edges; re-exported under their old paths.
-pub use crate::{backoff, tls};
 
 use std::time::Duration;
 
@@ -31,7 +29,7 @@ pub enum SyncError {
     Config(String),
     /// Certificates or keys could not be loaded.
     #[error("{0}")]
-    TlsSetup(#[from] std::sync::Arc<tls::TlsSetupError>),
+    TlsSetup(#[from] std::sync::Arc<crate::tls::TlsSetupError>),
     /// The TLS handshake or the TLS session failed (certificate problems).
     #[error("{0}")]
     Tls(String),
@@ -62,8 +60,8 @@ pub enum SyncError {
     Store(String),
 }
 
-impl From<tls::TlsSetupError> for SyncError {
-    fn from(err: tls::TlsSetupError) -> Self {
+impl From<crate::tls::TlsSetupError> for SyncError {
+    fn from(err: crate::tls::TlsSetupError) -> Self {
         SyncError::TlsSetup(std::sync::Arc::new(err))
     }
 }

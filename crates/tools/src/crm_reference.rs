@@ -21,7 +21,7 @@ mod store;
 pub use server::serve;
 
 use hyper::body::Bytes;
-use loyalty_daemon::sync::tls;
+use loyalty_daemon::tls;
 use loyalty_protocol::crm::{ChangesPage, OwnedEvent};
 use std::io::Write;
 use std::net::SocketAddr;

@@ -2,9 +2,9 @@
 //! tokio-rustls), timeouts on connect and on each whole request, gzip bodies, and byte counters
 //! at the TCP level (what actually crosses the wire, TLS records included).
 
-use super::tls::{self, ClientTlsFiles};
 use super::SyncError;
 use crate::config::CrmConfig;
+use crate::tls::{self, ClientTlsFiles};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;

@@ -10,7 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use loyalty_daemon::percent::query_param;
 use loyalty_daemon::sync::client::gunzip;
-use loyalty_daemon::sync::tls;
+use loyalty_daemon::tls;
 use loyalty_protocol::crm::ErrorBody;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
