@@ -672,8 +672,10 @@ async fn the_running_daemon_records_every_documented_metric() {
         use loyalty_daemon::vouchers::{VoucherSettings, VoucherSettingsExt};
         let config = loyalty_daemon::config::parse(&restored).expect("config");
         let store = loyalty_store::Store::open(&config.storage, &config.store.id).expect("store");
-        let settings = VoucherSettings::from_config(&config).expect("voucher settings");
-        let keys = settings.trusted_keys(&config).expect("keys");
+        let built =
+            loyalty_daemon::config::Built::new(config.clone()).expect("valid configuration");
+        let settings = VoucherSettings::from_config(&built).expect("voucher settings");
+        let keys = settings.trusted_keys(&built).expect("keys");
         let vouchers =
             loyalty_store::vouchers::Vouchers::open(&store, settings, keys).expect("vouchers");
         let floor = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);

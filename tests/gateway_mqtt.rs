@@ -371,8 +371,10 @@ async fn a_clock_behind_the_persisted_floor_keeps_answering_and_flags_its_events
     let config = loyalty_daemon::config::parse(&config_text).expect("config");
     let first_run_last_seq = {
         let store = Store::open(&config.storage, &config.store.id).expect("open store");
-        let settings = VoucherSettings::from_config(&config).expect("voucher settings");
-        let keys = settings.trusted_keys(&config).expect("keys");
+        let built =
+            loyalty_daemon::config::Built::new(config.clone()).expect("valid configuration");
+        let settings = VoucherSettings::from_config(&built).expect("voucher settings");
+        let keys = settings.trusted_keys(&built).expect("keys");
         let vouchers = Vouchers::open(&store, settings, keys).expect("vouchers");
         vouchers.observe_trusted_time(floor).expect("floor");
         store.wait_durable().expect("durable");

@@ -204,10 +204,10 @@ pub async fn start(
     };
     let rules = built.rules.clone();
     let vouchers = {
-        let settings = crate::vouchers::VoucherSettings::from_built(&built)
+        let settings = crate::vouchers::VoucherSettings::from_config(&built)
             .map_err(|err| anyhow::anyhow!("rewards: {err}"))?;
         let keys = settings
-            .trusted_keys_built(&built)
+            .trusted_keys(&built)
             .map_err(|err| anyhow::anyhow!("rewards.trusted_keys: {err}"))?;
         Vouchers::open(&store, settings, keys)?
     };

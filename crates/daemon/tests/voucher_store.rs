@@ -59,8 +59,9 @@ fn open(dir: &Path, redeem_on: &str) -> (Store, Vouchers) {
         key_id: KEY_ID.into(),
         signing: signing_key(),
     };
-    let settings = VoucherSettings::with_key(&config, Some(key)).expect("settings");
-    let keys = settings.trusted_keys(&config).expect("keys");
+    let built = loyalty_daemon::config::Built::new(config).expect("valid configuration");
+    let settings = VoucherSettings::with_key(&built, Some(key)).expect("settings");
+    let keys = settings.trusted_keys(&built).expect("keys");
     let vouchers = Vouchers::open(&store, settings, keys).expect("vouchers");
     (store, vouchers)
 }

@@ -122,22 +122,6 @@ impl TrustedKeys {
         TrustedKeys::default()
     }
 
-    /// The configured keys (`rewards.trusted_keys` as key id and base64 public key), plus the
-    /// store's own key when given.
-    pub fn from_config<'a>(
-        trusted: impl IntoIterator<Item = (&'a str, &'a str)>,
-        store_key: Option<&StoreKey>,
-    ) -> Result<TrustedKeys, KeyError> {
-        let keys = TrustedKeys::new();
-        for (key_id, public_key) in trusted {
-            keys.insert_base64(key_id, public_key)?;
-        }
-        if let Some(store_key) = store_key {
-            keys.insert(&store_key.key_id, store_key.signing.verifying_key())?;
-        }
-        Ok(keys)
-    }
-
     /// Trusts `key` under `key_id`.
     pub fn insert(&self, key_id: &str, key: VerifyingKey) -> Result<KeyChange, KeyError> {
         if !super::format::valid_key_id(key_id) {

@@ -112,7 +112,7 @@ fn goodwill_command(
 ) -> anyhow::Result<IssuedVoucher> {
     use anyhow::Context;
     let config = &built.raw;
-    let settings = VoucherSettings::from_built(built)?;
+    let settings = VoucherSettings::from_config(built)?;
     if settings.store_key.is_none() {
         return Err(IssueError::NoSigningKey.into());
     }
@@ -127,7 +127,7 @@ fn goodwill_command(
             .into());
         }
     }
-    let keys = settings.trusted_keys_built(built)?;
+    let keys = settings.trusted_keys(built)?;
     let store = Store::open(&config.storage, &config.store.id).context(
         "opening the store's database (stop the gateway first: only one process may open it)",
     )?;

@@ -26,60 +26,34 @@ pub enum SettingsError {
     Amount(#[from] loyalty_core::money::MoneyError),
 }
 
-/// Builders of [`VoucherSettings`] from the configuration.
+/// Builders of [`VoucherSettings`] from the configuration as built at load ([`Built`]: its
+/// issuing rules and trusted keys are already parsed; only the signing key file is read here).
 pub trait VoucherSettingsExt: Sized {
-    /// Builds the settings of `[store]` and `[rewards]`, reading the signing key file.
-    fn from_config(config: &Config) -> Result<Self, SettingsError>;
-    /// The settings of a built configuration (its issuing rules as built at load), reading the
-    /// signing key file.
-    fn from_built(built: &Built) -> Result<Self, SettingsError>;
-    /// Builds the settings with a given store key (tests, or no key file).
-    fn with_key(config: &Config, store_key: Option<StoreKey>) -> Result<Self, SettingsError>;
+    /// The settings of `[store]` and `[rewards]`, reading the signing key file (refused when
+    /// its mode is loose).
+    fn from_config(config: &Built) -> Result<Self, SettingsError>;
+    /// The settings with a given store key (tests, or no key file).
+    fn with_key(config: &Built, store_key: Option<StoreKey>) -> Result<Self, SettingsError>;
     /// The trusted keys of the configuration plus the store's own key.
-    fn trusted_keys(&self, config: &Config) -> Result<TrustedKeys, SettingsError>;
-    /// The trusted keys of a built configuration (parsed at load) plus the store's own key.
-    fn trusted_keys_built(&self, built: &Built) -> Result<TrustedKeys, SettingsError>;
+    fn trusted_keys(&self, config: &Built) -> Result<TrustedKeys, SettingsError>;
 }
 
 impl VoucherSettingsExt for VoucherSettings {
-    /// Builds the settings, reading the signing key file (refused when its mode is loose).
-    fn from_config(config: &Config) -> Result<VoucherSettings, SettingsError> {
-        let store_key = keyfile::load_store_key(config)?;
+    fn from_config(config: &Built) -> Result<VoucherSettings, SettingsError> {
+        let store_key = keyfile::load_store_key(&config.raw)?;
         Self::with_key(config, store_key)
     }
 
-    fn from_built(built: &Built) -> Result<VoucherSettings, SettingsError> {
-        let store_key = keyfile::load_store_key(&built.raw)?;
-        with_rules(&built.raw, built.reward_rules.clone(), store_key)
-    }
-
-    /// Builds the settings with a given store key (tests, or no key file).
     fn with_key(
-        config: &Config,
+        config: &Built,
         store_key: Option<StoreKey>,
     ) -> Result<VoucherSettings, SettingsError> {
-        let rewards = &config.rewards;
-        let rules = RewardRules::from_config(
-            &rewards.rules,
-            rewards.max_vouchers_per_receipt,
-            rewards.bind_earned_vouchers,
-            &config.store.currency,
-        )?;
-        with_rules(config, rules, store_key)
+        with_rules(&config.raw, config.reward_rules.clone(), store_key)
     }
 
-    /// The trusted keys of the configuration plus the store's own key.
-    fn trusted_keys(&self, config: &Config) -> Result<TrustedKeys, SettingsError> {
-        let trusted = config.rewards.trusted_keys.iter();
-        Ok(TrustedKeys::from_config(
-            trusted.map(|key| (key.key_id.as_str(), key.public_key.as_str())),
-            self.store_key.as_ref(),
-        )?)
-    }
-
-    fn trusted_keys_built(&self, built: &Built) -> Result<TrustedKeys, SettingsError> {
+    fn trusted_keys(&self, config: &Built) -> Result<TrustedKeys, SettingsError> {
         let keys = TrustedKeys::new();
-        for (key_id, key) in &built.trusted_keys {
+        for (key_id, key) in &config.trusted_keys {
             keys.insert(key_id, *key)?;
         }
         if let Some(store_key) = &self.store_key {
