@@ -49,6 +49,8 @@ fn config(dir: &Path, redeem_on: &str) -> Config {
     }];
     config.rewards.redeem_on = redeem_on.into();
     config.rewards.goodwill_max_value = "10.00".into();
+    // Named because rules require a key file; `open` passes the key in memory instead.
+    config.rewards.signing_key_file = Some(dir.join("store.key"));
     config
 }
 
