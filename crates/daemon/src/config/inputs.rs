@@ -127,12 +127,13 @@ impl Section for SerialConfig {
                 format!("{path}.printer_path"),
                 "required for kind = \"escpos\": the real printer's serial device",
             );
-            check_profile(self.profile.as_deref(), path, config, errors);
-            check_code_page(&self.code_page, path, errors);
-            errors.check(
-                (50..=600_000).contains(&self.idle_gap_ms),
-                format!("{path}.idle_gap_ms"),
-                "must be between 50 and 600000",
+            check_capture(
+                self.profile.as_deref(),
+                &self.code_page,
+                self.idle_gap_ms,
+                path,
+                config,
+                errors,
             );
         }
         errors.check(
@@ -141,6 +142,25 @@ impl Section for SerialConfig {
             "must be between 16 and 65536",
         );
     }
+}
+
+/// What every printer stream (serial tap or network proxy) needs: a known receipt profile, a
+/// known code page and a sane idle gap.
+fn check_capture(
+    profile: Option<&str>,
+    code_page: &str,
+    idle_gap_ms: u64,
+    path: &str,
+    config: &Config,
+    errors: &mut Errors,
+) {
+    check_profile(profile, path, config, errors);
+    check_code_page(code_page, path, errors);
+    errors.check(
+        (50..=600_000).contains(&idle_gap_ms),
+        format!("{path}.idle_gap_ms"),
+        "must be between 50 and 600000",
+    );
 }
 
 fn check_profile(profile: Option<&str>, path: &str, config: &Config, errors: &mut Errors) {
@@ -214,12 +234,13 @@ impl Section for PrinterProxyConfig {
             "must be host:port of the real printer",
         );
         errors.check(!self.lane.is_empty(), format!("{path}.lane"), "required");
-        check_profile(self.profile.as_deref(), path, config, errors);
-        check_code_page(&self.code_page, path, errors);
-        errors.check(
-            (50..=600_000).contains(&self.idle_gap_ms),
-            format!("{path}.idle_gap_ms"),
-            "must be between 50 and 600000",
+        check_capture(
+            self.profile.as_deref(),
+            &self.code_page,
+            self.idle_gap_ms,
+            path,
+            config,
+            errors,
         );
         errors.check(
             (1..=1000).contains(&self.max_connections),
