@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need when it is missing (Mosquitto and its
-# clients, strace for the fsync check, Python's jsonschema and yaml for the OpenAPI payload
+# clients, strace for the fsync check, PostgreSQL's server binaries for the hub, Python's jsonschema and yaml for the OpenAPI payload
 # check; apt-get as root, with sudo otherwise), then runs `cargo test` over the
 # whole workspace with any arguments given (`scripts/test.sh --test gateway_mqtt`).
 set -euo pipefail
@@ -13,6 +13,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import jsonschema, yaml' 2>/dev/null || need_apt+=(python3-jsonschema python3-yaml)
+# PostgreSQL for the hub's tests (the harness starts a private cluster; nothing is started here).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root=()
   [ "$(id -u)" = 0 ] || as_root=(sudo)

@@ -170,15 +170,15 @@ impl<'a> Tx<'a> {
         let hash_hex = events::hex(&hash);
         let payload = LedgerEvent {
             entry: index,
-            customer_id: new.customer_id,
+            customer_id: new.customer_id.into(),
             kind: new.kind,
             points: new.points,
-            receipt_id: new.receipt_id,
-            cause_receipt_id: new.cause_receipt_id,
-            reference: new.reference,
-            reason: new.reason,
+            receipt_id: new.receipt_id.map(Into::into),
+            cause_receipt_id: new.cause_receipt_id.map(Into::into),
+            reference: new.reference.map(Into::into),
+            reason: new.reason.map(Into::into),
             vests_at: new.vests_at,
-            hash: &hash_hex,
+            hash: hash_hex.as_str().into(),
         };
         let event_seq = self.append_event(EventType::Ledger, new.at, &payload)?;
         debug_assert_eq!(event_seq, seq);

@@ -3,6 +3,7 @@
 //! process with a generated configuration ([`GatewayBinary`], [`Gateway`]), a throw-away PKI with
 //! the reference CRM and the sync helpers ([`crm`]), earning-policy and receipt builders for
 //! store tests ([`store`]), the local API over plain HTTP ([`http_get`], [`metric_sample`]), and
+//! a private PostgreSQL cluster for the hub's tests ([`Postgres`]), and
 //! the small helpers every test needs ([`free_port`],
 //! [`wait_until`], [`eventually`]).
 //!
@@ -14,9 +15,11 @@ mod gateway;
 mod http;
 mod mqtt;
 mod poll;
+mod postgres;
 pub mod store;
 
 pub use gateway::{copy_dir, Gateway, GatewayBinary};
 pub use http::{http_get, metric_sample};
 pub use mqtt::{format_cents, parse_cents, sale, wait_online, Mosquitto, Till};
 pub use poll::{eventually, free_port, wait_until};
+pub use postgres::{bindir as postgres_bindir, Postgres};

@@ -18,7 +18,9 @@ use loyalty_core::ledger::EntryKind;
 use loyalty_core::money::{currency_decimals, Money};
 use loyalty_core::receipt::{Receipt, ReceiptKind};
 use loyalty_core::voucher::{Benefit, KeyAnnouncement, Voucher};
-use serde::{Serialize, Serializer};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 
 /// Event types of SPEC 2.5. There is no `customer_updated`: the gateway never changes a profile
 /// itself (profiles change at head office and come down the changes feed).
@@ -90,6 +92,30 @@ fn is_true(value: &bool) -> bool {
     *value
 }
 
+fn de_rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+    let text = Cow::<str>::deserialize(deserializer)?;
+    text.parse()
+        .map_err(|err| D::Error::custom(format!("not an RFC 3339 time {text:?}: {err}")))
+}
+
+fn de_rfc3339_opt<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Timestamp>, D::Error> {
+    match Option::<Cow<str>>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|err| D::Error::custom(format!("not an RFC 3339 time {text:?}: {err}"))),
+    }
+}
+
+fn de_entry_kind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<EntryKind, D::Error> {
+    let text = Cow::<str>::deserialize(deserializer)?;
+    EntryKind::parse(&text)
+        .ok_or_else(|| D::Error::custom(format!("unknown ledger entry kind {text:?}")))
+}
+
 /// The whole event as sent to the CRM and kept in the outbox. `clock_trusted` is written (as
 /// `false`) only when `at` was read while the gateway's clock was not trusted (then `at` is a
 /// proven lower bound on the real time); absent means trusted.
@@ -132,52 +158,64 @@ pub fn qty_text(qty_milli: i64) -> String {
 }
 
 /// Payload of a `receipt` event: the receipt as captured, its customer and the points it moved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiptEvent<'a> {
     /// Card the till sent, if any.
-    pub card: Option<&'a str>,
+    #[serde(borrow)]
+    pub card: Option<Cow<'a, str>>,
     /// ISO 4217 code.
-    pub currency: &'a str,
+    #[serde(borrow)]
+    pub currency: Cow<'a, str>,
     /// The customer the receipt was applied to, if any.
-    pub customer_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub customer_id: Option<Cow<'a, str>>,
     /// `sale` or `return`.
-    pub kind: &'static str,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
     /// Lane.
-    pub lane: &'a str,
+    #[serde(borrow)]
+    pub lane: Cow<'a, str>,
     /// Item lines.
+    #[serde(borrow)]
     pub lines: Vec<ReceiptEventLine<'a>>,
     /// For a return, the sale returned.
-    pub original_receipt_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub original_receipt_id: Option<Cow<'a, str>>,
     /// Points earned (negative: clawed back).
     pub points: i64,
     /// Receipt id.
-    pub receipt_id: &'a str,
+    #[serde(borrow)]
+    pub receipt_id: Cow<'a, str>,
     /// Voucher ids the till applied.
-    pub rewards: &'a [String],
+    #[serde(borrow)]
+    pub rewards: Cow<'a, [String]>,
     /// The till's time.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "de_rfc3339")]
     pub timestamp: Timestamp,
     /// Total, decimal text.
     pub total: String,
     /// Categories of its lines the store's `rules.categories` does not list (they earned
     /// nothing); absent when there are none.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_categories: Vec<String>,
 }
 
 /// One line of a [`ReceiptEvent`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiptEventLine<'a> {
     /// Line amount, decimal text.
     pub amount: String,
     /// Merchandise category, if known.
-    pub category: Option<&'a str>,
+    #[serde(borrow)]
+    pub category: Option<Cow<'a, str>>,
     /// Display name.
-    pub name: &'a str,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
     /// Quantity, exact decimal text.
     pub qty: String,
     /// Article number.
-    pub sku: &'a str,
+    #[serde(borrow)]
+    pub sku: Cow<'a, str>,
     /// Unit price, decimal text, when the till sent it.
     pub unit_price: Option<String>,
 }
@@ -194,27 +232,27 @@ impl<'a> ReceiptEvent<'a> {
             } => ("return", Some(original_receipt_id.as_str())),
         };
         ReceiptEvent {
-            card: receipt.card.as_deref(),
-            currency: &receipt.currency,
-            customer_id,
-            kind,
-            lane: &receipt.lane,
+            card: receipt.card.as_deref().map(Cow::Borrowed),
+            currency: Cow::Borrowed(&receipt.currency),
+            customer_id: customer_id.map(Cow::Borrowed),
+            kind: Cow::Borrowed(kind),
+            lane: Cow::Borrowed(&receipt.lane),
             lines: receipt
                 .lines
                 .iter()
                 .map(|line| ReceiptEventLine {
                     amount: money(line.amount),
-                    category: line.category.as_deref(),
-                    name: &line.name,
+                    category: line.category.as_deref().map(Cow::Borrowed),
+                    name: Cow::Borrowed(&line.name),
                     qty: qty_text(line.qty_milli),
-                    sku: &line.sku,
+                    sku: Cow::Borrowed(&line.sku),
                     unit_price: line.unit_price.map(money),
                 })
                 .collect(),
-            original_receipt_id,
+            original_receipt_id: original_receipt_id.map(Cow::Borrowed),
             points,
-            receipt_id: &receipt.id,
-            rewards: &receipt.rewards,
+            receipt_id: Cow::Borrowed(&receipt.id),
+            rewards: Cow::Borrowed(&receipt.rewards[..]),
             timestamp: receipt.timestamp,
             total: money(receipt.total),
             unknown_categories: Vec::new(),
@@ -229,64 +267,74 @@ impl<'a> ReceiptEvent<'a> {
 }
 
 /// Payload of a `ledger` event: one journal entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerEvent<'a> {
     /// The receipt that caused the entry when it is not `receipt_id` (the return).
-    pub cause_receipt_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub cause_receipt_id: Option<Cow<'a, str>>,
     /// Customer.
-    pub customer_id: &'a str,
+    #[serde(borrow)]
+    pub customer_id: Cow<'a, str>,
     /// Journal index of the entry.
     pub entry: u64,
     /// The entry's hash in the tamper-evident journal (hex).
-    pub hash: &'a str,
+    #[serde(borrow)]
+    pub hash: Cow<'a, str>,
     /// Kind of entry.
-    #[serde(serialize_with = "entry_kind")]
+    #[serde(serialize_with = "entry_kind", deserialize_with = "de_entry_kind")]
     pub kind: EntryKind,
     /// Signed points.
     pub points: i64,
     /// Free text (CRM adjustment reason).
-    pub reason: Option<&'a str>,
+    #[serde(borrow)]
+    pub reason: Option<Cow<'a, str>>,
     /// Sale the points belong to (earn, clawback).
-    pub receipt_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub receipt_id: Option<Cow<'a, str>>,
     /// Caller's reference (voucher id, CRM adjustment id, redemption reference).
-    pub reference: Option<&'a str>,
+    #[serde(borrow)]
+    pub reference: Option<Cow<'a, str>>,
     /// When earned points vest.
-    #[serde(serialize_with = "rfc3339_opt")]
+    #[serde(serialize_with = "rfc3339_opt", deserialize_with = "de_rfc3339_opt")]
     pub vests_at: Option<Timestamp>,
 }
 
 /// Payload of `customer_enrolled` events.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CustomerEvent<'a> {
     /// Card number, if any.
-    pub card: Option<&'a str>,
+    #[serde(borrow)]
+    pub card: Option<Cow<'a, str>>,
     /// Customer id.
-    pub customer_id: &'a str,
+    #[serde(borrow)]
+    pub customer_id: Cow<'a, str>,
     /// When the customer was enrolled.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "de_rfc3339")]
     pub enrolled_at: Timestamp,
     /// Display name, if known.
-    pub name: Option<&'a str>,
+    #[serde(borrow)]
+    pub name: Option<Cow<'a, str>>,
     /// Tier, if any.
-    pub tier: Option<&'a str>,
+    #[serde(borrow)]
+    pub tier: Option<Cow<'a, str>>,
 }
 
 impl<'a> CustomerEvent<'a> {
     /// The payload for `customer`.
     pub fn new(customer: &'a Customer) -> Self {
         CustomerEvent {
-            card: customer.card.as_deref(),
-            customer_id: &customer.id,
+            card: customer.card.as_deref().map(Cow::Borrowed),
+            customer_id: Cow::Borrowed(&customer.id),
             enrolled_at: customer.enrolled_at,
-            name: customer.name.as_deref(),
-            tier: customer.tier.as_deref(),
+            name: customer.name.as_deref().map(Cow::Borrowed),
+            tier: customer.tier.as_deref().map(Cow::Borrowed),
         }
     }
 }
 
 /// The `value` of a [`VoucherIssuedEvent`]: decimal text for `amount_off`, a whole number for
 /// `percent_off`, the SKU for `free_item`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum BenefitValue<'a> {
     /// Amount off, decimal text.
@@ -294,37 +342,45 @@ pub enum BenefitValue<'a> {
     /// Whole percent off.
     Percent(u8),
     /// The free article's SKU.
-    Sku(&'a str),
+    Sku(#[serde(borrow)] Cow<'a, str>),
 }
 
 /// Payload of a `voucher_issued` event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VoucherIssuedEvent<'a> {
     /// ISO 4217 code.
-    pub currency: &'a str,
+    #[serde(borrow)]
+    pub currency: Cow<'a, str>,
     /// The customer it was issued to, if any.
-    pub customer_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub customer_id: Option<Cow<'a, str>>,
     /// Signing key id.
-    pub key_id: &'a str,
+    #[serde(borrow)]
+    pub key_id: Cow<'a, str>,
     /// `amount_off`, `percent_off` or `free_item`.
-    pub kind: &'static str,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
     /// Smallest spend, decimal text, if any.
     pub min_spend: Option<String>,
     /// Why it was issued (`store`, `goodwill`, ...).
-    pub origin: &'a str,
+    #[serde(borrow)]
+    pub origin: Cow<'a, str>,
     /// Points converted for it.
     pub points: i64,
     /// The receipt it was earned on, if any.
-    pub receipt_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub receipt_id: Option<Cow<'a, str>>,
     /// Its QR text.
-    pub text: &'a str,
+    #[serde(borrow)]
+    pub text: Cow<'a, str>,
     /// Valid from (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "de_rfc3339")]
     pub valid_from: Timestamp,
     /// Valid until, exclusive (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "de_rfc3339")]
     pub valid_until: Timestamp,
     /// What it gives (see [`BenefitValue`]).
+    #[serde(borrow)]
     pub value: BenefitValue<'a>,
     /// Voucher id (upper-case hex).
     pub voucher_id: String,
@@ -354,18 +410,18 @@ impl<'a> VoucherIssuedEvent<'a> {
                 ("amount_off", BenefitValue::Amount(amount.format(decimals)))
             }
             Benefit::PercentOff(percent) => ("percent_off", BenefitValue::Percent(*percent)),
-            Benefit::FreeItem { sku } => ("free_item", BenefitValue::Sku(sku)),
+            Benefit::FreeItem { sku } => ("free_item", BenefitValue::Sku(Cow::Borrowed(sku))),
         };
         VoucherIssuedEvent {
-            currency: &voucher.currency,
-            customer_id: issue.customer_id,
-            key_id: &voucher.key_id,
-            kind,
+            currency: Cow::Borrowed(&voucher.currency),
+            customer_id: issue.customer_id.map(Cow::Borrowed),
+            key_id: Cow::Borrowed(&voucher.key_id),
+            kind: Cow::Borrowed(kind),
             min_spend: voucher.min_spend.map(|m| m.format(decimals)),
-            origin: issue.origin,
+            origin: Cow::Borrowed(issue.origin),
             points: issue.points,
-            receipt_id: issue.receipt_id,
-            text: issue.text,
+            receipt_id: issue.receipt_id.map(Cow::Borrowed),
+            text: Cow::Borrowed(issue.text),
             valid_from: voucher.valid_from,
             valid_until: voucher.valid_until,
             value,
@@ -375,20 +431,24 @@ impl<'a> VoucherIssuedEvent<'a> {
 }
 
 /// Payload of a `voucher_redeemed` event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VoucherRedeemedEvent<'a> {
     /// ISO 4217 code.
-    pub currency: &'a str,
+    #[serde(borrow)]
+    pub currency: Cow<'a, str>,
     /// The discount given, decimal text.
     pub discount: String,
     /// Signing key id.
-    pub key_id: &'a str,
+    #[serde(borrow)]
+    pub key_id: Cow<'a, str>,
     /// Lane.
-    pub lane: &'a str,
+    #[serde(borrow)]
+    pub lane: Cow<'a, str>,
     /// The receipt that redeemed it.
-    pub receipt_id: &'a str,
+    #[serde(borrow)]
+    pub receipt_id: Cow<'a, str>,
     /// When (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "de_rfc3339")]
     pub redeemed_at: Timestamp,
     /// Voucher id (upper-case hex).
     pub voucher_id: String,
@@ -404,11 +464,11 @@ impl<'a> VoucherRedeemedEvent<'a> {
         at: Timestamp,
     ) -> Self {
         VoucherRedeemedEvent {
-            currency: &voucher.currency,
+            currency: Cow::Borrowed(&voucher.currency),
             discount: discount.format(currency_decimals(&voucher.currency)),
-            key_id: &voucher.key_id,
-            lane,
-            receipt_id,
+            key_id: Cow::Borrowed(&voucher.key_id),
+            lane: Cow::Borrowed(lane),
+            receipt_id: Cow::Borrowed(receipt_id),
             redeemed_at: at,
             voucher_id: voucher.id.to_string(),
         }
@@ -416,23 +476,26 @@ impl<'a> VoucherRedeemedEvent<'a> {
 }
 
 /// Payload of a `voucher_key` event: a store's public voucher key announced to the CRM.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VoucherKeyEvent<'a> {
     /// Always `ed25519`.
-    pub algorithm: &'a str,
+    #[serde(borrow)]
+    pub algorithm: Cow<'a, str>,
     /// Key id carried in vouchers.
-    pub key_id: &'a str,
+    #[serde(borrow)]
+    pub key_id: Cow<'a, str>,
     /// Standard base64 of the 32-byte public key.
-    pub public_key: &'a str,
+    #[serde(borrow)]
+    pub public_key: Cow<'a, str>,
 }
 
 impl<'a> VoucherKeyEvent<'a> {
     /// The payload announcing `key`.
     pub fn new(key: &'a KeyAnnouncement) -> Self {
         VoucherKeyEvent {
-            algorithm: key.algorithm,
-            key_id: &key.key_id,
-            public_key: &key.public_key,
+            algorithm: Cow::Borrowed(key.algorithm),
+            key_id: Cow::Borrowed(&key.key_id),
+            public_key: Cow::Borrowed(&key.public_key),
         }
     }
 }

@@ -157,15 +157,15 @@ fn receipt_payloads() {
 fn ledger_payloads() {
     let full = LedgerEvent {
         entry: 42,
-        customer_id: "berlin-001-00ff",
+        customer_id: "berlin-001-00ff".into(),
         kind: EntryKind::Clawback,
         points: -7,
-        receipt_id: Some("R-1"),
-        cause_receipt_id: Some("R-1-R"),
-        reference: Some("ref"),
-        reason: Some("goodwill"),
+        receipt_id: Some("R-1".into()),
+        cause_receipt_id: Some("R-1-R".into()),
+        reference: Some("ref".into()),
+        reason: Some("goodwill".into()),
         vests_at: Some(at(1_801_209_600)),
-        hash: "ab12",
+        hash: "ab12".into(),
     };
     assert_eq!(
         text(&full),
@@ -173,7 +173,7 @@ fn ledger_payloads() {
     );
     let bare = LedgerEvent {
         entry: 1,
-        customer_id: "c",
+        customer_id: "c".into(),
         kind: EntryKind::Earn,
         points: 13,
         receipt_id: None,
@@ -181,7 +181,7 @@ fn ledger_payloads() {
         reference: None,
         reason: None,
         vests_at: None,
-        hash: "00",
+        hash: "00".into(),
     };
     assert_eq!(
         text(&bare),
@@ -286,4 +286,29 @@ fn event_types_round_trip() {
         assert_eq!(EventType::parse(kind.as_str()), Some(kind));
     }
     assert_eq!(EventType::parse("nope"), None);
+}
+
+#[test]
+fn every_payload_reads_back_what_it_wrote() {
+    fn round<'a, T: serde::Serialize + serde::Deserialize<'a>>(text: &'a str) {
+        let back: T = serde_json::from_str(text).expect(text);
+        assert_eq!(serde_json::to_string(&back).expect("json"), text);
+    }
+    let sale = sale();
+    let receipt = text(&ReceiptEvent::new(&sale, Some("berlin-001-00ff"), 13));
+    round::<ReceiptEvent>(&receipt);
+    let flagged =
+        text(&ReceiptEvent::new(&sale, None, 0).with_unknown_categories(vec!["office".into()]));
+    round::<ReceiptEvent>(&flagged);
+    let customer = text(&CustomerEvent::new(&customer(true)));
+    round::<CustomerEvent>(&customer);
+    // Escaped text (quotes, backslashes) is read into owned strings.
+    let escaped = r#"{"card":"1'; DROP TABLE x;--\"","customer_id":"c","enrolled_at":"2026-01-01T00:00:00Z","name":"O\"Brien","tier":null}"#;
+    let back: CustomerEvent = serde_json::from_str(escaped).expect("escaped");
+    assert_eq!(back.name.as_deref(), Some("O\"Brien"));
+    round::<CustomerEvent>(escaped);
+    let ledger = r#"{"cause_receipt_id":null,"customer_id":"c","entry":1,"hash":"00","kind":"earn","points":13,"reason":null,"receipt_id":"R","reference":null,"vests_at":"2027-01-29T08:00:00Z"}"#;
+    round::<LedgerEvent>(ledger);
+    let bad = ledger.replace("earn", "steal");
+    assert!(serde_json::from_str::<LedgerEvent>(&bad).is_err());
 }

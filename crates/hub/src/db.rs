@@ -1,0 +1,115 @@
+//! The database: the connection pool every request borrows from, the schema migrations (numbered
+//! SQL files in `crates/hub/migrations/`, embedded in the binary, applied at start in one
+//! transaction under an advisory lock so that hubs starting together apply each once, recorded in
+//! `schema_migrations`), and the classification of PostgreSQL errors into "retry the
+//! transaction" (serialization failure, deadlock) and "the database is unavailable".
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// The migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "schema", include_str!("../migrations/0001_schema.sql"))];
+
+/// The advisory lock key held while migrating ("loyalty-hub" in ASCII, truncated).
+const MIGRATION_LOCK: i64 = 0x6c6f_7961_6c74_79;
+
+/// A database failure, as a request or start-up sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had (server down, pool exhausted past the timeout).
+    #[error("the database is unavailable: {0} (check [database] and that PostgreSQL is running)")]
+    Unavailable(String),
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl DbError {
+    /// True for failures worth running the whole transaction again (serialization failure,
+    /// deadlock detected).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DbError::Query(e) => e.code().is_some_and(|code| {
+                *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            }),
+            DbError::Unavailable(_) => false,
+        }
+    }
+}
+
+/// The pool of `size` connections for `config`.
+pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(10)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// A connection from `pool`.
+pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, DbError> {
+    pool.get()
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// Applies the migrations this database lacks; returns the schema version afterwards.
+pub async fn migrate(pool: &Pool) -> Result<i32, DbError> {
+    let mut client = client(pool).await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer     NOT NULL PRIMARY KEY,
+             name       text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tracing::info!(version, name, "applying migration");
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+    }
+    let version: Option<i32> = tx
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await?
+        .get(0);
+    tx.commit().await?;
+    Ok(version.unwrap_or(0))
+}
+
+/// The schema version of the database (`/health`).
+pub async fn schema_version(pool: &Pool) -> Result<i32, DbError> {
+    let client = client(pool).await?;
+    let version: Option<i32> = client
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await?
+        .get(0);
+    Ok(version.unwrap_or(0))
+}

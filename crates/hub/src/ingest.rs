@@ -1,0 +1,248 @@
+//! Ingest, exactly once: one batch of a store's events in one PostgreSQL transaction. The
+//! (store, instance) row of `ingest_positions` is locked first (`FOR UPDATE`), so batches of the
+//! same store serialise across every hub process; events at or below the stored position must
+//! be the same ids as stored (duplicates are skipped), new ones must continue the sequence
+//! without a gap, and `acked_through` is answered only after COMMIT. A refused batch changes
+//! nothing; a reused sequence number is then recorded in `sequence_conflicts` in a separate
+//! transaction. Serialization failures and deadlocks run the transaction again.
+
+pub mod apply;
+pub mod parse;
+
+use crate::db::{self, DbError};
+use crate::Hub;
+use apply::Effects;
+use parse::Batch;
+use std::collections::HashMap;
+
+/// Why a batch was refused (nothing was written, except a conflict record).
+#[derive(Debug)]
+pub enum Refusal {
+    /// The first new event does not follow the stored position.
+    Gap {
+        /// The seq the hub expects next.
+        expected: u64,
+        /// The first new seq offered.
+        got: u64,
+    },
+    /// A sequence number (or event id) already stored for another event.
+    Conflict {
+        /// The seq offered.
+        seq: u64,
+        /// What is stored there.
+        stored: Option<String>,
+        /// The id offered.
+        offered: String,
+        /// Which rule was broken.
+        reason: &'static str,
+    },
+}
+
+/// What an ingest ended with.
+#[derive(Debug)]
+pub enum IngestError {
+    /// The batch was refused.
+    Refused(Refusal),
+    /// The database failed (the store retries).
+    Db(DbError),
+}
+
+impl From<DbError> for IngestError {
+    fn from(e: DbError) -> Self {
+        IngestError::Db(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for IngestError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        IngestError::Db(DbError::Query(e))
+    }
+}
+
+/// A committed batch.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// The position after the batch.
+    pub acked_through: u64,
+    /// Events stored for the first time.
+    pub new_events: u64,
+    /// Double redemptions detected (`voucher` / `points`).
+    pub double_redemptions: Vec<&'static str>,
+    /// Customers merged.
+    pub merges: u64,
+}
+
+/// Stores `batch` exactly once.
+pub async fn ingest(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match ingest_once(hub, batch).await {
+            Err(IngestError::Db(e)) if e.is_retryable() && attempt < 8 => {
+                tracing::debug!(error = %e, attempt, "ingest transaction retried");
+                continue;
+            }
+            Err(IngestError::Refused(Refusal::Conflict {
+                seq,
+                stored,
+                offered,
+                reason,
+            })) => {
+                record_conflict(hub, batch, seq, stored.as_deref(), &offered, reason).await;
+                return Err(IngestError::Refused(Refusal::Conflict {
+                    seq,
+                    stored,
+                    offered,
+                    reason,
+                }));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn record_conflict(
+    hub: &Hub,
+    batch: &Batch<'_>,
+    seq: u64,
+    stored: Option<&str>,
+    offered: &str,
+    reason: &str,
+) {
+    let result = async {
+        let client = db::client(&hub.pool).await?;
+        client
+            .execute(
+                "INSERT INTO sequence_conflicts
+                     (store_id, instance, seq, stored_event_id, offered_event_id, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &batch.store,
+                    &batch.instance,
+                    &(seq as i64),
+                    &stored,
+                    &offered,
+                    &reason,
+                ],
+            )
+            .await?;
+        Ok::<_, DbError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, store = batch.store, "could not record a sequence conflict");
+    }
+}
+
+async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
+    let mut client = db::client(&hub.pool).await?;
+    let tx = client.transaction().await?;
+    let store = batch.store;
+    let instance = batch.instance;
+    tx.execute(
+        "INSERT INTO ingest_positions (store_id, instance) VALUES ($1, $2)
+         ON CONFLICT (store_id, instance) DO NOTHING",
+        &[&store, &instance],
+    )
+    .await?;
+    let last: i64 = tx
+        .query_one(
+            "SELECT last_seq FROM ingest_positions WHERE store_id = $1 AND instance = $2
+             FOR UPDATE",
+            &[&store, &instance],
+        )
+        .await?
+        .get(0);
+    let last = last as u64;
+    let (old, new): (Vec<_>, Vec<_>) = batch.events.iter().partition(|e| e.seq <= last);
+    if !old.is_empty() {
+        let seqs: Vec<i64> = old.iter().map(|e| e.seq as i64).collect();
+        let stored: HashMap<i64, String> = tx
+            .query(
+                "SELECT seq, event_id FROM store_events
+                 WHERE store_id = $1 AND instance = $2 AND seq = ANY($3)",
+                &[&store, &instance, &seqs],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        for event in &old {
+            let known = stored.get(&(event.seq as i64));
+            if known.map(String::as_str) != Some(event.id) {
+                return Err(IngestError::Refused(Refusal::Conflict {
+                    seq: event.seq,
+                    stored: known.cloned(),
+                    offered: event.id.to_string(),
+                    reason: "sequence number reused with another event id",
+                }));
+            }
+        }
+    }
+    let mut ingested = Ingested {
+        acked_through: last,
+        ..Ingested::default()
+    };
+    if let Some(first) = new.first() {
+        if first.seq != last + 1 {
+            return Err(IngestError::Refused(Refusal::Gap {
+                expected: last + 1,
+                got: first.seq,
+            }));
+        }
+        let ids: Vec<&str> = new.iter().map(|e| e.id).collect();
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT event_id, seq FROM store_events WHERE store_id = $1 AND event_id = ANY($2)
+                 LIMIT 1",
+                &[&store, &ids],
+            )
+            .await?
+        {
+            let id: String = row.get(0);
+            let seq: i64 = row.get(1);
+            let offered = new.iter().find(|e| e.id == id).map(|e| e.seq).unwrap_or(0);
+            return Err(IngestError::Refused(Refusal::Conflict {
+                seq: offered,
+                stored: Some(format!("{id} at seq {seq}")),
+                offered: id,
+                reason: "event id already stored under another sequence number",
+            }));
+        }
+        let seqs: Vec<i64> = new.iter().map(|e| e.seq as i64).collect();
+        let kinds: Vec<&str> = new.iter().map(|e| e.kind).collect();
+        let ats: Vec<&str> = new.iter().map(|e| e.at_text).collect();
+        let payloads: Vec<&str> = new.iter().map(|e| e.raw).collect();
+        tx.execute(
+            "INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload)
+             SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])",
+            &[&store, &instance, &seqs, &ids, &kinds, &ats, &payloads],
+        )
+        .await?;
+        let mut effects = Effects::default();
+        for event in &new {
+            apply::apply(&tx, &hub.config.feed, store, instance, event, &mut effects).await?;
+        }
+        let through = last + new.len() as u64;
+        tx.execute(
+            "UPDATE ingest_positions SET last_seq = $3, last_seen_at = now()
+             WHERE store_id = $1 AND instance = $2",
+            &[&store, &instance, &(through as i64)],
+        )
+        .await?;
+        apply::emit(&tx, &hub.config.feed, &effects).await?;
+        ingested.acked_through = through;
+        ingested.new_events = new.len() as u64;
+        ingested.double_redemptions = effects.double_redemptions.clone();
+        ingested.merges = effects.merges;
+    } else {
+        tx.execute(
+            "UPDATE ingest_positions SET last_seen_at = now()
+             WHERE store_id = $1 AND instance = $2",
+            &[&store, &instance],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ingested)
+}

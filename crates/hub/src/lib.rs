@@ -1,0 +1,111 @@
+//! `loyalty-hub`: the central side a chain runs at head office (SPEC 2.8). It serves the sync
+//! API of SPEC 2.5 to every store over mutual TLS (the store id is the client certificate's
+//! common name), keeps the chain-wide ledger in PostgreSQL (one customer per card across
+//! stores, merges of customers enrolled offline in two stores, double-redemption detection) and
+//! feeds each store the changes that concern it, long-polled. Hub processes are stateless: any
+//! number share one database.
+//!
+//! Modules: [`config`] (the TOML file, every error by key path), [`db`] (pool, migrations),
+//! [`tls`] (mutual TLS, the store id), [`server`] (accept loop), [`api`] (the router, one module
+//! per API area), [`ingest`] (a batch exactly once, and what each event does), [`feed`] (the
+//! change log, pages, long-poll wake-ups), [`metrics`].
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod feed;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What every request shares.
+pub struct Hub {
+    /// The configuration as loaded.
+    pub config: config::Config,
+    /// The database pool.
+    pub pool: deadpool_postgres::Pool,
+    /// Metrics.
+    pub metrics: metrics::Metrics,
+    /// Long-poll wake-ups.
+    pub notifier: Arc<feed::Notifier>,
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration (a file it names) is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The database could not be reached or migrated.
+    #[error("{0}")]
+    Db(#[from] db::DbError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source} (check server.listen; is another process using the port?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A running hub.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The shared state.
+    pub hub: Arc<Hub>,
+    /// Cancel to stop.
+    pub shutdown: CancellationToken,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a hub from `config`: builds TLS, connects and migrates the database, binds, serves.
+pub async fn start(config: config::Config) -> Result<Running, StartError> {
+    let tls = tls::server_config(
+        &config.server.cert_file,
+        &config.server.key_file,
+        &config.server.client_ca_file,
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    let pg = config
+        .pg_config()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let pool = db::pool(pg.clone(), config.database.pool_size)?;
+    let version = db::migrate(&pool).await?;
+    tracing::info!(schema_version = version, "database ready");
+    let addr = config.listen();
+    let (addr, listener) = server::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let shutdown = CancellationToken::new();
+    let notifier = Arc::new(feed::Notifier::default());
+    tokio::spawn(feed::listen(pg, notifier.clone(), shutdown.clone()));
+    let hub = Arc::new(Hub {
+        config,
+        pool,
+        metrics: metrics::Metrics::new(),
+        notifier,
+    });
+    let task = tokio::spawn(server::serve(
+        hub.clone(),
+        listener,
+        tokio_rustls::TlsAcceptor::from(tls),
+        shutdown.clone(),
+    ));
+    tracing::info!(%addr, "loyalty-hub listening");
+    Ok(Running {
+        addr,
+        hub,
+        shutdown,
+        task,
+    })
+}
