@@ -52,9 +52,10 @@ cross/syscall-check.sh "$debug_bin"
 
 step "3/5 cross builds"
 # What ships to the Pi: the root package without its default `tools` feature. None of the tools
-# (demo, load generator, reference CRM, test PKI) may be in its dependency tree.
+# (demo, load generator, reference CRM, test PKI) and no hub or PostgreSQL code may be in its
+# dependency tree.
 shipped_tree=$(cargo tree --locked -p loyalty-gateway --no-default-features -e normal --prefix none)
-if grep -E '^(loyalty-tools|rcgen|tokio-postgres|postgres) ' <<<"$shipped_tree"; then
+if grep -E '^(loyalty-tools|loyalty-hub|rcgen|tokio-postgres|postgres|deadpool-postgres) ' <<<"$shipped_tree"; then
   echo "ci: the Pi binary's dependency tree carries a tool (above)" >&2; exit 1
 fi
 cross/build.sh all

@@ -196,7 +196,7 @@ fn shipped_closure() -> BTreeMap<String, BTreeSet<String>> {
             .unwrap_or_default();
         direct.entry(name).or_default().extend(deps);
     }
-    for member in ["core", "protocol", "store", "daemon", "tools"] {
+    for member in ["core", "protocol", "store", "daemon", "tools", "hub"] {
         let manifest: toml::Table =
             toml::from_str(&read(&format!("crates/{member}/Cargo.toml"))).expect("manifest parses");
         let name = manifest["package"]["name"]
@@ -247,6 +247,7 @@ fn crate_boundaries_hold_in_the_dependency_graph() {
                 "loyalty-store",
                 "loyalty-daemon",
                 "loyalty-tools",
+                "loyalty-hub",
             ],
             "the core does no I/O and knows no wire format",
         ),
@@ -258,6 +259,7 @@ fn crate_boundaries_hold_in_the_dependency_graph() {
                 "loyalty-store",
                 "loyalty-daemon",
                 "loyalty-tools",
+                "loyalty-hub",
             ],
             "wire types are plain data",
         ),
@@ -274,8 +276,19 @@ fn crate_boundaries_hold_in_the_dependency_graph() {
         ),
         (
             "loyalty-daemon",
-            &["rcgen", "loyalty-tools"],
-            "the daemon ships to the Pi: no test PKI, no tools",
+            &["rcgen", "loyalty-tools", "loyalty-hub", "tokio-postgres"],
+            "the daemon ships to the Pi: no test PKI, no tools, no hub or PostgreSQL code",
+        ),
+        (
+            "loyalty-hub",
+            &[
+                "sled",
+                "loyalty-store",
+                "loyalty-daemon",
+                "loyalty-tools",
+                "rcgen",
+            ],
+            "the hub is the central side: no store database, no gateway, no test tools",
         ),
     ];
     let mut offenders = Vec::new();

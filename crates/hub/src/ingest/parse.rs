@@ -143,8 +143,17 @@ pub fn parse<'a>(body: &'a [u8], store: &'a str) -> Result<Batch<'a>, String> {
         );
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let request: EventsRequest<'a> = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| format!("malformed batch at {}: {}", e.path(), e.inner()))?;
+    let request: EventsRequest<'a> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner().to_string();
+        if inner.contains("expected a borrowed string") {
+            format!(
+                "malformed batch at {}: store_id, instance, id, type and at may not contain JSON escapes (quotes, backslashes, control characters)",
+                e.path()
+            )
+        } else {
+            format!("malformed batch at {}: {inner}", e.path())
+        }
+    })?;
     de.end()
         .map_err(|e| format!("trailing data after the batch: {e}"))?;
     if request.store_id != store {
