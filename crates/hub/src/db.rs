@@ -12,7 +12,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] =
     &[(1, "schema", include_str!("../migrations/0001_schema.sql"))];
 
 /// The advisory lock key held while migrating ("loyalty-hub" in ASCII, truncated).
-const MIGRATION_LOCK: i64 = 0x6c6f_7961_6c74_79;
+const MIGRATION_LOCK: i64 = 0x006c_6f79_616c_7479;
 
 /// A database failure, as a request or start-up sees it.
 #[derive(Debug, thiserror::Error)]
