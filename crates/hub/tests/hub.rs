@@ -13,3 +13,9 @@ mod faults;
 
 #[path = "suite/feed.rs"]
 mod feed;
+
+#[path = "suite/gateway.rs"]
+mod gateway;
+
+#[path = "suite/merge_prop.rs"]
+mod merge_prop;
