@@ -50,15 +50,15 @@ fn main() {
                     let receipt = format!("R-{:06}", entry / 2);
                     let payload = LedgerEvent {
                         entry,
-                        customer_id: &customers[(entry % 500) as usize],
+                        customer_id: customers[(entry % 500) as usize].as_str().into(),
                         kind: EntryKind::Earn,
                         points: (entry % 97) as i64 + 1,
-                        receipt_id: Some(&receipt),
+                        receipt_id: Some(receipt.as_str().into()),
                         cause_receipt_id: None,
                         reference: None,
                         reason: None,
                         vests_at: None,
-                        hash: &hashes[i as usize],
+                        hash: hashes[i as usize].as_str().into(),
                     };
                     tx.append_event(EventType::Ledger, jiff::Timestamp::now(), &payload)?;
                 }
