@@ -130,19 +130,18 @@ pub async fn page(hub: &Hub, store: &str, cursor: i64) -> Result<ChangesPage, Db
         .read_only(true)
         .start()
         .await?;
-    let upper: i64 = tx
-        .query_one("SELECT last FROM change_counter WHERE id = 1", &[])
+    let upper: i64 = db::query_one(&tx, "SELECT last FROM change_counter WHERE id = 1", &[])
         .await?
         .get(0);
     let limit = hub.config.feed.page_max_changes;
-    let rows = tx
-        .query(
-            "SELECT id, kind, customer_id, voucher_id, payload FROM changes
+    let rows = db::query(
+        &tx,
+        "SELECT id, kind, customer_id, voucher_id, payload FROM changes
              WHERE id > $1 AND id <= $2 AND (store_id = $3 OR store_id IS NULL)
              ORDER BY id LIMIT $4",
-            &[&cursor, &upper, &store, &limit],
-        )
-        .await?;
+        &[&cursor, &upper, &store, &limit],
+    )
+    .await?;
     let next = if rows.len() as i64 == limit {
         rows.last().map(|r| r.get::<_, i64>(0)).unwrap_or(upper)
     } else {
@@ -188,13 +187,13 @@ async fn includes_store_seq(
     tx: &deadpool_postgres::Transaction<'_>,
     store: &str,
 ) -> Result<u64, DbError> {
-    let row = tx
-        .query_opt(
-            "SELECT last_seq FROM ingest_positions WHERE store_id = $1
+    let row = db::query_opt(
+        tx,
+        "SELECT last_seq FROM ingest_positions WHERE store_id = $1
              ORDER BY last_seen_at DESC LIMIT 1",
-            &[&store],
-        )
-        .await?;
+        &[&store],
+    )
+    .await?;
     Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64).unwrap_or(0))
 }
 
@@ -206,9 +205,9 @@ pub async fn customers(
     ids: &[String],
 ) -> Result<Vec<WireCustomer>, DbError> {
     let seq = includes_store_seq(tx, store).await?;
-    let rows = tx
-        .query(
-            "SELECT c.customer_id, c.display_name, c.tier,
+    let rows = db::query(
+        tx,
+        "SELECT c.customer_id, c.display_name, c.tier,
                  coalesce((SELECT sum(points) FROM ledger_entries l
                            WHERE l.customer_id = c.customer_id), 0)::bigint,
                  coalesce((SELECT array_agg(card ORDER BY card) FROM cards k
@@ -216,9 +215,9 @@ pub async fn customers(
              FROM customers c
              WHERE c.customer_id = ANY($1) AND c.merged_into IS NULL AND c.erased_at IS NULL
              ORDER BY c.customer_id",
-            &[&ids],
-        )
-        .await?;
+        &[&ids],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| WireCustomer {
@@ -241,13 +240,13 @@ pub async fn by_card(hub: &Hub, store: &str, card: &str) -> Result<Option<WireCu
         .read_only(true)
         .start()
         .await?;
-    let owner = tx
-        .query_opt(
-            "SELECT coalesce(c.merged_into, c.customer_id) FROM cards k
+    let owner = db::query_opt(
+        &tx,
+        "SELECT coalesce(c.merged_into, c.customer_id) FROM cards k
              JOIN customers c ON c.customer_id = k.customer_id WHERE k.card = $1",
-            &[&card],
-        )
-        .await?;
+        &[&card],
+    )
+    .await?;
     let found = match owner {
         Some(row) => {
             let id: String = row.get(0);

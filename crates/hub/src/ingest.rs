@@ -139,34 +139,35 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
     let tx = client.transaction().await?;
     let store = batch.store;
     let instance = batch.instance;
-    tx.execute(
+    db::exec(
+        &tx,
         "INSERT INTO ingest_positions (store_id, instance) VALUES ($1, $2)
          ON CONFLICT (store_id, instance) DO NOTHING",
         &[&store, &instance],
     )
     .await?;
-    let last: i64 = tx
-        .query_one(
-            "SELECT last_seq FROM ingest_positions WHERE store_id = $1 AND instance = $2
+    let last: i64 = db::query_one(
+        &tx,
+        "SELECT last_seq FROM ingest_positions WHERE store_id = $1 AND instance = $2
              FOR UPDATE",
-            &[&store, &instance],
-        )
-        .await?
-        .get(0);
+        &[&store, &instance],
+    )
+    .await?
+    .get(0);
     let last = last as u64;
     let (old, new): (Vec<_>, Vec<_>) = batch.events.iter().partition(|e| e.seq <= last);
     if !old.is_empty() {
         let seqs: Vec<i64> = old.iter().map(|e| e.seq as i64).collect();
-        let stored: HashMap<i64, String> = tx
-            .query(
-                "SELECT seq, event_id FROM store_events
+        let stored: HashMap<i64, String> = db::query(
+            &tx,
+            "SELECT seq, event_id FROM store_events
                  WHERE store_id = $1 AND instance = $2 AND seq = ANY($3)",
-                &[&store, &instance, &seqs],
-            )
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
+            &[&store, &instance, &seqs],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
         for event in &old {
             let known = stored.get(&(event.seq as i64));
             if known.map(String::as_str) != Some(event.id) {
@@ -191,13 +192,13 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             }));
         }
         let ids: Vec<&str> = new.iter().map(|e| e.id).collect();
-        if let Some(row) = tx
-            .query_opt(
-                "SELECT event_id, seq FROM store_events WHERE store_id = $1 AND event_id = ANY($2)
+        if let Some(row) = db::query_opt(
+            &tx,
+            "SELECT event_id, seq FROM store_events WHERE store_id = $1 AND event_id = ANY($2)
                  LIMIT 1",
-                &[&store, &ids],
-            )
-            .await?
+            &[&store, &ids],
+        )
+        .await?
         {
             let id: String = row.get(0);
             let seq: i64 = row.get(1);
@@ -213,7 +214,7 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         let kinds: Vec<&str> = new.iter().map(|e| e.kind).collect();
         let ats: Vec<&str> = new.iter().map(|e| e.at_text).collect();
         let payloads: Vec<&str> = new.iter().map(|e| e.raw).collect();
-        tx.execute(
+        db::exec(&tx,
             "INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload)
              SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])",
             &[&store, &instance, &seqs, &ids, &kinds, &ats, &payloads],
@@ -224,7 +225,8 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             apply::apply(&tx, &hub.config.feed, store, instance, event, &mut effects).await?;
         }
         let through = last + new.len() as u64;
-        tx.execute(
+        db::exec(
+            &tx,
             "UPDATE ingest_positions SET last_seq = $3, last_seen_at = now()
              WHERE store_id = $1 AND instance = $2",
             &[&store, &instance, &(through as i64)],
@@ -236,7 +238,8 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         ingested.double_redemptions = effects.double_redemptions.clone();
         ingested.merges = effects.merges;
     } else {
-        tx.execute(
+        db::exec(
+            &tx,
             "UPDATE ingest_positions SET last_seen_at = now()
              WHERE store_id = $1 AND instance = $2",
             &[&store, &instance],

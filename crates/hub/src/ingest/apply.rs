@@ -9,6 +9,7 @@
 
 use super::parse::{Event, Payload};
 use crate::config::FeedConfig;
+use crate::db;
 use deadpool_postgres::Transaction;
 use loyalty_core::ledger::EntryKind;
 use loyalty_protocol::crm::{WireKey, WireMerge};
@@ -47,16 +48,17 @@ pub struct Effects {
 
 /// The surviving id of `customer_id`, creating a bare customer the hub has not seen yet.
 async fn resolve(tx: &Transaction<'_>, store: &str, customer_id: &str) -> Result<String, Error> {
-    if let Some(row) = tx
-        .query_opt(
-            "SELECT coalesce(merged_into, customer_id) FROM customers WHERE customer_id = $1",
-            &[&customer_id],
-        )
-        .await?
+    if let Some(row) = db::query_opt(
+        tx,
+        "SELECT coalesce(merged_into, customer_id) FROM customers WHERE customer_id = $1",
+        &[&customer_id],
+    )
+    .await?
     {
         return Ok(row.get(0));
     }
-    tx.execute(
+    db::exec(
+        tx,
         "INSERT INTO customers (customer_id, enrolled_store) VALUES ($1, $2)
          ON CONFLICT (customer_id) DO NOTHING",
         &[&customer_id, &store],
@@ -73,7 +75,7 @@ async fn link(
     enrolled: bool,
     at: jiff::Timestamp,
 ) -> Result<(), Error> {
-    tx.execute(
+    db::exec(tx,
         "INSERT INTO customer_stores (customer_id, store_id, enrolled, last_activity_at)
          VALUES ($1, $2, $3, $4::text::timestamptz)
          ON CONFLICT (customer_id, store_id) DO UPDATE
@@ -97,7 +99,7 @@ pub async fn apply(
     let at = event.at.to_string();
     match &event.payload {
         Payload::Enrolled(c) => {
-            tx.execute(
+            db::exec(tx,
                 "INSERT INTO customers (customer_id, display_name, tier, enrolled_at, enrolled_store)
                  VALUES ($1, $2, $3, $4::text::timestamptz, $5)
                  ON CONFLICT (customer_id) DO UPDATE
@@ -119,19 +121,20 @@ pub async fn apply(
             link(tx, &me, store, true, event.at).await?;
             let mut survivor = me.clone();
             if let Some(card) = c.card.as_deref() {
-                tx.execute(
+                db::exec(
+                    tx,
                     "INSERT INTO cards (card, customer_id, store_id) VALUES ($1, $2, $3)
                      ON CONFLICT (card) DO NOTHING",
                     &[&card, &me, &store],
                 )
                 .await?;
-                let owner: String = tx
-                    .query_one(
-                        "SELECT customer_id FROM cards WHERE card = $1 FOR UPDATE",
-                        &[&card],
-                    )
-                    .await?
-                    .get(0);
+                let owner: String = db::query_one(
+                    tx,
+                    "SELECT customer_id FROM cards WHERE card = $1 FOR UPDATE",
+                    &[&card],
+                )
+                .await?
+                .get(0);
                 let owner = resolve(tx, store, &owner).await?;
                 if owner != me {
                     survivor = merge(tx, store, event.id, card, &me, &owner, effects).await?;
@@ -141,7 +144,8 @@ pub async fn apply(
         }
         Payload::Ledger(l) => {
             let customer = resolve(tx, store, &l.customer_id).await?;
-            tx.execute(
+            db::exec(
+                tx,
                 "INSERT INTO ledger_entries (customer_id, store_id, event_id, instance, store_seq,
                      entry, kind, points, receipt_id, cause_receipt_id, reference, reason,
                      vests_at, at, store_customer_id)
@@ -169,16 +173,17 @@ pub async fn apply(
             .await?;
             link(tx, &customer, store, false, event.at).await?;
             if l.points < 0 && matches!(l.kind, EntryKind::Redeem | EntryKind::VoucherConversion) {
-                let balance: i64 = tx
-                    .query_one(
-                        "SELECT coalesce(sum(points), 0)::bigint FROM ledger_entries
+                let balance: i64 = db::query_one(
+                    tx,
+                    "SELECT coalesce(sum(points), 0)::bigint FROM ledger_entries
                          WHERE customer_id = $1",
-                        &[&customer],
-                    )
-                    .await?
-                    .get(0);
+                    &[&customer],
+                )
+                .await?
+                .get(0);
                 if balance < 0 {
-                    tx.execute(
+                    db::exec(
+                        tx,
                         "INSERT INTO double_redemptions (kind, customer_id, second_store,
                              second_receipt, points, balance_after, event_id)
                          VALUES ('points', $1, $2, $3, $4, $5, $6)",
@@ -203,31 +208,31 @@ pub async fn apply(
                 None => None,
             };
             let key = customer.clone().unwrap_or_else(|| format!("store:{store}"));
-            let inserted = tx
-                .execute(
-                    "INSERT INTO receipts (customer_key, store_id, receipt_id, event_id,
+            let inserted = db::exec(
+                tx,
+                "INSERT INTO receipts (customer_key, store_id, receipt_id, event_id,
                          customer_id, kind, original_receipt_id, lane, card, currency, total,
                          points, at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::numeric, $12,
                          $13::text::timestamptz)
                      ON CONFLICT DO NOTHING",
-                    &[
-                        &key,
-                        &store,
-                        &r.receipt_id.as_ref(),
-                        &event.id,
-                        &customer,
-                        &r.kind.as_ref(),
-                        &r.original_receipt_id.as_deref(),
-                        &r.lane.as_ref(),
-                        &r.card.as_deref(),
-                        &r.currency.as_ref(),
-                        &r.total,
-                        &r.points,
-                        &r.timestamp.to_string(),
-                    ],
-                )
-                .await?;
+                &[
+                    &key,
+                    &store,
+                    &r.receipt_id.as_ref(),
+                    &event.id,
+                    &customer,
+                    &r.kind.as_ref(),
+                    &r.original_receipt_id.as_deref(),
+                    &r.lane.as_ref(),
+                    &r.card.as_deref(),
+                    &r.currency.as_ref(),
+                    &r.total,
+                    &r.points,
+                    &r.timestamp.to_string(),
+                ],
+            )
+            .await?;
             if inserted > 0 && !r.lines.is_empty() {
                 let n: Vec<i32> = (1..=r.lines.len() as i32).collect();
                 let skus: Vec<&str> = r.lines.iter().map(|l| l.sku.as_ref()).collect();
@@ -238,7 +243,8 @@ pub async fn apply(
                 let amounts: Vec<&str> = r.lines.iter().map(|l| l.amount.as_str()).collect();
                 let prices: Vec<Option<&str>> =
                     r.lines.iter().map(|l| l.unit_price.as_deref()).collect();
-                tx.execute(
+                db::exec(
+                    tx,
                     "INSERT INTO receipt_lines (customer_key, store_id, receipt_id, line_no, sku,
                          name, category, qty, amount, unit_price)
                      SELECT $1, $2, $3, n, sku, name, cat, qty::numeric, amount::numeric,
@@ -270,7 +276,8 @@ pub async fn apply(
                 Some(id) => Some(resolve(tx, store, id).await?),
                 None => None,
             };
-            tx.execute(
+            db::exec(
+                tx,
                 "INSERT INTO vouchers (voucher_id, store_id, customer_id, key_id, kind, payload,
                      valid_from, valid_until, event_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz, $8::text::timestamptz, $9)
@@ -290,24 +297,24 @@ pub async fn apply(
             .await?;
         }
         Payload::VoucherRedeemed(v) => {
-            let inserted = tx
-                .execute(
-                    "INSERT INTO redemptions (voucher_id, store_id, receipt_id, lane, discount,
+            let inserted = db::exec(
+                tx,
+                "INSERT INTO redemptions (voucher_id, store_id, receipt_id, lane, discount,
                          currency, redeemed_at, event_id)
                      VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7::text::timestamptz, $8)
                      ON CONFLICT (voucher_id) DO NOTHING",
-                    &[
-                        &v.voucher_id,
-                        &store,
-                        &v.receipt_id.as_ref(),
-                        &v.lane.as_ref(),
-                        &v.discount,
-                        &v.currency.as_ref(),
-                        &v.redeemed_at.to_string(),
-                        &event.id,
-                    ],
-                )
-                .await?;
+                &[
+                    &v.voucher_id,
+                    &store,
+                    &v.receipt_id.as_ref(),
+                    &v.lane.as_ref(),
+                    &v.discount,
+                    &v.currency.as_ref(),
+                    &v.redeemed_at.to_string(),
+                    &event.id,
+                ],
+            )
+            .await?;
             if inserted > 0 {
                 // Redeemed once: every other store must refuse it from now on.
                 effects.changes.push(Change {
@@ -318,16 +325,17 @@ pub async fn apply(
                     payload: None,
                 });
             } else {
-                let row = tx
-                    .query_one(
-                        "SELECT store_id, receipt_id FROM redemptions WHERE voucher_id = $1",
-                        &[&v.voucher_id],
-                    )
-                    .await?;
+                let row = db::query_one(
+                    tx,
+                    "SELECT store_id, receipt_id FROM redemptions WHERE voucher_id = $1",
+                    &[&v.voucher_id],
+                )
+                .await?;
                 let first_store: String = row.get(0);
                 let first_receipt: String = row.get(1);
                 if first_store != store || first_receipt != v.receipt_id.as_ref() {
-                    tx.execute(
+                    db::exec(
+                        tx,
                         "INSERT INTO double_redemptions (kind, voucher_id, first_store,
                              first_receipt, second_store, second_receipt, event_id)
                          VALUES ('voucher', $1, $2, $3, $4, $5, $6)",
@@ -353,18 +361,18 @@ pub async fn apply(
             }
         }
         Payload::VoucherKey(k) => {
-            let inserted = tx
-                .execute(
-                    "INSERT INTO voucher_keys (key_id, algorithm, public_key, issuer)
+            let inserted = db::exec(
+                tx,
+                "INSERT INTO voucher_keys (key_id, algorithm, public_key, issuer)
                      VALUES ($1, $2, $3, $4) ON CONFLICT (key_id) DO NOTHING",
-                    &[
-                        &k.key_id.as_ref(),
-                        &k.algorithm.as_ref(),
-                        &k.public_key.as_ref(),
-                        &store,
-                    ],
-                )
-                .await?;
+                &[
+                    &k.key_id.as_ref(),
+                    &k.algorithm.as_ref(),
+                    &k.public_key.as_ref(),
+                    &store,
+                ],
+            )
+            .await?;
             if inserted > 0 {
                 let key = WireKey {
                     key_id: k.key_id.to_string(),
@@ -397,13 +405,13 @@ async fn merge(
     b: &str,
     effects: &mut Effects,
 ) -> Result<String, Error> {
-    let rows = tx
-        .query(
-            "SELECT customer_id, enrolled_at FROM customers WHERE customer_id = ANY($1)
+    let rows = db::query(
+        tx,
+        "SELECT customer_id, enrolled_at FROM customers WHERE customer_id = ANY($1)
              ORDER BY enrolled_at NULLS LAST, customer_id FOR UPDATE",
-            &[&vec![a, b]],
-        )
-        .await?;
+        &[&vec![a, b]],
+    )
+    .await?;
     let into: String = rows
         .first()
         .map(|r| r.get(0))
@@ -440,9 +448,10 @@ async fn merge(
          FROM customers f WHERE f.customer_id = $1 AND customers.customer_id = $2",
     ];
     for sql in moves {
-        tx.execute(sql, &[&from, &into]).await?;
+        db::exec(tx, sql, &[&from, &into]).await?;
     }
-    tx.execute(
+    db::exec(
+        tx,
         "INSERT INTO customer_merges (from_id, into_id, card, store_id, event_id)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (from_id) DO NOTHING",
         &[&from, &into, &card, &store, &event_id],
@@ -465,14 +474,14 @@ pub async fn emit(tx: &Transaction<'_>, feed: &FeedConfig, effects: &Effects) ->
     if !effects.customers.is_empty() || !effects.merged.is_empty() {
         let mut ids: Vec<&str> = effects.customers.iter().map(String::as_str).collect();
         ids.extend(effects.merged.iter().map(|m| m.into.as_str()));
-        let targets = tx
-            .query(
-                "SELECT customer_id, store_id FROM customer_stores
+        let targets = db::query(
+            tx,
+            "SELECT customer_id, store_id FROM customer_stores
                  WHERE customer_id = ANY($1)
                    AND (enrolled OR last_activity_at > now() - $2::text::interval)",
-                &[&ids, &window],
-            )
-            .await?;
+            &[&ids, &window],
+        )
+        .await?;
         for row in &targets {
             let customer: String = row.get(0);
             let store: String = row.get(1);
@@ -500,13 +509,13 @@ pub async fn emit(tx: &Transaction<'_>, feed: &FeedConfig, effects: &Effects) ->
     if rows.is_empty() {
         return Ok(());
     }
-    let last: i64 = tx
-        .query_one(
-            "UPDATE change_counter SET last = last + $1 WHERE id = 1 RETURNING last",
-            &[&(rows.len() as i64)],
-        )
-        .await?
-        .get(0);
+    let last: i64 = db::query_one(
+        tx,
+        "UPDATE change_counter SET last = last + $1 WHERE id = 1 RETURNING last",
+        &[&(rows.len() as i64)],
+    )
+    .await?
+    .get(0);
     let first = last - rows.len() as i64 + 1;
     let ids: Vec<i64> = (first..=last).collect();
     let stores: Vec<Option<&str>> = rows.iter().map(|c| c.store.as_deref()).collect();
@@ -514,7 +523,8 @@ pub async fn emit(tx: &Transaction<'_>, feed: &FeedConfig, effects: &Effects) ->
     let customers: Vec<Option<&str>> = rows.iter().map(|c| c.customer_id.as_deref()).collect();
     let vouchers: Vec<Option<&str>> = rows.iter().map(|c| c.voucher_id.as_deref()).collect();
     let payloads: Vec<Option<&str>> = rows.iter().map(|c| c.payload.as_deref()).collect();
-    tx.execute(
+    db::exec(
+        tx,
         "INSERT INTO changes (id, store_id, kind, customer_id, voucher_id, payload)
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::text[])",
@@ -522,7 +532,8 @@ pub async fn emit(tx: &Transaction<'_>, feed: &FeedConfig, effects: &Effects) ->
     )
     .await?;
     let notice = notice(&rows);
-    tx.execute(
+    db::exec(
+        tx,
         "SELECT pg_notify($1, $2)",
         &[&crate::feed::CHANNEL, &notice],
     )

@@ -128,6 +128,11 @@ impl HubProcess {
         }
     }
 
+    #[allow(dead_code)] // used by the benchmark
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill_9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -163,6 +168,23 @@ impl Answer {
 }
 
 impl Client {
+    /// A keep-alive connection to `addr`.
+    #[allow(dead_code)] // used by the benchmark
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _ = tcp.set_nodelay(true);
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = self.tls.connect(name, tcp).await.expect("TLS");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        sender
+    }
+
     pub async fn request(
         &self,
         addr: SocketAddr,

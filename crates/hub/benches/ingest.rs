@@ -1,0 +1,202 @@
+//! Ingest benchmark: many stores (`HUB_BENCH_STORES`, default 1000) upload concurrently over
+//! mutual TLS, each on its own keep-alive connection, `HUB_BENCH_BATCHES` batches (default 5) of
+//! `HUB_BENCH_EVENTS` events (default 100: enrolments, receipts with two lines, earn entries) to
+//! one `loyalty-hub` process on a private PostgreSQL (fsync on) on this machine. Reports
+//! events/s into PostgreSQL, batch acknowledgement p50/p99, PostgreSQL bytes per event and the
+//! hub's peak RSS. `cargo bench -p loyalty-hub --bench ingest`.
+
+#[path = "../tests/suite/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use loyalty_protocol::crm::events::{ReceiptEvent, ReceiptEventLine};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+use support::*;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn receipt(seq: u64, store: &str, customer: &str) -> Ev {
+    let rid = format!("{store}-r{seq}");
+    let lines = vec![
+        ReceiptEventLine {
+            amount: "12.50".into(),
+            category: Some(Cow::Borrowed("food")),
+            name: Cow::Borrowed("Bread"),
+            qty: "1".into(),
+            sku: Cow::Borrowed("4001"),
+            unit_price: Some("12.50".into()),
+        },
+        ReceiptEventLine {
+            amount: "3.20".into(),
+            category: None,
+            name: Cow::Borrowed("Milk"),
+            qty: "2".into(),
+            sku: Cow::Borrowed("4002"),
+            unit_price: Some("1.60".into()),
+        },
+    ];
+    let payload = ReceiptEvent {
+        card: None,
+        currency: Cow::Borrowed("EUR"),
+        customer_id: Some(Cow::Borrowed(customer)),
+        kind: Cow::Borrowed("sale"),
+        lane: Cow::Borrowed("1"),
+        lines,
+        original_receipt_id: None,
+        points: 15,
+        receipt_id: Cow::Owned(rid),
+        rewards: Cow::Owned(Vec::new()),
+        timestamp: at(),
+        total: "15.70".into(),
+        unknown_categories: Vec::new(),
+    };
+    Ev {
+        seq,
+        id: format!("{store}-x{seq}"),
+        kind: "receipt",
+        payload: serde_json::to_string(&payload).expect("json"),
+    }
+}
+
+fn events(store: &str, n: u64) -> Vec<Ev> {
+    (1..=n)
+        .map(|seq| {
+            let customer = format!("{store}-c{}", seq / 3);
+            match seq % 3 {
+                0 => enrolled(
+                    seq,
+                    &format!("{store}-e{seq}"),
+                    &format!("{store}-c{}", seq / 3),
+                    &format!("{store}:{seq}"),
+                ),
+                1 => receipt(seq, store, &customer),
+                _ => ledger(seq, &format!("{store}-l{seq}"), &customer, "earn", 15, "r"),
+            }
+        })
+        .collect()
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let stores = env_num("HUB_BENCH_STORES", 1000);
+    let batches = env_num("HUB_BENCH_BATCHES", 5);
+    let per_batch = env_num("HUB_BENCH_EVENTS", 100);
+    let env = Env::new();
+    let hub = env.hub("");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sql = env.sql().await;
+        let size_before: i64 = sql
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .expect("size")
+            .get(0);
+        println!("preparing {stores} stores (certificates) ...");
+        let mut clients = Vec::new();
+        for i in 0..stores {
+            let store = format!("B{i:04}");
+            let client = env.client(&store);
+            let evs = events(&store, (batches * per_batch) as u64);
+            clients.push((store, client, evs));
+        }
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (store, client, evs) in clients {
+            let latencies = latencies.clone();
+            let retries = retries.clone();
+            let addr = hub.addr;
+            tasks.spawn(async move {
+                let mut sender = client.connect(addr).await;
+                for chunk in evs.chunks(per_batch) {
+                    let body = body(&store, "i", chunk);
+                    let t = Instant::now();
+                    loop {
+                        let request = hyper::Request::post(format!("/v1/stores/{store}/events"))
+                            .header("host", "localhost")
+                            .body(Full::new(Bytes::from(body.clone())))
+                            .expect("request");
+                        let response = sender.send_request(request).await.expect("send");
+                        let status = response.status();
+                        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+                        if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+                            // As the gateway does: back off and send the same batch again.
+                            retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            continue;
+                        }
+                        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+                        break;
+                    }
+                    latencies.lock().expect("lock").push(t.elapsed());
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("store task");
+        }
+        let elapsed = start.elapsed();
+        let total = (stores * batches * per_batch) as f64;
+        let mut l = latencies.lock().expect("lock").clone();
+        l.sort();
+        let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+        let size_after: i64 = sql
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .expect("size")
+            .get(0);
+        let stored: i64 = sql
+            .query_one("SELECT count(*) FROM store_events", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(stored as f64, total, "every event stored once");
+        println!(
+            "ingest: {stores} stores x {batches} batches x {per_batch} events over mutual TLS, one hub, PostgreSQL fsync=on"
+        );
+        println!("  events/s into PostgreSQL: {:.0}", total / elapsed.as_secs_f64());
+        println!(
+            "  batch ack p50 {:?}  p99 {:?}  max {:?}",
+            pct(0.50),
+            pct(0.99),
+            l[l.len() - 1]
+        );
+        println!(
+            "  batches answered 503 (pool busy) and sent again: {}",
+            retries.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        println!(
+            "  PostgreSQL bytes/event (database size growth): {:.0}",
+            (size_after - size_before) as f64 / total
+        );
+        println!(
+            "  hub RSS peak {} KiB, now {} KiB",
+            rss_kb(hub.pid(), "VmHWM:"),
+            rss_kb(hub.pid(), "VmRSS:")
+        );
+    });
+}
