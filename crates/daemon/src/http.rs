@@ -91,8 +91,8 @@ impl ImageFormat {
 }
 
 pub use loyalty_protocol::local_api::{
-    ClockHealth, ComponentHealth, CustomerView, DeviceHealth, HealthReport, PurchaseView,
-    SyncHealth,
+    ClockHealth, ComponentHealth, CustomerView, DeviceHealth, HealthReport, LanesHealth,
+    PurchaseView, SyncHealth,
 };
 
 // ---------------------------------------------------------------------------------------------
