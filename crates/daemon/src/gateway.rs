@@ -194,11 +194,11 @@ struct Shared {
 }
 
 /// `/health` says `overloaded` while the input queue holds at least this many inputs. The
-/// broker hands the gateway at most its in-flight window of unanswered inputs
-/// (`max_inflight_messages`, 100 in `config/mosquitto-gateway.conf`): the queue stays near that
-/// window only while the broker holds a backlog for the gateway, and well below it (about one
-/// input per busy lane) while the gateway keeps up.
-pub const OVERLOAD_QUEUE_DEPTH: u64 = 50;
+/// gateway holds at most `mqtt::INTAKE_WINDOW` (256) unanswered MQTT inputs, less if the broker's
+/// `max_inflight_messages` is lower (100 in `config/mosquitto-gateway.conf`): the queue stays
+/// near that window only while the broker holds a backlog for the gateway, and well below it
+/// (about one input per busy lane) while the gateway keeps up.
+pub const OVERLOAD_QUEUE_DEPTH: u64 = 64;
 
 /// Environment variable naming a receipt id the gateway receives but never applies (its lane
 /// stalls on it and logs a warning). Only for crash tests: `kill -9` while it stalls proves the
