@@ -8,7 +8,6 @@
 use harness::{http_get, metric_sample, Mosquitto, Till};
 use loyalty_tools::testkit::{self as harness, GatewayBinary};
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 const LANES: usize = 8;
@@ -22,81 +21,6 @@ const MAX_GAP: Duration = Duration::from_secs(3);
 
 fn gateway_binary() -> GatewayBinary {
     GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
-}
-
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn mqtt_string(text: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
-}
-
-/// An open-loop QoS 1 publisher on a plain socket: never waits for the broker's PUBACKs (a
-/// thread reads them away), so it offers exactly the rate asked for.
-fn publish_open_loop(port: u16, prefix: &str) -> (usize, Instant) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let mut connect = Vec::new();
-    mqtt_string("MQTT", &mut connect);
-    connect.extend_from_slice(&[4, 2, 0, 60]);
-    mqtt_string("overload-publisher", &mut connect);
-    let mut packet = vec![0x10];
-    remaining_length(connect.len(), &mut packet);
-    packet.extend_from_slice(&connect);
-    stream.write_all(&packet).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack).expect("CONNACK");
-    assert_eq!(connack[3], 0, "connection refused");
-    let mut reader = stream.try_clone().expect("clone");
-    std::thread::spawn(move || {
-        let mut sink = [0u8; 65536];
-        while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
-    });
-    let total = OFFERED_PER_SECOND * OFFER_SECONDS;
-    let started = Instant::now();
-    let mut sent = 0;
-    let mut pkid: u16 = 0;
-    while sent < total {
-        let due =
-            ((started.elapsed().as_secs_f64() * OFFERED_PER_SECOND as f64) as usize).min(total);
-        let mut batch = Vec::new();
-        while sent < due {
-            let lane = format!("L{}", sent % LANES + 1);
-            let body = serde_json::to_vec(&harness::sale(
-                &format!("R-{sent}"),
-                &lane,
-                None,
-                &[("4006381333931", 2, "2.98", "stationery")],
-            ))
-            .expect("json");
-            pkid = pkid % u16::MAX + 1;
-            let mut variable = Vec::new();
-            mqtt_string(&format!("{prefix}/lane/{lane}/receipt"), &mut variable);
-            variable.extend_from_slice(&pkid.to_be_bytes());
-            variable.extend_from_slice(&body);
-            batch.push(0x32);
-            remaining_length(variable.len(), &mut batch);
-            batch.extend_from_slice(&variable);
-            sent += 1;
-        }
-        if !batch.is_empty() {
-            stream.write_all(&batch).expect("PUBLISH");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    (sent, started)
 }
 
 fn health(port: u16) -> serde_json::Value {
@@ -141,7 +65,14 @@ async fn past_capacity_every_lane_keeps_receiving_answers_in_order_and_nothing_i
     };
 
     let port = broker.port;
-    let publisher = std::thread::spawn(move || publish_open_loop(port, "loyalty/ov"));
+    let offer = harness::flood::Offer {
+        prefix: "loyalty/ov".into(),
+        lanes: LANES,
+        per_second: Some(OFFERED_PER_SECOND as f64),
+        total: OFFERED_PER_SECOND * OFFER_SECONDS,
+        client_id: "overload-publisher".into(),
+    };
+    let publisher = std::thread::spawn(move || harness::flood::publish(port, &offer));
 
     // Every answer, with when it arrived, until all are in (or nothing comes for a while).
     let mut answers: Vec<(Instant, serde_json::Value)> = Vec::new();
@@ -152,8 +83,9 @@ async fn past_capacity_every_lane_keeps_receiving_answers_in_order_and_nothing_i
             None => break,
         }
     }
-    let (sent, started) = publisher.join().expect("publisher");
-    assert_eq!(sent, expected);
+    let sent_at = publisher.join().expect("publisher");
+    assert_eq!(sent_at.len(), expected);
+    let started = sent_at[0];
     let offered_for = Duration::from_secs(OFFER_SECONDS as u64);
     let drained_after = answers.last().map(|(at, _)| at.duration_since(started));
 
