@@ -18,6 +18,7 @@ async fn scan(handle: &gateway::GatewayHandle, lane: &str, text: &str) -> Respon
         lane: lane.into(),
         data: text.as_bytes().to_vec(),
         origin: Origin::Mqtt,
+        done: None,
     };
     gateway::request(handle, input, lane, 1, Duration::from_secs(10))
         .await

@@ -126,7 +126,9 @@ async fn expect_device(rx: &mut mpsc::Receiver<Input>, want_up: bool) -> String 
 
 async fn expect_scan(rx: &mut mpsc::Receiver<Input>) -> Vec<u8> {
     match next(rx).await {
-        Input::Scan { lane, data, origin } => {
+        Input::Scan {
+            lane, data, origin, ..
+        } => {
             assert_eq!(lane, "7");
             assert_eq!(origin, Origin::Serial("scan1".into()));
             data

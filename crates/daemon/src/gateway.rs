@@ -86,6 +86,7 @@ pub struct GatewayHandle {
     /// Every task the gateway started; [`GatewayHandle::stop`] waits for them.
     pub tasks: TaskTracker,
     storage_failures: Arc<std::sync::atomic::AtomicU64>,
+    in_lanes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl GatewayHandle {
@@ -95,6 +96,14 @@ impl GatewayHandle {
         self.storage_failures
             .load(std::sync::atomic::Ordering::Relaxed)
             < 3
+    }
+
+    /// The input queue's depth: inputs the edges handed over that no lane has answered yet
+    /// (waiting for the router, or in a lane's queue, or being handled). Past capacity the
+    /// broker's in-flight window keeps it full; see [`OVERLOAD_QUEUE_DEPTH`].
+    pub fn input_queue_depth(&self) -> u64 {
+        let routing = self.inputs.max_capacity() - self.inputs.capacity();
+        routing as u64 + self.in_lanes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The orderly end, after the `shutdown` token given to [`start`] was cancelled: waits up to
@@ -180,7 +189,16 @@ struct Shared {
     /// Fault injection for crash tests: the receipt with this id is received and never applied
     /// (see [`STALL_RECEIPT_ENV`]).
     stall_receipt: Option<String>,
+    /// Inputs handed to a lane actor and not yet answered.
+    in_lanes: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// `/health` says `overloaded` while the input queue holds at least this many inputs. The
+/// gateway holds at most `mqtt::INTAKE_WINDOW` (256) unanswered MQTT inputs, less if the broker's
+/// `max_inflight_messages` is lower (100 in `config/mosquitto-gateway.conf`): the queue stays
+/// near that window only while the broker holds a backlog for the gateway, and well below it
+/// (about one input per busy lane) while the gateway keeps up.
+pub const OVERLOAD_QUEUE_DEPTH: u64 = 64;
 
 /// Environment variable naming a receipt id the gateway receives but never applies (its lane
 /// stalls on it and logs a warning). Only for crash tests: `kill -9` while it stalls proves the
@@ -239,6 +257,7 @@ pub async fn start(
         config.store.require_ntp_sync,
     )));
     let storage_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let in_lanes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let tasks = TaskTracker::new();
     let sync = Arc::new(
         crate::sync::start_with_metrics(
@@ -283,6 +302,7 @@ pub async fn start(
         card_after_receipt: SignedDuration::from_secs(config.lanes.card_after_receipt_secs as i64),
         counters: counters.clone(),
         stall_receipt: std::env::var(STALL_RECEIPT_ENV).ok(),
+        in_lanes: in_lanes.clone(),
     });
 
     // Cancelled once the lanes have handled everything they took: the broker edge sends the
@@ -334,10 +354,11 @@ pub async fn start(
         let inputs = input_tx.clone();
         let shutdown = shutdown.clone();
         let drained = lanes_drained.clone();
+        let metrics = metrics.clone();
         tasks.spawn(async move {
             let stop = crate::mqtt::Stop { shutdown, drained };
             if let Err(err) =
-                crate::mqtt::run(config, inputs, mqtt_answers_rx, broker_tx, stop).await
+                crate::mqtt::run(config, inputs, mqtt_answers_rx, broker_tx, metrics, stop).await
             {
                 tracing::error!(error = %err, "the MQTT edge stopped");
             }
@@ -359,6 +380,7 @@ pub async fn start(
         clock,
         tasks: tasks.clone(),
         storage_failures,
+        in_lanes,
     };
     tasks.spawn(housekeeping(handle.clone(), shutdown.clone()));
     if config.http.enabled {
@@ -429,6 +451,7 @@ pub(crate) fn refresh_gauges(handle: &GatewayHandle) {
         Err(err) => tracing::debug!(error = %err, "outbox gauges not refreshed"),
     }
     handle.metrics.broker(handle.broker.borrow().connected);
+    handle.metrics.input_queue(handle.input_queue_depth());
     handle
         .metrics
         .clock_trusted(trusted_now(&handle.clock).trusted);

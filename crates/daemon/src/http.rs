@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /health` | JSON: storage, broker, each serial device, sync lag, clock; 200 when every part is ok, 503 when degraded |
+//! | `GET /health` | JSON: storage, broker, each serial device, sync lag, clock, the lanes' input queue; 200 when every part is ok, 503 when degraded or overloaded |
 //! | `GET /metrics` | Prometheus/OpenMetrics text ([`crate::telemetry::Metrics::encode`]) |
 //! | `GET /customers?card=...` | staff lookup: profile, balance, recent purchases (JSON); 404 for an unknown card |
 //! | `GET /vouchers/{id}.png`, `.svg` | the voucher's QR image |
@@ -91,8 +91,8 @@ impl ImageFormat {
 }
 
 pub use loyalty_protocol::local_api::{
-    ClockHealth, ComponentHealth, CustomerView, DeviceHealth, HealthReport, PurchaseView,
-    SyncHealth,
+    ClockHealth, ComponentHealth, CustomerView, DeviceHealth, HealthReport, LanesHealth,
+    PurchaseView, SyncHealth,
 };
 
 // ---------------------------------------------------------------------------------------------

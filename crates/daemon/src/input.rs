@@ -42,7 +42,7 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
-/// What the gateway did with a receipt, reported back to the edge that delivered it (MQTT acks
+/// What the gateway did with a receipt (or a scan: `Durable` once answered), reported back to the edge that delivered it (MQTT acks
 /// the broker only after this arrives).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
@@ -65,6 +65,8 @@ pub enum Input {
         data: Vec<u8>,
         /// Where it came from.
         origin: Origin,
+        /// Told once the scan is answered (the MQTT edge acknowledges it to the broker then).
+        done: Option<oneshot::Sender<Handled>>,
     },
     /// A receipt from lane `lane`, already parsed by its edge (JSON or printed text), or the
     /// reason it could not be parsed.

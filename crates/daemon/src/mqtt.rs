@@ -3,25 +3,39 @@
 //!
 //! - persistent session (`clean_session = false`, a stable client id) so messages published
 //!   while the gateway restarts are delivered afterwards;
-//! - manual acks: a receipt is PUBACKed only after the gateway reports it durably handled, so a
-//!   crash in between makes the broker redeliver it and idempotency absorbs the duplicate;
+//! - manual acks: a receipt is PUBACKed only after the gateway reports it durably handled (and
+//!   answered), so a crash in between makes the broker redeliver it and idempotency absorbs the
+//!   duplicate;
 //! - large packets (receipts with many lines), TCP_NODELAY (Nagle costs 40 ms a hop), reconnect
 //!   with exponential backoff and jitter, the retained `online`/`offline` status with last will;
-//! - the event loop is polled by one task that never publishes; answers and acks are sent from
-//!   other tasks (publishing from the polling task can deadlock, rumqttc #1025).
+//! - the event loop is polled by one task that never publishes and **never awaits the gateway's
+//!   input queue** (it only offers to it, keeping what does not fit while it keeps polling), so
+//!   the broker's acknowledgements are read and answers keep flowing whatever the backlog;
+//!   answers and acks are sent from other tasks (publishing from the polling task can
+//!   deadlock, rumqttc #1025);
+//! - flow control by answers: every input (scan or receipt) is acknowledged only after its
+//!   answer, and through the same ordered queue ([`AnswerSender`]), so the broker's in-flight
+//!   window (`max_inflight_messages`) is all the gateway ever holds and the broker's persistent
+//!   session queue is the buffer past capacity.
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;
 use crate::input::{Handled, Input, Origin, Unreadable};
+use crate::telemetry::Metrics;
 use crate::telemetry::Secret;
-use loyalty_protocol::till::{self, Response};
+use answers::AnswerConnection;
+pub use answers::{answer_channel, AnswerReceiver, AnswerSender};
+use loyalty_protocol::till;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet,
     QoS, TlsConfiguration, Transport,
 };
-use std::sync::{Arc, OnceLock};
+
+mod answers;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Why the broker edge could not start.
@@ -154,12 +168,24 @@ fn tls_config(config: &crate::config::MqttConfig) -> Result<rustls::ClientConfig
     })?)
 }
 
-/// Builds the rumqttc options from the configuration.
+/// Builds the rumqttc options of the inputs' connection from the configuration.
 pub fn options(config: &Config) -> Result<MqttOptions, MqttError> {
+    let topics = Topics::new(&config.topic_prefix());
+    let mut options = connection_options(config, "")?;
+    options.set_last_will(LastWill::new(
+        topics.status(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    Ok(options)
+}
+
+/// The options both connections share, under the client id `{mqtt.client_id}{suffix}`.
+fn connection_options(config: &Config, suffix: &str) -> Result<MqttOptions, MqttError> {
     let mqtt = &config.mqtt;
     let address = mqtt.broker_address().map_err(MqttError::Config)?;
-    let client_id = mqtt.client_id.replace("{store_id}", &config.store.id);
-    let topics = Topics::new(&config.topic_prefix());
+    let client_id = mqtt.client_id.replace("{store_id}", &config.store.id) + suffix;
     let mut options = MqttOptions::new(client_id, address.host.clone(), address.port);
     options
         .set_keep_alive(Duration::from_secs(mqtt.keep_alive_secs.max(5)))
@@ -167,13 +193,7 @@ pub fn options(config: &Config) -> Result<MqttOptions, MqttError> {
         .set_manual_acks(true)
         .set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes)
         .set_inflight(100)
-        .set_request_channel_capacity(1024)
-        .set_last_will(LastWill::new(
-            topics.status(),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
+        .set_request_channel_capacity(REQUEST_QUEUE);
     if let Some(username) = &mqtt.username {
         let password = match &mqtt.password_file {
             Some(path) => {
@@ -191,54 +211,6 @@ pub fn options(config: &Config) -> Result<MqttOptions, MqttError> {
         ))));
     }
     Ok(options)
-}
-
-/// Sends answers to the lanes: straight into rumqttc's request queue once the broker edge is
-/// running (no hand-off to another task: each one costs latency at the lanes), otherwise (at
-/// start-up, or while that queue is full because the broker is away) through the edge's
-/// publisher task, which waits for room.
-#[derive(Clone)]
-pub struct AnswerSender {
-    direct: Arc<OnceLock<(AsyncClient, Topics)>>,
-    queued: mpsc::UnboundedSender<Response>,
-}
-
-/// The receiving end of [`AnswerSender`], handed to [`run`].
-pub struct AnswerReceiver {
-    direct: Arc<OnceLock<(AsyncClient, Topics)>>,
-    queued: mpsc::UnboundedReceiver<Response>,
-}
-
-/// A connected pair of answer sender and receiver.
-pub fn answer_channel() -> (AnswerSender, AnswerReceiver) {
-    let direct = Arc::new(OnceLock::new());
-    let (queued_tx, queued_rx) = mpsc::unbounded_channel();
-    (
-        AnswerSender {
-            direct: direct.clone(),
-            queued: queued_tx,
-        },
-        AnswerReceiver {
-            direct,
-            queued: queued_rx,
-        },
-    )
-}
-
-impl AnswerSender {
-    /// Publishes `answer` on its lane's response topic (QoS 1), never blocking.
-    pub fn send(&self, answer: Response) {
-        if let Some((client, topics)) = self.direct.get() {
-            let topic = topics.response(answer.lane());
-            if client
-                .try_publish(topic, QoS::AtLeastOnce, false, answer.to_json())
-                .is_ok()
-            {
-                return;
-            }
-        }
-        let _ = self.queued.send(answer);
-    }
 }
 
 /// When the broker edge stops, in two steps.
@@ -265,89 +237,76 @@ pub async fn run(
     inputs: mpsc::Sender<Input>,
     answers: AnswerReceiver,
     state: watch::Sender<BrokerState>,
+    metrics: Metrics,
     stop: Stop,
 ) -> Result<(), MqttError> {
     let Stop { shutdown, drained } = stop;
     let options = options(&config)?;
+    let answer_options = connection_options(&config, "-answers")?;
     let topics = Topics::new(&config.topic_prefix());
     let decimals = loyalty_core::money::currency_decimals(&config.store.currency);
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
     let mut network = NetworkOptions::new();
     network.set_tcp_nodelay(true);
     network.set_connection_timeout(5);
     eventloop.set_network_options(network);
-
-    let _ = answers.direct.set((client.clone(), topics.clone()));
-    let mut answers = answers.queued;
-    // Acknowledgements and subscriptions run beside the polling task; the goodbye waits for
-    // them.
-    let helpers = tokio_util::task::TaskTracker::new();
-    let publisher = {
-        let client = client.clone();
-        let topics = topics.clone();
-        let drained = drained.clone();
-        tokio::spawn(async move {
-            let publish = |answer: Response| {
-                let client = client.clone();
-                let topic = topics.response(answer.lane());
-                async move {
-                    if let Err(err) = client
-                        .publish(topic, QoS::AtLeastOnce, false, answer.to_json())
-                        .await
-                    {
-                        tracing::warn!(error = %err, "could not queue an answer for the broker");
-                    }
-                }
-            };
-            loop {
-                let answer = tokio::select! {
-                    answer = answers.recv() => answer,
-                    () = drained.cancelled() => None,
-                };
-                let Some(answer) = answer else { break };
-                publish(answer).await;
-            }
-            // The lanes are done: what they queued still goes out.
-            while let Ok(answer) = answers.try_recv() {
-                publish(answer).await;
-            }
-        })
-    };
-
     let backoff = Backoff::new(
         Duration::from_millis(config.mqtt.reconnect_min_ms),
         Duration::from_millis(config.mqtt.reconnect_max_ms),
-    )
-    .with_jitter(Jitter::Extra);
+    );
+    let answer_connection = AnswerConnection::start(
+        answers,
+        answer_options,
+        topics.clone(),
+        backoff.clone(),
+        drained.clone(),
+    );
+    // Acknowledgements and subscriptions run beside the polling task; the goodbye waits for
+    // them.
+    let helpers = tokio_util::task::TaskTracker::new();
+    let (acks_tx, mut acks) = mpsc::unbounded_channel();
+    let intake = Intake {
+        topics: &topics,
+        decimals,
+        inputs: &inputs,
+        acks: acks_tx,
+        metrics: &metrics,
+        helpers: &helpers,
+        held: Arc::new((std::sync::atomic::AtomicUsize::new(0), Notify::new())),
+    };
+    let backoff = backoff.with_jitter(Jitter::Extra);
     poll_loop(
         &mut eventloop,
         &client,
-        &topics,
-        decimals,
-        &inputs,
+        &intake,
+        &mut acks,
         &state,
         backoff,
         &shutdown,
-        &helpers,
     )
     .await;
+    drop(intake);
     drop(inputs);
 
-    // Drain: keep the connection turning (answers and acks are only sent while the event loop
-    // is polled) until the lanes are done and every answer and acknowledgement is queued.
-    // Messages still arriving are not taken (nor acknowledged).
+    // Drain: keep the connection turning (acks are only sent while the event loop is polled)
+    // until the lanes are done and every acknowledgement is queued; the answers' connection
+    // turns in its own task. Messages still arriving are not taken (nor acknowledged).
     let flushed = async {
         drained.cancelled().await;
         helpers.close();
         helpers.wait().await;
-        let _ = publisher.await;
     };
     tokio::pin!(flushed);
     let drain = async {
         loop {
+            write_acks(&mut eventloop, &mut acks).await;
             tokio::select! {
-                () = &mut flushed => return true,
+                () = &mut flushed => {
+                    write_acks(&mut eventloop, &mut acks).await;
+                    return true;
+                }
                 event = eventloop.poll() => if event.is_err() { return false },
+                Some(pkid) = acks.recv() => write_ack_batch(&mut eventloop, pkid, &mut acks).await,
             }
         }
     };
@@ -372,7 +331,11 @@ pub async fn run(
             }
         }
     };
-    match tokio::time::timeout(GOODBYE_BOUND, goodbye).await {
+    let (said, ()) = tokio::join!(
+        tokio::time::timeout(GOODBYE_BOUND, goodbye),
+        answer_connection.close(GOODBYE_BOUND)
+    );
+    match said {
         Ok(true) => tracing::info!("offline status published; disconnected from the broker"),
         Ok(false) | Err(_) => tracing::warn!("the goodbye to the broker was cut short"),
     }
@@ -380,21 +343,73 @@ pub async fn run(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How many requests (answers, acknowledgements, subscriptions) rumqttc's queue holds. The
+/// gateway holds at most the broker's in-flight window of inputs (`max_inflight_messages`:
+/// nothing is acknowledged before it is answered), each with an answer or two and an
+/// acknowledgement, so this queue only fills while the broker is away.
+const REQUEST_QUEUE: usize = 4096;
+
+/// The most MQTT inputs the gateway holds unanswered. At this many the polling task stops
+/// reading from the broker (after its answers and acknowledgements went out: it reads again as
+/// soon as one more is answered), so past capacity the broker's session queue holds the backlog,
+/// not the gateway's memory. Mosquitto's own `max_inflight_messages` would bound it too, but
+/// Mosquitto 2.0 was measured sending far past it under a flood of publishers, so the gateway
+/// does not rely on it.
+pub const INTAKE_WINDOW: usize = 256;
+
+/// What the polling task needs to turn a message into an [`Input`] without ever waiting.
+struct Intake<'a> {
+    topics: &'a Topics,
+    decimals: u32,
+    inputs: &'a mpsc::Sender<Input>,
+    /// Packet ids to acknowledge, written by the polling task itself between polls.
+    acks: mpsc::UnboundedSender<u16>,
+    metrics: &'a Metrics,
+    helpers: &'a tokio_util::task::TaskTracker,
+    /// MQTT inputs taken and not yet answered, and the wake-up when one is.
+    held: Arc<(std::sync::atomic::AtomicUsize, Notify)>,
+}
+
+/// Polls the event loop until `shutdown`. **Never awaits the gateway's input queue**: while
+/// that queue is full, messages taken wait in `waiting` and the loop keeps turning, so the
+/// broker's acknowledgements of our answers are read and our answers and acknowledgements keep
+/// going out. Since nothing is acknowledged before its answer, the broker's in-flight window
+/// bounds what the gateway holds; the rest waits in the broker's session queue.
 async fn poll_loop(
     eventloop: &mut EventLoop,
     client: &AsyncClient,
-    topics: &Topics,
-    decimals: u32,
-    inputs: &mpsc::Sender<Input>,
+    intake: &Intake<'_>,
+    acks: &mut mpsc::UnboundedReceiver<u16>,
     state: &watch::Sender<BrokerState>,
     mut backoff: Backoff,
     shutdown: &CancellationToken,
-    helpers: &tokio_util::task::TaskTracker,
 ) {
+    let mut waiting: VecDeque<Input> = VecDeque::new();
     loop {
+        // Past the intake window, stop reading (what was queued for the broker went out with
+        // the last poll) until a lane answers one more.
+        write_acks(eventloop, acks).await;
+        while intake.held.0.load(std::sync::atomic::Ordering::Acquire) >= INTAKE_WINDOW {
+            tokio::select! {
+                () = intake.held.1.notified() => {}
+                Some(pkid) = acks.recv() => write_ack_batch(eventloop, pkid, acks).await,
+                () = shutdown.cancelled() => return,
+            }
+        }
         let event = tokio::select! {
             event = eventloop.poll() => event,
+            permit = intake.inputs.reserve(), if !waiting.is_empty() => {
+                match (permit, waiting.pop_front()) {
+                    (Ok(permit), Some(input)) => permit.send(input),
+                    // The gateway stopped: what waits is dropped unacknowledged (redelivered).
+                    _ => waiting.clear(),
+                }
+                continue;
+            }
+            Some(pkid) = acks.recv() => {
+                write_ack_batch(eventloop, pkid, acks).await;
+                continue;
+            }
             () = shutdown.cancelled() => return,
         };
         match event {
@@ -405,10 +420,10 @@ async fn poll_loop(
                     "connected to the broker"
                 );
                 let client = client.clone();
-                let topics = topics.clone();
+                let topics = intake.topics.clone();
                 let state = state.clone();
                 // Subscribing and announcing are publishes: never from the polling task.
-                helpers.spawn(async move {
+                intake.helpers.spawn(async move {
                     for topic in topics.subscriptions() {
                         if let Err(err) = client.subscribe(topic, QoS::AtLeastOnce).await {
                             tracing::warn!(error = %err, "could not subscribe");
@@ -424,7 +439,15 @@ async fn poll_loop(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                handle_publish(publish, client, topics, decimals, inputs, helpers).await;
+                if let Some(input) = intake.take(publish) {
+                    if !waiting.is_empty() {
+                        waiting.push_back(input);
+                    } else if let Err(mpsc::error::TrySendError::Full(input)) =
+                        intake.inputs.try_send(input)
+                    {
+                        waiting.push_back(input);
+                    }
+                }
             }
             Ok(_) => {}
             Err(err) => {
@@ -444,71 +467,101 @@ async fn poll_loop(
     }
 }
 
-async fn handle_publish(
-    publish: rumqttc::Publish,
-    client: &AsyncClient,
-    topics: &Topics,
-    decimals: u32,
-    inputs: &mpsc::Sender<Input>,
-    helpers: &tokio_util::task::TaskTracker,
-) {
-    match topics.classify(&publish.topic) {
-        Some(IncomingTopic::Scan(lane)) => {
-            let data = till::scan_payload(&publish.payload);
-            let _ = inputs
-                .send(Input::Scan {
-                    lane,
-                    data,
-                    origin: Origin::Mqtt,
-                })
-                .await;
-            spawn_ack(helpers, client.clone(), publish, None);
-        }
-        Some(IncomingTopic::Receipt(lane)) => {
-            let receipt =
-                till::parse_receipt(&publish.payload, &lane, decimals).map_err(|err| Unreadable {
-                    receipt_id: till::readable_receipt_id(&publish.payload),
-                    message: err.to_string(),
-                });
-            let (done, handled) = oneshot::channel();
-            let sent = inputs
-                .send(Input::Receipt {
+impl Intake<'_> {
+    /// The input a message carries, with its acknowledgement arranged: given once the gateway
+    /// has answered it (a receipt: durably applied, or refused), after that answer. `None` for
+    /// a topic the gateway does not serve (acknowledged at once).
+    fn take(&self, publish: rumqttc::Publish) -> Option<Input> {
+        let arrived = std::time::Instant::now();
+        let (done, handled) = oneshot::channel();
+        let input = match self.topics.classify(&publish.topic) {
+            Some(IncomingTopic::Scan(lane)) => Input::Scan {
+                lane,
+                data: till::scan_payload(&publish.payload),
+                origin: Origin::Mqtt,
+                done: Some(done),
+            },
+            Some(IncomingTopic::Receipt(lane)) => {
+                let receipt =
+                    till::parse_receipt(&publish.payload, &lane, self.decimals).map_err(|err| {
+                        Unreadable {
+                            receipt_id: till::readable_receipt_id(&publish.payload),
+                            message: err.to_string(),
+                        }
+                    });
+                Input::Receipt {
                     lane,
                     receipt,
                     origin: Origin::Mqtt,
                     done: Some(done),
-                })
-                .await;
-            if sent.is_ok() {
-                spawn_ack(helpers, client.clone(), publish, Some(handled));
+                }
             }
-        }
-        None => {
-            tracing::debug!(topic = %publish.topic, "ignoring a message on an unknown topic");
-            spawn_ack(helpers, client.clone(), publish, None);
-        }
+            None => {
+                tracing::debug!(topic = %publish.topic, "ignoring a message on an unknown topic");
+                let _ = self.acks.send(publish.pkid);
+                return None;
+            }
+        };
+        let acks = self.acks.clone();
+        let metrics = self.metrics.clone();
+        let held = self.held.clone();
+        held.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.helpers.spawn(async move {
+            // The lane reports once the input is durably handled and its answer queued, so the
+            // acknowledgement follows both. A receipt that failed for an internal reason is not
+            // acknowledged: the broker redelivers it.
+            match handled.await {
+                Ok(Handled::Durable | Handled::Refused) => {
+                    metrics.answer_age(arrived.elapsed());
+                    let _ = acks.send(publish.pkid);
+                }
+                Ok(Handled::Failed) | Err(_) => {}
+            }
+            held.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            held.1.notify_one();
+        });
+        Some(input)
     }
 }
 
-/// Acknowledges `publish` to the broker once `handled` says it may be (immediately when `None`).
-/// A receipt that failed for an internal reason is not acknowledged: the broker redelivers it.
-fn spawn_ack(
-    helpers: &tokio_util::task::TaskTracker,
-    client: AsyncClient,
-    publish: rumqttc::Publish,
-    handled: Option<oneshot::Receiver<Handled>>,
+/// Writes every acknowledgement waiting in `acks` (none: nothing is written).
+async fn write_acks(eventloop: &mut EventLoop, acks: &mut mpsc::UnboundedReceiver<u16>) {
+    if let Ok(pkid) = acks.try_recv() {
+        write_ack_batch(eventloop, pkid, acks).await;
+    }
+}
+
+/// Writes the acknowledgement of `first` and every other one waiting in `acks` straight to the
+/// broker's connection, in one flush. The polling task does this itself, between polls, rather
+/// than through rumqttc's request queue: rumqttc takes one queued request per turn and only
+/// when no incoming packet is waiting, so under a flood of inputs queued acknowledgements
+/// starved (and an acknowledgement waiting for room there deadlocked the intake window). A
+/// PUBACK needs no client state. Without a connection they are dropped: the broker
+/// redelivers those messages to the resumed session, and the gateway's idempotency absorbs
+/// them.
+async fn write_ack_batch(
+    eventloop: &mut EventLoop,
+    first: u16,
+    acks: &mut mpsc::UnboundedReceiver<u16>,
 ) {
-    helpers.spawn(async move {
-        if let Some(handled) = handled {
-            match handled.await {
-                Ok(Handled::Durable | Handled::Refused) => {}
-                Ok(Handled::Failed) | Err(_) => return,
-            }
+    let Some(network) = eventloop.network.as_mut() else {
+        while acks.try_recv().is_ok() {}
+        return;
+    };
+    let mut pkid = Some(first);
+    while let Some(id) = pkid {
+        if let Err(err) = network
+            .write(Packet::PubAck(rumqttc::PubAck::new(id)))
+            .await
+        {
+            tracing::warn!(error = ?err, "could not acknowledge a message to the broker");
+            return;
         }
-        if let Err(err) = client.ack(&publish).await {
-            tracing::warn!(error = %err, "could not acknowledge a message to the broker");
-        }
-    });
+        pkid = acks.try_recv().ok();
+    }
+    if let Err(err) = network.flush().await {
+        tracing::warn!(error = ?err, "could not acknowledge messages to the broker");
+    }
 }
 
 fn describe(err: &ConnectionError) -> String {

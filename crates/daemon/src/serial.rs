@@ -176,6 +176,7 @@ impl Events {
             lane: self.lane.clone(),
             data,
             origin: Origin::Serial(self.name.clone()),
+            done: None,
         });
     }
 

@@ -59,6 +59,10 @@ impl ApiBackend for TestBackend {
                 ok: true,
                 detail: "trusted".into(),
             },
+            lanes: loyalty_daemon::http::LanesHealth {
+                overloaded: false,
+                queue_depth: 0,
+            },
         }
     }
 

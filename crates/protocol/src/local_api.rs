@@ -48,6 +48,16 @@ pub struct ClockHealth {
     pub detail: String,
 }
 
+/// The lanes' input queue: `overloaded` while inputs arrive faster than the gateway applies
+/// them (the broker then holds the backlog; answers keep flowing at the applied rate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LanesHealth {
+    /// True while the input queue is at or above the overload threshold.
+    pub overloaded: bool,
+    /// Inputs taken from the edges that no lane has answered yet.
+    pub queue_depth: u64,
+}
+
 /// Everything `GET /health` reports. The answer is 200 when every part is ok, else 503.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthReport {
@@ -61,11 +71,18 @@ pub struct HealthReport {
     pub sync: SyncHealth,
     /// The wall clock.
     pub clock: ClockHealth,
+    /// The lanes' input queue.
+    pub lanes: LanesHealth,
 }
 
 impl HealthReport {
-    /// True when every part is ok.
+    /// True when every part is ok and the lanes keep up.
     pub fn healthy(&self) -> bool {
+        !self.lanes.overloaded && self.parts_ok()
+    }
+
+    /// True when every part is ok (the lanes may be overloaded).
+    fn parts_ok(&self) -> bool {
         self.storage.ok
             && self.broker.ok
             && self.devices.iter().all(|device| device.up)
@@ -116,10 +133,12 @@ fn serialize_display<S: serde::Serializer>(
     serializer.collect_str(value)
 }
 
-/// The body of `GET /health`: `{"status": "healthy" | "degraded", ...the report}`.
+/// The body of `GET /health`: `{"status": "healthy" | "overloaded" | "degraded", ...the
+/// report}`; `overloaded` when every part is ok but the lanes' input queue is past its threshold.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthAnswer<'a> {
-    /// `healthy` when every part is ok, else `degraded`.
+    /// `healthy` when every part is ok, `overloaded` when only the lanes are behind, else
+    /// `degraded`.
     pub status: &'static str,
     /// Every part.
     #[serde(flatten)]
@@ -132,6 +151,8 @@ impl<'a> HealthAnswer<'a> {
         HealthAnswer {
             status: if report.healthy() {
                 "healthy"
+            } else if report.parts_ok() {
+                "overloaded"
             } else {
                 "degraded"
             },
@@ -178,10 +199,14 @@ mod tests {
                 ok: true,
                 detail: "trusted".into(),
             },
+            lanes: LanesHealth {
+                overloaded: false,
+                queue_depth: 3,
+            },
         };
         assert_eq!(
             serde_json::to_string(&HealthAnswer::new(&report)).expect("json"),
-            r#"{"status":"degraded","storage":{"ok":true,"detail":"ok"},"broker":{"ok":false,"detail":"down"},"devices":[{"name":"printer","up":true,"detail":"/dev/ttyUSB0"}],"sync":{"ok":true,"enabled":false,"outbox_depth":0,"lag_seconds":null,"last_error":null},"clock":{"ok":true,"detail":"trusted"}}"#
+            r#"{"status":"degraded","storage":{"ok":true,"detail":"ok"},"broker":{"ok":false,"detail":"down"},"devices":[{"name":"printer","up":true,"detail":"/dev/ttyUSB0"}],"sync":{"ok":true,"enabled":false,"outbox_depth":0,"lag_seconds":null,"last_error":null},"clock":{"ok":true,"detail":"trusted"},"lanes":{"overloaded":false,"queue_depth":3}}"#
         );
         let view = CustomerView {
             customer_id: "c".into(),

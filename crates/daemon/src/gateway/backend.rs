@@ -4,7 +4,7 @@
 use super::{GatewayHandle, TrustedClock};
 use crate::http::{
     ApiBackend, BackendError, ClockHealth, ComponentHealth, CustomerView, DeviceHealth,
-    HealthReport, ImageFormat, PurchaseView, SyncHealth,
+    HealthReport, ImageFormat, LanesHealth, PurchaseView, SyncHealth,
 };
 use loyalty_core::ledger::EntryKind;
 use std::sync::{Arc, Mutex};
@@ -141,12 +141,17 @@ impl ApiBackend for GatewayBackend {
                 detail: "clock state unavailable".into(),
             },
         };
+        let queue_depth = self.handle.input_queue_depth();
         HealthReport {
             storage,
             broker,
             devices,
             sync,
             clock,
+            lanes: LanesHealth {
+                overloaded: queue_depth >= super::OVERLOAD_QUEUE_DEPTH,
+                queue_depth,
+            },
         }
     }
 

@@ -4,6 +4,7 @@
 //! and the drain at shutdown.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// Which lanes are served: the configured list, or any lane up to a cap; and when an idle lane's
 /// actor is stopped.
@@ -87,7 +88,10 @@ pub(super) async fn route_inputs(
             continue;
         };
         entry.last_input = tokio::time::Instant::now();
+        // Counted until its lane has answered it (the input queue's depth, for /health).
+        shared.in_lanes.fetch_add(1, Ordering::Relaxed);
         if entry.sender.send(input).await.is_err() {
+            shared.in_lanes.fetch_sub(1, Ordering::Relaxed);
             tracing::error!(lane = %lane, "a lane actor stopped; restarting it");
             lanes.remove(&lane);
         }
@@ -129,9 +133,12 @@ fn refuse(shared: &Shared, input: Input, code: &str, message: String) {
     let started = std::time::Instant::now();
     tracing::warn!(code, "{message}");
     match input {
-        Input::Scan { lane, .. } => {
+        Input::Scan { lane, done, .. } => {
             shared.metrics.scan(ScanKind::Refused);
             send_answer(shared, Response::error(&lane, None, code, message), started);
+            if let Some(done) = done {
+                let _ = done.send(Handled::Refused);
+            }
         }
         Input::Receipt {
             lane,
@@ -177,7 +184,9 @@ pub(super) async fn lane_actor(
     while let Some(input) = inputs.recv().await {
         let started = std::time::Instant::now();
         match input {
-            Input::Scan { data, origin, .. } => {
+            Input::Scan {
+                data, origin, done, ..
+            } => {
                 shared
                     .counters
                     .scans
@@ -191,6 +200,12 @@ pub(super) async fn lane_actor(
                 shared.metrics.scan(kind);
                 for answer in answers {
                     send_answer(&shared, answer, started);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(match kind {
+                        ScanKind::Refused => Handled::Refused,
+                        ScanKind::Card | ScanKind::Voucher => Handled::Durable,
+                    });
                 }
             }
             Input::Receipt { receipt, done, .. } => {
@@ -222,6 +237,7 @@ pub(super) async fn lane_actor(
             }
             Input::Device { .. } => {}
         }
+        shared.in_lanes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -56,6 +56,12 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Upper bounds (seconds) of the answer-age histogram: 1 ms to 60 s (past capacity an input
+/// may wait in the gateway's queue before its lane gets to it).
+const AGE_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
 /// The metric registry and its handles. Clone it freely: clones share the same metrics, and
 /// every recording method is a few atomic operations.
 #[derive(Clone)]
@@ -70,6 +76,8 @@ struct MetricsInner {
     points_earned: Counter,
     points_reversed: Counter,
     answer_latency: Family<TypeLabel, Histogram>,
+    answer_age: Histogram,
+    input_queue_depth: Gauge,
     outbox_depth: Gauge,
     outbox_oldest_age: FloatGauge,
     device_up: Family<DeviceLabel, Gauge>,
@@ -118,6 +126,8 @@ impl Metrics {
             points_earned: Counter::default(),
             points_reversed: Counter::default(),
             answer_latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            answer_age: Histogram::new(AGE_BUCKETS),
+            input_queue_depth: Gauge::default(),
             outbox_depth: Gauge::default(),
             outbox_oldest_age: FloatGauge::default(),
             device_up: Family::default(),
@@ -158,6 +168,16 @@ impl Metrics {
             "answer_latency_seconds",
             "Time from input to answer on the lane, by answer type",
             inner.answer_latency.clone(),
+        );
+        registry.register(
+            "answer_age_seconds",
+            "Time from an MQTT input's arrival at the gateway to its answer being published (queueing included)",
+            inner.answer_age.clone(),
+        );
+        registry.register(
+            "input_queue_depth",
+            "Inputs taken from the edges that no lane has answered yet (queued or being handled)",
+            inner.input_queue_depth.clone(),
         );
         registry.register(
             "outbox_depth",
@@ -273,6 +293,19 @@ impl Metrics {
             .answer_latency
             .get_or_create(&TypeLabel { r#type: kind })
             .observe(latency.as_secs_f64());
+    }
+
+    /// An MQTT input was answered `age` after it arrived at the gateway (its wait in the input
+    /// queue included); recorded by the broker edge when it acknowledges the input.
+    pub fn answer_age(&self, age: Duration) {
+        self.inner.answer_age.observe(age.as_secs_f64());
+    }
+
+    /// The input queue holds `depth` inputs not yet answered.
+    pub fn input_queue(&self, depth: u64) {
+        self.inner
+            .input_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     /// The outbox holds `depth` unacknowledged events, the oldest `oldest_unsent_age` old.

@@ -59,6 +59,7 @@ impl Lanes {
                         lane: lane.to_string(),
                         data: loyalty_protocol::till::scan_payload(&payload),
                         origin: Origin::Mqtt,
+                        done: None,
                     }
                 } else {
                     Input::Receipt {

@@ -1,0 +1,210 @@
+//! The answers' own broker connection: every answer to a lane goes out on a second MQTT
+//! connection (client id `{mqtt.client_id}-answers`) that subscribes to nothing, so a stream of
+//! incoming inputs can never hold answers back. rumqttc's event loop hands out at most one
+//! queued request per turn and only when no incoming packet is waiting; on the inputs'
+//! connection, under a flood of receipts, answers queued there starved (measured: 10-25
+//! answers/s while 1,000 receipts/s were applied). Answers keep their order: straight into
+//! rumqttc's request queue, or, while that queue is full (broker away), into a backlog sent in
+//! order by one task; once anything waits there, everything after it waits behind it.
+
+use super::Topics;
+use crate::backoff::{Backoff, Jitter};
+use loyalty_protocol::till::Response;
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, QoS};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Sends answers to the lanes, in the order given, never blocking (see the module's doc).
+#[derive(Clone)]
+pub struct AnswerSender {
+    shared: Arc<Outgoing>,
+}
+
+/// The receiving end of [`AnswerSender`], handed to [`super::run`].
+pub struct AnswerReceiver {
+    shared: Arc<Outgoing>,
+}
+
+struct Outgoing {
+    direct: OnceLock<(AsyncClient, Topics)>,
+    backlog: Mutex<Backlog>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Backlog {
+    queue: VecDeque<Response>,
+    /// The publisher task holds an answer it is sending (taken from `queue`, not yet in
+    /// rumqttc's queue): nothing may go direct meanwhile.
+    sending: bool,
+}
+
+/// A connected pair of answer sender and receiver.
+pub fn answer_channel() -> (AnswerSender, AnswerReceiver) {
+    let shared = Arc::new(Outgoing {
+        direct: OnceLock::new(),
+        backlog: Mutex::new(Backlog::default()),
+        wake: Notify::new(),
+    });
+    (
+        AnswerSender {
+            shared: shared.clone(),
+        },
+        AnswerReceiver { shared },
+    )
+}
+
+impl AnswerSender {
+    /// Publishes `answer` on its lane's response topic (QoS 1), never blocking.
+    pub fn send(&self, answer: Response) {
+        let shared = &*self.shared;
+        let mut backlog = shared
+            .backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if backlog.queue.is_empty() && !backlog.sending {
+            if let Some((client, topics)) = shared.direct.get() {
+                let topic = topics.response(answer.lane());
+                if client
+                    .try_publish(topic, QoS::AtLeastOnce, false, answer.to_json())
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
+        backlog.queue.push_back(answer);
+        drop(backlog);
+        shared.wake.notify_one();
+    }
+}
+
+impl Outgoing {
+    /// The next answer of the backlog, marked as being sent; `None` (and nothing being sent)
+    /// when the backlog is empty.
+    fn next(&self) -> Option<Response> {
+        let mut backlog = self
+            .backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let item = backlog.queue.pop_front();
+        backlog.sending = item.is_some();
+        item
+    }
+}
+
+/// The running answers' connection.
+pub(super) struct AnswerConnection {
+    client: AsyncClient,
+    publisher: tokio::task::JoinHandle<()>,
+    poller: tokio::task::JoinHandle<()>,
+    closing: CancellationToken,
+}
+
+impl AnswerConnection {
+    /// Connects with `options` and starts sending what `answers` is given. `drained`: the
+    /// lanes have handled everything; the backlog's publisher ends once it is empty.
+    pub(super) fn start(
+        answers: AnswerReceiver,
+        options: MqttOptions,
+        topics: Topics,
+        backoff: Backoff,
+        drained: CancellationToken,
+    ) -> AnswerConnection {
+        let (client, mut eventloop) = AsyncClient::new(options, super::REQUEST_QUEUE);
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(5);
+        eventloop.set_network_options(network);
+        let _ = answers.shared.direct.set((client.clone(), topics.clone()));
+        let publisher = tokio::spawn(send_backlog(
+            answers.shared,
+            client.clone(),
+            topics,
+            drained,
+        ));
+        let closing = CancellationToken::new();
+        let poller = {
+            let closing = closing.clone();
+            let mut backoff = backoff.with_jitter(Jitter::Extra);
+            tokio::spawn(async move {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff.reset(),
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                        Ok(_) => {}
+                        Err(err) => {
+                            if closing.is_cancelled() {
+                                return;
+                            }
+                            tracing::warn!(error = %err, "answers' broker connection lost; reconnecting");
+                            tokio::select! {
+                                () = tokio::time::sleep(backoff.next_delay()) => {}
+                                () = closing.cancelled() => return,
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        AnswerConnection {
+            client,
+            publisher,
+            poller,
+            closing,
+        }
+    }
+
+    /// Once the lanes are drained: waits for the backlog to be queued, then disconnects (after
+    /// every queued answer was written), within `bound`.
+    pub(super) async fn close(self, bound: Duration) {
+        let AnswerConnection {
+            client,
+            publisher,
+            mut poller,
+            closing,
+        } = self;
+        let goodbye = async {
+            let _ = publisher.await;
+            closing.cancel();
+            let _ = client.disconnect().await;
+            let _ = (&mut poller).await;
+        };
+        if tokio::time::timeout(bound, goodbye).await.is_err() {
+            tracing::warn!("the answers' connection did not close in time");
+            poller.abort();
+        }
+    }
+}
+
+/// Sends the backlog of [`AnswerSender`] in order, waiting for room in rumqttc's queue, until
+/// `drained` and the backlog is empty.
+async fn send_backlog(
+    shared: Arc<Outgoing>,
+    client: AsyncClient,
+    topics: Topics,
+    drained: CancellationToken,
+) {
+    loop {
+        if let Some(answer) = shared.next() {
+            let topic = topics.response(answer.lane());
+            if let Err(err) = client
+                .publish(topic, QoS::AtLeastOnce, false, answer.to_json())
+                .await
+            {
+                tracing::warn!(error = %err, "could not queue an answer for the broker");
+            }
+            continue;
+        }
+        if drained.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = drained.cancelled() => {}
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Past capacity the lanes keep their answers (issue 19): a raw-socket publisher offers receipts
+//! on 8 lanes, open loop, far faster than the gateway applies them, against a real Mosquitto and
+//! the real gateway process. Asserts behaviour, not timings: every lane keeps receiving answers
+//! while its receipts are pending (no gap of several seconds), in the lane's order, each receipt
+//! answered exactly once and applied once; `/health` says `overloaded` with the queue's depth
+//! while the backlog lasts and stops saying so once it has drained.
+
+use harness::{http_get, metric_sample, Mosquitto, Till};
+use loyalty_tools::testkit::{self as harness, GatewayBinary};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const LANES: usize = 8;
+/// Receipts offered per second (the debug gateway applies roughly 1,000/s here, fewer on a busy
+/// machine) and for how long.
+const OFFERED_PER_SECOND: usize = 4_000;
+const OFFER_SECONDS: usize = 4;
+/// The longest a lane with receipts pending may go without an answer. On the old code answers
+/// stalled for 10 s and more while receipts were applied.
+const MAX_GAP: Duration = Duration::from_secs(3);
+
+fn gateway_binary() -> GatewayBinary {
+    GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+}
+
+fn health(port: u16) -> serde_json::Value {
+    let (_, body) = http_get(port, "/health");
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_capacity_every_lane_keeps_receiving_answers_in_order_and_nothing_is_lost() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = harness::free_port();
+    let config = format!(
+        "[store]\nid = \"ov\"\ntimezone = \"Europe/Berlin\"\nrequire_ntp_sync = false\n[storage]\ndata_dir = \"{}\"\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[cards]\nprefixes = [\"299\"]\n\
+         [http]\nbind = \"127.0.0.1:{http_port}\"\n",
+        dir.path().join("data").display(),
+        broker.port
+    );
+    let gateway = gateway_binary().start(dir.path(), &config);
+    harness::wait_online(broker.port, "loyalty/ov").await;
+    let mut till = Till::connect(broker.port, "loyalty/ov", "overload-till").await;
+
+    // Health sampled beside the load, from its own thread.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut most = 0u64;
+            let mut overloaded_seen = false;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = health(http_port);
+                if report["lanes"]["overloaded"] == true {
+                    overloaded_seen = true;
+                    assert_eq!(report["status"], "overloaded", "{report}");
+                }
+                most = most.max(report["lanes"]["queue_depth"].as_u64().unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (overloaded_seen, most)
+        })
+    };
+
+    let port = broker.port;
+    let offer = harness::flood::Offer {
+        prefix: "loyalty/ov".into(),
+        lanes: LANES,
+        per_second: Some(OFFERED_PER_SECOND as f64),
+        total: OFFERED_PER_SECOND * OFFER_SECONDS,
+        client_id: "overload-publisher".into(),
+    };
+    let publisher = std::thread::spawn(move || harness::flood::publish(port, &offer));
+
+    // Every answer, with when it arrived, until all are in (or nothing comes for a while).
+    let mut answers: Vec<(Instant, serde_json::Value)> = Vec::new();
+    let expected = OFFERED_PER_SECOND * OFFER_SECONDS;
+    while answers.len() < expected {
+        match till.try_next(Duration::from_secs(30)).await {
+            Some(answer) => answers.push((Instant::now(), answer)),
+            None => break,
+        }
+    }
+    let sent_at = publisher.join().expect("publisher");
+    assert_eq!(sent_at.len(), expected);
+    let started = sent_at[0];
+    let offered_for = Duration::from_secs(OFFER_SECONDS as u64);
+    let drained_after = answers.last().map(|(at, _)| at.duration_since(started));
+
+    // Nothing lost, nothing doubled: each receipt answered once, with points, not a duplicate.
+    let mut per_lane: HashMap<String, Vec<(Instant, usize)>> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for (at, answer) in &answers {
+        assert_eq!(answer["type"], "points", "{answer}");
+        assert_eq!(answer["duplicate"], false, "{answer}");
+        let id = answer["receipt_id"].as_str().expect("receipt id");
+        assert!(seen.insert(id.to_string()), "answered twice: {id}");
+        let index: usize = id.trim_start_matches("R-").parse().expect("index");
+        let lane = answer["lane"].as_str().expect("lane").to_string();
+        per_lane.entry(lane).or_default().push((*at, index));
+    }
+    assert_eq!(
+        answers.len(),
+        expected,
+        "answers lost (drained after {drained_after:?}); log:\n{}",
+        gateway.log()
+    );
+    // The offer really was past capacity: answering took clearly longer than offering.
+    let drained_after = drained_after.expect("answers");
+    assert!(
+        drained_after > offered_for + Duration::from_secs(1),
+        "the gateway kept up ({drained_after:?}): the test did not overload it"
+    );
+
+    // Every lane kept receiving answers, in its order, with no long silence while it had
+    // receipts pending (from the first offer to its last answer).
+    assert_eq!(per_lane.len(), LANES);
+    for (lane, lane_answers) in &per_lane {
+        let indexes: Vec<usize> = lane_answers.iter().map(|(_, i)| *i).collect();
+        // The gateway answers a lane in the order the broker delivered its receipts. Mosquitto
+        // 2.0.11 was seen delivering a single message of a 16,000-message backlog about 2,000
+        // places late (1 run in 3); anything more than that is the gateway's doing.
+        let swapped: Vec<_> = indexes.windows(2).filter(|w| w[0] > w[1]).collect();
+        assert!(
+            swapped.len() <= 2,
+            "lane {lane} answered out of order: {swapped:?} of {}",
+            indexes.len()
+        );
+        let mut last = started;
+        for (at, index) in lane_answers {
+            let gap = at.duration_since(last);
+            assert!(
+                gap <= MAX_GAP,
+                "lane {lane} heard nothing for {gap:?} before receipt R-{index} while receipts were pending"
+            );
+            last = *at;
+        }
+    }
+
+    // The backlog drained: the queue is empty and /health no longer says overloaded.
+    let drained = harness::wait_until(Duration::from_secs(10), || {
+        let report = health(http_port);
+        report["lanes"]["overloaded"] == false && report["lanes"]["queue_depth"] == 0
+    });
+    assert!(drained, "the backlog did not drain: {}", health(http_port));
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (overloaded_seen, most) = watcher.join().expect("watcher");
+    assert!(
+        overloaded_seen,
+        "/health never said overloaded (deepest queue seen: {most})"
+    );
+
+    // Applied once each, as the gateway counts them; the answer-age histogram saw them all.
+    let (_, metrics) = http_get(http_port, "/metrics");
+    let applied = metric_sample(&metrics, "loyalty_receipts_total{outcome=\"applied\"}");
+    assert_eq!(applied, Some(expected as f64), "{metrics}");
+    assert_eq!(
+        metric_sample(&metrics, "loyalty_receipts_total{outcome=\"duplicate\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_sample(&metrics, "loyalty_answer_age_seconds_count"),
+        Some(expected as f64)
+    );
+    assert_eq!(
+        metric_sample(&metrics, "loyalty_input_queue_depth"),
+        Some(0.0)
+    );
+}
