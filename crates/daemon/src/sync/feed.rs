@@ -13,7 +13,9 @@ use crate::config::RulesConfig;
 use jiff::Timestamp;
 use loyalty_core::rules::EarningRules;
 use loyalty_protocol::crm::{ChangesPage, WireAdjustment, WireCustomer, WireKey};
-use loyalty_store::sync_state::{ChangeSet, CrmAdjustment, CrmCustomer, CrmKey};
+use loyalty_store::sync_state::{
+    ChangeSet, CrmAdjustment, CrmConsent, CrmCustomer, CrmKey, CrmMerge,
+};
 use loyalty_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,8 +71,12 @@ fn customer(wire: WireCustomer) -> CrmCustomer {
         balance: wire.balance,
         includes_store_seq: wire.includes_store_seq,
         tier: wire.tier,
-        card: wire.cards.into_iter().next(),
+        cards: wire.cards,
         display_name: wire.display_name,
+        consent: wire.consent.map(|c| CrmConsent {
+            marketing: c.marketing,
+            profiling: c.profiling,
+        }),
     }
 }
 
@@ -106,6 +112,14 @@ pub fn convert(page: ChangesPage, currency: &str, now: Timestamp) -> (ChangeSet,
     let changes = ChangeSet {
         cursor: page.cursor,
         now,
+        merged: page
+            .merged
+            .into_iter()
+            .map(|m| CrmMerge {
+                from: m.from,
+                into: m.into,
+            })
+            .collect(),
         customers: page.customers.into_iter().map(customer).collect(),
         adjustments: page.adjustments.into_iter().map(adjustment).collect(),
         erased: page.erased,
@@ -228,10 +242,19 @@ async fn poll_once(
         adjustments = report.adjustments,
         duplicate_adjustments = report.duplicate_adjustments,
         erased = report.erased,
+        erasures_confirmed = report.erasures_confirmed,
+        merges = report.merges,
         revoked = report.revoked_vouchers,
         keys = report.keys,
         "CRM changes applied"
     );
+    if report.refused_merges > 0 {
+        tracing::warn!(
+            cursor = %new_cursor,
+            refused = report.refused_merges,
+            "CRM customer merges skipped (invalid id, a customer merged into herself, or a cycle); check the merge at head office"
+        );
+    }
     if report.refused_adjustments > 0 {
         tracing::warn!(
             cursor = %new_cursor,
