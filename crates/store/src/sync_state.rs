@@ -23,7 +23,7 @@ use super::tx::NewEntry;
 use super::{meta_key, read_u64, Store, StoreError, Tx, TxResult, CARDS, META, OUTBOX};
 use crate::Failure;
 use jiff::Timestamp;
-use loyalty_core::customer::check_id;
+use loyalty_core::customer::{check_id, Customer};
 use loyalty_core::ledger::{self, Confirmed, EntryKind};
 use loyalty_protocol::crm::events::CustomerErasedEvent;
 use serde::{Deserialize, Serialize};
@@ -361,6 +361,43 @@ impl Store {
             }
             tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
             Ok(report)
+        })
+    }
+}
+
+impl Store {
+    /// Takes a customer the CRM named as the holder of `card` (a by-card lookup for a card
+    /// this store did not know): creates her with the CRM's id, cards, profile and balance, in
+    /// one durable transaction without events (head office knows her). If the card became
+    /// known here meanwhile (another lane enrolled it), that holder is returned unchanged.
+    pub fn adopt_crm_customer(
+        &self,
+        card: &str,
+        customer: &CrmCustomer,
+        now: Timestamp,
+    ) -> Result<Customer, StoreError> {
+        check_id(card)?;
+        check_id(&customer.customer_id)?;
+        for c in &customer.cards {
+            check_id(c)?;
+        }
+        let mut customer = customer.clone();
+        if !customer.cards.iter().any(|c| c == card) {
+            // The CRM answered for this card: it is hers whatever the list says.
+            customer.cards.push(card.to_string());
+        }
+        self.transact(&[], |tx| {
+            if let Some(holder) = tx.tree(CARDS).get(card.as_bytes())? {
+                let holder = String::from_utf8_lossy(&holder).to_string();
+                if let Some(rec) = tx.customer_rec(&holder)? {
+                    return Ok(rec.to_customer());
+                }
+            }
+            apply_customer(tx, &customer, now)?;
+            match tx.customer_rec(&customer.customer_id)? {
+                Some(rec) => Ok(rec.to_customer()),
+                None => crate::corrupt(format!("customer {} not stored", customer.customer_id)),
+            }
         })
     }
 }
