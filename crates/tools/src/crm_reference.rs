@@ -300,6 +300,12 @@ impl ReferenceCrm {
         lock(&self.state).stall_lookups = stalled;
     }
 
+    /// Makes the changes feed ignore `?wait=` while `ignore` (an older CRM without long-poll:
+    /// an empty page is answered at once).
+    pub fn ignore_wait(&self, ignore: bool) {
+        lock(&self.state).ignore_wait = ignore;
+    }
+
     /// The customer ids `store_id` confirmed erasing (`customer_erased` events), in order.
     pub fn erasures_confirmed(&self, store_id: &str) -> Vec<String> {
         self.received(store_id)

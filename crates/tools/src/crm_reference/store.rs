@@ -40,6 +40,8 @@ pub(super) struct State {
     pub(super) customers: HashMap<String, WireCustomer>,
     /// When set, by-card requests are accepted and never answered (a stalled head office).
     pub(super) stall_lookups: bool,
+    /// When set, `?wait=` is ignored (an older CRM without long-poll).
+    pub(super) ignore_wait: bool,
     /// Bumped whenever a changes page is scripted: wakes long-polls.
     pub(super) pages_version: tokio::sync::watch::Sender<u64>,
 }
