@@ -210,6 +210,9 @@ pub(crate) async fn run(
     }
 }
 
+/// An empty page that took at least this long (or half the wait, if less) was held by the CRM.
+const HELD_AT_LEAST: Duration = Duration::from_secs(2);
+
 /// What one poll found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Polled {
@@ -251,9 +254,11 @@ async fn poll_once(
             s.feed_failures = 0;
             s.feed_cursor = cursor.clone();
         });
-        // A CRM that honours `wait` answers an empty page only when the time is up; one that
-        // answers at once does not long-poll, and is polled every interval instead.
-        let waited = !settings.wait.is_zero() && asked.elapsed() >= settings.wait / 2;
+        // A CRM that honours `wait` answers an empty page only when the time is up (or a proxy
+        // in between ended the request after some seconds); one that answers at once does not
+        // long-poll, and is polled every interval instead.
+        let held = (settings.wait / 2).min(HELD_AT_LEAST);
+        let waited = !settings.wait.is_zero() && asked.elapsed() >= held;
         return Ok(if waited {
             Polled::Waited
         } else {
