@@ -9,7 +9,7 @@
 use harness::{sale, wait_online, Till};
 use loyalty_protocol::crm::{ChangesPage, WireCustomer, WireMerge};
 use loyalty_tools::crm_reference::{self, Faults, ReferenceConfig, ReferenceCrm};
-use loyalty_tools::testkit::{self as harness, GatewayBinary};
+use loyalty_tools::testkit::{self as harness, http_get, metric_sample, GatewayBinary};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ fn config(
     pki: &loyalty_tools::certs::LocalPki,
     broker: u16,
     lookup_timeout_ms: u64,
+    http: u16,
 ) -> String {
     format!(
         r#"[store]
@@ -54,7 +55,7 @@ batch_max_age_ms = 20
 backoff_min_ms = 50
 backoff_max_ms = 300
 [http]
-enabled = false
+bind = "127.0.0.1:{http}"
 "#,
         data = dir.join("data").display(),
         url = crm.url(),
@@ -132,9 +133,10 @@ async fn head_office_customers_changes_merges_and_erasures_reach_the_lanes() {
     let crm = head_office(dir.path(), &pki).await;
     crm.add_customer(ho_customer(500, &[HO_CARD]));
     let binary = GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"));
+    let http = harness::free_port();
     let gateway = binary.start(
         dir.path(),
-        &config(dir.path(), &crm, &pki, broker.port, 300),
+        &config(dir.path(), &crm, &pki, broker.port, 300, http),
     );
     wait_online(broker.port, PREFIX).await;
     let mut till = Till::connect(broker.port, PREFIX, "till-hb").await;
@@ -266,12 +268,14 @@ async fn a_stalled_head_office_costs_a_lane_at_most_the_lookup_timeout_and_stall
     let pki = loyalty_tools::certs::write_local_pki(dir.path(), STORE).expect("pki");
     let crm = head_office(dir.path(), &pki).await;
     let binary = GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"));
+    let http = harness::free_port();
     let text = config(
         dir.path(),
         &crm,
         &pki,
         broker.port,
         TIMEOUT.as_millis() as u64,
+        http,
     );
     let gateway = binary.start(dir.path(), &text);
     wait_online(broker.port, PREFIX).await;
@@ -321,5 +325,20 @@ async fn a_stalled_head_office_costs_a_lane_at_most_the_lookup_timeout_and_stall
         "{}",
         gateway.log()
     );
+    let (status, metrics) = http_get(http, "/metrics");
+    assert_eq!(status, 200);
+    for (outcome, count) in [
+        ("not_found", 1.0),
+        ("failed", 1.0),
+        ("skipped", 1.0),
+        ("found", 0.0),
+    ] {
+        let series = format!("loyalty_card_lookups_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(
+            metric_sample(&metrics, &series),
+            Some(count),
+            "{series} in:\n{metrics}"
+        );
+    }
     crm.shutdown().await;
 }

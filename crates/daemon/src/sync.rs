@@ -260,7 +260,7 @@ pub fn start_with_metrics(
     metrics: Option<crate::telemetry::Metrics>,
 ) -> Result<SyncHandle, SyncError> {
     let crm = &config.crm;
-    let (sink, status) = StatusSink::new(crm.enabled, metrics);
+    let (sink, status) = StatusSink::new(crm.enabled, metrics.clone());
     let initial_rules = feed::load_rules(&store, &config.store.currency);
     let (rules_tx, rules) = watch::channel(initial_rules);
     let rules_tx = Arc::new(rules_tx);
@@ -312,6 +312,7 @@ pub fn start_with_metrics(
                 counters.clone(),
                 Duration::from_millis(crm.lookup_timeout_ms),
                 status.clone(),
+                metrics.clone(),
             )));
         }
         tasks.spawn(uploader::run(

@@ -15,6 +15,7 @@
 
 use super::client::{ClientSettings, CrmClient, WireCounters};
 use super::status::SyncStatusHandle;
+use crate::telemetry::{LookupOutcomeKind, Metrics};
 use jiff::Timestamp;
 use loyalty_protocol::crm::WireCustomer;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,7 @@ pub struct CardLookup {
     idle: Mutex<Vec<CrmClient>>,
     last_failure: Mutex<Option<Timestamp>>,
     counters: LookupCounters,
+    metrics: Option<Metrics>,
 }
 
 impl CardLookup {
@@ -72,6 +74,7 @@ impl CardLookup {
         wire: Arc<WireCounters>,
         timeout: Duration,
         status: SyncStatusHandle,
+        metrics: Option<Metrics>,
     ) -> CardLookup {
         CardLookup {
             store_id,
@@ -82,6 +85,14 @@ impl CardLookup {
             idle: Mutex::new(Vec::new()),
             last_failure: Mutex::new(None),
             counters: LookupCounters::default(),
+            metrics,
+        }
+    }
+
+    fn record(&self, counter: &AtomicU64, outcome: LookupOutcomeKind) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.card_lookup(outcome);
         }
     }
 
@@ -117,7 +128,7 @@ impl CardLookup {
     /// Asks the CRM who holds `card`, within the timeout.
     pub async fn lookup(&self, card: &str) -> LookupOutcome {
         if self.sync_known_down() {
-            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            self.record(&self.counters.skipped, LookupOutcomeKind::Skipped);
             return LookupOutcome::Skipped;
         }
         let mut client = self
@@ -142,12 +153,11 @@ impl CardLookup {
         };
         match &outcome {
             LookupOutcome::Found(_) | LookupOutcome::NotFound => {
-                let counter = if matches!(outcome, LookupOutcome::Found(_)) {
-                    &self.counters.found
+                if matches!(outcome, LookupOutcome::Found(_)) {
+                    self.record(&self.counters.found, LookupOutcomeKind::Found);
                 } else {
-                    &self.counters.not_found
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                    self.record(&self.counters.not_found, LookupOutcomeKind::NotFound);
+                }
                 let mut idle = self
                     .idle
                     .lock()
@@ -158,7 +168,7 @@ impl CardLookup {
             }
             LookupOutcome::Failed(reason) => {
                 // The connection may be mid-request: dropped with `client`.
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.record(&self.counters.failed, LookupOutcomeKind::Failed);
                 *self
                     .last_failure
                     .lock()
