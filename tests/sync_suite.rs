@@ -6,6 +6,8 @@ mod sync_suite {
     mod changes;
     mod delivery;
     mod kill;
+    mod longpoll;
+    mod merges;
     mod openapi;
     mod transport;
 }

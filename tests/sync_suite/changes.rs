@@ -13,6 +13,7 @@ fn page_for(customer: CrmCustomer, cursor: &str) -> ChangeSet {
     ChangeSet {
         cursor: cursor.into(),
         now: jiff::Timestamp::now(),
+        merged: vec![],
         customers: vec![customer],
         adjustments: vec![],
         erased: vec![],
@@ -29,8 +30,9 @@ fn crm_customer(balance: i64, through: u64) -> CrmCustomer {
         balance,
         includes_store_seq: through,
         tier: Some("gold".into()),
-        card: Some("2990000000019".into()),
+        cards: vec!["2990000000019".into()],
         display_name: Some("Ada".into()),
+        consent: None,
     }
 }
 
@@ -130,6 +132,7 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
                 tier: Some("gold".into()),
                 cards: vec!["2990000000071".into()],
                 display_name: Some("Grace".into()),
+                consent: None,
             }],
             keys: vec![WireKey {
                 key_id: "HO-2026".into(),
@@ -245,10 +248,16 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
         store.is_voucher_revoked("V-2").expect("read"),
         "the rest of the page applied"
     );
+    // The erasure sends one confirmation, with the id only (no card, no name).
+    let sent = store.outbox_after(events_before, 10).expect("outbox");
+    assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(
-        store.outbox_stats().expect("stats").last_seq,
-        events_before,
-        "erasure sends nothing"
+        sent[0].kind,
+        loyalty_store::events::EventType::CustomerErased
+    );
+    assert_eq!(
+        sent[0].json["payload"],
+        serde_json::json!({"customer_id": "C7"})
     );
     cancel.cancel();
     handle.join().await;
@@ -321,6 +330,7 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 tier: None,
                 cards: vec!["2990000000088".into()],
                 display_name: None,
+                consent: None,
             }],
             ..ChangesPage::default()
         },
@@ -387,6 +397,7 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 tier: None,
                 cards: vec!["2990000000088".into()],
                 display_name: None,
+                consent: None,
             }],
             ..ChangesPage::default()
         },

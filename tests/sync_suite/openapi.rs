@@ -54,6 +54,21 @@ fn the_document_rejects_a_malformed_event() {
         result.is_err(),
         "an event without payload must be refused by the schema"
     );
+    // An erasure confirmation carries the id and nothing personal.
+    let result = std::panic::catch_unwind(|| {
+        check_against_openapi(&[(
+            "Event",
+            r#"{"seq":1,"id":"x","type":"customer_erased","at":"2026-11-23T10:00:00Z","payload":{"customer_id":"C1","card":"2990000000019"}}"#.into(),
+        )])
+    });
+    assert!(result.is_err(), "a card in customer_erased must be refused");
+    let result = std::panic::catch_unwind(|| {
+        check_against_openapi(&[(
+            "ChangesPage",
+            r#"{"cursor":"1","customers":[],"erased":[],"revoked_vouchers":[],"keys":[],"rules":null,"merged":[{"from":"C1"}]}"#.into(),
+        )])
+    });
+    assert!(result.is_err(), "a merge without `into` must be refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,8 +91,16 @@ async fn real_payloads_match_the_document() {
                 tier: None,
                 cards: vec!["2990000000019".into()],
                 display_name: Some("Ada".into()),
+                consent: Some(loyalty_protocol::crm::WireConsent {
+                    marketing: true,
+                    profiling: false,
+                }),
             }],
             erased: vec!["C9".into()],
+            merged: vec![loyalty_protocol::crm::WireMerge {
+                from: "C8".into(),
+                into: "C1".into(),
+            }],
             revoked_vouchers: vec!["V1".into()],
             keys: vec![WireKey {
                 key_id: "K1".into(),
@@ -102,12 +125,24 @@ async fn real_payloads_match_the_document() {
         .enroll("2990000000026", jiff::Timestamp::now())
         .expect("enroll");
     handle.nudge();
-    wait_status(&handle.status(), |s| s.acked_through == 4).await;
+    // 5: the erasure's `customer_erased` confirmation, two events, the adjustment, the enrolment.
+    wait_status(&handle.status(), |s| s.acked_through == 5).await;
     let upload = String::from_utf8(crm.last_upload_body().expect("upload").to_vec()).expect("utf8");
     let changes =
         String::from_utf8(crm.last_changes_body().expect("changes").to_vec()).expect("utf8");
     assert!(upload.contains(r#""clock_trusted":false"#), "{upload}");
-    let ack = serde_json::to_string(&AckResponse { acked_through: 4 }).expect("json");
+    let erased = crm
+        .received(STORE)
+        .into_iter()
+        .find(|e| e.kind == "customer_erased")
+        .expect("the erasure is confirmed");
+    assert_eq!(erased.payload, serde_json::json!({"customer_id": "C9"}));
+    let erased_event = serde_json::to_string(&erased).expect("json");
+    assert!(
+        changes.contains(r#""merged":[{"from":"C8","into":"C1"}]"#),
+        "{changes}"
+    );
+    let ack = serde_json::to_string(&AckResponse { acked_through: 5 }).expect("json");
     // A page with a point adjustment, as the reference CRM sends it.
     let adjusting = serde_json::to_string(&ChangesPage {
         cursor: "7".into(),
@@ -122,6 +157,7 @@ async fn real_payloads_match_the_document() {
     .expect("json");
     check_against_openapi(&[
         ("EventsRequest", upload),
+        ("Event", erased_event),
         ("ChangesPage", changes),
         ("ChangesPage", adjusting),
         ("AckResponse", ack),

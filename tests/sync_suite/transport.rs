@@ -70,7 +70,10 @@ async fn changes_pages_are_served_in_order_with_cursors() {
     let pki = Pki::new();
     let crm = pki.receiver(None).await;
     let mut c = client(&pki, &crm.url());
-    let empty = c.get_changes(STORE, "i1", None).await.expect("page");
+    let empty = c
+        .get_changes(STORE, "i1", None, std::time::Duration::ZERO)
+        .await
+        .expect("page");
     assert!(empty.is_empty());
     crm.push_changes(
         STORE,
@@ -80,12 +83,12 @@ async fn changes_pages_are_served_in_order_with_cursors() {
         },
     );
     let page = c
-        .get_changes(STORE, "i1", Some(&empty.cursor))
+        .get_changes(STORE, "i1", Some(&empty.cursor), std::time::Duration::ZERO)
         .await
         .expect("page");
     assert_eq!(page.erased, vec!["C1".to_string()]);
     let next = c
-        .get_changes(STORE, "i1", Some(&page.cursor))
+        .get_changes(STORE, "i1", Some(&page.cursor), std::time::Duration::ZERO)
         .await
         .expect("page");
     assert!(next.is_empty());

@@ -370,6 +370,38 @@ impl Account {
         true
     }
 
+    /// Takes in the account of the same person enrolled twice (customers merged at head
+    /// office): `other`'s confirmed balance, local entries and pending vesting count here from
+    /// now on. The confirmation becomes the later of the two; entries of either account at or
+    /// below it are folded into the confirmed points. So the total is exactly the sum of both
+    /// totals, and the next confirmation from head office (whose balance includes both
+    /// accounts, and which is never older than either one held) rebases it exactly.
+    pub fn absorb(&mut self, other: &Account) {
+        let through_seq = self.confirmed.through_seq.max(other.confirmed.through_seq);
+        let mut points = self.confirmed.points + other.confirmed.points;
+        let mut unconfirmed: Vec<(u64, i64)> = self
+            .unconfirmed
+            .iter()
+            .chain(other.unconfirmed.iter())
+            .copied()
+            .collect();
+        unconfirmed.sort_by_key(|(seq, _)| *seq);
+        points += unconfirmed
+            .iter()
+            .filter(|(seq, _)| *seq <= through_seq)
+            .map(|(_, p)| p)
+            .sum::<i64>();
+        unconfirmed.retain(|(seq, _)| *seq > through_seq);
+        self.confirmed = Confirmed {
+            points,
+            through_seq,
+        };
+        self.unconfirmed = unconfirmed;
+        self.vesting.extend(other.vesting.iter().cloned());
+        self.local_total += other.local_total;
+        self.entries += other.entries;
+    }
+
     /// The balance at `now`.
     pub fn balance(&self, now: Timestamp) -> Balance {
         let total = self.confirmed.points + self.unconfirmed.iter().map(|(_, p)| p).sum::<i64>();
@@ -484,6 +516,45 @@ mod tests {
         assert!(check_spend(b, 461).is_err());
         assert!(check_spend(b, 460).is_ok());
         assert!(check_spend(b, 0).is_err());
+    }
+
+    #[test]
+    fn absorbing_an_account_keeps_both_totals_and_rebases_exactly() {
+        let now = Timestamp::UNIX_EPOCH;
+        let entry = |points, seq| Entry {
+            customer_id: "x".into(),
+            kind: EntryKind::Adjustment,
+            points,
+            seq,
+            receipt_id: None,
+            vests_at: None,
+        };
+        let mut into = Account::default();
+        into.confirm(Confirmed {
+            points: 100,
+            through_seq: 2,
+        });
+        into.record(&entry(5, 3), now);
+        into.record(&entry(7, 6), now);
+        let mut from = Account::default();
+        from.confirm(Confirmed {
+            points: 40,
+            through_seq: 4,
+        });
+        from.record(&entry(-3, 5), now);
+        from.record(&entry(9, 8), now);
+        let before = into.balance(now).total + from.balance(now).total;
+        into.absorb(&from);
+        assert_eq!(into.balance(now).total, before);
+        assert_eq!(into.confirmed.through_seq, 4);
+        assert_eq!(into.unconfirmed, vec![(5, -3), (6, 7), (8, 9)]);
+        assert_eq!((into.local_total, into.entries), (18, 4));
+        // Head office's next balance includes both accounts through seq 6.
+        assert!(into.confirm(Confirmed {
+            points: 150,
+            through_seq: 6,
+        }));
+        assert_eq!(into.balance(now).total, 159);
     }
 
     #[test]

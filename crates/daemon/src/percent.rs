@@ -1,6 +1,6 @@
 //! Percent-encoding of URL query values, both ways, with the `percent-encoding` crate: the only
-//! place that knows the escapes. Used by the local API (`?card=`), the CRM client (`?cursor=`)
-//! and the reference CRM in the tools.
+//! place that knows the escapes. Used by the local API (`?card=`), the CRM client (`?cursor=`,
+//! `/customers/by-card/{card}`) and the reference CRM in the tools.
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -14,6 +14,19 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// Percent-encodes a query value (everything but unreserved characters, upper-case hex).
 pub fn encode_query_value(text: &str) -> String {
     utf8_percent_encode(text, QUERY_VALUE).to_string()
+}
+
+/// Percent-encodes one URL path segment (the escapes of a query value; `/` is escaped too).
+pub fn encode_path_segment(text: &str) -> String {
+    encode_query_value(text)
+}
+
+/// Decodes one URL path segment; `None` when the bytes are not UTF-8.
+pub fn decode_path_segment(text: &str) -> Option<String> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
 }
 
 /// The first value of `name` in a URL query string, percent-decoded (`+` is a space). `None`

@@ -3,8 +3,10 @@
 //! - `uploader`: reads the store's outbox in sequence order and uploads batches (gzip) over
 //!   mutual TLS 1.3; advances only on the CRM's `acked_through`; retries with backoff forever,
 //!   so the outbox simply grows on disk while the CRM is away.
-//! - `feed`: polls the changes feed and applies each page atomically together with its cursor
-//!   (`store::sync_state`).
+//! - `feed`: long-polls the changes feed and applies each page atomically together with its
+//!   cursor (`store::sync_state`).
+//! - `lookup`: asks the CRM who holds a card a lane does not know, within
+//!   `crm.lookup_timeout_ms`, before the lane enrolls it offline.
 //! - `client` (hyper 1 + tokio-rustls, gzip, byte counters). The rustls configuration comes
 //!   from [`crate::tls`] and the retry delays from [`crate::backoff`] (shared with the other
 //!   edges).
@@ -14,6 +16,7 @@
 //! the page it belongs to.
 
 pub mod client;
+pub mod lookup;
 pub mod status;
 pub mod uploader;
 
@@ -183,9 +186,16 @@ pub struct SyncHandle {
     poll_now: Arc<Notify>,
     counters: Arc<client::WireCounters>,
     tasks: tokio_util::task::TaskTracker,
+    lookup: Option<Arc<lookup::CardLookup>>,
 }
 
 impl SyncHandle {
+    /// The by-card lookup at the CRM for cards this store does not know (`None` when sync is
+    /// off or `crm.lookup_timeout_ms` is 0).
+    pub fn card_lookup(&self) -> Option<Arc<lookup::CardLookup>> {
+        self.lookup.clone()
+    }
+
     /// The status (outbox depth and age, last success and error, alarms) for `/health` and
     /// `/metrics`.
     pub fn status(&self) -> SyncStatusHandle {
@@ -250,7 +260,7 @@ pub fn start_with_metrics(
     metrics: Option<crate::telemetry::Metrics>,
 ) -> Result<SyncHandle, SyncError> {
     let crm = &config.crm;
-    let (sink, status) = StatusSink::new(crm.enabled, metrics);
+    let (sink, status) = StatusSink::new(crm.enabled, metrics.clone());
     let initial_rules = feed::load_rules(&store, &config.store.currency);
     let (rules_tx, rules) = watch::channel(initial_rules);
     let rules_tx = Arc::new(rules_tx);
@@ -258,6 +268,7 @@ pub fn start_with_metrics(
     let poll_now = Arc::new(Notify::new());
     let counters = Arc::new(client::WireCounters::default());
     let tasks = tokio_util::task::TaskTracker::new();
+    let mut card_lookup = None;
     if let Ok(Some(reason)) = store.rules_rejection() {
         sink.update(|s| {
             s.rules_rejected = Some(SyncFailure {
@@ -289,10 +300,21 @@ pub fn start_with_metrics(
             instance,
             currency: config.store.currency.clone(),
             poll_interval: Duration::from_secs(crm.poll_interval_secs),
+            wait: Duration::from_secs(crm.feed_wait_secs),
             backoff_min,
             backoff_max,
             retry_after_cap,
         };
+        if crm.lookup_timeout_ms > 0 {
+            card_lookup = Some(Arc::new(lookup::CardLookup::new(
+                config.store.id.clone(),
+                settings.clone(),
+                counters.clone(),
+                Duration::from_millis(crm.lookup_timeout_ms),
+                status.clone(),
+                metrics.clone(),
+            )));
+        }
         tasks.spawn(uploader::run(
             store.clone(),
             client::CrmClient::new(settings.clone(), counters.clone()),
@@ -335,6 +357,7 @@ pub fn start_with_metrics(
         poll_now,
         counters,
         tasks,
+        lookup: card_lookup,
     })
 }
 

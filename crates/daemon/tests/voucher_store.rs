@@ -801,3 +801,52 @@ fn kill_9_during_receipts_leaves_each_receipt_whole() {
         assert!(report.is_consistent(), "{report}");
     }
 }
+
+#[test]
+fn a_voucher_bound_to_a_customer_merged_at_head_office_is_hers() {
+    use loyalty_store::sync_state::{ChangeSet, CrmMerge};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let old = store.enroll("2990000000019", t0()).expect("enroll").id;
+    let survivor = store.enroll("2990000000026", t0()).expect("enroll").id;
+    let issued = vouchers
+        .issue_goodwill("5.00", Some(&old), Some(30), t0())
+        .expect("goodwill");
+    // Someone else's voucher is refused before the merge.
+    assert!(matches!(
+        refusal(
+            vouchers
+                .scan(&issued.text, "1", Some(&survivor), at(60))
+                .expect("scan")
+        ),
+        Refusal::BoundToAnotherCustomer
+    ));
+    store
+        .apply_changes(&ChangeSet {
+            cursor: "1".into(),
+            now: t0(),
+            merged: vec![CrmMerge {
+                from: old.clone(),
+                into: survivor.clone(),
+            }],
+            customers: vec![],
+            adjustments: vec![],
+            erased: vec![],
+            revoked_vouchers: vec![],
+            keys: vec![],
+            rules_json: None,
+            rules_rejection: None,
+        })
+        .expect("merge");
+    // Her old card now identifies the survivor, whose voucher it is.
+    let holder = store
+        .customer_by_card("2990000000019")
+        .expect("lookup")
+        .expect("known");
+    assert_eq!(holder.id, survivor);
+    assert!(is_valid(
+        &vouchers
+            .scan(&issued.text, "1", Some(&survivor), at(120))
+            .expect("scan")
+    ));
+}

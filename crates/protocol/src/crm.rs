@@ -1,5 +1,6 @@
 //! The CRM's JSON (SPEC 2.5), and nothing else: request and response bodies of
-//! `POST /v1/stores/{store_id}/events` and `GET /v1/stores/{store_id}/changes`. `docs/openapi.yaml`
+//! `POST /v1/stores/{store_id}/events`, `GET /v1/stores/{store_id}/changes` and
+//! `GET /v1/stores/{store_id}/customers/by-card/{card}` (one [`WireCustomer`]). `docs/openapi.yaml`
 //! describes exactly these types; a test checks payloads produced here against it.
 //!
 //! The outbox events the gateway uploads, and their payloads, are in [`events`]. Domain types
@@ -82,9 +83,15 @@ pub struct ChangesPage {
     /// older CRMs' pages; left out when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adjustments: Vec<WireAdjustment>,
-    /// Customers whose personal data must be erased (customer ids).
+    /// Customers whose personal data must be erased (customer ids). The gateway confirms each
+    /// with a `customer_erased` event once it has applied the erasure.
     #[serde(default)]
     pub erased: Vec<String>,
+    /// Customers merged at head office (the same person enrolled twice, e.g. offline in two
+    /// stores): the gateway moves the `from` account into `into` (absent in older CRMs' pages;
+    /// left out when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<WireMerge>,
     /// Vouchers that must no longer be accepted (voucher ids).
     #[serde(default)]
     pub revoked_vouchers: Vec<String>,
@@ -115,6 +122,7 @@ impl ChangesPage {
         self.customers.is_empty()
             && self.adjustments.is_empty()
             && self.erased.is_empty()
+            && self.merged.is_empty()
             && self.revoked_vouchers.is_empty()
             && self.keys.is_empty()
             && self.rules.is_none()
@@ -141,6 +149,29 @@ pub struct WireCustomer {
     /// Name shown at the till, or null.
     #[serde(default)]
     pub display_name: Option<String>,
+    /// What the customer consented to; absent or null: unknown (stored as sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<WireConsent>,
+}
+
+/// A customer's consent flags as head office records them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireConsent {
+    /// Personal offers and messages.
+    pub marketing: bool,
+    /// Use of the purchase history for personalisation.
+    pub profiling: bool,
+}
+
+/// Two customer accounts merged at head office: `from` is gone, `into` survives with every
+/// card, point and receipt of both. A gateway moves its local `from` account into `into` in the
+/// page's transaction; applying the same merge again changes nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireMerge {
+    /// The customer id that no longer exists.
+    pub from: String,
+    /// The surviving customer id.
+    pub into: String,
 }
 
 /// A point adjustment made at head office (goodwill, correction). The store journals it as an

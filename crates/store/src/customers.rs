@@ -10,16 +10,36 @@ impl Store {
         Ok(self.customer_rec(customer_id)?.map(|rec| rec.to_customer()))
     }
 
+    /// The customer's record; an id merged away at head office resolves to the survivor.
     pub(crate) fn customer_rec(
         &self,
         customer_id: &str,
     ) -> Result<Option<CustomerRec>, StoreError> {
-        match self.tree(CUSTOMERS).get(customer_id.as_bytes())? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                StoreError::Failed(Failure::Corrupt(format!("customer {customer_id}: {e}")))
-            }),
+        let mut id = customer_id.to_string();
+        for _ in 0..=MAX_MERGE_HOPS {
+            let rec: CustomerRec = match self.tree(CUSTOMERS).get(id.as_bytes())? {
+                None => return Ok(None),
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    StoreError::Failed(Failure::Corrupt(format!("customer {id}: {e}")))
+                })?,
+            };
+            match rec.merged_into {
+                Some(into) => id = into,
+                None => return Ok(Some(rec)),
+            }
         }
+        Err(StoreError::Failed(Failure::Corrupt(format!(
+            "customer {customer_id}: more than {MAX_MERGE_HOPS} merges in a row (a cycle?)"
+        ))))
+    }
+
+    /// The ids merged into this customer at head office (its own id first), so that vouchers
+    /// bound to an old id and its journal entries still count for it. Empty when unknown.
+    pub fn customer_ids_of(&self, customer_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(match self.customer_rec(customer_id)? {
+            Some(rec) => std::iter::once(rec.id).chain(rec.merged_from).collect(),
+            None => Vec::new(),
+        })
     }
 
     /// The customer holding this card.
@@ -86,20 +106,17 @@ impl Store {
                     tx.tree(CARDS).remove(old_card.as_bytes())?;
                 }
             }
+            let kept =
+                old.unwrap_or_else(|| CustomerRec::bare(customer.id.clone(), customer.enrolled_at));
             let rec = CustomerRec {
-                id: customer.id.clone(),
                 card: customer.card.clone(),
                 name: customer.name.clone(),
                 tier: customer.tier.clone(),
-                enrolled_at: old.as_ref().map_or(customer.enrolled_at, |o| o.enrolled_at),
-                local: old.as_ref().is_some_and(|o| o.local),
-                has_confirmed: old.as_ref().is_some_and(|o| o.has_confirmed),
-                account: old.map(|o| o.account).unwrap_or_default(),
+                ..kept
             };
             tx.put_customer_rec(&rec)?;
             if let Some(card) = &customer.card {
-                tx.tree(CARDS)
-                    .insert(card.as_bytes(), customer.id.as_bytes())?;
+                tx.tree(CARDS).insert(card.as_bytes(), rec.id.as_bytes())?;
             }
             Ok(())
         })
@@ -136,16 +153,6 @@ impl Store {
     /// Honors an erasure request: removes the card index and the profile's personal fields.
     /// The pseudonymous ledger stays (it is needed for the hash chain and balances).
     pub fn erase_customer(&self, customer_id: &str) -> Result<bool, StoreError> {
-        self.transact(&[], |tx| {
-            let Some(mut rec) = tx.customer_rec(customer_id)? else {
-                return Ok(false);
-            };
-            if let Some(card) = rec.card.take() {
-                tx.tree(CARDS).remove(card.as_bytes())?;
-            }
-            rec.name = None;
-            tx.put_customer_rec(&rec)?;
-            Ok(true)
-        })
+        self.transact(&[], |tx| super::sync_state::erase(tx, customer_id))
     }
 }

@@ -123,6 +123,18 @@ struct Replayed {
     entries: Vec<Entry>,
 }
 
+/// Follows merges replayed so far (bounded, like the lookups).
+fn resolve(merged: &BTreeMap<String, String>, id: &str) -> String {
+    let mut id = id.to_string();
+    for _ in 0..=super::MAX_MERGE_HOPS {
+        match merged.get(&id) {
+            Some(into) => id = into.clone(),
+            None => break,
+        }
+    }
+    id
+}
+
 /// Replays the journal and checks it against customers and receipts.
 pub(crate) fn verify(
     meta: &sled::Tree,
@@ -136,6 +148,8 @@ pub(crate) fn verify(
     let mut replayed: BTreeMap<String, Replayed> = BTreeMap::new();
     // Per sale: (earned, clawed, earn entries)
     let mut per_sale: BTreeMap<String, (i64, i64, u32)> = BTreeMap::new();
+    // Customers merged away (from → into), as replayed so far.
+    let mut merged: BTreeMap<String, String> = BTreeMap::new();
     for item in journal.iter() {
         let (key, value) = item?;
         report.entries += 1;
@@ -175,7 +189,22 @@ pub(crate) fn verify(
             ));
         }
         last_hash = hash;
-        let Some(entry) = body.to_entry() else {
+        if body.kind == super::merge::MERGE_KIND {
+            // Customers merged at head office: what `from` had counts for `into` from now on.
+            if let Some(from) = &body.reference {
+                let into = resolve(&merged, &body.customer_id);
+                if let Some(moved) = replayed.remove(from) {
+                    let r = replayed.entry(into.clone()).or_default();
+                    r.total += moved.total;
+                    r.count += moved.count;
+                    r.entries.extend(moved.entries);
+                    r.entries.sort_by_key(|e| e.seq);
+                }
+                merged.insert(from.clone(), into);
+            }
+            continue;
+        }
+        let Some(mut entry) = body.to_entry() else {
             report.problems.push(format!(
                 "journal entry {index}: unknown kind '{}'",
                 body.kind
@@ -194,6 +223,7 @@ pub(crate) fn verify(
             }
         }
         report.points_total += entry.points;
+        entry.customer_id = resolve(&merged, &entry.customer_id);
         let r = replayed.entry(entry.customer_id.clone()).or_default();
         r.total += entry.points;
         r.count += 1;

@@ -33,7 +33,8 @@
 //! primitive and [`Tx`]), `customers`, `receipts` (the receipt API) and `apply` (a receipt
 //! inside its transaction), `batch` (receipts combined into one transaction), `durability`
 //! (group commit), `points` (balances and points operations), `outbox`, `journal`, `vouchers`,
-//! `sync_state`, `compact`, `schema`, `records`, `events`, `seed`.
+//! `sync_state`, `merge` (customers merged at head office), `compact`, `schema`, `records`,
+//! `events`, `seed`.
 //!
 //! Invariants: a ledger change and its outbox event are committed in one transaction; outbox
 //! sequence numbers are gapless and increasing; nothing is reported as applied before the
@@ -47,6 +48,7 @@ mod durability;
 mod error;
 pub mod events;
 mod journal;
+mod merge;
 mod open;
 mod outbox;
 mod points;
@@ -126,6 +128,9 @@ const JOURNAL: usize = 4;
 const CUSTOMER_JOURNAL: usize = 5;
 const OUTBOX: usize = 6;
 const OPS: usize = 7;
+
+/// The longest chain of merges (`a` into `b`, `b` into `c`, ...) a customer lookup follows.
+const MAX_MERGE_HOPS: usize = 16;
 
 /// Meta keys.
 mod meta_key {

@@ -14,29 +14,36 @@ impl Store {
         }
     }
 
-    /// The customer's journal entries, oldest first.
+    /// The customer's journal entries, oldest first (those of ids merged into her included).
     pub fn customer_entries(&self, customer_id: &str) -> Result<Vec<Entry>, StoreError> {
-        let mut prefix = customer_id.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for item in self.tree(CUSTOMER_JOURNAL).scan_prefix(&prefix) {
-            let (key, _) = item?;
-            let index = read_u64(&key[prefix.len()..]).ok_or_else(|| {
-                StoreError::Failed(Failure::Corrupt("customer_journal key".into()))
-            })?;
-            let Some(value) = self.tree(JOURNAL).get(u64_be(index))? else {
-                return Err(StoreError::Failed(Failure::Corrupt(format!(
-                    "journal entry {index} missing"
-                ))));
-            };
-            let (_, _, body) = journal::decode(&value).ok_or_else(|| {
-                StoreError::Failed(Failure::Corrupt(format!("journal entry {index}")))
-            })?;
-            let entry = body.to_entry().ok_or_else(|| {
-                StoreError::Failed(Failure::Corrupt(format!("journal entry {index} kind")))
-            })?;
-            out.push(entry);
+        let mut ids = self.customer_ids_of(customer_id)?;
+        if ids.is_empty() {
+            ids.push(customer_id.to_string());
         }
+        let mut out = Vec::new();
+        for id in &ids {
+            let mut prefix = id.as_bytes().to_vec();
+            prefix.push(0);
+            for item in self.tree(CUSTOMER_JOURNAL).scan_prefix(&prefix) {
+                let (key, _) = item?;
+                let index = read_u64(&key[prefix.len()..]).ok_or_else(|| {
+                    StoreError::Failed(Failure::Corrupt("customer_journal key".into()))
+                })?;
+                let Some(value) = self.tree(JOURNAL).get(u64_be(index))? else {
+                    return Err(StoreError::Failed(Failure::Corrupt(format!(
+                        "journal entry {index} missing"
+                    ))));
+                };
+                let (_, _, body) = journal::decode(&value).ok_or_else(|| {
+                    StoreError::Failed(Failure::Corrupt(format!("journal entry {index}")))
+                })?;
+                let entry = body.to_entry().ok_or_else(|| {
+                    StoreError::Failed(Failure::Corrupt(format!("journal entry {index} kind")))
+                })?;
+                out.push(entry);
+            }
+        }
+        out.sort_by_key(|e| e.seq);
         Ok(out)
     }
 

@@ -73,6 +73,52 @@ pub(crate) struct CustomerRec {
     pub has_confirmed: bool,
     #[serde(default, skip_serializing_if = "AccountRec::is_empty")]
     pub account: AccountRec,
+    /// Cards beyond `card` that identify the customer (from the CRM's `cards`, or moved here
+    /// by a merge); each is in the `cards` index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_cards: Vec<String>,
+    /// Consent flags as the CRM sent them (`None`: unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentRec>,
+    /// Set on the record of a customer merged away at head office: the surviving id. Such a
+    /// record holds nothing else (no card, name or points); looking the id up follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    /// Ids merged into this customer (their vouchers and receipts count for it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+}
+
+/// A customer's consent flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ConsentRec {
+    pub marketing: bool,
+    pub profiling: bool,
+}
+
+impl CustomerRec {
+    /// A record with this id and nothing else known yet.
+    pub fn bare(id: String, enrolled_at: Timestamp) -> CustomerRec {
+        CustomerRec {
+            id,
+            card: None,
+            name: None,
+            tier: None,
+            enrolled_at,
+            local: false,
+            has_confirmed: false,
+            account: AccountRec::default(),
+            more_cards: Vec::new(),
+            consent: None,
+            merged_into: None,
+            merged_from: Vec::new(),
+        }
+    }
+
+    /// Every card of the customer (`card` first).
+    pub fn all_cards(&self) -> impl Iterator<Item = &String> {
+        self.card.iter().chain(self.more_cards.iter())
+    }
 }
 
 fn is_false(value: &bool) -> bool {
@@ -151,14 +197,9 @@ impl CustomerRec {
     /// A customer enrolled in this store with its card, nothing else known yet.
     pub fn enrolled_locally(id: String, card: String, at: Timestamp) -> CustomerRec {
         CustomerRec {
-            id,
             card: Some(card),
-            name: None,
-            tier: None,
-            enrolled_at: at,
             local: true,
-            has_confirmed: false,
-            account: Default::default(),
+            ..CustomerRec::bare(id, at)
         }
     }
 
@@ -401,14 +442,9 @@ mod tests {
     #[test]
     fn a_new_customer_record_leaves_out_empty_fields() {
         let rec = CustomerRec {
-            id: "seed-1".into(),
             card: Some("2990000000019".into()),
-            name: None,
-            tier: None,
-            enrolled_at: at(),
             local: true,
-            has_confirmed: false,
-            account: AccountRec::default(),
+            ..CustomerRec::bare("seed-1".into(), at())
         };
         let text = serde_json::to_string(&rec).expect("encode");
         assert_eq!(

@@ -1,7 +1,8 @@
 //! What the CRM sync keeps in sled: the changes-feed cursor, and the application of one changes
-//! page (customers with their CRM-confirmed balances, point adjustments made at head office,
-//! erasures, revoked vouchers, voucher keys, accepted earning rules) **in the same transaction
-//! as its cursor**. Also a raw, parse-free
+//! page (merges of customers (`merge`), customers with their CRM-confirmed balances, cards and
+//! consent, point adjustments made at head office, erasures with their `customer_erased`
+//! confirmations, revoked vouchers, voucher keys, accepted earning rules) **in the same
+//! transaction as its cursor**. Also a raw, parse-free
 //! read of the outbox for the uploader. Owned by the sync engineer; the types here are plain
 //! data (the CRM's JSON stays in `sync`).
 //!
@@ -14,14 +15,17 @@
 //! higher sequence number on top and ignores a confirmation older than the one held, so any
 //! interleaving of uploads and pulls neither double counts nor loses an entry.
 
+use super::events::EventType;
+use super::merge::{apply_merge, MergeOutcome};
 use super::points::points_op_in;
-use super::records::{AccountRec, CustomerRec};
+use super::records::{AccountRec, ConsentRec, CustomerRec};
 use super::tx::NewEntry;
 use super::{meta_key, read_u64, Store, StoreError, Tx, TxResult, CARDS, META, OUTBOX};
 use crate::Failure;
 use jiff::Timestamp;
-use loyalty_core::customer::check_id;
+use loyalty_core::customer::{check_id, Customer};
 use loyalty_core::ledger::{self, Confirmed, EntryKind};
+use loyalty_protocol::crm::events::CustomerErasedEvent;
 use serde::{Deserialize, Serialize};
 
 const STATE_TREE: &str = "sync/state";
@@ -42,10 +46,31 @@ pub struct CrmCustomer {
     pub includes_store_seq: u64,
     /// Tier, if any.
     pub tier: Option<String>,
-    /// The customer's card (the store keeps one per customer); `None` keeps the local one.
-    pub card: Option<String>,
+    /// Every card of the customer, as the CRM lists them (a card not listed is no longer
+    /// hers); empty keeps the local ones.
+    pub cards: Vec<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// Consent flags; `None` (unknown) keeps what is stored.
+    pub consent: Option<CrmConsent>,
+}
+
+/// A customer's consent flags as the CRM sent them (stored with the customer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrmConsent {
+    /// Personal offers and messages.
+    pub marketing: bool,
+    /// Use of the purchase history for personalisation.
+    pub profiling: bool,
+}
+
+/// Two customers merged at head office: the local `from` account moves into `into`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmMerge {
+    /// The id that no longer exists.
+    pub from: String,
+    /// The surviving id.
+    pub into: String,
 }
 
 /// A point adjustment made at head office (goodwill, correction, migration).
@@ -83,13 +108,17 @@ pub struct ChangeSet {
     pub cursor: String,
     /// When it is applied (enrolment time of customers new to this store).
     pub now: Timestamp,
+    /// Customers merged at head office (applied first, so the page's `customers` rebase the
+    /// survivors).
+    pub merged: Vec<CrmMerge>,
     /// Customers to create or update.
     pub customers: Vec<CrmCustomer>,
     /// Point adjustments (after the customers above, before the erasures below); each becomes
     /// a journal entry with its `ledger` event once per reference, like
     /// [`Store::crm_adjustment`].
     pub adjustments: Vec<CrmAdjustment>,
-    /// Customers whose personal data must be erased (after the updates above).
+    /// Customers whose personal data must be erased (after the updates above); each is
+    /// confirmed to the CRM with a `customer_erased` event in the same transaction.
     pub erased: Vec<String>,
     /// Voucher ids to refuse from now on.
     pub revoked_vouchers: Vec<String>,
@@ -104,6 +133,14 @@ pub struct ChangeSet {
 /// What applying a page did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ApplyReport {
+    /// Accounts moved by merges now.
+    pub merges: u64,
+    /// Merges skipped: already applied, or `from` unknown here.
+    pub merges_without_effect: u64,
+    /// Merges refused (invalid ids, `from` = `into`, a cycle).
+    pub refused_merges: u64,
+    /// Customer entries skipped because their id was merged away.
+    pub merged_away_customers: u64,
     /// Customers created or updated.
     pub customers: u64,
     /// Balance confirmations ignored because a newer one was held.
@@ -121,6 +158,8 @@ pub struct ApplyReport {
     pub refused_adjustments: u64,
     /// Customers erased (that existed locally).
     pub erased: u64,
+    /// `customer_erased` confirmations written (one per valid id of the page's `erased`).
+    pub erasures_confirmed: u64,
     /// Vouchers revoked.
     pub revoked_vouchers: u64,
     /// Keys stored.
@@ -253,9 +292,16 @@ impl Store {
         let now_bytes = changes.now.as_second().to_be_bytes();
         self.transact(&[&state, &revoked, &keys, &voucher_revoked], |tx| {
             let mut report = ApplyReport::default();
+            for merge in &changes.merged {
+                match apply_merge(tx, &merge.from, &merge.into, changes.now)? {
+                    MergeOutcome::Moved => report.merges += 1,
+                    MergeOutcome::Nothing => report.merges_without_effect += 1,
+                    MergeOutcome::Refused => report.refused_merges += 1,
+                }
+            }
             for customer in &changes.customers {
                 let valid = check_id(&customer.customer_id).is_ok()
-                    && customer.card.as_deref().is_none_or(|c| check_id(c).is_ok());
+                    && customer.cards.iter().all(|c| check_id(c).is_ok());
                 if !valid {
                     report.refused_customers += 1;
                     continue;
@@ -263,10 +309,15 @@ impl Store {
                 if customer.includes_store_seq > last_seq {
                     report.beyond_outbox += 1;
                 }
-                if !apply_customer(tx, customer, changes.now)? {
-                    report.stale_balances += 1;
+                match apply_customer(tx, customer, changes.now)? {
+                    None => report.merged_away_customers += 1,
+                    Some(taken) => {
+                        if !taken {
+                            report.stale_balances += 1;
+                        }
+                        report.customers += 1;
+                    }
                 }
-                report.customers += 1;
             }
             for adjustment in &changes.adjustments {
                 match apply_adjustment(tx, adjustment, changes.now)? {
@@ -276,9 +327,19 @@ impl Store {
                 }
             }
             for customer_id in &changes.erased {
+                if check_id(customer_id).is_err() {
+                    continue;
+                }
                 if erase(tx, customer_id)? {
                     report.erased += 1;
                 }
+                // Confirmed to head office whether or not this store knew her.
+                tx.append_event(
+                    EventType::CustomerErased,
+                    changes.now,
+                    &CustomerErasedEvent { customer_id },
+                )?;
+                report.erasures_confirmed += 1;
             }
             for voucher_id in &changes.revoked_vouchers {
                 tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
@@ -304,29 +365,83 @@ impl Store {
     }
 }
 
-/// Creates or updates a customer and rebases its balance; false when the confirmation was
-/// older than the one held (the profile is still updated).
-fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResult<bool> {
-    let old = tx.customer_rec(&customer.customer_id)?;
-    let card = customer
-        .card
-        .clone()
-        .or_else(|| old.as_ref().and_then(|o| o.card.clone()));
-    if let Some(card) = &card {
-        if let Some(holder) = tx.tree(CARDS).get(card.as_bytes())? {
-            if holder != customer.customer_id.as_bytes() {
-                // The CRM is the authority on cards: the card moves.
+impl Store {
+    /// Takes a customer the CRM named as the holder of `card` (a by-card lookup for a card
+    /// this store did not know): creates her with the CRM's id, cards, profile and balance, in
+    /// one durable transaction without events (head office knows her). If the card became
+    /// known here meanwhile (another lane enrolled it), that holder is returned unchanged.
+    pub fn adopt_crm_customer(
+        &self,
+        card: &str,
+        customer: &CrmCustomer,
+        now: Timestamp,
+    ) -> Result<Customer, StoreError> {
+        check_id(card)?;
+        check_id(&customer.customer_id)?;
+        for c in &customer.cards {
+            check_id(c)?;
+        }
+        let mut customer = customer.clone();
+        if !customer.cards.iter().any(|c| c == card) {
+            // The CRM answered for this card: it is hers whatever the list says.
+            customer.cards.push(card.to_string());
+        }
+        self.transact(&[], |tx| {
+            if let Some(holder) = tx.tree(CARDS).get(card.as_bytes())? {
                 let holder = String::from_utf8_lossy(&holder).to_string();
-                if let Some(mut other) = tx.customer_rec(&holder)? {
-                    other.card = None;
-                    tx.put_customer_rec(&other)?;
+                if let Some(rec) = tx.customer_rec(&holder)? {
+                    return Ok(rec.to_customer());
                 }
+            }
+            apply_customer(tx, &customer, now)?;
+            match tx.customer_rec(&customer.customer_id)? {
+                Some(rec) => Ok(rec.to_customer()),
+                None => crate::corrupt(format!("customer {} not stored", customer.customer_id)),
+            }
+        })
+    }
+}
+
+/// Creates or updates a customer and rebases its balance; `Some(false)` when the confirmation
+/// was older than the one held (the profile is still updated), `None` when the id was merged
+/// away (the entry is skipped: the survivor's entry carries her).
+fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResult<Option<bool>> {
+    let old = tx.customer_rec_exact(&customer.customer_id)?;
+    if old.as_ref().is_some_and(|o| o.merged_into.is_some()) {
+        return Ok(None);
+    }
+    let (card, more_cards) = match customer.cards.split_first() {
+        Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
+        None => old
+            .as_ref()
+            .map(|o| (o.card.clone(), o.more_cards.clone()))
+            .unwrap_or_default(),
+    };
+    let listed = |c: &String| card.as_ref() == Some(c) || more_cards.contains(c);
+    for c in card.iter().chain(more_cards.iter()) {
+        let Some(holder) = tx.tree(CARDS).get(c.as_bytes())? else {
+            continue;
+        };
+        if holder != customer.customer_id.as_bytes() {
+            // The CRM is the authority on cards: the card moves.
+            let holder = String::from_utf8_lossy(&holder).to_string();
+            if let Some(mut other) = tx.customer_rec_exact(&holder)? {
+                other.more_cards.retain(|m| m != c);
+                if other.card.as_ref() == Some(c) {
+                    other.card = None;
+                    if !other.more_cards.is_empty() {
+                        other.card = Some(other.more_cards.remove(0));
+                    }
+                }
+                tx.put_customer_rec(&other)?;
             }
         }
     }
-    if let Some(old_card) = old.as_ref().and_then(|o| o.card.clone()) {
-        if Some(&old_card) != card.as_ref() {
-            tx.tree(CARDS).remove(old_card.as_bytes())?;
+    if let Some(old) = &old {
+        for old_card in old.all_cards() {
+            if !listed(old_card) {
+                tx.tree(CARDS).remove(old_card.as_bytes())?;
+            }
         }
     }
     let mut account = old
@@ -337,22 +452,31 @@ fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResu
         points: customer.balance,
         through_seq: customer.includes_store_seq,
     });
+    let base = old
+        .clone()
+        .unwrap_or_else(|| CustomerRec::bare(customer.customer_id.clone(), now));
     let rec = CustomerRec {
-        id: customer.customer_id.clone(),
         card: card.clone(),
+        more_cards: more_cards.clone(),
         name: customer.display_name.clone(),
         tier: customer.tier.clone(),
-        enrolled_at: old.as_ref().map_or(now, |o| o.enrolled_at),
-        local: old.as_ref().is_some_and(|o| o.local),
-        has_confirmed: taken || old.as_ref().is_some_and(|o| o.has_confirmed),
+        has_confirmed: taken || base.has_confirmed,
         account: AccountRec::from_account(&account),
+        consent: customer
+            .consent
+            .map(|c| ConsentRec {
+                marketing: c.marketing,
+                profiling: c.profiling,
+            })
+            .or(base.consent),
+        ..base
     };
     tx.put_customer_rec(&rec)?;
-    if let Some(card) = &card {
+    for c in card.iter().chain(more_cards.iter()) {
         tx.tree(CARDS)
-            .insert(card.as_bytes(), customer.customer_id.as_bytes())?;
+            .insert(c.as_bytes(), customer.customer_id.as_bytes())?;
     }
-    Ok(taken)
+    Ok(Some(taken))
 }
 
 /// Journals one CRM adjustment unless its reference was applied before. `None` when it is
@@ -384,16 +508,20 @@ fn apply_adjustment(
     Ok(Some(outcome.duplicate))
 }
 
-/// Erases a customer's personal data (card index, card, name); the pseudonymous account and
-/// journal stay. False when the customer is unknown here.
-fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {
+/// Erases a customer's personal data (every card and its index entry, name, consent); the
+/// pseudonymous account and journal stay. An id merged away erases the survivor (the same
+/// person). False when the customer is unknown here.
+pub(crate) fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {
     let Some(mut rec) = tx.customer_rec(customer_id)? else {
         return Ok(false);
     };
-    if let Some(card) = rec.card.take() {
+    for card in rec.all_cards() {
         tx.tree(CARDS).remove(card.as_bytes())?;
     }
+    rec.card = None;
+    rec.more_cards.clear();
     rec.name = None;
+    rec.consent = None;
     tx.put_customer_rec(&rec)?;
     Ok(true)
 }

@@ -92,8 +92,26 @@ impl<'a> Tx<'a> {
         Ok(next)
     }
 
-    /// Reads a customer record.
+    /// Reads a customer record; an id merged away at head office resolves to the survivor
+    /// (see [`Tx::customer_rec_exact`]).
     pub(crate) fn customer_rec(&self, customer_id: &str) -> TxResult<Option<CustomerRec>> {
+        let mut id = customer_id.to_string();
+        for _ in 0..=MAX_MERGE_HOPS {
+            match self.customer_rec_exact(&id)? {
+                None => return Ok(None),
+                Some(rec) => match rec.merged_into {
+                    Some(into) => id = into,
+                    None => return Ok(Some(rec)),
+                },
+            }
+        }
+        corrupt(format!(
+            "customer {customer_id}: more than {MAX_MERGE_HOPS} merges in a row (a cycle?)"
+        ))
+    }
+
+    /// Reads the record stored under exactly this id (a merged-away id gives its tombstone).
+    pub(crate) fn customer_rec_exact(&self, customer_id: &str) -> TxResult<Option<CustomerRec>> {
         if let Some(rec) = self.customers.borrow().get(customer_id) {
             return Ok(Some(rec.clone()));
         }
@@ -138,6 +156,12 @@ impl<'a> Tx<'a> {
             return abort(StoreError::Refused(Refused::UnknownCustomer(
                 new.customer_id.into(),
             )));
+        };
+        // An id merged away at head office: the entry belongs to the survivor.
+        let customer_id = rec.id.clone();
+        let new = &NewEntry {
+            customer_id: &customer_id,
+            ..new.clone()
         };
         let mut account = rec.account.to_account();
         if matches!(new.kind, EntryKind::Redeem | EntryKind::VoucherConversion) {

@@ -365,6 +365,19 @@ impl Vouchers {
             Err(err) => return Ok(Verdict::Refused(Refusal::Malformed(err))),
         };
         let id = signed.voucher.id;
+        // A voucher bound to an id merged (at head office) into the lane's customer is hers.
+        let aliases;
+        let customer_id = match (&signed.voucher.customer, customer_id) {
+            (Some(bound), Some(customer)) if !bound.matches(customer) => {
+                aliases = self.store.customer_ids_of(customer)?;
+                aliases
+                    .iter()
+                    .map(String::as_str)
+                    .find(|alias| bound.matches(alias))
+                    .or(Some(customer))
+            }
+            _ => customer_id,
+        };
         if clock_trusted {
             self.observe_trusted_time(now)?;
         }

@@ -1,7 +1,12 @@
 //! The **reference CRM receiver**: a small HTTPS server that speaks the gateway's side of
 //! SPEC 2.5 (`docs/openapi.yaml`) so that integrators can see what a store sends, and tests and
-//! the demo have a real peer. It is **not a CRM**: it keeps no customers, computes no balances,
-//! and its changes feed serves only what it was scripted to serve.
+//! the demo have a real peer (the test double of head office: `loyalty-hub` serves the same
+//! contract). It is **not a CRM**: it computes no balances, its changes feed serves only what
+//! it was scripted to serve (merges included), and its by-card lookups answer only customers
+//! scripted into it ([`ReferenceCrm::add_customer`]; [`ReferenceCrm::stall_lookups`] makes them
+//! hang). A changes request with `?wait=N` is held until a page is scripted or the time is up
+//! (long-poll). `customer_erased` confirmations are stored like every event
+//! ([`ReferenceCrm::erasures_confirmed`]).
 //!
 //! What it does: mutual TLS 1.3 (a rustls server with `WebPkiClientVerifier`; a client without a
 //! certificate signed by `--client-ca` is refused), deduplication by event id, in-order
@@ -22,7 +27,7 @@ pub use server::serve;
 
 use hyper::body::Bytes;
 use loyalty_daemon::tls;
-use loyalty_protocol::crm::{ChangesPage, OwnedEvent};
+use loyalty_protocol::crm::{ChangesPage, OwnedEvent, WireCustomer};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -168,6 +173,10 @@ pub struct ReceiverStats {
     pub tls_failures: u64,
     /// Changes pages served.
     pub changes_requests: u64,
+    /// Changes requests held open (`?wait=`) because nothing was pending.
+    pub long_polls_held: u64,
+    /// By-card lookups asked.
+    pub card_lookups: u64,
 }
 
 /// A running reference receiver.
@@ -266,12 +275,44 @@ impl ReferenceCrm {
         lock(&self.state).faults = faults;
     }
 
-    /// Appends a page to `store_id`'s changes feed (its `cursor` is set by the receiver).
+    /// Appends a page to `store_id`'s changes feed (its `cursor` is set by the receiver); a
+    /// long-poll waiting for it is answered at once.
     pub fn push_changes(&self, store_id: &str, page: ChangesPage) {
         let mut state = lock(&self.state);
         if let Ok(log) = state.store(store_id) {
             log.pages.push(page);
         }
+        state.pages_version.send_modify(|version| *version += 1);
+    }
+
+    /// Scripts a customer of the chain for by-card lookups (`GET .../customers/by-card/{card}`
+    /// answers her for each of her `cards`, to any store).
+    pub fn add_customer(&self, customer: WireCustomer) {
+        let mut state = lock(&self.state);
+        for card in &customer.cards {
+            state.customers.insert(card.clone(), customer.clone());
+        }
+    }
+
+    /// Makes by-card lookups hang (accepted, never answered) while `stalled`: a head office
+    /// that is reachable but does not answer.
+    pub fn stall_lookups(&self, stalled: bool) {
+        lock(&self.state).stall_lookups = stalled;
+    }
+
+    /// Makes the changes feed ignore `?wait=` while `ignore` (an older CRM without long-poll:
+    /// an empty page is answered at once).
+    pub fn ignore_wait(&self, ignore: bool) {
+        lock(&self.state).ignore_wait = ignore;
+    }
+
+    /// The customer ids `store_id` confirmed erasing (`customer_erased` events), in order.
+    pub fn erasures_confirmed(&self, store_id: &str) -> Vec<String> {
+        self.received(store_id)
+            .into_iter()
+            .filter(|event| event.kind == "customer_erased")
+            .filter_map(|event| event.payload["customer_id"].as_str().map(str::to_string))
+            .collect()
     }
 
     /// Stops accepting, closes every connection, and waits for the server task.

@@ -24,8 +24,15 @@ pub struct CrmConfig {
     pub batch_max_bytes: usize,
     /// How long a new event may wait to be batched, in milliseconds.
     pub batch_max_age_ms: u64,
-    /// Seconds between polls of the changes feed.
+    /// Seconds between polls of the changes feed (when the CRM does not long-poll).
     pub poll_interval_secs: u64,
+    /// Long-poll: seconds the CRM may hold a changes request open until something changes
+    /// (`?wait=`; 0: never ask to wait). A request may take this much longer than
+    /// `request_timeout_ms`.
+    pub feed_wait_secs: u64,
+    /// Milliseconds a lane waits at most for the CRM's answer about a card it does not know
+    /// (`GET .../customers/by-card/{card}`) before enrolling it offline; 0: never ask.
+    pub lookup_timeout_ms: u64,
     /// TCP + TLS connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
     /// Whole-request timeout in milliseconds.
@@ -50,6 +57,8 @@ impl Default for CrmConfig {
             batch_max_bytes: 512 * 1024,
             batch_max_age_ms: 200,
             poll_interval_secs: 60,
+            feed_wait_secs: 25,
+            lookup_timeout_ms: 300,
             connect_timeout_ms: 5_000,
             request_timeout_ms: 30_000,
             backoff_min_ms: 500,
@@ -108,6 +117,16 @@ impl Section for CrmConfig {
             self.poll_interval_secs > 0,
             format!("{path}.poll_interval_secs"),
             "must be positive",
+        );
+        errors.check(
+            self.feed_wait_secs <= 300,
+            format!("{path}.feed_wait_secs"),
+            "must be at most 300 (0: no long-poll)",
+        );
+        errors.check(
+            self.lookup_timeout_ms <= 5_000,
+            format!("{path}.lookup_timeout_ms"),
+            "must be at most 5000: a lane waits this long for the CRM (0: never ask)",
         );
     }
 }

@@ -187,3 +187,31 @@ fn trusted_keys_are_parsed_once_at_load() {
     assert_eq!(errors[0].path, "rewards.trusted_keys[0].public_key");
     assert_eq!(errors[0].line, Some(6));
 }
+
+#[test]
+fn head_office_lookup_and_long_poll_are_validated_by_key() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.crm.feed_wait_secs, 25);
+    assert_eq!(config.crm.lookup_timeout_ms, 300);
+    let text = r#"[store]
+id = "berlin-001"
+timezone = "Europe/Berlin"
+
+[crm]
+enabled = true
+url = "https://crm.example.com"
+client_cert_file = "/etc/c.pem"
+client_key_file = "/etc/c.key"
+ca_file = "/etc/ca.pem"
+feed_wait_secs = 301
+lookup_timeout_ms = 60000
+"#;
+    let errors = parse(text).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for key in ["crm.feed_wait_secs", "crm.lookup_timeout_ms"] {
+        assert!(paths.contains(&key), "no error for {key}: {errors:#?}");
+    }
+    let off =
+        parse(&text.replace("= 301", "= 0").replace("= 60000", "= 0")).expect("0 turns both off");
+    assert_eq!((off.crm.feed_wait_secs, off.crm.lookup_timeout_ms), (0, 0));
+}

@@ -1,7 +1,9 @@
-//! "A scan arrives": identify the card (look up or enroll), update the lane session and answer
-//! `customer` / `enrolled`; a voucher scan answers `reward`.
+//! "A scan arrives": identify the card (look up locally, then at the CRM within
+//! `crm.lookup_timeout_ms`, or enroll offline), update the lane session and answer `customer` /
+//! `enrolled`; a voucher scan answers `reward`.
 
 use super::*;
+use crate::sync::lookup::LookupOutcome;
 use loyalty_store::Refused;
 
 /// Looks a program card up, enrolling it offline when unknown. Returns the customer and
@@ -21,7 +23,12 @@ pub(super) fn identify_blocking(
     }
 }
 
-/// [`identify`] and the customer's balance, in one trip to the storage threads.
+/// [`identify_blocking`] and the customer's balance, in one trip to the storage threads. A card
+/// the store does not know is first looked up at the CRM (when sync runs and is not known to be
+/// down), within `crm.lookup_timeout_ms`: a customer the CRM knows is taken over with her
+/// chain-wide id and balance (answered `customer`); a 404, a timeout or any error enrolls the
+/// card offline as without a CRM. Only this lane waits for the lookup (each lane is its own
+/// task), and never longer than the timeout.
 pub(super) async fn identify_with_balance(
     shared: &Shared,
     card: &str,
@@ -31,8 +38,49 @@ pub(super) async fn identify_with_balance(
     let now = time.now;
     let card = card.to_string();
     let enroll_unknown = shared.enroll_unknown;
+    let Some(lookup) = shared.sync.card_lookup() else {
+        return blocking(move || {
+            let (customer, enrolled) = identify_blocking(&store, &card, enroll_unknown, now)?;
+            let balance = store.balance(&customer.id, now).map(|b| b.total)?;
+            Ok((customer, enrolled, balance))
+        })
+        .await;
+    };
+    let known = {
+        let store = store.clone();
+        let card = card.clone();
+        blocking(move || match store.customer_by_card(&card)? {
+            Some(customer) => {
+                let balance = store.balance(&customer.id, now).map(|b| b.total)?;
+                Ok(Some((customer, false, balance)))
+            }
+            None => Ok::<_, StoreError>(None),
+        })
+        .await?
+    };
+    if let Some(known) = known {
+        return Ok(known);
+    }
+    let found = match lookup.lookup(&card).await {
+        LookupOutcome::Found(customer) => Some(crate::sync::feed::crm_customer(customer)),
+        LookupOutcome::NotFound | LookupOutcome::Skipped | LookupOutcome::Failed(_) => None,
+    };
     blocking(move || {
-        let (customer, enrolled) = identify_blocking(&store, &card, enroll_unknown, now)?;
+        let adopted = match found {
+            Some(found) => match store.adopt_crm_customer(&card, &found, now) {
+                Ok(customer) => Some(customer),
+                Err(err) if err.is_refusal() => {
+                    tracing::warn!(card = %card, error = %err, "the CRM's answer for a card was refused; enrolling it offline");
+                    None
+                }
+                Err(err) => return Err(err),
+            },
+            None => None,
+        };
+        let (customer, enrolled) = match adopted {
+            Some(customer) => (customer, false),
+            None => identify_blocking(&store, &card, enroll_unknown, now)?,
+        };
         let balance = store.balance(&customer.id, now).map(|b| b.total)?;
         Ok((customer, enrolled, balance))
     })

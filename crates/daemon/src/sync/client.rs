@@ -10,7 +10,7 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use loyalty_protocol::crm::{AckResponse, ChangesPage};
+use loyalty_protocol::crm::{AckResponse, ChangesPage, WireCustomer};
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -264,11 +264,24 @@ impl CrmClient {
         limit: usize,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), SyncError> {
         let timeout = self.settings.request_timeout;
+        self.exchange_within(request, limit, timeout, "crm.request_timeout_ms")
+            .await
+    }
+
+    /// [`CrmClient::exchange`] with another limit for the whole request (`setting` names the
+    /// configuration key behind it, for the operator).
+    async fn exchange_within(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        limit: usize,
+        timeout: Duration,
+        setting: &str,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), SyncError> {
         let result = tokio::time::timeout(timeout, self.exchange_inner(request, limit)).await;
         let result = match result {
             Ok(result) => result,
             Err(_) => Err(SyncError::Timeout(format!(
-                "the CRM did not answer within {timeout:?} (crm.request_timeout_ms)"
+                "the CRM did not answer within {timeout:?} ({setting})"
             ))),
         };
         if result.is_err() {
@@ -372,11 +385,14 @@ impl CrmClient {
 
     /// Fetches the changes page after `cursor` (`None`: from the beginning) for the database
     /// `instance` (the CRM's `includes_store_seq` counts that instance's sequence numbers).
+    /// A non-zero `wait` long-polls: the CRM may hold the request that long when nothing is
+    /// pending, so the request may take `wait` more than `crm.request_timeout_ms`.
     pub async fn get_changes(
         &mut self,
         store_id: &str,
         instance: &str,
         cursor: Option<&str>,
+        wait: Duration,
     ) -> Result<ChangesPage, SyncError> {
         let mut path = format!(
             "/v1/stores/{store_id}/changes?instance={}",
@@ -386,16 +402,54 @@ impl CrmClient {
             path.push_str("&cursor=");
             path.push_str(&crate::percent::encode_query_value(cursor));
         }
+        if !wait.is_zero() {
+            path.push_str(&format!("&wait={}", wait.as_secs()));
+        }
         let request = self
             .request(hyper::Method::GET, &path)
             .header(hyper::header::ACCEPT, "application/json")
             .header(hyper::header::ACCEPT_ENCODING, "gzip")
             .body(Full::new(Bytes::new()))
             .map_err(|err| SyncError::Config(format!("cannot build request: {err}")))?;
-        let (status, headers, body) = self.exchange(request, MAX_CHANGES_BODY).await?;
+        let timeout = self.settings.request_timeout + wait;
+        let (status, headers, body) = self
+            .exchange_within(
+                request,
+                MAX_CHANGES_BODY,
+                timeout,
+                "crm.request_timeout_ms + crm.feed_wait_secs",
+            )
+            .await?;
         check_status(status, &headers, &body)?;
         serde_json::from_slice(&body).map_err(|err| {
             SyncError::BadResponse(format!("the CRM's changes page is malformed: {err}"))
+        })
+    }
+
+    /// Asks the CRM for the customer holding `card` (`GET .../customers/by-card/{card}`):
+    /// `Ok(None)` on 404. The caller bounds the whole call (connect included) with its own
+    /// timeout; this one only adds the client's request timeout as a backstop.
+    pub async fn get_customer_by_card(
+        &mut self,
+        store_id: &str,
+        card: &str,
+    ) -> Result<Option<WireCustomer>, SyncError> {
+        let path = format!(
+            "/v1/stores/{store_id}/customers/by-card/{}",
+            crate::percent::encode_path_segment(card)
+        );
+        let request = self
+            .request(hyper::Method::GET, &path)
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|err| SyncError::Config(format!("cannot build request: {err}")))?;
+        let (status, headers, body) = self.exchange(request, MAX_ACK_BODY).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        check_status(status, &headers, &body)?;
+        serde_json::from_slice(&body).map(Some).map_err(|err| {
+            SyncError::BadResponse(format!("the CRM's by-card answer is not a customer: {err}"))
         })
     }
 }

@@ -1,8 +1,10 @@
-//! The changes feed: polls `GET /v1/stores/{id}/changes?instance=...&cursor=...`, validates
-//! what came down (rules through `rules::EarningRules::from_config`), and hands each page to
-//! `store::sync_state` which applies it (point adjustments included, once per reference) and
-//! stores its cursor in one transaction. While pages
-//! carry changes it asks again at once; then every `crm.poll_interval_secs`.
+//! The changes feed: long-polls `GET /v1/stores/{id}/changes?instance=...&cursor=...&wait=N`,
+//! validates what came down (rules through `rules::EarningRules::from_config`), and hands each
+//! page to `store::sync_state` which applies it (merges and point adjustments included) and
+//! stores its cursor in one transaction. While pages carry changes it asks again at once; a CRM
+//! that held the request until `wait` was up is asked again at once too (a change made at head
+//! office arrives within a round trip); a CRM that answers an empty page at once (no
+//! long-poll) is asked every `crm.poll_interval_secs`.
 
 use super::client::CrmClient;
 use super::status::{StatusSink, SyncFailure};
@@ -13,7 +15,9 @@ use crate::config::RulesConfig;
 use jiff::Timestamp;
 use loyalty_core::rules::EarningRules;
 use loyalty_protocol::crm::{ChangesPage, WireAdjustment, WireCustomer, WireKey};
-use loyalty_store::sync_state::{ChangeSet, CrmAdjustment, CrmCustomer, CrmKey};
+use loyalty_store::sync_state::{
+    ChangeSet, CrmAdjustment, CrmConsent, CrmCustomer, CrmKey, CrmMerge,
+};
 use loyalty_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,14 +67,19 @@ pub fn load_rules(store: &Store, currency: &str) -> Option<Arc<CrmRules>> {
     }
 }
 
-fn customer(wire: WireCustomer) -> CrmCustomer {
+/// A customer of the CRM's JSON (changes page or by-card answer) as the store takes it.
+pub fn crm_customer(wire: WireCustomer) -> CrmCustomer {
     CrmCustomer {
         customer_id: wire.customer_id,
         balance: wire.balance,
         includes_store_seq: wire.includes_store_seq,
         tier: wire.tier,
-        card: wire.cards.into_iter().next(),
+        cards: wire.cards,
         display_name: wire.display_name,
+        consent: wire.consent.map(|c| CrmConsent {
+            marketing: c.marketing,
+            profiling: c.profiling,
+        }),
     }
 }
 
@@ -106,7 +115,15 @@ pub fn convert(page: ChangesPage, currency: &str, now: Timestamp) -> (ChangeSet,
     let changes = ChangeSet {
         cursor: page.cursor,
         now,
-        customers: page.customers.into_iter().map(customer).collect(),
+        merged: page
+            .merged
+            .into_iter()
+            .map(|m| CrmMerge {
+                from: m.from,
+                into: m.into,
+            })
+            .collect(),
+        customers: page.customers.into_iter().map(crm_customer).collect(),
         adjustments: page.adjustments.into_iter().map(adjustment).collect(),
         erased: page.erased,
         revoked_vouchers: page.revoked_vouchers,
@@ -126,8 +143,10 @@ pub struct FeedSettings {
     pub instance: String,
     /// Currency of the store (for rules).
     pub currency: String,
-    /// Time between polls once the feed is drained.
+    /// Time between polls once the feed is drained (when the CRM does not long-poll).
     pub poll_interval: Duration,
+    /// Long-poll: how long the CRM may hold a request (`?wait=`; zero: never ask).
+    pub wait: Duration,
     /// First retry delay.
     pub backoff_min: Duration,
     /// Longest retry delay.
@@ -154,14 +173,16 @@ pub(crate) async fn run(
             attempt = poll_once(&store, &mut client, &settings, &status, &rules) => attempt,
         };
         let wait = match attempt {
-            Ok(true) => {
+            Ok(Polled::Changes) | Ok(Polled::Waited) => {
+                // More may be pending, or the CRM held the request until its time was up and
+                // is ready to hold the next one: ask again at once.
                 backoff.reset();
                 if cancel.is_cancelled() {
                     break;
                 }
                 continue;
             }
-            Ok(false) => {
+            Ok(Polled::Empty) => {
                 backoff.reset();
                 settings.poll_interval
             }
@@ -189,20 +210,41 @@ pub(crate) async fn run(
     }
 }
 
-/// One poll; `Ok(true)` when the page carried changes (ask again at once).
+/// An empty page that took at least this long (or half the wait, if less) was held by the CRM.
+const HELD_AT_LEAST: Duration = Duration::from_secs(2);
+
+/// What one poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polled {
+    /// The page carried changes (or moved the cursor): ask again at once.
+    Changes,
+    /// Nothing, after the CRM held the request (long-poll): ask again at once.
+    Waited,
+    /// Nothing, answered at once (a CRM that does not long-poll): ask again after the
+    /// poll interval.
+    Empty,
+}
+
+/// One poll.
 async fn poll_once(
     store: &Store,
     client: &mut CrmClient,
     settings: &FeedSettings,
     status: &StatusSink,
     rules: &watch::Sender<Option<Arc<CrmRules>>>,
-) -> Result<bool, SyncError> {
+) -> Result<Polled, SyncError> {
     let s = store.clone();
     let cursor = blocking(move || s.sync_cursor())
         .await
         .map_err(super::store_error)?;
+    let asked = tokio::time::Instant::now();
     let page = client
-        .get_changes(&settings.store_id, &settings.instance, cursor.as_deref())
+        .get_changes(
+            &settings.store_id,
+            &settings.instance,
+            cursor.as_deref(),
+            settings.wait,
+        )
         .await?;
     let moved = cursor.as_deref() != Some(page.cursor.as_str());
     let had_changes = !page.is_empty();
@@ -212,7 +254,16 @@ async fn poll_once(
             s.feed_failures = 0;
             s.feed_cursor = cursor.clone();
         });
-        return Ok(false);
+        // A CRM that honours `wait` answers an empty page only when the time is up (or a proxy
+        // in between ended the request after some seconds); one that answers at once does not
+        // long-poll, and is polled every interval instead.
+        let held = (settings.wait / 2).min(HELD_AT_LEAST);
+        let waited = !settings.wait.is_zero() && asked.elapsed() >= held;
+        return Ok(if waited {
+            Polled::Waited
+        } else {
+            Polled::Empty
+        });
     }
     let currency = settings.currency.clone();
     let (changes, accepted) = convert(page, &currency, Timestamp::now());
@@ -228,10 +279,19 @@ async fn poll_once(
         adjustments = report.adjustments,
         duplicate_adjustments = report.duplicate_adjustments,
         erased = report.erased,
+        erasures_confirmed = report.erasures_confirmed,
+        merges = report.merges,
         revoked = report.revoked_vouchers,
         keys = report.keys,
         "CRM changes applied"
     );
+    if report.refused_merges > 0 {
+        tracing::warn!(
+            cursor = %new_cursor,
+            refused = report.refused_merges,
+            "CRM customer merges skipped (invalid id, a customer merged into herself, or a cycle); check the merge at head office"
+        );
+    }
     if report.refused_adjustments > 0 {
         tracing::warn!(
             cursor = %new_cursor,
@@ -258,5 +318,9 @@ async fn poll_once(
             });
         }
     });
-    Ok(had_changes)
+    Ok(if had_changes {
+        Polled::Changes
+    } else {
+        Polled::Empty
+    })
 }

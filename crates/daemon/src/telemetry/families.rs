@@ -88,3 +88,17 @@ label_enum! {
         Protocol => "protocol",
     }
 }
+
+label_enum! {
+    /// What a by-card lookup at the CRM gave (`loyalty_card_lookups_total{outcome}`).
+    LookupOutcomeKind {
+        /// The CRM knew the card: the customer was taken over.
+        Found => "found",
+        /// The CRM answered 404: enrolled offline.
+        NotFound => "not_found",
+        /// Not asked, sync known down: enrolled offline.
+        Skipped => "skipped",
+        /// Timed out or failed: enrolled offline, lookups pause.
+        Failed => "failed",
+    }
+}

@@ -2,7 +2,7 @@
 //! once at zero, with the typed recording methods the other modules call and the
 //! Prometheus/OpenMetrics rendering served on `GET /metrics`.
 
-use super::families::{AnswerKind, ReceiptOutcome, ScanKind, SyncErrorKind};
+use super::families::{AnswerKind, LookupOutcomeKind, ReceiptOutcome, ScanKind, SyncErrorKind};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,6 +22,11 @@ struct ScanLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SyncErrorLabel {
     kind: SyncErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LookupLabel {
+    outcome: LookupOutcomeKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -85,6 +90,7 @@ struct MetricsInner {
     sync_errors: Family<SyncErrorLabel, Counter>,
     sync_acked: Counter,
     sync_last_success: Gauge,
+    card_lookups: Family<LookupLabel, Counter>,
     vouchers_issued: Counter,
     unknown_categories: Counter,
     vouchers_redeemed: Counter,
@@ -135,6 +141,7 @@ impl Metrics {
             sync_errors: Family::default(),
             sync_acked: Counter::default(),
             sync_last_success: Gauge::default(),
+            card_lookups: Family::default(),
             vouchers_issued: Counter::default(),
             unknown_categories: Counter::default(),
             vouchers_redeemed: Counter::default(),
@@ -215,6 +222,11 @@ impl Metrics {
             inner.sync_last_success.clone(),
         );
         registry.register(
+            "card_lookups",
+            "Cards this store did not know, looked up at the CRM before enrolling, by outcome",
+            inner.card_lookups.clone(),
+        );
+        registry.register(
             "vouchers_issued",
             "Vouchers issued by this store",
             inner.vouchers_issued.clone(),
@@ -257,6 +269,11 @@ impl Metrics {
             let _ = inner
                 .sync_errors
                 .get_or_create_owned(&SyncErrorLabel { kind });
+        }
+        for &outcome in LookupOutcomeKind::ALL {
+            let _ = inner
+                .card_lookups
+                .get_or_create_owned(&LookupLabel { outcome });
         }
         let mut inner = inner;
         inner.registry = registry;
@@ -338,6 +355,14 @@ impl Metrics {
         self.inner
             .sync_errors
             .get_or_create(&SyncErrorLabel { kind })
+            .inc();
+    }
+
+    /// A card this store did not know was looked up at the CRM (or not, sync being down).
+    pub fn card_lookup(&self, outcome: LookupOutcomeKind) {
+        self.inner
+            .card_lookups
+            .get_or_create(&LookupLabel { outcome })
             .inc();
     }
 

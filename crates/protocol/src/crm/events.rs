@@ -1,7 +1,8 @@
 //! The CRM outbox events (SPEC 2.5), typed and serialised here and nowhere else: the `type`
 //! strings ([`EventType`]), the envelope `{"at", "clock_trusted", "id", "payload", "seq",
 //! "type"}` ([`Event`]) and every payload the store writes ([`ReceiptEvent`], [`LedgerEvent`],
-//! [`CustomerEvent`], [`VoucherIssuedEvent`], [`VoucherRedeemedEvent`], [`VoucherKeyEvent`]).
+//! [`CustomerEvent`], [`VoucherIssuedEvent`], [`VoucherRedeemedEvent`], [`VoucherKeyEvent`],
+//! [`CustomerErasedEvent`]).
 //! The conversions from the core's types are here too, so that the CRM's field names, number
 //! formats and time formats live in one place.
 //!
@@ -38,6 +39,8 @@ pub enum EventType {
     VoucherRedeemed,
     /// This store's voucher signing key (public part), for the CRM to distribute.
     VoucherKey,
+    /// This store has applied an erasure the CRM sent (the confirmation head office reports).
+    CustomerErased,
 }
 
 impl EventType {
@@ -50,6 +53,7 @@ impl EventType {
             EventType::VoucherIssued => "voucher_issued",
             EventType::VoucherRedeemed => "voucher_redeemed",
             EventType::VoucherKey => "voucher_key",
+            EventType::CustomerErased => "customer_erased",
         }
     }
 
@@ -62,6 +66,7 @@ impl EventType {
             "voucher_issued" => EventType::VoucherIssued,
             "voucher_redeemed" => EventType::VoucherRedeemed,
             "voucher_key" => EventType::VoucherKey,
+            "customer_erased" => EventType::CustomerErased,
             _ => return None,
         })
     }
@@ -498,6 +503,15 @@ impl<'a> VoucherKeyEvent<'a> {
             public_key: Cow::Borrowed(&key.public_key),
         }
     }
+}
+
+/// Payload of a `customer_erased` event: the store has erased the customer's personal data
+/// (sent once per erasure the changes feed carried, whether or not the store knew her). It
+/// carries the id only: no card, no name.
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerErasedEvent<'a> {
+    /// The customer id the erasure named.
+    pub customer_id: &'a str,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The scripted changes feed: pages pushed in-process or read from `{store_id}.changes.jsonl`,
-//! served in order; the cursor is the number of pages consumed.
+//! served in order; the cursor is the number of pages consumed. A request with `?wait=N` is
+//! held while nothing is scripted after its cursor (long-poll, see `server`).
 
 use super::server::{error_response, json_response};
 use super::store::{lock, State};
@@ -12,6 +13,22 @@ use std::sync::Mutex;
 
 pub(super) fn changes_path(dir: &Path, store_id: &str) -> PathBuf {
     dir.join(format!("{store_id}.changes.jsonl"))
+}
+
+/// Whether a scripted page exists after `cursor` (an unreadable cursor counts as pending: the
+/// answer is an error at once).
+pub(super) fn has_pending(state: &mut State, store_id: &str, cursor: Option<&str>) -> bool {
+    let position: usize = match cursor {
+        None | Some("") => 0,
+        Some(text) => match text.parse() {
+            Ok(position) => position,
+            Err(_) => return true,
+        },
+    };
+    match state.store(store_id) {
+        Ok(log) => log.pages.len() > position,
+        Err(_) => true,
+    }
 }
 
 pub(super) fn changes_page(

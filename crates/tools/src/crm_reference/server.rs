@@ -1,7 +1,7 @@
-//! The HTTPS server: mutual TLS accept loop, routing of the two SPEC 2.5 endpoints, fault
-//! injection and the JSON answers.
+//! The HTTPS server: mutual TLS accept loop, routing of the SPEC 2.5 endpoints (events,
+//! changes with long-poll, by-card lookups), fault injection and the JSON answers.
 
-use super::changes::changes_page;
+use super::changes::{changes_page, has_pending};
 use super::store::{lock, store_events, State};
 use super::{Fault, ReceiverStats, ReferenceConfig, ReferenceCrm, ReferenceError};
 use http_body_util::{BodyExt, Full, Limited};
@@ -20,6 +20,68 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest upload accepted, decompressed.
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Longest long-poll honoured (`?wait=`).
+const MAX_WAIT_SECS: u64 = 300;
+
+/// Long-poll: while nothing is scripted after `cursor`, holds the request until a page is
+/// pushed or `wait` is up.
+async fn wait_for_changes(
+    state: &Mutex<State>,
+    store_id: &str,
+    cursor: Option<&str>,
+    wait: Duration,
+) {
+    if wait.is_zero() || lock(state).ignore_wait {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut held = false;
+    loop {
+        // Subscribed before looking, so a page pushed in between still wakes this request.
+        let mut version = {
+            let mut s = lock(state);
+            let version = s.pages_version.subscribe();
+            if has_pending(&mut s, store_id, cursor) {
+                break;
+            }
+            if !held {
+                held = true;
+                s.stats.long_polls_held += 1;
+            }
+            version
+        };
+        tokio::select! {
+            changed = version.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+}
+
+/// `GET /v1/stores/{id}/customers/by-card/{card}`: the scripted customer holding the card, or
+/// 404; never answered while lookups are stalled.
+async fn by_card(state: &Mutex<State>, card: &str) -> Response<Full<Bytes>> {
+    let card = loyalty_daemon::percent::decode_path_segment(card).unwrap_or_default();
+    let (found, stall) = {
+        let mut s = lock(state);
+        s.stats.card_lookups += 1;
+        (s.customers.get(&card).cloned(), s.stall_lookups)
+    };
+    if stall {
+        // Accepted and never answered: the connection closes at shutdown or by the client.
+        std::future::pending::<()>().await;
+    }
+    match found {
+        Some(customer) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&customer).unwrap_or_default(),
+        ),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "unknown_card",
+            "no customer of the chain holds this card".into(),
+        ),
+    }
+}
 
 /// Starts a receiver in this process (tests, demo, the `reference-crm` command).
 pub async fn serve(config: ReferenceConfig) -> Result<ReferenceCrm, ReferenceError> {
@@ -56,6 +118,10 @@ pub async fn serve(config: ReferenceConfig) -> Result<ReferenceCrm, ReferenceErr
         last_tls_error: None,
         last_upload: None,
         last_changes: None,
+        customers: HashMap::new(),
+        stall_lookups: false,
+        ignore_wait: false,
+        pages_version: tokio::sync::watch::Sender::new(0),
     }));
     let shutdown = CancellationToken::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
@@ -200,6 +266,11 @@ async fn handle(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (store_id, endpoint) = match segments.as_slice() {
         ["v1", "stores", store, endpoint] => (store.to_string(), endpoint.to_string()),
+        ["v1", "stores", _store, "customers", "by-card", card]
+            if request.method() == hyper::Method::GET =>
+        {
+            return Ok(by_card(&state, card).await);
+        }
         _ => {
             return Ok(error_response(
                 StatusCode::NOT_FOUND,
@@ -272,6 +343,12 @@ async fn handle(
                 None => {}
             }
             let cursor = query_param(&query, "cursor");
+            let wait = query_param(&query, "wait")
+                .and_then(|w| w.parse::<u64>().ok())
+                .map_or(Duration::ZERO, |w| {
+                    Duration::from_secs(w.min(MAX_WAIT_SECS))
+                });
+            wait_for_changes(&state, &store_id, cursor.as_deref(), wait).await;
             Ok(changes_page(&state, &store_id, cursor.as_deref()))
         }
         _ => Ok(error_response(

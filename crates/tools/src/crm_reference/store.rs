@@ -8,7 +8,7 @@ use super::{Fault, Faults, ReceiverStats};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
-use loyalty_protocol::crm::{AckResponse, ChangesPage, OwnedEvent};
+use loyalty_protocol::crm::{AckResponse, ChangesPage, OwnedEvent, WireCustomer};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -36,6 +36,14 @@ pub(super) struct State {
     pub(super) last_tls_error: Option<String>,
     pub(super) last_upload: Option<Bytes>,
     pub(super) last_changes: Option<Bytes>,
+    /// Customers scripted for by-card lookups, by card (chain-wide: any store may ask).
+    pub(super) customers: HashMap<String, WireCustomer>,
+    /// When set, by-card requests are accepted and never answered (a stalled head office).
+    pub(super) stall_lookups: bool,
+    /// When set, `?wait=` is ignored (an older CRM without long-poll).
+    pub(super) ignore_wait: bool,
+    /// Bumped whenever a changes page is scripted: wakes long-polls.
+    pub(super) pages_version: tokio::sync::watch::Sender<u64>,
 }
 
 impl State {

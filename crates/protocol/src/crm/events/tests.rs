@@ -202,6 +202,63 @@ fn customer_payloads() {
 }
 
 #[test]
+fn customer_erased_payload_names_the_id_only() {
+    assert_eq!(
+        text(&CustomerErasedEvent {
+            customer_id: "berlin-001-00ff"
+        }),
+        r#"{"customer_id":"berlin-001-00ff"}"#
+    );
+}
+
+#[test]
+fn changes_page_merges_and_consent() {
+    use crate::crm::{ChangesPage, WireConsent, WireCustomer, WireMerge};
+    // Older pages (no `merged`, no `consent`) still read; empty lists are left out.
+    let old: ChangesPage =
+        serde_json::from_str(r#"{"cursor":"1","customers":[{"customer_id":"C1","balance":5,"includes_store_seq":0}],"erased":[],"revoked_vouchers":[],"keys":[],"rules":null}"#)
+            .expect("old page");
+    assert!(old.merged.is_empty());
+    assert_eq!(old.customers[0].consent, None);
+    assert_eq!(
+        text(&old),
+        r#"{"cursor":"1","customers":[{"customer_id":"C1","balance":5,"includes_store_seq":0,"tier":null,"cards":[],"display_name":null}],"erased":[],"revoked_vouchers":[],"keys":[],"rules":null}"#
+    );
+    let page = ChangesPage {
+        cursor: "2".into(),
+        customers: vec![WireCustomer {
+            customer_id: "C2".into(),
+            balance: 12,
+            includes_store_seq: 3,
+            tier: None,
+            cards: vec!["2990000000019".into(), "2990000000026".into()],
+            display_name: None,
+            consent: Some(WireConsent {
+                marketing: true,
+                profiling: false,
+            }),
+        }],
+        merged: vec![WireMerge {
+            from: "C1".into(),
+            into: "C2".into(),
+        }],
+        ..ChangesPage::default()
+    };
+    assert_eq!(
+        text(&page),
+        r#"{"cursor":"2","customers":[{"customer_id":"C2","balance":12,"includes_store_seq":3,"tier":null,"cards":["2990000000019","2990000000026"],"display_name":null,"consent":{"marketing":true,"profiling":false}}],"erased":[],"merged":[{"from":"C1","into":"C2"}],"revoked_vouchers":[],"keys":[],"rules":null}"#
+    );
+    let merges_only = ChangesPage {
+        merged: page.merged.clone(),
+        ..ChangesPage::default()
+    };
+    assert!(
+        !merges_only.is_empty(),
+        "a page with a merge carries a change"
+    );
+}
+
+#[test]
 fn voucher_payloads() {
     let issued = |benefit, min_spend, bound: bool, origin| {
         let issue = Issue {
@@ -282,6 +339,7 @@ fn event_types_round_trip() {
         EventType::VoucherIssued,
         EventType::VoucherRedeemed,
         EventType::VoucherKey,
+        EventType::CustomerErased,
     ] {
         assert_eq!(EventType::parse(kind.as_str()), Some(kind));
     }
