@@ -227,6 +227,7 @@ pub async fn customers(
             balance: row.get(3),
             includes_store_seq: seq,
             cards: row.get(4),
+            consent: None,
         })
         .collect())
 }

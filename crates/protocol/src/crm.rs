@@ -101,19 +101,6 @@ pub struct ChangesPage {
     /// A new earning-rules set (the `[rules]` table as JSON), or null for no change.
     #[serde(default)]
     pub rules: Option<serde_json::Value>,
-    /// Customers merged at head office (the same card enrolled in two stores): the store moves
-    /// the `from` account into `into` (absent in older CRMs' pages; left out when empty).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub merged: Vec<WireMerge>,
-}
-
-/// One merge of two customers: `from` no longer exists, its points and history are `into`'s.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WireMerge {
-    /// The customer id that disappears.
-    pub from: String,
-    /// The surviving customer id.
-    pub into: String,
 }
 
 impl ChangesPage {
@@ -126,7 +113,6 @@ impl ChangesPage {
             && self.revoked_vouchers.is_empty()
             && self.keys.is_empty()
             && self.rules.is_none()
-            && self.merged.is_empty()
     }
 }
 

@@ -198,7 +198,7 @@ pub fn parse<'a>(body: &'a [u8], store: &'a str) -> Result<Batch<'a>, String> {
             Some(EventType::VoucherIssued) => typed(raw).map(Payload::VoucherIssued),
             Some(EventType::VoucherRedeemed) => typed(raw).map(Payload::VoucherRedeemed),
             Some(EventType::VoucherKey) => typed(raw).map(Payload::VoucherKey),
-            None => {
+            Some(EventType::CustomerErased) | None => {
                 if !raw.starts_with('{') {
                     Err("payload must be a JSON object".to_string())
                 } else {
