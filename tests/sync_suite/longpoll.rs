@@ -106,19 +106,19 @@ async fn by_card_answers_the_scripted_customer_or_404() {
     });
     let mut c = client(&pki, &crm.url());
     let found = c
-        .get_customer_by_card(STORE, "2990000000019")
+        .get_customer_by_card(STORE, "i1", "2990000000019")
         .await
         .expect("lookup")
         .expect("found");
     assert_eq!((found.customer_id.as_str(), found.balance), ("HO-9", 70));
     // Any card text travels as one path segment.
     let odd = c
-        .get_customer_by_card(STORE, "A/B 1")
+        .get_customer_by_card(STORE, "i1", "A/B 1")
         .await
         .expect("lookup");
     assert_eq!(odd.map(|c| c.customer_id), Some("HO-9".to_string()));
     assert_eq!(
-        c.get_customer_by_card(STORE, "2990000000026")
+        c.get_customer_by_card(STORE, "i1", "2990000000026")
             .await
             .expect("lookup"),
         None

@@ -297,7 +297,7 @@ pub fn start_with_metrics(
         };
         let feed_settings = FeedSettings {
             store_id: config.store.id.clone(),
-            instance,
+            instance: instance.clone(),
             currency: config.store.currency.clone(),
             poll_interval: Duration::from_secs(crm.poll_interval_secs),
             wait: Duration::from_secs(crm.feed_wait_secs),
@@ -308,6 +308,7 @@ pub fn start_with_metrics(
         if crm.lookup_timeout_ms > 0 {
             card_lookup = Some(Arc::new(lookup::CardLookup::new(
                 config.store.id.clone(),
+                instance.clone(),
                 settings.clone(),
                 counters.clone(),
                 Duration::from_millis(crm.lookup_timeout_ms),

@@ -74,7 +74,6 @@ pub(crate) fn apply_merge(
     account.absorb(&old.account.to_account());
     survivor.account = super::records::AccountRec::from_account(&account);
     survivor.has_confirmed |= old.has_confirmed;
-    survivor.local |= old.local;
     survivor.enrolled_at = survivor.enrolled_at.min(old.enrolled_at);
     if survivor.name.is_none() {
         survivor.name = old.name.clone();

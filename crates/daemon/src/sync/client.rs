@@ -426,17 +426,20 @@ impl CrmClient {
         })
     }
 
-    /// Asks the CRM for the customer holding `card` (`GET .../customers/by-card/{card}`):
-    /// `Ok(None)` on 404. The caller bounds the whole call (connect included) with its own
+    /// Asks the CRM for the customer holding `card` (`GET .../customers/by-card/{card}`,
+    /// naming the database `instance` as the changes feed does, since the answer's
+    /// `includes_store_seq` counts that instance's sequence numbers): `Ok(None)` on 404. The caller bounds the whole call (connect included) with its own
     /// timeout; this one only adds the client's request timeout as a backstop.
     pub async fn get_customer_by_card(
         &mut self,
         store_id: &str,
+        instance: &str,
         card: &str,
     ) -> Result<Option<WireCustomer>, SyncError> {
         let path = format!(
-            "/v1/stores/{store_id}/customers/by-card/{}",
-            crate::percent::encode_path_segment(card)
+            "/v1/stores/{store_id}/customers/by-card/{}?instance={}",
+            crate::percent::encode_path_segment(card),
+            crate::percent::encode_query_value(instance)
         );
         let request = self
             .request(hyper::Method::GET, &path)

@@ -56,6 +56,7 @@ pub struct LookupCounters {
 /// The by-card lookup service the lanes share.
 pub struct CardLookup {
     store_id: String,
+    instance: String,
     settings: ClientSettings,
     wire: Arc<WireCounters>,
     timeout: Duration,
@@ -67,9 +68,10 @@ pub struct CardLookup {
 }
 
 impl CardLookup {
-    /// A lookup service for `store_id` with `timeout` per lookup.
+    /// A lookup service for `store_id` (database `instance`) with `timeout` per lookup.
     pub fn new(
         store_id: String,
+        instance: String,
         settings: ClientSettings,
         wire: Arc<WireCounters>,
         timeout: Duration,
@@ -78,6 +80,7 @@ impl CardLookup {
     ) -> CardLookup {
         CardLookup {
             store_id,
+            instance,
             settings,
             wire,
             timeout,
@@ -139,7 +142,7 @@ impl CardLookup {
             .unwrap_or_else(|| CrmClient::new(self.settings.clone(), self.wire.clone()));
         let asked = tokio::time::timeout(
             self.timeout,
-            client.get_customer_by_card(&self.store_id, card),
+            client.get_customer_by_card(&self.store_id, &self.instance, card),
         )
         .await;
         let outcome = match asked {
