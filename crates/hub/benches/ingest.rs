@@ -11,7 +11,6 @@ mod support;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use loyalty_protocol::crm::events::{ReceiptEvent, ReceiptEventLine};
 use std::borrow::Cow;
 use std::sync::Arc;

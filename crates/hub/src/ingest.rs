@@ -232,6 +232,7 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             &[&store, &instance, &(through as i64)],
         )
         .await?;
+        apply::flush_links(&tx, store, &mut effects).await?;
         apply::emit(&tx, &hub.config.feed, &effects).await?;
         ingested.acked_through = through;
         ingested.new_events = new.len() as u64;

@@ -13,7 +13,7 @@ use crate::db;
 use deadpool_postgres::Transaction;
 use loyalty_core::ledger::EntryKind;
 use loyalty_protocol::crm::{WireKey, WireMerge};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::Error;
 
 /// One change-log row to write.
@@ -44,6 +44,49 @@ pub struct Effects {
     pub double_redemptions: Vec<&'static str>,
     /// Merges done.
     pub merges: u64,
+    /// Customer ids resolved in this batch (cleared by a merge).
+    resolved: HashMap<String, String>,
+    /// Store links to write once per customer at the end of the batch: (enrolled, latest time).
+    links: BTreeMap<String, (bool, jiff::Timestamp)>,
+}
+
+impl Effects {
+    fn link(&mut self, customer: &str, enrolled: bool, at: jiff::Timestamp) {
+        let entry = self
+            .links
+            .entry(customer.to_string())
+            .or_insert((enrolled, at));
+        entry.0 |= enrolled;
+        entry.1 = entry.1.max(at);
+    }
+}
+
+/// [`resolve`], remembered for the rest of the batch.
+async fn resolve_cached(
+    tx: &Transaction<'_>,
+    store: &str,
+    customer_id: &str,
+    effects: &mut Effects,
+) -> Result<String, Error> {
+    if let Some(id) = effects.resolved.get(customer_id) {
+        return Ok(id.clone());
+    }
+    let id = resolve(tx, store, customer_id).await?;
+    effects.resolved.insert(customer_id.to_string(), id.clone());
+    Ok(id)
+}
+
+/// Writes the batch's store links (each customer once, resolved after any merge of the batch).
+pub async fn flush_links(
+    tx: &Transaction<'_>,
+    store: &str,
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    for (customer, (enrolled, at)) in std::mem::take(&mut effects.links) {
+        let customer = resolve(tx, store, &customer).await?;
+        link(tx, &customer, store, enrolled, at).await?;
+    }
+    Ok(())
 }
 
 /// The surviving id of `customer_id`, creating a bare customer the hub has not seen yet.
@@ -117,8 +160,8 @@ pub async fn apply(
                 ],
             )
             .await?;
-            let me = resolve(tx, store, &c.customer_id).await?;
-            link(tx, &me, store, true, event.at).await?;
+            let me = resolve_cached(tx, store, &c.customer_id, effects).await?;
+            effects.link(&me, true, event.at);
             let mut survivor = me.clone();
             if let Some(card) = c.card.as_deref() {
                 db::exec(
@@ -143,7 +186,7 @@ pub async fn apply(
             effects.customers.insert(survivor);
         }
         Payload::Ledger(l) => {
-            let customer = resolve(tx, store, &l.customer_id).await?;
+            let customer = resolve_cached(tx, store, &l.customer_id, effects).await?;
             db::exec(
                 tx,
                 "INSERT INTO ledger_entries (customer_id, store_id, event_id, instance, store_seq,
@@ -171,7 +214,7 @@ pub async fn apply(
                 ],
             )
             .await?;
-            link(tx, &customer, store, false, event.at).await?;
+            effects.link(&customer, false, event.at);
             if l.points < 0 && matches!(l.kind, EntryKind::Redeem | EntryKind::VoucherConversion) {
                 let balance: i64 = db::query_one(
                     tx,
@@ -204,7 +247,7 @@ pub async fn apply(
         }
         Payload::Receipt(r) => {
             let customer = match r.customer_id.as_deref() {
-                Some(id) => Some(resolve(tx, store, id).await?),
+                Some(id) => Some(resolve_cached(tx, store, id, effects).await?),
                 None => None,
             };
             let key = customer.clone().unwrap_or_else(|| format!("store:{store}"));
@@ -267,13 +310,13 @@ pub async fn apply(
                 .await?;
             }
             if let Some(customer) = customer {
-                link(tx, &customer, store, false, event.at).await?;
+                effects.link(&customer, false, event.at);
                 effects.customers.insert(customer);
             }
         }
         Payload::VoucherIssued(v) => {
             let customer = match v.customer_id.as_deref() {
-                Some(id) => Some(resolve(tx, store, id).await?),
+                Some(id) => Some(resolve_cached(tx, store, id, effects).await?),
                 None => None,
             };
             db::exec(
@@ -458,6 +501,7 @@ async fn merge(
     )
     .await?;
     effects.customers.remove(from);
+    effects.resolved.clear();
     effects.merged.push(WireMerge {
         from: from.to_string(),
         into: into.clone(),
