@@ -3,12 +3,14 @@
 //! process with a generated configuration ([`GatewayBinary`], [`Gateway`]), a throw-away PKI with
 //! the reference CRM and the sync helpers ([`crm`]), earning-policy and receipt builders for
 //! store tests ([`store`]), the local API over plain HTTP ([`http_get`], [`metric_sample`]), and
+//! a real headless Chromium through chromedriver ([`browser::Browser`]), and
 //! the small helpers every test needs ([`free_port`],
 //! [`wait_until`], [`eventually`]).
 //!
 //! Real services only, no mocks: the broker is Mosquitto, the CRM speaks mutual TLS, stores are
 //! sled in temp dirs. Helpers panic with what went wrong, as test code does.
 
+pub mod browser;
 pub mod crm;
 mod gateway;
 mod http;
