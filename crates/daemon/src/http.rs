@@ -234,9 +234,7 @@ impl ApiServer {
                 let _permit = permit;
                 let service = hyper::service::service_fn(move |request| {
                     let state = state.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(handle(&state, request, peer).await)
-                    }
+                    async move { Ok::<_, std::convert::Infallible>(handle(&state, request, peer).await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(connection);

@@ -100,12 +100,10 @@ impl StaffPage {
             config.store.time_zone(),
         );
         let decimals = locale.decimals();
-        let goodwill_max = loyalty_core::money::Money::parse(
-            &config.rewards.goodwill_max_value,
-            decimals,
-        )
-        .map(|max| locale.money(max))
-        .unwrap_or_else(|_| config.rewards.goodwill_max_value.clone());
+        let goodwill_max =
+            loyalty_core::money::Money::parse(&config.rewards.goodwill_max_value, decimals)
+                .map(|max| locale.money(max))
+                .unwrap_or_else(|_| config.rewards.goodwill_max_value.clone());
         Ok(Arc::new(StaffPage {
             handle,
             backend,
@@ -117,8 +115,7 @@ impl StaffPage {
             shutdown,
         }))
     }
-
-    }
+}
 
 impl std::fmt::Debug for StaffPage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,7 +143,10 @@ impl StaffPage {
                 return asset(JS, "text/javascript; charset=utf-8")
             }
             (&Method::GET, "/staff/login") => {
-                return html(StatusCode::OK, pages::login(&self.locale, self.auth.has_pins(), None))
+                return html(
+                    StatusCode::OK,
+                    pages::login(&self.locale, self.auth.has_pins(), None),
+                )
             }
             (&Method::POST, "/staff/login") => return self.login(request, peer).await,
             _ => {}
@@ -191,9 +191,7 @@ impl StaffPage {
                 })
                 .await
                 {
-                    Ok((report, disk)) => {
-                        html(StatusCode::OK, pages::devices(&ctx, &report, disk))
-                    }
+                    Ok((report, disk)) => html(StatusCode::OK, pages::devices(&ctx, &report, disk)),
                     Err(_) => failure(&ctx),
                 }
             }
@@ -292,11 +290,9 @@ impl StaffPage {
         }
         let handle = self.handle.clone();
         let lookup = q.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            match customer::find(&handle, &lookup)? {
-                Some(found) => customer::load(&handle, found, jiff::Timestamp::now()).map(Some),
-                None => Ok(None),
-            }
+        let found = tokio::task::spawn_blocking(move || match customer::find(&handle, &lookup)? {
+            Some(found) => customer::load(&handle, found, jiff::Timestamp::now()).map(Some),
+            None => Ok(None),
         })
         .await;
         match found {
@@ -357,7 +353,10 @@ impl StaffPage {
 
     async fn voucher_image(&self, file: &str) -> Answer {
         let Some(id) = file.strip_suffix(".svg") else {
-            return plain(StatusCode::NOT_FOUND, "voucher images are /staff/voucher/{id}.svg");
+            return plain(
+                StatusCode::NOT_FOUND,
+                "voucher images are /staff/voucher/{id}.svg",
+            );
         };
         let backend = self.backend.clone();
         let id = id.to_string();
@@ -394,10 +393,7 @@ fn disk_free(path: &std::path::Path) -> Option<u64> {
 /// Sets the security headers every staff answer carries.
 pub fn secure(answer: &mut Answer) {
     let headers = answer.headers_mut();
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(CSP),
-    );
+    headers.insert("content-security-policy", HeaderValue::from_static(CSP));
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),

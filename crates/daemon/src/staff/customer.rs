@@ -138,10 +138,11 @@ pub fn issue_goodwill(
     now: Timestamp,
 ) -> Result<IssuedVoucher, IssueError> {
     let value = value.trim().replace(',', ".");
-    let issued = handle
-        .vouchers
-        .stamped(trusted)
-        .issue_goodwill(&value, Some(customer_id), None, now)?;
+    let issued =
+        handle
+            .vouchers
+            .stamped(trusted)
+            .issue_goodwill(&value, Some(customer_id), None, now)?;
     tracing::info!(
         staff = %staff,
         voucher = %issued.voucher.id,

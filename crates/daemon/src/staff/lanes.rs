@@ -51,7 +51,17 @@ pub fn apply(now: &mut LanesNow, answer: &Response, at: Timestamp) -> bool {
             tier,
             balance,
             ..
-        } => set(now, lane, customer_id, card, name.clone(), tier, *balance, false, at),
+        } => set(
+            now,
+            lane,
+            customer_id,
+            card,
+            name.clone(),
+            tier,
+            *balance,
+            false,
+            at,
+        ),
         Response::Enrolled {
             lane,
             customer_id,

@@ -348,7 +348,7 @@ pub static EN: Texts = Texts {
     purchases: "Last purchases in this store",
     no_purchases: "No purchases yet.",
     total: "Total",
-    points: "Points",
+    points: "points",
     top_categories: "Favourite categories",
     goodwill_title: "Issue a goodwill voucher",
     goodwill_value: "Value",

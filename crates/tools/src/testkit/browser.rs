@@ -181,7 +181,11 @@ impl Browser {
     /// Types `text` into the element `css` selects.
     pub fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css);
-        self.session_call("POST", &format!("/element/{id}/clear"), Some(body(&Empty {})));
+        self.session_call(
+            "POST",
+            &format!("/element/{id}/clear"),
+            Some(body(&Empty {})),
+        );
         self.session_call(
             "POST",
             &format!("/element/{id}/value"),
@@ -192,7 +196,11 @@ impl Browser {
     /// Clicks the element `css` selects.
     pub fn click(&self, css: &str) {
         let id = self.element(css);
-        self.session_call("POST", &format!("/element/{id}/click"), Some(body(&Empty {})));
+        self.session_call(
+            "POST",
+            &format!("/element/{id}/click"),
+            Some(body(&Empty {})),
+        );
     }
 
     /// Runs `script` in the page and returns its value.
@@ -225,13 +233,22 @@ impl Browser {
     }
 
     /// Waits up to `limit` until `check` holds; returns how long it took (panics after).
-    pub fn wait_for(&self, limit: Duration, what: &str, mut check: impl FnMut(&Browser) -> bool) -> Duration {
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut check: impl FnMut(&Browser) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         loop {
             if check(self) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < limit, "{what}: not within {limit:?} on {}", self.url());
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not within {limit:?} on {}",
+                self.url()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -244,7 +261,10 @@ impl Browser {
         let (status, answer) = self
             .exchange(method, path, request.as_deref())
             .unwrap_or_else(|err| panic!("chromedriver {method} {path}: {err}"));
-        assert!(status < 300, "chromedriver {method} {path}: {status} {answer}");
+        assert!(
+            status < 300,
+            "chromedriver {method} {path}: {status} {answer}"
+        );
         answer["value"].clone()
     }
 
@@ -255,7 +275,12 @@ impl Browser {
         }
     }
 
-    fn exchange(&self, method: &str, path: &str, request: Option<&[u8]>) -> std::io::Result<(u16, Value)> {
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        request: Option<&[u8]>,
+    ) -> std::io::Result<(u16, Value)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let payload = request.unwrap_or(b"");
@@ -266,17 +291,48 @@ impl Browser {
         );
         stream.write_all(head.as_bytes())?;
         stream.write_all(payload)?;
+        // chromedriver may keep the connection open: read the head, then exactly the body.
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut buf = [0u8; 16384];
+        let head_end = loop {
+            if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break raw.len();
+            }
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
         let status = head
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        let json = if chunked { dechunk(rest) } else { rest.to_string() };
+        let length = head.lines().find_map(|line| {
+            line.strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        });
+        let chunked = head.contains("transfer-encoding: chunked");
+        loop {
+            let have = raw.len() - head_end;
+            let done = match length {
+                Some(length) => have >= length,
+                None if chunked => raw.ends_with(b"0\r\n\r\n"),
+                None => false,
+            };
+            if done {
+                break;
+            }
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        let rest = String::from_utf8_lossy(&raw[head_end..]).to_string();
+        let json = if chunked { dechunk(&rest) } else { rest };
         let value = serde_json::from_str(&json).unwrap_or(Value::Null);
         Ok((status, value))
     }
