@@ -225,6 +225,11 @@ async fn the_staff_page_in_a_real_browser() {
         Value::String(String::new())
     );
 
+    // The figures before any receipt.
+    browser.goto(&format!("{base}/staff/figures?days=1"));
+    assert_eq!(browser.text("#fig-receipts .value"), "0");
+    browser.goto(&format!("{base}/staff/lanes"));
+
     // A card scanned at lane 1 appears within 1 s.
     let started = Instant::now();
     till.scan("1", NAMED_CARD).await;
@@ -266,6 +271,20 @@ async fn the_staff_page_in_a_real_browser() {
         b.find("article.lane[data-lane='2']").is_some()
     });
     shoot(&browser, "lanes");
+
+    // The figures changed with the receipt (a member's: participation 100 %).
+    browser.goto(&format!("{base}/staff/figures?days=1"));
+    assert_eq!(browser.text("#fig-receipts .value"), "1");
+    assert_eq!(browser.text("#fig-participation .value"), "100.0%");
+    assert_eq!(browser.text("#fig-points-issued .value"), "15");
+    assert_eq!(browser.text("#fig-enrolments .value"), "1");
+    assert_eq!(browser.text("#fig-basket-members .value"), "€15.50");
+    assert_eq!(browser.text("#fig-outstanding .value"), "15");
+    assert_eq!(
+        browser.run("return document.querySelectorAll('#fig-receipts svg rect').length;"),
+        Value::from(7),
+        "a bar per day of the last week"
+    );
 
     // Search by card: profile, purchase with its items (as text), favourite categories.
     browser.goto(&format!("{base}/staff/customer"));
@@ -316,13 +335,21 @@ async fn the_staff_page_in_a_real_browser() {
     browser.wait_for(Duration::from_secs(5), "the voucher issued", |b| {
         b.find("#issued code.voucher-text").is_some()
     });
-    let voucher_text = browser.text("#issued code.voucher-text");
+    // textContent: base45 has spaces, which a rendered text would collapse.
+    let voucher_text = browser
+        .run("return document.querySelector('#issued code.voucher-text').textContent;")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(voucher_text.starts_with("LGV1"), "{}", browser.text("main"));
     let qr_loaded = browser.run(
         "const i = document.querySelector('#issued img'); return i.complete && i.naturalWidth > 0;",
     );
     assert_eq!(qr_loaded, Value::Bool(true), "the QR image loads");
     shoot(&browser, "customer");
+    browser.goto(&format!("{base}/staff/figures?days=7"));
+    assert_eq!(browser.text("#fig-vouchers-issued .value"), "1");
+    shoot(&browser, "figures");
     // The voucher is personal: the customer's card first, then the voucher.
     till.scan("3", NAMED_CARD).await;
     answer_for(&mut till, |a| a["type"] == "customer" && a["lane"] == "3").await;

@@ -13,7 +13,7 @@
 //! | `GET /staff/static/*` | the page's CSS and script, compiled into the binary |
 //!
 //! Pages: [`pages`] (templates, `maud`), [`charts`] (SVG), [`locale`] (German and English).
-//! Data: [`lanes`] (who is at each lane, from the answers broadcast), [`customer`].
+//! Data: [`lanes`] (who is at each lane, from the answers broadcast), [`customer`], [`figures`].
 //! Who may see them: [`auth`].
 //!
 //! Invariants: every answer carries the security headers of [`secure`] (a CSP that allows no
@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod charts;
 pub mod customer;
+pub mod figures;
 pub mod lanes;
 pub mod locale;
 pub mod pages;
@@ -182,6 +183,27 @@ impl StaffPage {
             (&Method::GET, "/staff/lanes/live") => self.lanes_live(&query).await,
             (&Method::GET, "/staff/customer") => self.customer(&ctx, &query, None).await,
             (&Method::POST, "/staff/goodwill") => self.goodwill(&ctx, &session, request).await,
+            (&Method::GET, "/staff/figures") => {
+                let days = crate::percent::query_param(&query, "days")
+                    .and_then(|d| d.parse::<u32>().ok())
+                    .filter(|d| figures::PERIODS.contains(d))
+                    .unwrap_or(7);
+                let handle = self.handle.clone();
+                let locale = self.locale.clone();
+                match tokio::task::spawn_blocking(move || figures::load(&handle, &locale, days))
+                    .await
+                {
+                    Ok(Ok((period, chart))) => html(
+                        StatusCode::OK,
+                        pages::figures(&ctx, figures::body(&ctx, days, &period, &chart)),
+                    ),
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "staff page: figures failed");
+                        failure(&ctx)
+                    }
+                    Err(_) => failure(&ctx),
+                }
+            }
             (&Method::GET, "/staff/devices") => {
                 let backend = self.backend.clone();
                 let data_dir = self.data_dir.clone();

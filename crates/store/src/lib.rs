@@ -46,6 +46,7 @@ mod customers;
 mod durability;
 mod error;
 pub mod events;
+mod figures;
 mod journal;
 mod open;
 mod outbox;
@@ -105,7 +106,7 @@ fn corrupt<T>(what: impl Into<String>) -> TxResult<T> {
 }
 
 /// Names of the core trees, in the order a [`Tx`] holds them.
-const CORE_TREES: [&str; 8] = [
+const CORE_TREES: [&str; 9] = [
     "meta",
     "customers",
     "cards",
@@ -114,6 +115,7 @@ const CORE_TREES: [&str; 8] = [
     "customer_journal",
     "outbox",
     "ops",
+    "figures",
 ];
 /// Trees whose leaves split above [`BIG_LEAF_ENTRIES`] entries (see `open_sled`).
 const BIG_LEAF_TREES: [&str; 2] = ["customers", "cards"];
@@ -126,6 +128,7 @@ const JOURNAL: usize = 4;
 const CUSTOMER_JOURNAL: usize = 5;
 const OUTBOX: usize = 6;
 const OPS: usize = 7;
+const FIGURES: usize = 8;
 
 /// Meta keys.
 mod meta_key {
