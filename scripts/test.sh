@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need when it is missing (Mosquitto and its
 # clients, strace for the fsync check, Python's jsonschema and yaml for the OpenAPI payload
-# check; apt-get as root, with sudo otherwise), then runs `cargo test` over the
+# check, Chromium and chromedriver for the staff page's browser test; apt-get as root, with sudo otherwise), then runs `cargo test` over the
 # whole workspace with any arguments given (`scripts/test.sh --test gateway_mqtt`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import jsonschema, yaml' 2>/dev/null || need_apt+=(python3-jsonschema python3-yaml)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root=()
   [ "$(id -u)" = 0 ] || as_root=(sudo)
