@@ -67,6 +67,8 @@ bind = "127.0.0.1:{http}"
 
 [http.staff]
 token_file = "{token}"
+# PIN 4711 (sha256 of "s4lt4711").
+pins = [{{ name = "Anna", pin_hash = "sha256:s4lt:4f5d913b0ff74997867b5f2f400e4ef7365e56e9b0bfbee56e35948328c5153d" }}]
 
 [[serial]]
 name = "lane2-scanner"
@@ -371,6 +373,21 @@ async fn the_staff_page_in_a_real_browser() {
         b.goto(&format!("{base}/staff/devices"));
         b.find("#dev-lane2-scanner.down").is_some()
     });
+
+    // Log out; a staff member logs in with name and PIN, and the page names her.
+    browser.click("header form.logout button");
+    browser.wait_for(Duration::from_secs(5), "the login page", |b| {
+        b.url().ends_with("/staff/login")
+    });
+    browser.goto(&format!("{base}/staff/devices"));
+    assert!(browser.url().ends_with("/staff/login"), "the session ended");
+    browser.type_into("#name", "Anna");
+    browser.type_into("#pin", "4711");
+    browser.click("#login");
+    browser.wait_for(Duration::from_secs(5), "the PIN login", |b| {
+        b.url().ends_with("/staff/lanes")
+    });
+    assert_eq!(browser.text("header .staff"), "Anna");
 }
 
 #[test]
