@@ -128,7 +128,8 @@ pub fn top_categories<'a>(receipts: impl Iterator<Item = &'a Receipt>) -> Vec<(S
 
 /// Issues a goodwill voucher to `customer_id` through the running daemon's voucher store (the
 /// same checks as `voucher goodwill`: signing key, positive value, at most
-/// `rewards.goodwill_max_value`), and records who issued it in the log.
+/// `rewards.goodwill_max_value`), recording who issued it with the voucher and in its
+/// `voucher_issued` event (`issued_by`), and in the log.
 pub fn issue_goodwill(
     handle: &GatewayHandle,
     staff: &str,
@@ -138,11 +139,13 @@ pub fn issue_goodwill(
     now: Timestamp,
 ) -> Result<IssuedVoucher, IssueError> {
     let value = value.trim().replace(',', ".");
-    let issued =
-        handle
-            .vouchers
-            .stamped(trusted)
-            .issue_goodwill(&value, Some(customer_id), None, now)?;
+    let issued = handle.vouchers.stamped(trusted).issue_goodwill_by(
+        &value,
+        Some(customer_id),
+        None,
+        Some(staff),
+        now,
+    )?;
     tracing::info!(
         staff = %staff,
         voucher = %issued.voucher.id,

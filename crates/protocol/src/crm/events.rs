@@ -304,6 +304,10 @@ pub struct VoucherIssuedEvent<'a> {
     pub currency: &'a str,
     /// The customer it was issued to, if any.
     pub customer_id: Option<&'a str>,
+    /// The staff member who issued it (goodwill vouchers from the staff page); left out when
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<&'a str>,
     /// Signing key id.
     pub key_id: &'a str,
     /// `amount_off`, `percent_off` or `free_item`.
@@ -343,6 +347,8 @@ pub struct Issue<'a> {
     pub points: i64,
     /// Why it was issued.
     pub origin: &'a str,
+    /// The staff member who issued it, if one did.
+    pub issued_by: Option<&'a str>,
 }
 
 impl<'a> VoucherIssuedEvent<'a> {
@@ -359,6 +365,7 @@ impl<'a> VoucherIssuedEvent<'a> {
         VoucherIssuedEvent {
             currency: &voucher.currency,
             customer_id: issue.customer_id,
+            issued_by: issue.issued_by,
             key_id: &voucher.key_id,
             kind,
             min_spend: voucher.min_spend.map(|m| m.format(decimals)),
