@@ -27,7 +27,17 @@ fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
 }
 
-fn config(dir: &Path, broker: u16, http: u16, scanner: &Path) -> String {
+/// The demo's receipt profile (a printer proxy needs one).
+const RECEIPT_PROFILE: &str = r#"
+[receipt_profiles.example]
+item_line = '^(?:(?P<sku>\d{8,14}) )?(?P<name>\S.*?)\s{2,}(?P<amount>-?\d{1,3}(?:\.\d{3})*,\d{2}-?) [AB]$'
+total = '^SUMME EUR\s+(?P<total>-?\d{1,3}(?:\.\d{3})*,\d{2})$'
+receipt_id = '^Bon-Nr\.:\s*(?P<receipt_id>\d+)'
+receipt_id_format = "{lane}-{receipt_id}"
+decimal_separator = ","
+"#;
+
+fn config(dir: &Path, broker: u16, http: u16, scanner: &Path, printer: u16) -> String {
     let key = dir.join("voucher.key");
     loyalty_daemon::vouchers::keyfile::generate(&key).expect("signing key");
     let token = dir.join("staff.token");
@@ -74,7 +84,16 @@ pins = [{{ name = "Anna", pin_hash = "sha256:s4lt:4f5d913b0ff74997867b5f2f400e4e
 name = "lane2-scanner"
 path = "{scanner}"
 lane = "2"
+
+[[printer_proxy]]
+name = "lane1-printer"
+listen = "127.0.0.1:{proxy}"
+printer = "127.0.0.1:{printer}"
+lane = "1"
+profile = "example"
+{RECEIPT_PROFILE}
 "#,
+        proxy = free_port(),
         data = dir.join("data").display(),
         key = key.display(),
         token = token.display(),
@@ -141,7 +160,7 @@ async fn answer_for(till: &mut Till, predicate: impl Fn(&Value) -> bool) -> Valu
 fn login(browser: &Browser, base: &str, token: &str) {
     browser.goto(&format!("{base}/staff/login"));
     browser.type_into("#token", token);
-    browser.click("#login");
+    browser.submit("#login");
 }
 
 fn shoot(browser: &Browser, name: &str) {
@@ -158,10 +177,21 @@ async fn the_staff_page_in_a_real_browser() {
     let scanner_link = dir.path().join("scanner");
     let scanner = loyalty_tools::demo::pty::Pty::open(&scanner_link).expect("openpty");
     seed_named_customer(dir.path());
+    // The lane's receipt printer: takes one connection and hands over what it printed.
+    let printer = std::net::TcpListener::bind("127.0.0.1:0").expect("printer");
+    let printer_port = printer.local_addr().expect("addr").port();
+    let (printed_tx, printed_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        if let Ok((mut connection, _)) = printer.accept() {
+            let mut bytes = Vec::new();
+            let _ = connection.read_to_end(&mut bytes);
+            let _ = printed_tx.send(bytes);
+        }
+    });
     let http = free_port();
     let _gateway = gateway_binary().start(
         dir.path(),
-        &config(dir.path(), broker.port, http, &scanner_link),
+        &config(dir.path(), broker.port, http, &scanner_link, printer_port),
     );
     wait_online(broker.port, "loyalty/s1").await;
     let mut till = Till::connect(broker.port, "loyalty/s1", "till-1").await;
@@ -291,7 +321,7 @@ async fn the_staff_page_in_a_real_browser() {
     // Search by card: profile, purchase with its items (as text), favourite categories.
     browser.goto(&format!("{base}/staff/customer"));
     browser.type_into("#q", NAMED_CARD);
-    browser.click("#search");
+    browser.submit("#search");
     browser.wait_for(Duration::from_secs(5), "the profile", |b| {
         b.find("#customer-name").is_some()
     });
@@ -323,7 +353,7 @@ async fn the_staff_page_in_a_real_browser() {
     // Goodwill: above the cap refused; 5.00 issued, shown as QR, and valid at a lane.
     browser.goto(&format!("{base}/staff/customer?q={NAMED_CARD}"));
     browser.type_into("#goodwill-value", "50.00");
-    browser.click("#goodwill");
+    browser.submit("#goodwill");
     browser.wait_for(Duration::from_secs(5), "the refusal", |b| {
         b.find("#issued-error").is_some()
     });
@@ -333,7 +363,7 @@ async fn the_staff_page_in_a_real_browser() {
         browser.text("main")
     );
     browser.type_into("#goodwill-value", "5.00");
-    browser.click("#goodwill");
+    browser.submit("#goodwill");
     browser.wait_for(Duration::from_secs(5), "the voucher issued", |b| {
         b.find("#issued code.voucher-text").is_some()
     });
@@ -349,6 +379,24 @@ async fn the_staff_page_in_a_real_browser() {
     );
     assert_eq!(qr_loaded, Value::Bool(true), "the QR image loads");
     shoot(&browser, "customer");
+    // Printed on the lane's printer: the slip carries the voucher's QR text.
+    browser.submit("#issued form.print button");
+    browser.wait_for(Duration::from_secs(5), "the slip printed", |b| {
+        b.find("#printed").is_some() || b.find("#issued-error").is_some()
+    });
+    assert!(
+        browser.find("#printed").is_some(),
+        "{}",
+        browser.text("main")
+    );
+    let slip = printed_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the printer got the slip");
+    assert!(
+        slip.windows(voucher_text.len())
+            .any(|w| w == voucher_text.as_bytes()),
+        "the slip's QR command carries the voucher"
+    );
     browser.goto(&format!("{base}/staff/figures?days=7"));
     assert_eq!(browser.text("#fig-vouchers-issued .value"), "1");
     shoot(&browser, "figures");
@@ -375,7 +423,7 @@ async fn the_staff_page_in_a_real_browser() {
     });
 
     // Log out; a staff member logs in with name and PIN, and the page names her.
-    browser.click("header form.logout button");
+    browser.submit("header form.logout button");
     browser.wait_for(Duration::from_secs(5), "the login page", |b| {
         b.url().ends_with("/staff/login")
     });
@@ -383,7 +431,7 @@ async fn the_staff_page_in_a_real_browser() {
     assert!(browser.url().ends_with("/staff/login"), "the session ended");
     browser.type_into("#name", "Anna");
     browser.type_into("#pin", "4711");
-    browser.click("#login");
+    browser.submit("#login");
     browser.wait_for(Duration::from_secs(5), "the PIN login", |b| {
         b.url().ends_with("/staff/lanes")
     });

@@ -8,6 +8,7 @@
 //! | `GET /staff/customer?q=...` | customer search (card number or customer id) and profile |
 //! | `POST /staff/goodwill` | issue a goodwill voucher to the customer shown |
 //! | `GET /staff/voucher/{id}.svg` | a voucher's QR code |
+//! | `POST /staff/print` | print a voucher's slip on a lane's printer (`[[printer_proxy]]`) |
 //! | `GET /staff/figures?days=1\|7\|30` | the store's figures, with per-day charts (SVG) |
 //! | `GET /staff/devices` | broker, devices, sync, clock, disk |
 //! | `GET /staff/static/*` | the page's CSS and script, compiled into the binary |
@@ -29,6 +30,7 @@ pub mod figures;
 pub mod lanes;
 pub mod locale;
 pub mod pages;
+pub mod print;
 
 use crate::config::Config;
 use crate::gateway::backend::GatewayBackend;
@@ -71,6 +73,8 @@ pub struct StaffPage {
     locale: Locale,
     goodwill_max: String,
     data_dir: std::path::PathBuf,
+    printers: Vec<print::Printer>,
+    printer_names: Vec<String>,
     shutdown: CancellationToken,
 }
 
@@ -113,6 +117,11 @@ impl StaffPage {
             locale,
             goodwill_max,
             data_dir: config.storage.data_dir.clone(),
+            printers: print::printers(config),
+            printer_names: print::printers(config)
+                .into_iter()
+                .map(|p| format!("{} ({})", p.name, p.lane))
+                .collect(),
             shutdown,
         }))
     }
@@ -173,6 +182,7 @@ impl StaffPage {
             locale: &self.locale,
             staff: &session.staff,
             csrf: &session.csrf,
+            printers: &self.printer_names,
         };
         match (&method, path.as_str()) {
             (&Method::GET, "/staff") | (&Method::GET, "/staff/") => redirect("/staff/lanes"),
@@ -183,6 +193,7 @@ impl StaffPage {
             (&Method::GET, "/staff/lanes/live") => self.lanes_live(&query).await,
             (&Method::GET, "/staff/customer") => self.customer(&ctx, &query, None).await,
             (&Method::POST, "/staff/goodwill") => self.goodwill(&ctx, &session, request).await,
+            (&Method::POST, "/staff/print") => self.print(&ctx, &session, request).await,
             (&Method::GET, "/staff/figures") => {
                 let days = crate::percent::query_param(&query, "days")
                     .and_then(|d| d.parse::<u32>().ok())
@@ -371,6 +382,46 @@ impl StaffPage {
         };
         let query = format!("q={}", crate::percent::encode_query_value(&customer_id));
         self.customer(ctx, &query, Some(issued)).await
+    }
+
+    async fn print(
+        &self,
+        ctx: &pages::Ctx<'_>,
+        session: &Session,
+        request: Request<Incoming>,
+    ) -> Answer {
+        let Some(form) = read_form(request).await else {
+            return html(StatusCode::BAD_REQUEST, pages::not_found(ctx));
+        };
+        let field = |name: &str| crate::percent::query_param(&form, name).unwrap_or_default();
+        if !auth::same_token(&field("csrf"), &session.csrf) {
+            return html(StatusCode::FORBIDDEN, pages::not_found(ctx));
+        }
+        let printer = field("printer")
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.printers.get(i));
+        let Some(printer) = printer else {
+            return html(StatusCode::BAD_REQUEST, pages::not_found(ctx));
+        };
+        let Some(id) = loyalty_core::voucher::VoucherId::parse(&field("voucher_id")) else {
+            return html(StatusCode::BAD_REQUEST, pages::not_found(ctx));
+        };
+        let vouchers = self.handle.vouchers.clone();
+        let voucher = match tokio::task::spawn_blocking(move || vouchers.issued(&id)).await {
+            Ok(Ok(Some(voucher))) => voucher,
+            Ok(Ok(None)) => return html(StatusCode::NOT_FOUND, pages::not_found(ctx)),
+            _ => return failure(ctx),
+        };
+        let outcome = match print::print(printer, &voucher, self.locale.time_zone().clone()).await {
+            Ok(()) => {
+                tracing::info!(staff = %session.staff, voucher = %voucher.voucher.id, printer = %printer.name, "voucher slip printed from the staff page");
+                pages::Issued::Printed(printer.name.clone(), Box::new(voucher))
+            }
+            Err(err) => pages::Issued::Refused(err),
+        };
+        let query = format!("q={}", crate::percent::encode_query_value(&field("q")));
+        self.customer(ctx, &query, Some(outcome)).await
     }
 
     async fn voucher_image(&self, file: &str) -> Answer {

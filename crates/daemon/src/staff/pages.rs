@@ -20,12 +20,16 @@ pub struct Ctx<'a> {
     pub staff: &'a str,
     /// The session's form token.
     pub csrf: &'a str,
+    /// The printers a slip may be printed on (empty: no print button).
+    pub printers: &'a [String],
 }
 
 /// The outcome of a goodwill request, shown above the customer.
 pub enum Issued {
     /// The voucher issued.
     Voucher(Box<IssuedVoucher>),
+    /// Its slip was printed on this printer.
+    Printed(String, Box<IssuedVoucher>),
     /// Why it was refused.
     Refused(String),
 }
@@ -173,8 +177,8 @@ fn benefit(locale: &Locale, benefit: &Benefit) -> String {
     }
 }
 
-fn voucher_card(locale: &Locale, issued: &IssuedVoucher) -> Markup {
-    let t = locale.t;
+fn voucher_card(ctx: &Ctx<'_>, query: &str, issued: &IssuedVoucher) -> Markup {
+    let (locale, t) = (ctx.locale, ctx.locale.t);
     let id = issued.voucher.id.to_string();
     html! {
         figure.voucher data-voucher=(id) {
@@ -185,6 +189,15 @@ fn voucher_card(locale: &Locale, issued: &IssuedVoucher) -> Markup {
                 (t.valid_until) " " (locale.date_time(issued.voucher.valid_until))
                 br;
                 code.voucher-text { (issued.text) }
+                @for (i, printer) in ctx.printers.iter().enumerate() {
+                    form.print method="post" action="/staff/print" {
+                        input type="hidden" name="csrf" value=(ctx.csrf);
+                        input type="hidden" name="voucher_id" value=(id);
+                        input type="hidden" name="printer" value=(i);
+                        input type="hidden" name="q" value=(query);
+                        button type="submit" { (t.print) " " (printer) }
+                    }
+                }
             }
         }
     }
@@ -198,7 +211,7 @@ pub fn customer(
     issued: Option<&Issued>,
     goodwill_max: &str,
 ) -> Markup {
-    let (locale, t) = (ctx.locale, ctx.locale.t);
+    let t = ctx.locale.t;
     let body = html! {
         form.search method="get" action="/staff/customer" {
             label { (t.search_label)
@@ -210,7 +223,13 @@ pub fn customer(
             Some(Issued::Voucher(voucher)) => {
                 section.issued #issued {
                     h2 { (t.goodwill_issued) }
-                    (voucher_card(locale, voucher))
+                    (voucher_card(ctx, query, voucher))
+                }
+            }
+            Some(Issued::Printed(printer, voucher)) => {
+                section.issued #printed {
+                    h2 { (t.printed) " " (printer) }
+                    (voucher_card(ctx, query, voucher))
                 }
             }
             Some(Issued::Refused(why)) => p.error #issued-error { (t.error) ": " (why) },
@@ -262,7 +281,7 @@ fn profile(ctx: &Ctx<'_>, page: &CustomerPage, goodwill_max: &str) -> Markup {
             section.vouchers {
                 h2 { (t.open_vouchers) }
                 @if page.vouchers.is_empty() { p.empty { (t.no_vouchers) } }
-                div.cards { @for v in &page.vouchers { (voucher_card(locale, v)) } }
+                div.cards { @for v in &page.vouchers { (voucher_card(ctx, &c.id, v)) } }
                 h2 { (t.offers) }
                 p.empty { (t.no_offers) }
             }

@@ -203,6 +203,17 @@ impl Browser {
         );
     }
 
+    /// Clicks the element `css` selects (a form's button, a link) and waits until the next
+    /// page has loaded (a click may return before the navigation it starts).
+    pub fn submit(&self, css: &str) {
+        self.run("window.__testkitOldPage = true; return null;");
+        self.click(css);
+        self.wait_for(Duration::from_secs(10), "the next page", |b| {
+            b.run("return window.__testkitOldPage === undefined && document.readyState === 'complete';")
+                == Value::Bool(true)
+        });
+    }
+
     /// Runs `script` in the page and returns its value.
     pub fn run(&self, script: &str) -> Value {
         self.session_call(
