@@ -170,10 +170,9 @@ impl StaffPage {
             Some(session) => session,
             None if self.auth.is_open() => {
                 // No credentials configured (a loopback listener only): a session for the box.
-                let (id, session) = self.auth.open_session("local".into());
+                let (id, _) = self.auth.open_session("local".into());
                 let mut answer = redirect(&path_and_query(&path, &query));
                 set_cookie(&mut answer, &id, self.auth.ttl());
-                let _ = session;
                 return answer;
             }
             None => return redirect("/staff/login"),

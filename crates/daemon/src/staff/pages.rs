@@ -379,3 +379,41 @@ pub fn failure(ctx: &Ctx<'_>) -> Markup {
         html! { p.error { "see the gateway's log (journalctl -u loyalty-gateway)" } },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::staff::lanes::AtLane;
+
+    #[test]
+    fn a_lane_in_german_with_its_name_escaped() {
+        let locale = Locale::new(
+            "de",
+            "EUR",
+            jiff::tz::TimeZone::get("Europe/Berlin").expect("tz"),
+        );
+        let mut now = LanesNow::default();
+        now.lanes.insert(
+            "3".into(),
+            AtLane {
+                customer_id: "c-1".into(),
+                card: "2990000000019".into(),
+                name: Some("<script>alert(1)</script>Erika".into()),
+                tier: "gold".into(),
+                balance: 1234,
+                enrolled: false,
+                since: jiff::Timestamp::from_second(1_800_000_000).expect("time"),
+                checked_out: Some(12),
+            },
+        );
+        let html = lanes_fragment(&locale, &now).into_string();
+        assert!(html.contains("Kasse 3"), "{html}");
+        assert!(html.contains("1.234 Punkte"), "{html}");
+        assert!(html.contains("seit 09:00:00"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;Erika"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "{html}");
+    }
+}
