@@ -338,6 +338,7 @@ pub fn devices(ctx: &Ctx<'_>, report: &HealthReport, disk_free: Option<u64>) -> 
         None => format!("{} 0 s", t.sync_lag),
     };
     let sync_detail = match &report.sync.last_error {
+        _ if !report.sync.enabled => t.sync_off.to_string(),
         Some(err) => format!("{lag}; {err}"),
         None => lag,
     };
