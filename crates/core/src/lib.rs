@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod customer;
 pub mod escpos;
+pub mod figures;
 pub mod lane;
 pub mod ledger;
 pub mod money;

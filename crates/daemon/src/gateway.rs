@@ -394,6 +394,20 @@ pub async fn start(
             devices,
             &config.store.currency,
         ));
+        let server = if config.http.staff.enabled {
+            let bound = server.local_addr()?;
+            let staff = crate::staff::StaffPage::start(
+                handle.clone(),
+                backend.clone(),
+                &config,
+                bound,
+                shutdown.clone(),
+            )?;
+            tracing::info!(addr = %bound, "staff page on /staff");
+            server.with_staff(staff)
+        } else {
+            server
+        };
         let metrics = handle.metrics.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -6,6 +6,7 @@
 //! | `GET /metrics` | Prometheus/OpenMetrics text ([`crate::telemetry::Metrics::encode`]) |
 //! | `GET /customers?card=...` | staff lookup: profile, balance, recent purchases (JSON); 404 for an unknown card |
 //! | `GET /vouchers/{id}.png`, `.svg` | the voucher's QR image |
+//! | `/staff...` | the staff page (HTML, its own login and cookie: [`crate::staff`]) |
 //!
 //! The API knows nothing of the store: the gateway implements [`ApiBackend`], whose methods are
 //! blocking (they may read sled) and run on tokio's blocking pool. When a bearer token is
@@ -121,6 +122,9 @@ pub enum HttpError {
     /// A non-loopback listener without a token.
     #[error("http.bind {0} is not a loopback address: set http.token_file (the API shows customer data)")]
     TokenRequired(SocketAddr),
+    /// The staff page on a non-loopback listener without a token or PIN.
+    #[error("http.bind {0} is not a loopback address: set http.staff.token_file or http.staff.pins, or set http.staff.enabled = false (the staff page shows customer data)")]
+    StaffTokenRequired(SocketAddr),
     /// The listener failed.
     #[error("local API listener failed: {0}")]
     Io(#[from] std::io::Error),
@@ -131,6 +135,7 @@ pub enum HttpError {
 pub struct ApiServer {
     listener: TcpListener,
     token: Option<Secret>,
+    staff: Option<Arc<crate::staff::StaffPage>>,
 }
 
 impl ApiServer {
@@ -161,7 +166,17 @@ impl ApiServer {
         if token.is_none() && !addr.ip().is_loopback() {
             return Err(HttpError::TokenRequired(addr));
         }
-        Ok(ApiServer { listener, token })
+        Ok(ApiServer {
+            listener,
+            token,
+            staff: None,
+        })
+    }
+
+    /// Serves the staff page under `/staff` too (it checks its own logins).
+    pub fn with_staff(mut self, staff: Arc<crate::staff::StaffPage>) -> ApiServer {
+        self.staff = Some(staff);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -180,6 +195,7 @@ impl ApiServer {
             backend,
             metrics,
             token: self.token,
+            staff: self.staff,
         });
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -197,10 +213,10 @@ impl ApiServer {
                     Err(_) => break,
                 },
             };
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
+                    Ok(accepted) => accepted,
                     Err(err) => {
                         // EMFILE and friends: wait and retry instead of spinning.
                         tracing::warn!(error = %err, "local API: accept failed; retrying");
@@ -218,7 +234,7 @@ impl ApiServer {
                 let _permit = permit;
                 let service = hyper::service::service_fn(move |request| {
                     let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
+                    async move { Ok::<_, std::convert::Infallible>(handle(&state, request, peer).await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(connection);
@@ -250,11 +266,18 @@ struct State {
     backend: Arc<dyn ApiBackend>,
     metrics: Metrics,
     token: Option<Secret>,
+    staff: Option<Arc<crate::staff::StaffPage>>,
 }
 
-type Answer = Response<Full<Bytes>>;
+pub(crate) type Answer = Response<Full<Bytes>>;
 
-async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Answer {
+async fn handle(state: &Arc<State>, request: Request<Incoming>, peer: SocketAddr) -> Answer {
+    if let Some(staff) = &state.staff {
+        let path = request.uri().path();
+        if path == "/staff" || path.starts_with("/staff/") {
+            return staff.handle(request, peer).await;
+        }
+    }
     if let Some(token) = &state.token {
         let presented = request
             .headers()

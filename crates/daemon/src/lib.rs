@@ -18,6 +18,7 @@ pub mod percent;
 pub mod printer_proxy;
 pub mod render;
 pub mod serial;
+pub mod staff;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;

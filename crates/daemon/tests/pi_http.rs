@@ -342,6 +342,7 @@ async fn a_non_loopback_listener_needs_a_token() {
         enabled: true,
         bind: "0.0.0.0:0".into(),
         token_file: Some(token_file),
+        ..HttpConfig::default()
     };
     let server = ApiServer::bind(&config).await.expect("bind with token");
     let port = server.local_addr().expect("addr").port();
@@ -363,6 +364,7 @@ async fn a_world_readable_token_file_is_refused() {
         enabled: true,
         bind: "127.0.0.1:0".into(),
         token_file: Some(token_file),
+        ..HttpConfig::default()
     };
     let err = ApiServer::bind(&config).await.expect_err("refused");
     let message = err.to_string();

@@ -300,6 +300,7 @@ pub(crate) fn apply_sale(
         &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), points)
             .with_unknown_categories(request.unknown_categories.clone()),
     )?;
+    tx.count_sale(now, rec.customer_id.as_deref(), receipt.total.0)?;
     Ok(outcome_from(&receipt.id, &outcome, false))
 }
 

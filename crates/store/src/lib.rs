@@ -47,6 +47,7 @@ mod customers;
 mod durability;
 mod error;
 pub mod events;
+mod figures;
 mod journal;
 mod merge;
 mod open;
@@ -107,7 +108,7 @@ fn corrupt<T>(what: impl Into<String>) -> TxResult<T> {
 }
 
 /// Names of the core trees, in the order a [`Tx`] holds them.
-const CORE_TREES: [&str; 8] = [
+const CORE_TREES: [&str; 9] = [
     "meta",
     "customers",
     "cards",
@@ -116,6 +117,7 @@ const CORE_TREES: [&str; 8] = [
     "customer_journal",
     "outbox",
     "ops",
+    "figures",
 ];
 /// Trees whose leaves split above [`BIG_LEAF_ENTRIES`] entries (see `open_sled`).
 const BIG_LEAF_TREES: [&str; 2] = ["customers", "cards"];
@@ -128,6 +130,7 @@ const JOURNAL: usize = 4;
 const CUSTOMER_JOURNAL: usize = 5;
 const OUTBOX: usize = 6;
 const OPS: usize = 7;
+const FIGURES: usize = 8;
 
 /// The longest chain of merges (`a` into `b`, `b` into `c`, ...) a customer lookup follows.
 const MAX_MERGE_HOPS: usize = 16;

@@ -73,6 +73,7 @@ impl Store {
         ];
         let migrations_applied =
             schema::prepare(&db, &trees[META], &data_dir, store_id, migrations)?;
+        figures::ensure_outstanding(&trees[FIGURES], &trees[JOURNAL])?;
         let commit = GroupCommit::start(db.clone(), &db_dir).map_err(|source| {
             StoreError::Failed(Failure::Io {
                 context: format!("cannot sync the database files in {}", db_dir.display()),

@@ -355,6 +355,7 @@ impl Store {
             };
             rec.attach_outcome = Some(outcome.clone());
             put_receipt(tx, &rec)?;
+            tx.count_attached(rec.applied_at, customer_id, receipt.total.0)?;
             Ok(outcome_from(receipt_id, &outcome, false))
         })
     }

@@ -73,6 +73,7 @@ impl<'a> Tx<'a> {
         let next = self.get_u64(meta_key::NEXT_SEQ)?.max(1);
         self.tree(META)
             .insert(meta_key::NEXT_SEQ, &u64_be(next + 1)[..])?;
+        self.count_event(at, kind)?;
         let n = self.next_id.get();
         self.next_id.set(n + 1);
         let id = self.ids.nth(n);
@@ -205,6 +206,7 @@ impl<'a> Tx<'a> {
             hash: hash_hex.as_str().into(),
         };
         let event_seq = self.append_event(EventType::Ledger, new.at, &payload)?;
+        self.count_points(new.at, new.kind, new.points)?;
         debug_assert_eq!(event_seq, seq);
         let entry = Entry {
             customer_id: new.customer_id.into(),

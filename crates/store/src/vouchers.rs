@@ -69,6 +69,9 @@ struct IssuedRec {
     #[serde(with = "super::records::ts")]
     issued_at: Timestamp,
     points: i64,
+    /// The staff member who issued it (goodwill from the staff page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issued_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

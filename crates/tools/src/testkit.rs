@@ -4,12 +4,14 @@
 //! the reference CRM and the sync helpers ([`crm`]), earning-policy and receipt builders for
 //! store tests ([`store`]), the local API over plain HTTP ([`http_get`], [`metric_sample`]), and
 //! a private PostgreSQL cluster for the hub's tests ([`Postgres`]), an open-loop raw-socket
-//! publisher ([`flood`]), the small helpers every test needs ([`free_port`],
+//! publisher ([`flood`]), a real headless Chromium through chromedriver ([`browser::Browser`]),
+//! the small helpers every test needs ([`free_port`],
 //! [`wait_until`], [`eventually`]).
 //!
 //! Real services only, no mocks: the broker is Mosquitto, the CRM speaks mutual TLS, stores are
 //! sled in temp dirs. Helpers panic with what went wrong, as test code does.
 
+pub mod browser;
 pub mod crm;
 pub mod flood;
 mod gateway;

@@ -22,7 +22,7 @@ mod store;
 
 pub use built::Built;
 pub use crm::CrmConfig;
-pub use http::HttpConfig;
+pub use http::{HttpConfig, StaffConfig, StaffPin};
 pub use inputs::{
     CardsConfig, LanesConfig, PrinterProxyConfig, ReceiptProfileConfig, SerialConfig, SerialKind,
 };

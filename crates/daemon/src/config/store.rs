@@ -18,6 +18,9 @@ pub struct StoreConfig {
     /// Distrust the wall clock while the kernel says NTP has not synchronised it. Turn off only
     /// in a store without NTP (the clock is then judged by its floor alone).
     pub require_ntp_sync: bool,
+    /// Language and number format of the staff page: `"de"` or `"en"`. When not set: `de` for
+    /// a store in a German-speaking time zone (Berlin, Vienna, Zurich, Busingen), else `en`.
+    pub locale: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -28,11 +31,23 @@ impl Default for StoreConfig {
             timezone: "UTC".into(),
             currency: "EUR".into(),
             require_ntp_sync: true,
+            locale: None,
         }
     }
 }
 
 impl StoreConfig {
+    /// The staff page's language: `store.locale`, else one derived from the time zone.
+    pub fn locale(&self) -> &str {
+        match self.locale.as_deref() {
+            Some(locale) => locale,
+            None => match self.timezone.as_str() {
+                "Europe/Berlin" | "Europe/Vienna" | "Europe/Zurich" | "Europe/Busingen" => "de",
+                _ => "en",
+            },
+        }
+    }
+
     /// The store's time zone (UTC when the configured one is unknown, which `validate` refuses).
     pub fn time_zone(&self) -> jiff::tz::TimeZone {
         jiff::tz::TimeZone::get(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
@@ -64,6 +79,11 @@ impl Section for StoreConfig {
             self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase()),
             format!("{path}.currency"),
             "must be an ISO 4217 code such as \"EUR\"",
+        );
+        errors.check(
+            matches!(self.locale.as_deref(), None | Some("de") | Some("en")),
+            format!("{path}.locale"),
+            "must be \"de\" or \"en\" (the staff page's language and number format)",
         );
     }
 }

@@ -359,6 +359,10 @@ pub struct VoucherIssuedEvent<'a> {
     /// The customer it was issued to, if any.
     #[serde(borrow)]
     pub customer_id: Option<Cow<'a, str>>,
+    /// The staff member who issued it (goodwill vouchers from the staff page); left out when
+    /// none.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<Cow<'a, str>>,
     /// Signing key id.
     #[serde(borrow)]
     pub key_id: Cow<'a, str>,
@@ -404,6 +408,8 @@ pub struct Issue<'a> {
     pub points: i64,
     /// Why it was issued.
     pub origin: &'a str,
+    /// The staff member who issued it, if one did.
+    pub issued_by: Option<&'a str>,
 }
 
 impl<'a> VoucherIssuedEvent<'a> {
@@ -420,6 +426,7 @@ impl<'a> VoucherIssuedEvent<'a> {
         VoucherIssuedEvent {
             currency: Cow::Borrowed(&voucher.currency),
             customer_id: issue.customer_id.map(Cow::Borrowed),
+            issued_by: issue.issued_by.map(Cow::Borrowed),
             key_id: Cow::Borrowed(&voucher.key_id),
             kind: Cow::Borrowed(kind),
             min_spend: voucher.min_spend.map(|m| m.format(decimals)),

@@ -136,7 +136,7 @@ impl Vouchers {
                 customer_id: Some(customer_id.to_string()),
                 points: every,
             };
-            self.record_issued(tx, &issued, "earned", now)?;
+            self.record_issued(tx, &issued, "earned", None, now)?;
             out.push(issued);
         }
         Ok(out)
@@ -147,6 +147,7 @@ impl Vouchers {
         tx: &Tx<'_>,
         issued: &IssuedVoucher,
         origin: &str,
+        issued_by: Option<&str>,
         now: Timestamp,
     ) -> TxResult<()> {
         let id = issued.voucher.id;
@@ -176,6 +177,7 @@ impl Vouchers {
             customer_id: issued.customer_id.clone(),
             issued_at: now,
             points: issued.points,
+            issued_by: issued_by.map(str::to_string),
         };
         tx.extra(T_ISSUED).insert(&id.0, to_json(&rec)?)?;
         tx.append_event(
@@ -189,6 +191,7 @@ impl Vouchers {
                     customer_id: issued.customer_id.as_deref(),
                     points: issued.points,
                     origin,
+                    issued_by,
                 },
             ),
         )?;
@@ -203,6 +206,19 @@ impl Vouchers {
         value: &str,
         customer_id: Option<&str>,
         days: Option<u32>,
+        now: Timestamp,
+    ) -> Result<IssuedVoucher, IssueError> {
+        self.issue_goodwill_by(value, customer_id, days, None, now)
+    }
+
+    /// [`Vouchers::issue_goodwill`] by staff member `issued_by` (recorded with the voucher and
+    /// in its `voucher_issued` event).
+    pub fn issue_goodwill_by(
+        &self,
+        value: &str,
+        customer_id: Option<&str>,
+        days: Option<u32>,
+        issued_by: Option<&str>,
         now: Timestamp,
     ) -> Result<IssuedVoucher, IssueError> {
         let key = self
@@ -253,7 +269,7 @@ impl Vouchers {
             points: 0,
         };
         self.store.transact(&self.extra(), |tx| {
-            self.record_issued(tx, &issued, "goodwill", now)
+            self.record_issued(tx, &issued, "goodwill", issued_by, now)
         })?;
         Ok(issued)
     }

@@ -37,6 +37,14 @@ impl Pty {
         // SAFETY: both descriptors were just returned by openpty and are owned here.
         let (master, slave) =
             unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        // Not inherited by child processes (a gateway started later would otherwise hold the
+        // master open, and closing it here would never hang the device up).
+        for fd in [&master, &slave] {
+            // SAFETY: setting a descriptor flag on an owned, valid descriptor.
+            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
         // SAFETY: termios is plain data filled by tcgetattr on a valid descriptor.
         unsafe {
             let mut termios: libc::termios = std::mem::zeroed();

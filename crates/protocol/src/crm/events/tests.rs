@@ -267,6 +267,7 @@ fn voucher_payloads() {
             customer_id: bound.then_some("berlin-001-00ff"),
             points: if bound { 500 } else { 0 },
             origin,
+            issued_by: None,
         };
         text(&VoucherIssuedEvent::new(
             &voucher(benefit, min_spend),
@@ -296,6 +297,22 @@ fn voucher_payloads() {
             "crm"
         ),
         r#"{"currency":"EUR","customer_id":null,"key_id":"berlin-001-k1","kind":"free_item","min_spend":null,"origin":"crm","points":0,"receipt_id":null,"text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":"4000417025005","voucher_id":"0123456789ABCDEF0123"}"#
+    );
+    // A goodwill voucher from the staff page names who issued it.
+    let by_staff = Issue {
+        text: "LGV1:TEXT",
+        receipt_id: None,
+        customer_id: Some("berlin-001-00ff"),
+        points: 0,
+        origin: "goodwill",
+        issued_by: Some("Anna"),
+    };
+    assert_eq!(
+        text(&VoucherIssuedEvent::new(
+            &voucher(Benefit::AmountOff(Money(500)), None),
+            by_staff
+        )),
+        r#"{"currency":"EUR","customer_id":"berlin-001-00ff","issued_by":"Anna","key_id":"berlin-001-k1","kind":"amount_off","min_spend":null,"origin":"goodwill","points":0,"receipt_id":null,"text":"LGV1:TEXT","valid_from":"2027-01-15T08:00:00Z","valid_until":"2027-02-14T08:00:00Z","value":"5.00","voucher_id":"0123456789ABCDEF0123"}"#
     );
     let v = voucher(Benefit::AmountOff(Money(500)), None);
     assert_eq!(
