@@ -166,6 +166,9 @@ struct Shared {
     rules: Arc<RwLock<Arc<RulesPolicy>>>,
     cards: CardMatcher,
     enroll_unknown: bool,
+    /// Where each lane's answers reach the customer (`config::lane_reach`): the issuing rules
+    /// convert no points into vouchers on a lane they reach nobody.
+    lane_reach: BTreeMap<String, loyalty_core::voucher::issue::LaneReach>,
     /// Answers to the broker's publisher task (None when MQTT is off).
     to_mqtt: Option<crate::mqtt::AnswerSender>,
     /// Answers to in-process observers (tests, the demo, serial displays).
@@ -271,6 +274,7 @@ pub async fn start(
         rules: rules.clone(),
         cards,
         enroll_unknown: config.cards.enroll_unknown,
+        lane_reach: crate::config::lane_reach(&config),
         to_mqtt: options.mqtt.then_some(mqtt_answers_tx),
         observers: broadcast_tx.clone(),
         sync: sync.clone(),

@@ -477,6 +477,7 @@ async fn handle_publish(
                     receipt,
                     origin: Origin::Mqtt,
                     done: Some(done),
+                    answer: None,
                 })
                 .await;
             if sent.is_ok() {

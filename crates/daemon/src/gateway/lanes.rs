@@ -193,7 +193,12 @@ pub(super) async fn lane_actor(
                     send_answer(&shared, answer, started);
                 }
             }
-            Input::Receipt { receipt, done, .. } => {
+            Input::Receipt {
+                receipt,
+                done,
+                answer: reply,
+                ..
+            } => {
                 let (answer, handled) = on_receipt(&lane, receipt, &mut session, &shared).await;
                 let outcome = match (&handled, &answer) {
                     (
@@ -214,6 +219,10 @@ pub(super) async fn lane_actor(
                     }
                     Handled::Durable => failures.store(0, std::sync::atomic::Ordering::Relaxed),
                     Handled::Refused => {}
+                }
+                if let Some(reply) = reply {
+                    // The edge prints it (a printer lane's trailer).
+                    let _ = reply.send(answer.clone());
                 }
                 send_answer(&shared, answer, started);
                 if let Some(done) = done {

@@ -71,6 +71,7 @@ impl Lanes {
                         ),
                         origin: Origin::Mqtt,
                         done: None,
+                        answer: None,
                     }
                 };
                 for answer in
