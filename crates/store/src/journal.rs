@@ -121,6 +121,8 @@ struct Replayed {
     total: i64,
     count: u64,
     entries: Vec<Entry>,
+    /// Points returns still owe: owed by floored clawbacks less what was collected.
+    owed: i64,
 }
 
 /// Replays the journal and checks it against customers and receipts.
@@ -182,6 +184,10 @@ pub(crate) fn verify(
             ));
             continue;
         };
+        // A clawback floored at zero counts its owed points as clawed back; the later
+        // collections of them (clawbacks naming the paying sale in `reference`) pay that debt.
+        let collection = entry.kind == EntryKind::Clawback && body.reference.is_some();
+        let owed = body.owed.unwrap_or(0);
         if let Some(receipt_id) = &entry.receipt_id {
             let sale = per_sale.entry(receipt_id.clone()).or_default();
             match entry.kind {
@@ -189,12 +195,16 @@ pub(crate) fn verify(
                     sale.0 += entry.points;
                     sale.2 += 1;
                 }
-                EntryKind::Clawback => sale.1 -= entry.points,
+                EntryKind::Clawback if !collection => sale.1 += owed - entry.points,
                 _ => {}
             }
         }
         report.points_total += entry.points;
         let r = replayed.entry(entry.customer_id.clone()).or_default();
+        r.owed += owed;
+        if collection {
+            r.owed += entry.points;
+        }
         r.total += entry.points;
         r.count += 1;
         r.entries.push(entry);
@@ -250,6 +260,13 @@ pub(crate) fn verify(
             .filter(|e| e.seq > account.confirmed_through)
             .map(|e| (e.seq, e.points))
             .collect();
+        let owed: i64 = account.owed.iter().map(|(_, _, points)| points).sum();
+        if owed != r.owed {
+            report.problems.push(format!(
+                "customer {id}: stored {owed} points owed by returns, journal replay gives {}",
+                r.owed
+            ));
+        }
         if account.unconfirmed != expected {
             report.problems.push(format!(
                 "customer {id}: unconfirmed entries differ from the journal replay (balance would be {} instead of {})",

@@ -242,6 +242,11 @@ pub struct LedgerEvent<'a> {
     /// Kind of entry.
     #[serde(serialize_with = "entry_kind")]
     pub kind: EntryKind,
+    /// For a clawback floored at zero (a return after its points were converted or spent):
+    /// the points the return still owes, collected by later clawback entries from the
+    /// customer's next earnings. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owed: Option<i64>,
     /// Signed points.
     pub points: i64,
     /// Free text (CRM adjustment reason).
