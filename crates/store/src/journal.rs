@@ -136,8 +136,9 @@ pub(crate) fn verify(
     let mut expected_index = 1u64;
     let mut last_hash: Hash = [0; 32];
     let mut replayed: BTreeMap<String, Replayed> = BTreeMap::new();
-    // Per sale: (earned, clawed, earn entries)
-    let mut per_sale: BTreeMap<String, (i64, i64, u32)> = BTreeMap::new();
+    // Per sale: (earned, clawed, earn entries, when its last entry other than a collection of
+    // owed points was made: unix seconds)
+    let mut per_sale: BTreeMap<String, (i64, i64, u32, i64)> = BTreeMap::new();
     for item in journal.iter() {
         let (key, value) = item?;
         report.entries += 1;
@@ -190,6 +191,9 @@ pub(crate) fn verify(
         let owed = body.owed.unwrap_or(0);
         if let Some(receipt_id) = &entry.receipt_id {
             let sale = per_sale.entry(receipt_id.clone()).or_default();
+            if !collection {
+                sale.3 = sale.3.max(body.at.as_second());
+            }
             match entry.kind {
                 EntryKind::Earn => {
                     sale.0 += entry.points;
@@ -297,7 +301,7 @@ pub(crate) fn verify(
         if rec.data.original_receipt_id.is_some() || rec.customer_id.is_none() {
             continue;
         }
-        let (earned, clawed, earns) = per_sale.remove(&id).unwrap_or_default();
+        let (earned, clawed, earns, _) = per_sale.remove(&id).unwrap_or_default();
         if earns > 1 {
             report
                 .problems
@@ -310,7 +314,12 @@ pub(crate) fn verify(
             ));
         }
     }
-    for (id, (earned, clawed, _)) in per_sale {
+    // Receipts pruned by retention (`storage.receipt_retention_days`) are gone on purpose.
+    let pruned_before = crate::retention::pruned_before(meta)?;
+    for (id, (earned, clawed, _, last_at)) in per_sale {
+        if pruned_before.is_some_and(|before| last_at < before) {
+            continue;
+        }
         if earned != 0 || clawed != 0 {
             report.problems.push(format!(
                 "journal moves points for receipt {id} which is not stored"

@@ -4,7 +4,7 @@
 //! gapless outbox seq) atomically with its own writes.
 
 use super::*;
-use loyalty_protocol::crm::events::{Event, LedgerEvent};
+use loyalty_protocol::crm::events::{Event, LedgerEvent, OwingLedgerEvent};
 
 /// A new ledger entry, for [`Tx::ledger_entry`].
 #[derive(Debug, Clone)]
@@ -260,9 +260,18 @@ impl<'a> Tx<'a> {
             reason: new.reason,
             vests_at: new.vests_at,
             hash: &hash_hex,
-            owed,
         };
-        let event_seq = self.append_event(EventType::Ledger, new.at, &payload)?;
+        let event_seq = match owed {
+            None => self.append_event(EventType::Ledger, new.at, &payload)?,
+            Some(owed) => self.append_event(
+                EventType::Ledger,
+                new.at,
+                &OwingLedgerEvent {
+                    entry: payload,
+                    owed,
+                },
+            )?,
+        };
         debug_assert_eq!(event_seq, seq);
         let entry = Entry {
             customer_id: new.customer_id.into(),

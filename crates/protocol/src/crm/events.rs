@@ -242,11 +242,6 @@ pub struct LedgerEvent<'a> {
     /// Kind of entry.
     #[serde(serialize_with = "entry_kind")]
     pub kind: EntryKind,
-    /// For a clawback floored at zero (a return after its points were converted or spent):
-    /// the points the return still owes, collected by later clawback entries from the
-    /// customer's next earnings. Absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owed: Option<i64>,
     /// Signed points.
     pub points: i64,
     /// Free text (CRM adjustment reason).
@@ -258,6 +253,19 @@ pub struct LedgerEvent<'a> {
     /// When earned points vest.
     #[serde(serialize_with = "rfc3339_opt")]
     pub vests_at: Option<Timestamp>,
+}
+
+/// Payload of a `ledger` event whose clawback was floored at zero (a return after the sale's
+/// points were converted into a voucher or spent): the entry, plus `owed`, the points the
+/// return still owes, collected by later `clawback` entries (same `receipt_id` and
+/// `cause_receipt_id`, `reference` naming the paying sale) from the customer's next earnings.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwingLedgerEvent<'a> {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: LedgerEvent<'a>,
+    /// Points still owed (> 0).
+    pub owed: i64,
 }
 
 /// Payload of `customer_enrolled` events.

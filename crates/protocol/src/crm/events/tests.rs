@@ -166,7 +166,6 @@ fn ledger_payloads() {
         reason: Some("goodwill"),
         vests_at: Some(at(1_801_209_600)),
         hash: "ab12",
-        owed: None,
     };
     assert_eq!(
         text(&full),
@@ -183,29 +182,30 @@ fn ledger_payloads() {
         reason: None,
         vests_at: None,
         hash: "00",
-        owed: None,
     };
     assert_eq!(
         text(&bare),
         r#"{"cause_receipt_id":null,"customer_id":"c","entry":1,"hash":"00","kind":"earn","points":13,"reason":null,"receipt_id":null,"reference":null,"vests_at":null}"#
     );
     // A return after conversion: 3 points clawed now, 7 still owed.
-    let floored = LedgerEvent {
-        entry: 9,
-        customer_id: "c",
-        kind: EntryKind::Clawback,
-        points: -3,
-        receipt_id: Some("S-1"),
-        cause_receipt_id: Some("R-1"),
-        reference: None,
-        reason: None,
-        vests_at: None,
-        hash: "01",
-        owed: Some(7),
+    let floored = OwingLedgerEvent {
+        entry: LedgerEvent {
+            entry: 9,
+            customer_id: "c",
+            kind: EntryKind::Clawback,
+            points: -3,
+            receipt_id: Some("S-1"),
+            cause_receipt_id: Some("R-1"),
+            reference: None,
+            reason: None,
+            vests_at: None,
+            hash: "01",
+        },
+        owed: 7,
     };
     assert_eq!(
         text(&floored),
-        r#"{"cause_receipt_id":"R-1","customer_id":"c","entry":9,"hash":"01","kind":"clawback","owed":7,"points":-3,"reason":null,"receipt_id":"S-1","reference":null,"vests_at":null}"#
+        r#"{"cause_receipt_id":"R-1","customer_id":"c","entry":9,"hash":"01","kind":"clawback","points":-3,"reason":null,"receipt_id":"S-1","reference":null,"vests_at":null,"owed":7}"#
     );
 }
 
