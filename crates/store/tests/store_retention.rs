@@ -138,3 +138,50 @@ fn sales_whose_points_still_vest_are_kept() {
     assert_eq!(store.prune_receipts(today).expect("prune").removed, 0);
     assert!(store.receipt("VESTING").expect("read").is_some());
 }
+
+/// Measurement (run with `--ignored --nocapture`): one pruning run over 20,000 stored receipts
+/// of which half are past the retention.
+#[test]
+#[ignore]
+fn measure_pruning_20000_receipts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_keeping(dir.path(), 30);
+    let policy = Policy::default();
+    let today = now();
+    // Receipts without a customer: the measurement is about the receipts tree.
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (store, policy) = (&store, &policy);
+            scope.spawn(move || {
+                for i in 0..2500 {
+                    let at = if i % 2 == 0 {
+                        today - days(100)
+                    } else {
+                        today
+                    };
+                    store
+                        .apply_receipt(
+                            &sale(&format!("R-{t}-{i}"), vec![line("a", 1000, None)]),
+                            None,
+                            policy,
+                            at,
+                        )
+                        .expect("sale");
+                }
+            });
+        }
+    });
+    let last = store.outbox_stats().expect("stats").last_seq;
+    store.outbox_ack(last).expect("ack");
+    let started = std::time::Instant::now();
+    let report = store.prune_receipts(today).expect("prune");
+    let took = started.elapsed();
+    assert_eq!(report.removed, 10_000);
+    let started = std::time::Instant::now();
+    assert_eq!(store.prune_receipts(today).expect("prune").removed, 0);
+    println!(
+        "pruned {} of 20000 receipts in {took:?}; a run with nothing to prune: {:?}",
+        report.removed,
+        started.elapsed()
+    );
+}
