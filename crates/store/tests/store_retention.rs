@@ -154,11 +154,7 @@ fn measure_pruning_20000_receipts() {
             let (store, policy) = (&store, &policy);
             scope.spawn(move || {
                 for i in 0..2500 {
-                    let at = if i % 2 == 0 {
-                        today - days(100)
-                    } else {
-                        today
-                    };
+                    let at = if i % 2 == 0 { today - days(100) } else { today };
                     store
                         .apply_receipt(
                             &sale(&format!("R-{t}-{i}"), vec![line("a", 1000, None)]),
