@@ -253,7 +253,8 @@ fn check_answers(paper_width_mm: u32, answer_timeout_ms: u64, path: &str, errors
 /// Where each lane's answers reach the customer, for the issuing rules: a lane with a printer
 /// stream that prints answers reaches her on paper; one whose printer streams all say
 /// `answer = "none"` reaches nobody (it converts no points into vouchers); every other lane
-/// (MQTT tills, `answer = "mqtt"`) on a screen. Lanes not listed: on a screen.
+/// (MQTT tills, `answer = "mqtt"`: a display or an in-process observer listens) on a screen.
+/// Lanes not listed: on a screen.
 pub fn lane_reach(
     config: &Config,
 ) -> std::collections::BTreeMap<String, loyalty_core::voucher::issue::LaneReach> {
