@@ -219,11 +219,9 @@ impl Vouchers {
     /// This handle for a lane whose answers reach the customer as `reach` says: through a
     /// handle for a lane they reach nobody ([`voucher::issue::LaneReach::Nowhere`]) no points
     /// are converted into vouchers (they stay on the account).
-    pub fn for_lane(&self, reach: voucher::issue::LaneReach) -> Vouchers {
-        Vouchers {
-            reach,
-            ..self.clone()
-        }
+    pub fn for_lane(mut self, reach: voucher::issue::LaneReach) -> Vouchers {
+        self.reach = reach;
+        self
     }
 
     /// Opens the voucher trees of `store`.
