@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 const SALE: &str = "tests/fixtures/escpos/sale_cp858.bin";
 /// The loyalty card the fixture's receipt prints.
 const CARD: &str = "2990000000019";
-/// The start of the till's next receipt, sent right behind the first one's cut.
+/// The start of the till's next receipt, sent right behind the first one's cut (the devices'
+/// idle gap is long, so it never ends as an unreadable receipt during a test).
 const NEXT: &[u8] = b"\x1b@Bon-Nr.: 4712 (next receipt)\n";
 
 /// A gateway with one printer lane described by `device` (a `[[serial]]` or
@@ -196,6 +197,7 @@ kind = "escpos"
 baud = 38400
 profile = "example"
 code_page = "cp858"
+idle_gap_ms = 60000
 answer = "print"
 answer_qr = "native"
 answer_labels = {{ title = "Danke für Ihren Einkauf", earned = "Punkte", balance = "Punktestand", voucher = "Ihr Gutschein", valid_until = "Gültig bis" }}"#,
@@ -274,6 +276,7 @@ printer = "{printer}"
 lane = "4"
 profile = "example"
 code_page = "cp858"
+idle_gap_ms = 60000
 answer = "{answer}"
 answer_qr = "raster"
 paper_width_mm = 80"#,

@@ -220,11 +220,12 @@ pub(super) async fn lane_actor(
                     Handled::Durable => failures.store(0, std::sync::atomic::Ordering::Relaxed),
                     Handled::Refused => {}
                 }
-                if let Some(reply) = reply {
-                    // The edge prints it (a printer lane's trailer).
-                    let _ = reply.send(answer.clone());
-                }
+                // The edge prints it (a printer lane's trailer), after MQTT and observers had it.
+                let printed = reply.map(|reply| (reply, answer.clone()));
                 send_answer(&shared, answer, started);
+                if let Some((reply, answer)) = printed {
+                    let _ = reply.send(answer);
+                }
                 if let Some(done) = done {
                     let _ = done.send(handled);
                 }
