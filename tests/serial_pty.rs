@@ -254,6 +254,7 @@ async fn escpos_tap_passes_everything_through_and_captures_receipts() {
             receipt,
             origin,
             done,
+            ..
         } => {
             assert_eq!(lane, "4");
             assert_eq!(origin, Origin::Serial("tap1".into()));

@@ -8,13 +8,18 @@
 //! Flow: bytes → [`Tokenizer`] → [`Assembler`] (lines, cut/idle, PAN masking) → [`Document`]
 //! → [`ReceiptProfile::parse`] → `Receipt` or [`ParseError`]. [`ReceiptCapture`] bundles one
 //! stream's settings from the configuration.
+//!
+//! The other direction: [`trailer`] composes the short slip the gateway prints after a till's
+//! cut on printer lanes (points, balance, a new voucher's QR from [`qr`]).
 
 mod assembler;
 mod codepage;
 mod pan;
 mod profile;
 mod profile_spec;
+pub mod qr;
 mod tokenizer;
+pub mod trailer;
 
 pub use assembler::{Assembler, Document, DocumentEnd, MAX_LINES, MAX_LINE_CHARS};
 pub use codepage::{CodePage, CODE_PAGE_NAMES};

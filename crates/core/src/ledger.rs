@@ -8,11 +8,19 @@
 //! - Rounding never makes points negative: every computed amount is clamped to `0..=original`.
 //! - A balance is always the sum of entry deltas on top of the last CRM-confirmed balance;
 //!   [`replay`] over the journal reproduces every stored balance.
+//! - A return never makes a balance negative (the policy for returns after conversion): the
+//!   clawback takes what the balance holds now ([`floor_clawback`]) and the rest is owed
+//!   ([`Owed`]), collected first from the customer's next earnings ([`collect_owed`]). Each
+//!   collection is a clawback entry of its own, so the journal (and the CRM) still sees every
+//!   point move exactly; the clawbacks of a return add up to what it clawed.
 
 use crate::money::Money;
 use crate::receipt::{Receipt, ReceiptLimits, ReceiptLine};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
+
+mod owed;
+pub use owed::{collect_owed, floor_clawback, Owed};
 
 /// What the earning rules decided for one receipt (the store's view of `rules::Earned`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -330,6 +338,8 @@ pub struct Account {
     pub local_total: i64,
     /// Number of local entries ever recorded.
     pub entries: u64,
+    /// Points returns still owe, oldest first (see [`floor_clawback`]).
+    pub owed: Vec<Owed>,
 }
 
 impl Account {
@@ -398,6 +408,8 @@ impl Account {
         };
         self.unconfirmed = unconfirmed;
         self.vesting.extend(other.vesting.iter().cloned());
+        // What a return could not take from `other` is owed by the survivor now.
+        self.owed.extend(other.owed.iter().cloned());
         self.local_total += other.local_total;
         self.entries += other.entries;
     }

@@ -175,6 +175,9 @@ struct Shared {
     rules: Arc<RwLock<Arc<RulesPolicy>>>,
     cards: CardMatcher,
     enroll_unknown: bool,
+    /// Where each lane's answers reach the customer (`config::lane_reach`): the issuing rules
+    /// convert no points into vouchers on a lane they reach nobody.
+    lane_reach: BTreeMap<String, loyalty_core::voucher::issue::LaneReach>,
     /// Answers to the broker's publisher task (None when MQTT is off).
     to_mqtt: Option<crate::mqtt::AnswerSender>,
     /// Answers to in-process observers (tests, the demo, serial displays).
@@ -290,6 +293,7 @@ pub async fn start(
         rules: rules.clone(),
         cards,
         enroll_unknown: config.cards.enroll_unknown,
+        lane_reach: crate::config::lane_reach(&config),
         to_mqtt: options.mqtt.then_some(mqtt_answers_tx),
         observers: broadcast_tx.clone(),
         sync: sync.clone(),
@@ -425,6 +429,7 @@ pub async fn start(
 async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_persisted: Option<Timestamp> = None;
+    let mut next_prune = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -446,8 +451,34 @@ async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
                 last_persisted = Some(now);
             }
         }
+        if tokio::time::Instant::now() >= next_prune {
+            // `storage.receipt_retention_days`: old receipts go, unsynced ones stay; only
+            // with a trusted clock (a wrong date must not decide what is deleted).
+            next_prune = tokio::time::Instant::now() + RECEIPT_PRUNE_INTERVAL;
+            if time.trusted {
+                let store = handle.store.clone();
+                let now = time.now;
+                match tokio::task::spawn_blocking(move || store.prune_receipts(now)).await {
+                    Ok(Ok(report)) if report.removed > 0 || report.kept_unsynced > 0 => {
+                        tracing::info!(
+                            removed = report.removed,
+                            kept_unsynced = report.kept_unsynced,
+                            "receipts older than storage.receipt_retention_days pruned (those the CRM has not acknowledged are kept)"
+                        );
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "pruning old receipts failed; retrying later")
+                    }
+                    Err(err) => tracing::error!(error = %err, "pruning old receipts panicked"),
+                }
+            }
+        }
     }
 }
+
+/// How often receipts past `storage.receipt_retention_days` are pruned (and once at start).
+const RECEIPT_PRUNE_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
 /// Sets the gauges from their sources, now: the outbox's depth and oldest unsent event (read
 /// from the store), the broker connection, the clock. Every `/metrics` scrape calls it first

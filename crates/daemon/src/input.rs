@@ -3,6 +3,7 @@
 //! only consumes them.
 
 use loyalty_core::receipt::Receipt;
+use loyalty_protocol::till::Response;
 use tokio::sync::oneshot;
 
 /// Where an input came from (for logs, metrics and answers).
@@ -54,6 +55,29 @@ pub enum Handled {
     Failed,
 }
 
+/// The lane's answer to a receipt, awaited by the edge that prints it (until `until`).
+#[derive(Debug)]
+pub struct AwaitedAnswer {
+    /// Gets the answer (closed when the receipt was not handled).
+    pub answer: oneshot::Receiver<Response>,
+    /// When the edge stops waiting.
+    pub until: std::time::Instant,
+}
+
+impl AwaitedAnswer {
+    /// A reply channel for [`Input::Receipt`]'s `answer`, awaited for at most `timeout`.
+    pub fn channel(timeout: std::time::Duration) -> (oneshot::Sender<Response>, AwaitedAnswer) {
+        let (tx, answer) = oneshot::channel();
+        (
+            tx,
+            AwaitedAnswer {
+                answer,
+                until: std::time::Instant::now() + timeout,
+            },
+        )
+    }
+}
+
 /// One input for the gateway's main loop.
 #[derive(Debug)]
 pub enum Input {
@@ -79,6 +103,10 @@ pub enum Input {
         origin: Origin,
         /// Told when the receipt is durably handled.
         done: Option<oneshot::Sender<Handled>>,
+        /// Given the lane's answer to the receipt (`points` or `error`), for an edge that
+        /// prints answers on the lane's printer; dropped unanswered when the receipt is not
+        /// handled.
+        answer: Option<oneshot::Sender<Response>>,
     },
     /// A device came up or went away.
     Device {

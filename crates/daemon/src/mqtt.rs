@@ -494,6 +494,7 @@ impl Intake<'_> {
                     receipt,
                     origin: Origin::Mqtt,
                     done: Some(done),
+                    answer: None,
                 }
             }
             None => {

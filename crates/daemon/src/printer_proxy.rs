@@ -5,8 +5,12 @@
 //! gap or end of connection. Printer reachability changes are [`Input::Device`].
 //!
 //! Invariants:
-//! - Bytes reach the printer before they are parsed; parsing never delays or alters them
+//! - The printer gets the till's bytes unchanged and in order; parsing never alters them
 //!   (inputs go through an unbounded hand-off, so a slow gateway never stalls printing).
+//!   With `answer = "print"` the lane's answer (a trailer: points, balance, new vouchers' QR
+//!   codes, a cut) is printed right after the till's cut, before any later byte of the till
+//!   is read (TCP holds them), for at most `answer_timeout_ms`: a trailer never interleaves
+//!   with the next receipt.
 //! - A printer that is down is never silence: the till's connection is reset (RST) at once
 //!   when the printer refuses or does not answer within `connect_timeout_ms`, and closed when
 //!   the printer drops the connection mid-job.
@@ -16,7 +20,7 @@
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Built, PrinterProxyConfig};
-use crate::input::{Input, Origin, Unreadable};
+use crate::input::{AwaitedAnswer, Input, Origin, Unreadable};
 use loyalty_core::escpos::Document;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,7 +109,9 @@ impl Events {
         });
     }
 
-    fn receipt(&self, capture: &ReceiptCapture, document: &Document) {
+    /// Sends a finished document as a receipt; returns the answer to await when the capture
+    /// prints answers (and the receipt could be read).
+    fn receipt(&self, capture: &ReceiptCapture, document: &Document) -> Option<AwaitedAnswer> {
         let receipt = capture.read(document, jiff::Timestamp::now());
         match &receipt {
             Ok(r) => tracing::info!(
@@ -117,12 +123,21 @@ impl Events {
                 tracing::debug!(proxy = %self.name, text = %document.text(), "unreadable receipt");
             }
         }
+        let (answer, awaited) = match (&receipt, capture.answer_timeout()) {
+            (Ok(_), Some(timeout)) => {
+                let (tx, awaited) = AwaitedAnswer::channel(timeout);
+                (Some(tx), Some(awaited))
+            }
+            _ => (None, None),
+        };
         let _ = self.tx.send(Input::Receipt {
             lane: self.lane.clone(),
             receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
             origin: Origin::PrinterProxy(self.name.clone()),
             done: None,
+            answer,
         });
+        awaited
     }
 }
 
@@ -325,6 +340,43 @@ impl Connection {
         }
     }
 
+    /// Waits for the lane's answer to a receipt (at most until `awaited.until`) and prints its
+    /// trailer; false when the printer failed or the connection was cancelled.
+    async fn print_answer(
+        &self,
+        awaited: Option<AwaitedAnswer>,
+        assembler: &loyalty_core::escpos::Assembler,
+        printer: &mut OwnedWriteHalf,
+        conn: &CancellationToken,
+    ) -> bool {
+        let Some(AwaitedAnswer { answer, until }) = awaited else {
+            return true;
+        };
+        let answer = tokio::select! {
+            _ = conn.cancelled() => return false,
+            answer = tokio::time::timeout_at(Instant::from_std(until), answer) => answer,
+        };
+        let answer = match answer {
+            Ok(Ok(answer)) => answer,
+            // Not handled (refused before a lane took it): nothing to print.
+            Ok(Err(_)) => return true,
+            Err(_) => {
+                tracing::warn!(printer = %self.printer, "no answer to print in time (answer_timeout_ms): the till's next bytes pass on without it");
+                return true;
+            }
+        };
+        let Some(trailer) = self.capture.trailer(&answer, assembler.code_page()) else {
+            return true;
+        };
+        match printer.write_all(&trailer).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(printer = %self.printer, error = %err, "printer write failed");
+                false
+            }
+        }
+    }
+
     fn printer_down(&self, till: TcpStream, reason: String) {
         self.events.device(
             false,
@@ -346,28 +398,48 @@ impl Connection {
     ) -> ForwardEnd {
         let mut assembler = self.capture.assembler();
         let mut buf = vec![0u8; 8192];
-        let end = loop {
+        let end = 'job: loop {
             let deadline = assembler.deadline().map(Instant::from_std);
             tokio::select! {
                 _ = conn.cancelled() => break ForwardEnd::Stopped,
                 _ = sleep_until_opt(deadline) => {
                     if let Some(document) = assembler.on_idle(std::time::Instant::now()) {
-                        self.events.receipt(&self.capture, &document);
+                        let awaited = self.events.receipt(&self.capture, &document);
+                        if !self.print_answer(awaited, &assembler, &mut printer, &conn).await {
+                            break ForwardEnd::Stopped;
+                        }
                     }
                 }
                 read = till.read(&mut buf) => match read {
                     Ok(0) => {
+                        if let Some(document) = assembler.end_of_stream() {
+                            let awaited = self.events.receipt(&self.capture, &document);
+                            if !self.print_answer(awaited, &assembler, &mut printer, &conn).await {
+                                break ForwardEnd::Stopped;
+                            }
+                        }
                         let _ = printer.shutdown().await;
                         break ForwardEnd::TillDone;
                     }
                     Ok(n) => {
-                        // The printer first: parsing never delays or alters the bytes.
-                        if let Err(err) = printer.write_all(&buf[..n]).await {
-                            tracing::warn!(printer = %self.printer, error = %err, "printer write failed");
-                            break ForwardEnd::Stopped;
-                        }
-                        for document in assembler.feed(&buf[..n], std::time::Instant::now()) {
-                            self.events.receipt(&self.capture, &document);
+                        // Up to each receipt's end, then its answer, then the rest: the
+                        // printer gets the till's bytes unchanged and never a trailer inside
+                        // the next receipt (the till's later bytes wait in TCP meanwhile).
+                        let mut rest = &buf[..n];
+                        while !rest.is_empty() {
+                            let (used, document) =
+                                assembler.feed_until_document(rest, std::time::Instant::now());
+                            if let Err(err) = printer.write_all(&rest[..used]).await {
+                                tracing::warn!(printer = %self.printer, error = %err, "printer write failed");
+                                break 'job ForwardEnd::Stopped;
+                            }
+                            rest = &rest[used..];
+                            if let Some(document) = document {
+                                let awaited = self.events.receipt(&self.capture, &document);
+                                if !self.print_answer(awaited, &assembler, &mut printer, &conn).await {
+                                    break 'job ForwardEnd::Stopped;
+                                }
+                            }
                         }
                     }
                     Err(err) => {

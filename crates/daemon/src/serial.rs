@@ -16,16 +16,20 @@
 //!   exponential backoff ([`REOPEN_MIN`] .. [`REOPEN_MAX`]); no loop spins while it is gone.
 //! - A tap is up only when both ports are open; when either side goes, both are closed (the
 //!   till sees its printer vanish, as without the gateway) and reopened together.
-//! - Bytes reach the printer before they are parsed; parsing never delays or alters them.
+//! - The printer gets the till's bytes unchanged and in order; parsing never alters them.
+//!   With `answer = "print"` the gateway prints the lane's answer (a trailer: points, balance,
+//!   new vouchers' QR codes, a cut) right after the till's cut: the till's bytes after the cut
+//!   are held (read and kept, so no UART buffer overflows) until the trailer is out or
+//!   `answer_timeout_ms` passed, so a trailer never interleaves with the next receipt.
 //! - Scanner lines longer than `max_line_len` are dropped (reported), never buffered without
 //!   bound; nothing here panics on device input.
 
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Built, SerialConfig, SerialKind};
-use crate::input::{Input, Origin, Unreadable};
+use crate::input::{AwaitedAnswer, Input, Origin, Unreadable};
 use loyalty_core::escpos::Document;
-use serialport::{DataBits, FlowControl, Parity, StopBits, TTYPort};
+use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits, TTYPort};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +44,11 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 pub const REOPEN_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between attempts to reopen a device that is gone.
 pub const REOPEN_MAX: Duration = Duration::from_secs(2);
+/// How long one blocking read waits while an answer to print is awaited (the answer is looked
+/// for between reads).
+pub const ANSWER_POLL: Duration = Duration::from_millis(5);
+/// Most till bytes held while an answer is awaited; beyond, they pass on unanswered.
+pub const MAX_HELD: usize = 1 << 20;
 /// Consecutive zero-byte reads (poll says readable, read returns nothing) that mean the device
 /// is gone.
 const ZERO_READS_GONE: u32 = 3;
@@ -180,7 +189,9 @@ impl Events {
         });
     }
 
-    fn receipt(&self, capture: &ReceiptCapture, document: &Document) {
+    /// Sends a finished document as a receipt; returns the answer to await when the capture
+    /// prints answers (and the receipt could be read).
+    fn receipt(&self, capture: &ReceiptCapture, document: &Document) -> Option<AwaitedAnswer> {
         let receipt = capture.read(document, jiff::Timestamp::now());
         match &receipt {
             Ok(r) => tracing::info!(
@@ -193,12 +204,21 @@ impl Events {
                 tracing::debug!(device = %self.name, text = %document.text(), "unreadable receipt");
             }
         }
+        let (answer, awaited) = match (&receipt, capture.answer_timeout()) {
+            (Ok(_), Some(timeout)) => {
+                let (tx, awaited) = AwaitedAnswer::channel(timeout);
+                (Some(tx), Some(awaited))
+            }
+            _ => (None, None),
+        };
         let _ = self.tx.send(Input::Receipt {
             lane: self.lane.clone(),
             receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
             origin: Origin::Serial(self.name.clone()),
             done: None,
+            answer,
         });
+        awaited
     }
 }
 
@@ -496,30 +516,78 @@ fn run_tap(
     };
     let mut assembler = capture.assembler();
     let mut buf = [0u8; 4096];
+    // Till bytes read but not passed on yet: held while an answer to print is awaited.
+    let mut held: Vec<u8> = Vec::new();
+    let mut awaited: Option<AwaitedAnswer> = None;
+    let mut read_timeout = READ_TIMEOUT;
     let mut zero_reads = 0;
     let stopped = || stop.is_cancelled() || tap_down.load(Ordering::SeqCst);
     let reason = loop {
         if stopped() {
             break None;
         }
-        match read_some(&mut till, &mut buf, &mut zero_reads) {
-            ReadOutcome::Data(n) => {
-                // The printer first: parsing never delays or alters what the till sent.
-                if let Err(err) = write_all_patiently(&mut printer, &buf[..n], &stopped) {
-                    break Some(format!("printer side: {err}"));
+        if let Some(waiting) = &mut awaited {
+            let printed = match waiting.answer.try_recv() {
+                Ok(answer) => match capture.trailer(&answer, assembler.code_page()) {
+                    Some(trailer) => Some(write_all_patiently(&mut printer, &trailer, &stopped)),
+                    None => Some(Ok(())),
+                },
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Ok(())),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    if Instant::now() >= waiting.until || held.len() >= MAX_HELD {
+                        tracing::warn!(device = %cfg.name, "no answer to print in time (answer_timeout_ms): the till's next bytes pass on without it");
+                        Some(Ok(()))
+                    } else {
+                        None
+                    }
                 }
-                for document in assembler.feed(&buf[..n], Instant::now()) {
-                    events.receipt(capture, &document);
-                }
+            };
+            match printed {
+                Some(Ok(())) => awaited = None,
+                Some(Err(err)) => break Some(format!("printer side: {err}")),
+                None => {}
             }
+        }
+        if awaited.is_none() && !held.is_empty() {
+            // Pass on what is held, up to the end of the next receipt (where an answer may
+            // have to be printed before the rest).
+            let (used, document) = assembler.feed_until_document(&held, Instant::now());
+            if let Err(err) = write_all_patiently(&mut printer, &held[..used], &stopped) {
+                break Some(format!("printer side: {err}"));
+            }
+            held.drain(..used);
+            if let Some(document) = document {
+                awaited = events.receipt(capture, &document);
+            }
+            continue;
+        }
+        let wanted = if awaited.is_some() {
+            ANSWER_POLL
+        } else {
+            READ_TIMEOUT
+        };
+        if wanted != read_timeout && till.set_timeout(wanted).is_ok() {
+            read_timeout = wanted;
+        }
+        match read_some(&mut till, &mut buf, &mut zero_reads) {
+            ReadOutcome::Data(n) => held.extend_from_slice(&buf[..n]),
             ReadOutcome::Nothing => {
-                if let Some(document) = assembler.on_idle(Instant::now()) {
-                    events.receipt(capture, &document);
+                if awaited.is_none() {
+                    if let Some(document) = assembler.on_idle(Instant::now()) {
+                        awaited = events.receipt(capture, &document);
+                    }
                 }
             }
             ReadOutcome::Gone(reason) => break Some(format!("till side: {reason}")),
         }
     };
+    if !held.is_empty() {
+        // Best effort: what the till sent still goes to the printer.
+        let _ = write_all_patiently(&mut printer, &held, &|| true);
+        for document in assembler.feed(&held, Instant::now()) {
+            events.receipt(capture, &document);
+        }
+    }
     tap_down.store(true, Ordering::SeqCst);
     let _ = back.join();
     if let Some(document) = assembler.end_of_stream() {

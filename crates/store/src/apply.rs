@@ -281,6 +281,13 @@ pub(crate) fn apply_sale(
                 )?;
                 rec.entries.push(index);
                 balance = b;
+                // Returns that found the points converted owe the rest: paid first from
+                // these earnings (each part its own clawback entry).
+                let (indexes, after) = tx.collect_owed(&customer.id, &receipt.id, points, now)?;
+                rec.entries.extend(indexes);
+                if let Some(after) = after {
+                    balance = after;
+                }
             }
             outcome_rec(
                 Some(&customer.id),
@@ -344,11 +351,14 @@ pub(crate) fn apply_return(
                 Some(customer_id) => {
                     let mut balance = tx.balance(&customer_id, now)?;
                     if claw > 0 {
-                        let (index, b) = tx.ledger_entry(
+                        // The balance never goes below zero: what it does not hold is owed
+                        // and collected from the next earnings (`ledger::floor_clawback`).
+                        let (now_claw, owed) = ledger::floor_clawback(balance, claw);
+                        let (index, b) = tx.floored_clawback(
                             &NewEntry {
                                 customer_id: &customer_id,
                                 kind: EntryKind::Clawback,
-                                points: -claw,
+                                points: -now_claw,
                                 at: now,
                                 receipt_id: Some(original_id),
                                 cause_receipt_id: Some(&receipt.id),
@@ -356,6 +366,7 @@ pub(crate) fn apply_return(
                                 reason: None,
                                 vests_at: None,
                             },
+                            owed,
                             now,
                         )?;
                         rec.entries.push(index);

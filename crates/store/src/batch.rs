@@ -278,6 +278,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             cache_capacity_mb: 8,
             outbox_retention_hours: 0,
+            receipt_retention_days: 0,
         };
         let store = Store::open(&config, "S1").expect("open");
         let alice = store.enroll("2990000000019", now).expect("enroll");

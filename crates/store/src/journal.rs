@@ -121,6 +121,8 @@ struct Replayed {
     total: i64,
     count: u64,
     entries: Vec<Entry>,
+    /// Points returns still owe: owed by floored clawbacks less what was collected.
+    owed: i64,
 }
 
 /// Follows merges replayed so far (bounded, like the lookups).
@@ -146,8 +148,9 @@ pub(crate) fn verify(
     let mut expected_index = 1u64;
     let mut last_hash: Hash = [0; 32];
     let mut replayed: BTreeMap<String, Replayed> = BTreeMap::new();
-    // Per sale: (earned, clawed, earn entries)
-    let mut per_sale: BTreeMap<String, (i64, i64, u32)> = BTreeMap::new();
+    // Per sale: (earned, clawed, earn entries, when its last entry other than a collection of
+    // owed points was made: unix seconds)
+    let mut per_sale: BTreeMap<String, (i64, i64, u32, i64)> = BTreeMap::new();
     // Customers merged away (from → into), as replayed so far.
     let mut merged: BTreeMap<String, String> = BTreeMap::new();
     for item in journal.iter() {
@@ -196,6 +199,7 @@ pub(crate) fn verify(
                 if let Some(moved) = replayed.remove(from) {
                     let r = replayed.entry(into.clone()).or_default();
                     r.total += moved.total;
+                    r.owed += moved.owed;
                     r.count += moved.count;
                     r.entries.extend(moved.entries);
                     r.entries.sort_by_key(|e| e.seq);
@@ -211,20 +215,31 @@ pub(crate) fn verify(
             ));
             continue;
         };
+        // A clawback floored at zero counts its owed points as clawed back; the later
+        // collections of them (clawbacks naming the paying sale in `reference`) pay that debt.
+        let collection = entry.kind == EntryKind::Clawback && body.reference.is_some();
+        let owed = body.owed.unwrap_or(0);
         if let Some(receipt_id) = &entry.receipt_id {
             let sale = per_sale.entry(receipt_id.clone()).or_default();
+            if !collection {
+                sale.3 = sale.3.max(body.at.as_second());
+            }
             match entry.kind {
                 EntryKind::Earn => {
                     sale.0 += entry.points;
                     sale.2 += 1;
                 }
-                EntryKind::Clawback => sale.1 -= entry.points,
+                EntryKind::Clawback if !collection => sale.1 += owed - entry.points,
                 _ => {}
             }
         }
         report.points_total += entry.points;
         entry.customer_id = resolve(&merged, &entry.customer_id);
         let r = replayed.entry(entry.customer_id.clone()).or_default();
+        r.owed += owed;
+        if collection {
+            r.owed += entry.points;
+        }
         r.total += entry.points;
         r.count += 1;
         r.entries.push(entry);
@@ -280,6 +295,13 @@ pub(crate) fn verify(
             .filter(|e| e.seq > account.confirmed_through)
             .map(|e| (e.seq, e.points))
             .collect();
+        let owed: i64 = account.owed.iter().map(|(_, _, points)| points).sum();
+        if owed != r.owed {
+            report.problems.push(format!(
+                "customer {id}: stored {owed} points owed by returns, journal replay gives {}",
+                r.owed
+            ));
+        }
         if account.unconfirmed != expected {
             report.problems.push(format!(
                 "customer {id}: unconfirmed entries differ from the journal replay (balance would be {} instead of {})",
@@ -310,7 +332,7 @@ pub(crate) fn verify(
         if rec.data.original_receipt_id.is_some() || rec.customer_id.is_none() {
             continue;
         }
-        let (earned, clawed, earns) = per_sale.remove(&id).unwrap_or_default();
+        let (earned, clawed, earns, _) = per_sale.remove(&id).unwrap_or_default();
         if earns > 1 {
             report
                 .problems
@@ -323,7 +345,12 @@ pub(crate) fn verify(
             ));
         }
     }
-    for (id, (earned, clawed, _)) in per_sale {
+    // Receipts pruned by retention (`storage.receipt_retention_days`) are gone on purpose.
+    let pruned_before = crate::retention::pruned_before(meta)?;
+    for (id, (earned, clawed, _, last_at)) in per_sale {
+        if pruned_before.is_some_and(|before| last_at < before) {
+            continue;
+        }
         if earned != 0 || clawed != 0 {
             report.problems.push(format!(
                 "journal moves points for receipt {id} which is not stored"

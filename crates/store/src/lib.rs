@@ -11,7 +11,7 @@
 //! [`Store::attach_customer`]), ledger ([`Store::balance`],
 //! [`Store::redeem_points`], [`Store::convert_to_voucher`], [`Store::crm_adjustment`]),
 //! outbox ([`Store::outbox_after`], [`Store::outbox_ack`], [`Store::outbox_stats`],
-//! [`Store::compact_outbox`]) and [`Store::verify`]. Every write returns only once it is on
+//! [`Store::compact_outbox`]), retention ([`Store::prune_receipts`]) and [`Store::verify`]. Every write returns only once it is on
 //! disk (surviving a power cut); a duplicate returns the first answer and writes nothing.
 //!
 //! # Primitives for sibling submodules (`store/vouchers.rs`, `store/sync_state.rs`)
@@ -33,8 +33,8 @@
 //! primitive and [`Tx`]), `customers`, `receipts` (the receipt API) and `apply` (a receipt
 //! inside its transaction), `batch` (receipts combined into one transaction), `durability`
 //! (group commit), `points` (balances and points operations), `outbox`, `journal`, `vouchers`,
-//! `sync_state`, `merge` (customers merged at head office), `compact`, `schema`, `records`,
-//! `events`, `seed`.
+//! `sync_state`, `merge` (customers merged at head office), `compact`, `retention`, `schema`,
+//! `records`, `events`, `seed`.
 //!
 //! Invariants: a ledger change and its outbox event are committed in one transaction; outbox
 //! sequence numbers are gapless and increasing; nothing is reported as applied before the
@@ -55,6 +55,7 @@ mod outbox;
 mod points;
 mod receipts;
 mod records;
+mod retention;
 mod schema;
 mod seed;
 pub mod sync_state;
@@ -91,6 +92,7 @@ use open::open_sled;
 pub use outbox::{OutboxEvent, OutboxStats};
 use receipts::{decode_receipt, put_receipt};
 pub use receipts::{OutcomeNote, ReceiptOutcome};
+pub use retention::PruneReport;
 pub use schema::{Migration, SCHEMA_VERSION};
 use tx::tx_corrupt;
 pub use tx::{NewEntry, Tx};
@@ -143,6 +145,8 @@ mod meta_key {
     pub const NEXT_SEQ: &[u8] = b"outbox_next_seq";
     pub const ACKED: &[u8] = b"outbox_acked_through";
     pub const JOURNAL_HEAD: &[u8] = b"journal_head";
+    /// i64 BE unix seconds: receipts applied before this may have been pruned.
+    pub const RECEIPTS_PRUNED_BEFORE: &[u8] = b"receipts_pruned_before";
 }
 
 fn u64_be(value: u64) -> [u8; 8] {
@@ -176,6 +180,8 @@ struct Inner {
     store_id: String,
     data_dir: PathBuf,
     retention: jiff::SignedDuration,
+    /// How long receipts are kept (None: for ever).
+    receipt_retention: Option<jiff::SignedDuration>,
     migrations_applied: Vec<u32>,
     compacted_at_open: Option<OpenCompaction>,
 }

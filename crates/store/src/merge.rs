@@ -112,6 +112,7 @@ pub(crate) fn apply_merge(
         reference: Some(old.id.clone()),
         reason: None,
         vests_at: None,
+        owed: None,
     };
     journal::append(tx.tree(META), tx.tree(JOURNAL), &body, &prev)?;
     Ok(MergeOutcome::Moved)

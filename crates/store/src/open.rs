@@ -93,6 +93,11 @@ impl Store {
                 store_id: store_id.to_string(),
                 data_dir,
                 retention,
+                receipt_retention: (config.receipt_retention_days > 0).then(|| {
+                    jiff::SignedDuration::from_hours(
+                        i64::from(config.receipt_retention_days.min(36_500)) * 24,
+                    )
+                }),
                 migrations_applied,
                 compacted_at_open,
             }),

@@ -340,6 +340,12 @@ impl Store {
                 rec.entries.push(index);
                 balance = b;
             }
+            // Points owed by earlier returns are paid first from what this sale earned.
+            let (indexes, after) = tx.collect_owed(customer_id, receipt_id, points - claw, now)?;
+            rec.entries.extend(indexes);
+            if let Some(after) = after {
+                balance = after;
+            }
             rec.returns = ReturnRec::from_state(&state);
             rec.customer_id = Some(customer_id.into());
             rec.vests_at = earning.vests_at;

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 use loyalty_core::customer::{Customer, CustomerOrigin};
-use loyalty_core::ledger::{Account, Confirmed, Entry, EntryKind, ReturnState, Vesting};
+use loyalty_core::ledger::{Account, Confirmed, Entry, EntryKind, Owed, ReturnState, Vesting};
 use loyalty_core::money::Money;
 use loyalty_core::receipt::{Receipt, ReceiptKind, ReceiptLine};
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,9 @@ pub(crate) struct AccountRec {
     pub local_total: i64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub entries: u64,
+    /// Points returns still owe: `[sale, return, points]`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owed: Vec<(String, String, i64)>,
 }
 
 impl AccountRec {
@@ -170,6 +173,15 @@ impl AccountRec {
                 .collect(),
             local_total: self.local_total,
             entries: self.entries,
+            owed: self
+                .owed
+                .iter()
+                .map(|(sale, ret, points)| Owed {
+                    receipt_id: sale.clone(),
+                    cause_receipt_id: ret.clone(),
+                    points: *points,
+                })
+                .collect(),
         }
     }
 
@@ -189,6 +201,11 @@ impl AccountRec {
                 .collect(),
             local_total: account.local_total,
             entries: account.entries,
+            owed: account
+                .owed
+                .iter()
+                .map(|o| (o.receipt_id.clone(), o.cause_receipt_id.clone(), o.points))
+                .collect(),
         }
     }
 }
@@ -390,6 +407,10 @@ pub(crate) struct JournalBody {
     pub reason: Option<String>,
     #[serde(with = "ts_opt")]
     pub vests_at: Option<Timestamp>,
+    /// For a clawback floored at zero: the points the return still owes (left out otherwise,
+    /// so earlier entries hash as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed: Option<i64>,
 }
 
 impl JournalBody {

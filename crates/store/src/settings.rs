@@ -13,6 +13,10 @@ pub struct StorageConfig {
     pub cache_capacity_mb: u64,
     /// Hours a synced outbox event is kept before compaction removes it.
     pub outbox_retention_hours: u64,
+    /// Days a receipt is kept (for duplicates and returns) before [`crate::Store::prune_receipts`]
+    /// removes it; 0 keeps receipts for ever. Must be longer than the return window
+    /// (`rules.vesting_days`). Receipts the CRM has not acknowledged are never removed.
+    pub receipt_retention_days: u32,
 }
 
 impl Default for StorageConfig {
@@ -21,6 +25,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("/var/lib/loyalty-gateway"),
             cache_capacity_mb: 16,
             outbox_retention_hours: 24 * 7,
+            receipt_retention_days: 0,
         }
     }
 }

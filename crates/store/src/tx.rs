@@ -4,7 +4,7 @@
 //! gapless outbox seq) atomically with its own writes.
 
 use super::*;
-use loyalty_protocol::crm::events::{Event, LedgerEvent};
+use loyalty_protocol::crm::events::{Event, LedgerEvent, OwingLedgerEvent};
 
 /// A new ledger entry, for [`Tx::ledger_entry`].
 #[derive(Debug, Clone)]
@@ -153,6 +153,86 @@ impl<'a> Tx<'a> {
     /// customer's updated account, atomically. Returns the journal index and the new balance.
     /// Spending entries (redeem, conversion) are checked against the available balance.
     pub fn ledger_entry(&self, new: &NewEntry<'_>, now: Timestamp) -> TxResult<(u64, Balance)> {
+        self.entry_owing(new, None, now)
+    }
+
+    /// [`Tx::ledger_entry`] for a clawback floored at zero: the entry records `owed` (the
+    /// points the return still owes) and the account keeps the debt, collected from the
+    /// customer's next earnings ([`Tx::collect_owed`]).
+    pub(crate) fn floored_clawback(
+        &self,
+        new: &NewEntry<'_>,
+        owed: i64,
+        now: Timestamp,
+    ) -> TxResult<(u64, Balance)> {
+        let owed = (owed > 0).then_some(owed);
+        let result = self.entry_owing(new, owed, now)?;
+        if let (Some(points), Some(sale), Some(ret)) = (owed, new.receipt_id, new.cause_receipt_id)
+        {
+            if let Some(mut rec) = self.customer_rec(new.customer_id)? {
+                let mut account = rec.account.to_account();
+                account.owe(ledger::Owed {
+                    receipt_id: sale.into(),
+                    cause_receipt_id: ret.into(),
+                    points,
+                });
+                rec.account = records::AccountRec::from_account(&account);
+                self.put_customer_rec(&rec)?;
+            }
+        }
+        Ok(result)
+    }
+
+    /// After a sale earned `earned` points for a customer who owes points from returns: one
+    /// clawback entry per debt paid (oldest first), `reference` naming the sale. Returns their
+    /// journal indexes and the balance after them (None when nothing was owed).
+    pub(crate) fn collect_owed(
+        &self,
+        customer_id: &str,
+        sale_id: &str,
+        earned: i64,
+        now: Timestamp,
+    ) -> TxResult<(Vec<u64>, Option<Balance>)> {
+        let Some(mut rec) = self.customer_rec(customer_id)? else {
+            return Ok((Vec::new(), None));
+        };
+        let mut account = rec.account.to_account();
+        let taken = account.take_owed(earned);
+        if taken.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        rec.account.owed = records::AccountRec::from_account(&account).owed;
+        self.put_customer_rec(&rec)?;
+        let mut indexes = Vec::new();
+        let mut balance = None;
+        for debt in &taken {
+            let (index, after) = self.entry_owing(
+                &NewEntry {
+                    customer_id,
+                    kind: EntryKind::Clawback,
+                    points: -debt.points,
+                    at: now,
+                    receipt_id: Some(&debt.receipt_id),
+                    cause_receipt_id: Some(&debt.cause_receipt_id),
+                    reference: Some(sale_id),
+                    reason: Some("owed by a return, collected from this sale's points"),
+                    vests_at: None,
+                },
+                None,
+                now,
+            )?;
+            indexes.push(index);
+            balance = Some(after);
+        }
+        Ok((indexes, balance))
+    }
+
+    fn entry_owing(
+        &self,
+        new: &NewEntry<'_>,
+        owed: Option<i64>,
+        now: Timestamp,
+    ) -> TxResult<(u64, Balance)> {
         let Some(mut rec) = self.customer_rec(new.customer_id)? else {
             return abort(StoreError::Refused(Refused::UnknownCustomer(
                 new.customer_id.into(),
@@ -186,6 +266,7 @@ impl<'a> Tx<'a> {
             reference: new.reference.map(Into::into),
             reason: new.reason.map(Into::into),
             vests_at: new.vests_at,
+            owed,
         };
         let hash = journal::append(self.tree(META), self.tree(JOURNAL), &body, &prev)?;
         let mut key = new.customer_id.as_bytes().to_vec();
@@ -205,7 +286,17 @@ impl<'a> Tx<'a> {
             vests_at: new.vests_at,
             hash: hash_hex.as_str().into(),
         };
-        let event_seq = self.append_event(EventType::Ledger, new.at, &payload)?;
+        let event_seq = match owed {
+            None => self.append_event(EventType::Ledger, new.at, &payload)?,
+            Some(owed) => self.append_event(
+                EventType::Ledger,
+                new.at,
+                &OwingLedgerEvent {
+                    entry: payload,
+                    owed,
+                },
+            )?,
+        };
         self.count_points(new.at, new.kind, new.points)?;
         debug_assert_eq!(event_seq, seq);
         let entry = Entry {

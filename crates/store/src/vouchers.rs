@@ -155,6 +155,9 @@ pub struct Vouchers {
     meta: sled::Tree,
     keys: TrustedKeys,
     settings: VoucherSettings,
+    /// Where the answers of the lane this handle serves reach the customer (the issuing rules
+    /// convert nothing where they reach nobody).
+    reach: voucher::issue::LaneReach,
 }
 
 fn corrupt<T>(what: String) -> TxResult<T> {
@@ -216,6 +219,14 @@ impl Vouchers {
         }
     }
 
+    /// This handle for a lane whose answers reach the customer as `reach` says: through a
+    /// handle for a lane they reach nobody ([`voucher::issue::LaneReach::Nowhere`]) no points
+    /// are converted into vouchers (they stay on the account).
+    pub fn for_lane(mut self, reach: voucher::issue::LaneReach) -> Vouchers {
+        self.reach = reach;
+        self
+    }
+
     /// Opens the voucher trees of `store`.
     pub fn open(
         store: &Store,
@@ -231,6 +242,7 @@ impl Vouchers {
             meta: db.open_tree(META)?,
             keys,
             settings,
+            reach: voucher::issue::LaneReach::default(),
         })
     }
 

@@ -137,6 +137,23 @@ impl Assembler {
         done
     }
 
+    /// Like [`Assembler::feed`], but stops right after the first document that ends: returns
+    /// how many bytes of `bytes` were consumed (the rest is not fed) and that document. A
+    /// pending document whose idle gap passed before `now` ends first, consuming nothing. An
+    /// edge that prints after a till's cut uses it to find where the cut is: the bytes up to it
+    /// go to the printer, then the trailer, then the rest.
+    pub fn feed_until_document(&mut self, bytes: &[u8], now: Instant) -> (usize, Option<Document>) {
+        if let Some(doc) = self.on_idle(now) {
+            return (0, Some(doc));
+        }
+        for (index, byte) in bytes.iter().enumerate() {
+            if let Some(doc) = self.feed(std::slice::from_ref(byte), now).pop() {
+                return (index + 1, Some(doc));
+            }
+        }
+        (bytes.len(), None)
+    }
+
     /// When the pending document's idle gap ends, if there is a pending document.
     pub fn deadline(&self) -> Option<Instant> {
         if self.has_text {
@@ -237,6 +254,26 @@ mod tests {
             assembler.deadline(),
             Some(t1 + Duration::from_millis(1500) + gap)
         );
+    }
+
+    #[test]
+    fn feeding_until_a_document_stops_right_after_the_cut() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(CodePage::Cp858, Duration::from_secs(2), vec![]);
+        let stream = b"Bon 1\n\x1dV\x00\x1b@Bon 2\n\x1dVA\x03tail";
+        let (used, doc) = assembler.feed_until_document(stream, t0);
+        assert_eq!(&stream[..used], b"Bon 1\n\x1dV\x00");
+        assert_eq!(doc.expect("first").lines, ["Bon 1"]);
+        let rest = &stream[used..];
+        let (used, doc) = assembler.feed_until_document(rest, t0);
+        assert_eq!(&rest[..used], b"\x1b@Bon 2\n\x1dVA\x03");
+        assert_eq!(doc.expect("second").lines, ["Bon 2"]);
+        assert_eq!(assembler.feed_until_document(b"tail", t0), (4, None));
+        // An idle gap that passed ends the pending document before anything is fed.
+        let later = t0 + Duration::from_secs(3);
+        let (used, doc) = assembler.feed_until_document(b"x", later);
+        assert_eq!(used, 0);
+        assert_eq!(doc.expect("idle").end, DocumentEnd::IdleGap);
     }
 
     #[test]

@@ -127,6 +127,46 @@ impl CodePage {
         }
     }
 
+    /// The `n` of `ESC t n` that selects this table (the inverse of [`CodePage::from_esc_t`]);
+    /// `None` for UTF-8, which printers select by other means.
+    pub fn esc_t(self) -> Option<u8> {
+        Some(match self {
+            CodePage::Cp437 => 0,
+            CodePage::Cp850 => 2,
+            CodePage::Cp860 => 3,
+            CodePage::Cp863 => 4,
+            CodePage::Cp865 => 5,
+            CodePage::Windows1252 => 16,
+            CodePage::Cp866 => 17,
+            CodePage::Cp852 => 18,
+            CodePage::Cp858 => 19,
+            CodePage::Iso8859_15 => 40,
+            CodePage::Unknown(n) => n,
+            CodePage::Utf8 => return None,
+        })
+    }
+
+    /// Encodes text for a printer set to this table: control characters are dropped, a
+    /// character the table lacks prints as `?`.
+    pub fn encode(self, text: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        for ch in text.chars() {
+            if ch.is_control() {
+                continue;
+            }
+            if ch.is_ascii() {
+                out.push(ch as u8);
+            } else if self == CodePage::Utf8 {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            } else {
+                let byte = (0x80..=0xFFu8).find(|&b| self.decode_byte(b) == ch);
+                out.push(byte.unwrap_or(b'?'));
+            }
+        }
+        out
+    }
+
     /// Decodes one byte of printed text (0x20..=0xFF) in a single-byte page. Undefined
     /// positions become U+FFFD. For [`CodePage::Utf8`] only ASCII is decoded here (the
     /// tokenizer assembles multi-byte sequences).
@@ -222,5 +262,20 @@ mod tests {
         }
         assert_eq!(CodePage::from_name("CP1252"), Some(CodePage::Windows1252));
         assert_eq!(CodePage::from_name("ebcdic"), None);
+        for n in [0, 2, 3, 4, 5, 16, 17, 18, 19, 40, 99] {
+            assert_eq!(CodePage::from_esc_t(n).esc_t(), Some(n));
+        }
+        assert_eq!(CodePage::Utf8.esc_t(), None);
+    }
+
+    #[test]
+    fn encoding_round_trips_euro_and_umlauts() {
+        let text = "5,00 € Gutschein für Müller ÄÖÜß";
+        for page in [CodePage::Cp858, CodePage::Windows1252, CodePage::Iso8859_15] {
+            assert_eq!(decode(page, &page.encode(text)), text, "{page:?}");
+        }
+        assert_eq!(CodePage::Utf8.encode("€"), "€".as_bytes());
+        // CP437 has the umlauts but no euro sign.
+        assert_eq!(CodePage::Cp437.encode("ä €"), vec![0x84, b' ', b'?']);
     }
 }

@@ -181,6 +181,16 @@ impl ReceiptProfile {
         &self.pan_exempt_prefixes
     }
 
+    /// True when the receipts print amounts with a decimal comma.
+    pub fn decimal_comma(&self) -> bool {
+        self.decimal_comma
+    }
+
+    /// How the receipts print dates (strftime).
+    pub fn date_format(&self) -> &str {
+        &self.date_format
+    }
+
     /// Reads a printed receipt.
     pub fn parse(
         &self,

@@ -70,6 +70,31 @@ pub struct IssuePlan {
     pub value: Money,
 }
 
+/// Where a lane's answers reach the customer: a per-lane capability the issuing rules consult.
+/// Converting points into a voucher only makes sense where the voucher can be handed over: on
+/// a screen that hears the lane's MQTT answers (a till that sends JSON receipts listens to
+/// its `response` topic; a printer lane with `answer = "mqtt"` has a display that does) or on
+/// paper (`answer = "print"`: the gateway prints a trailer after the till's cut). A lane whose
+/// answers reach nobody (`answer = "none"` on every printer of the lane) converts nothing:
+/// the points stay on the account until a sale on a lane that can hand a voucher over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LaneReach {
+    /// Answers go to MQTT, where the till or a display shows them.
+    #[default]
+    Screen,
+    /// Answers are printed on the lane's receipt printer.
+    Paper,
+    /// Nobody hears or prints the answers.
+    Nowhere,
+}
+
+impl LaneReach {
+    /// True when a voucher issued on this lane can be handed to the customer.
+    pub fn can_hand_over_vouchers(self) -> bool {
+        self != LaneReach::Nowhere
+    }
+}
+
 impl RewardRules {
     /// Builds the rules of `[rewards]` for a store in `currency`.
     pub fn from_config(
@@ -131,6 +156,15 @@ impl RewardRules {
             points: i64::from(count) * rule.every_points,
             value: rule.value,
         })
+    }
+
+    /// What a balance earns on a lane that reaches the customer as `reach` says: nothing where
+    /// nobody would see the voucher ([`LaneReach::Nowhere`]), else [`RewardRules::plan`].
+    pub fn plan_for_lane(&self, balance: i64, reach: LaneReach) -> Option<IssuePlan> {
+        if !reach.can_hand_over_vouchers() {
+            return None;
+        }
+        self.plan(balance)
     }
 
     /// The vouchers of `plan`, issued for `receipt_id` to `customer_id` at `now` by key
@@ -234,6 +268,11 @@ mod tests {
         );
         // Capped per receipt.
         assert_eq!(rules.plan(1_000_000).map(|p| p.count), Some(3));
+        // Only on a lane whose answers reach the customer.
+        assert_eq!(rules.plan_for_lane(2500, LaneReach::Nowhere), None);
+        for reach in [LaneReach::Screen, LaneReach::Paper] {
+            assert_eq!(rules.plan_for_lane(2500, reach), rules.plan(2500));
+        }
     }
 
     #[test]

@@ -20,6 +20,62 @@ pub enum SerialKind {
     Escpos,
 }
 
+/// Where the answers to a printer lane's receipts go (`answer` on `kind = "escpos"` serial taps
+/// and printer proxies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMode {
+    /// Printed on the real printer after the till's cut (points, balance, new vouchers' QR
+    /// codes), and sent to MQTT.
+    #[default]
+    Print,
+    /// Only to MQTT: a display or the till listens to the lane's `response` topic.
+    Mqtt,
+    /// Nobody hears them: the lane converts no points into vouchers.
+    None,
+}
+
+/// How a printer prints the QR code of an answer (`answer_qr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerQr {
+    /// The printer's own QR command (`GS ( k`).
+    #[default]
+    Native,
+    /// A raster image (`GS v 0`), for printers without the QR command.
+    Raster,
+}
+
+/// The words of a printed answer (`answer_labels`), in any language the device's code page can
+/// print.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct AnswerLabelsConfig {
+    /// The heading.
+    pub title: String,
+    /// Before the points the receipt earned.
+    pub earned: String,
+    /// Before the balance.
+    pub balance: String,
+    /// The heading of a voucher.
+    pub voucher: String,
+    /// Before a voucher's last valid day.
+    pub valid_until: String,
+}
+
+impl Default for AnswerLabelsConfig {
+    fn default() -> Self {
+        let labels = loyalty_core::escpos::trailer::TrailerLabels::default();
+        AnswerLabelsConfig {
+            title: labels.title,
+            earned: labels.earned,
+            balance: labels.balance,
+            voucher: labels.voucher,
+            valid_until: labels.valid_until,
+        }
+    }
+}
+
 /// One serial device.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -53,6 +109,17 @@ pub struct SerialConfig {
     /// For `scanner`: the longest line accepted; a longer one (no CR/LF: wrong baud rate or
     /// suffix setting) is dropped and reported.
     pub max_line_len: usize,
+    /// For `escpos`: where the answers go (`print`, `mqtt` or `none`).
+    pub answer: AnswerMode,
+    /// For `escpos`: how the printer prints a QR code (`native` or `raster`).
+    pub answer_qr: AnswerQr,
+    /// For `escpos`: the paper width in millimetres (58 or 80).
+    pub paper_width_mm: u32,
+    /// For `escpos` with `answer = "print"`: milliseconds the till's next bytes are
+    /// held after a cut while the gateway answers the receipt (then they pass on unanswered).
+    pub answer_timeout_ms: u64,
+    /// For `escpos`: the words of the printed answer.
+    pub answer_labels: AnswerLabelsConfig,
 }
 
 impl Default for SerialConfig {
@@ -72,6 +139,11 @@ impl Default for SerialConfig {
             code_page: "cp858".into(),
             idle_gap_ms: 2000,
             max_line_len: 512,
+            answer: AnswerMode::default(),
+            answer_qr: AnswerQr::default(),
+            paper_width_mm: 58,
+            answer_timeout_ms: 3000,
+            answer_labels: AnswerLabelsConfig::default(),
         }
     }
 }
@@ -135,6 +207,7 @@ impl Section for SerialConfig {
                 config,
                 errors,
             );
+            check_answers(self.paper_width_mm, self.answer_timeout_ms, path, errors);
         }
         errors.check(
             (16..=65_536).contains(&self.max_line_len),
@@ -161,6 +234,53 @@ fn check_capture(
         format!("{path}.idle_gap_ms"),
         "must be between 50 and 600000",
     );
+}
+
+/// What a printed answer needs: a known paper width and a bounded hold of the till's bytes.
+fn check_answers(paper_width_mm: u32, answer_timeout_ms: u64, path: &str, errors: &mut Errors) {
+    errors.check(
+        paper_width_mm == 58 || paper_width_mm == 80,
+        format!("{path}.paper_width_mm"),
+        "must be 58 or 80",
+    );
+    errors.check(
+        (100..=30_000).contains(&answer_timeout_ms),
+        format!("{path}.answer_timeout_ms"),
+        "must be between 100 and 30000: the till's next receipt waits this long at most",
+    );
+}
+
+/// Where each lane's answers reach the customer, for the issuing rules: a lane with a printer
+/// stream that prints answers reaches her on paper; one whose printer streams all say
+/// `answer = "none"` reaches nobody (it converts no points into vouchers); every other lane
+/// (MQTT tills, `answer = "mqtt"`: a display or an in-process observer listens) on a screen.
+/// Lanes not listed: on a screen.
+pub fn lane_reach(
+    config: &Config,
+) -> std::collections::BTreeMap<String, loyalty_core::voucher::issue::LaneReach> {
+    use loyalty_core::voucher::issue::LaneReach;
+    let printers = config
+        .serial
+        .iter()
+        .filter(|s| s.kind == SerialKind::Escpos)
+        .map(|s| (&s.lane, s.answer))
+        .chain(config.printer_proxy.iter().map(|p| (&p.lane, p.answer)));
+    let mut reach = std::collections::BTreeMap::new();
+    for (lane, mode) in printers {
+        let this = match mode {
+            AnswerMode::Print => LaneReach::Paper,
+            AnswerMode::Mqtt => LaneReach::Screen,
+            AnswerMode::None => LaneReach::Nowhere,
+        };
+        let entry = reach.entry(lane.clone()).or_insert(this);
+        // The best way any of the lane's printers reaches the customer.
+        *entry = match (*entry, this) {
+            (LaneReach::Paper, _) | (_, LaneReach::Paper) => LaneReach::Paper,
+            (LaneReach::Screen, _) | (_, LaneReach::Screen) => LaneReach::Screen,
+            _ => LaneReach::Nowhere,
+        };
+    }
+    reach
 }
 
 fn check_profile(profile: Option<&str>, path: &str, config: &Config, errors: &mut Errors) {
@@ -200,6 +320,17 @@ pub struct PrinterProxyConfig {
     /// Milliseconds to wait for the real printer to accept a connection before the till's
     /// connection is closed.
     pub connect_timeout_ms: u64,
+    /// Where the answers go (`print`, `mqtt` or `none`).
+    pub answer: AnswerMode,
+    /// For printer streams: how the printer prints a QR code (`native` or `raster`).
+    pub answer_qr: AnswerQr,
+    /// The paper width in millimetres (58 or 80).
+    pub paper_width_mm: u32,
+    /// With `answer = "print"`: milliseconds the till's next bytes are
+    /// held after a cut while the gateway answers the receipt (then they pass on unanswered).
+    pub answer_timeout_ms: u64,
+    /// The words of the printed answer.
+    pub answer_labels: AnswerLabelsConfig,
 }
 
 impl Default for PrinterProxyConfig {
@@ -214,6 +345,11 @@ impl Default for PrinterProxyConfig {
             idle_gap_ms: 2000,
             max_connections: 8,
             connect_timeout_ms: 3000,
+            answer: AnswerMode::default(),
+            answer_qr: AnswerQr::default(),
+            paper_width_mm: 58,
+            answer_timeout_ms: 3000,
+            answer_labels: AnswerLabelsConfig::default(),
         }
     }
 }
@@ -242,6 +378,7 @@ impl Section for PrinterProxyConfig {
             config,
             errors,
         );
+        check_answers(self.paper_width_mm, self.answer_timeout_ms, path, errors);
         errors.check(
             (1..=1000).contains(&self.max_connections),
             format!("{path}.max_connections"),

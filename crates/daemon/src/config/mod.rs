@@ -24,7 +24,8 @@ pub use built::Built;
 pub use crm::CrmConfig;
 pub use http::{HttpConfig, StaffConfig, StaffPin};
 pub use inputs::{
-    CardsConfig, LanesConfig, PrinterProxyConfig, ReceiptProfileConfig, SerialConfig, SerialKind,
+    lane_reach, AnswerLabelsConfig, AnswerMode, AnswerQr, CardsConfig, LanesConfig,
+    PrinterProxyConfig, ReceiptProfileConfig, SerialConfig, SerialKind,
 };
 pub use mqtt::MqttConfig;
 pub use rewards::{RewardRuleConfig, RewardsConfig};

@@ -215,3 +215,69 @@ lookup_timeout_ms = 60000
         parse(&text.replace("= 301", "= 0").replace("= 60000", "= 0")).expect("0 turns both off");
     assert_eq!((off.crm.feed_wait_secs, off.crm.lookup_timeout_ms), (0, 0));
 }
+
+#[test]
+fn receipt_retention_must_outlast_the_return_window() {
+    let with = |retention: u32| {
+        format!("{MINIMAL}[storage]\nreceipt_retention_days = {retention}\n[rules]\nvesting_days = 14\n")
+    };
+    let errors = parse(&with(14)).expect_err("not longer than the window");
+    let error = errors
+        .iter()
+        .find(|e| e.path == "storage.receipt_retention_days")
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    assert!(
+        error.message.contains("rules.vesting_days = 14"),
+        "{error:?}"
+    );
+    assert_eq!(
+        parse(&with(400))
+            .expect("valid")
+            .storage
+            .receipt_retention_days,
+        400
+    );
+    assert!(parse(&with(0)).is_ok(), "0 keeps receipts for ever");
+}
+
+#[test]
+fn printer_answers_are_checked_and_each_lane_gets_its_reach() {
+    use loyalty_core::voucher::issue::LaneReach;
+    let profile = "[receipt_profiles.p]\nitem_line = '^(?P<name>.+) (?P<amount>\\d+\\.\\d\\d)$'\n\
+                   total = '^TOTAL (?P<total>\\d+\\.\\d\\d)$'\nreceipt_id = '^No (?P<receipt_id>\\d+)$'\n";
+    let proxy = |name: &str, lane: &str, extra: &str| {
+        format!(
+            "[[printer_proxy]]\nname = \"{name}\"\nlisten = \"127.0.0.1:9100\"\n\
+             printer = \"192.0.2.1:9100\"\nlane = \"{lane}\"\nprofile = \"p\"\n{extra}\n"
+        )
+    };
+    let text = format!(
+        "{MINIMAL}{}{}{}{}{profile}",
+        proxy("a", "1", ""),
+        proxy("b", "2", "answer = \"none\""),
+        proxy("c", "3", "answer = \"mqtt\""),
+        proxy("d", "3", "answer = \"none\""),
+    );
+    let config = parse(&text).expect("valid");
+    let reach = lane_reach(&config);
+    assert_eq!(reach.get("1"), Some(&LaneReach::Paper));
+    assert_eq!(reach.get("2"), Some(&LaneReach::Nowhere));
+    assert_eq!(reach.get("3"), Some(&LaneReach::Screen));
+    assert_eq!(reach.get("9"), None, "MQTT lanes: a screen (the default)");
+    let bad = format!(
+        "{MINIMAL}{}{profile}",
+        proxy(
+            "a",
+            "1",
+            "answer = \"fax\"\npaper_width_mm = 60\nanswer_timeout_ms = 5"
+        )
+    );
+    let errors = parse(&bad).expect_err("invalid");
+    for key in [
+        "printer_proxy[0].answer",
+        "printer_proxy[0].paper_width_mm",
+        "printer_proxy[0].answer_timeout_ms",
+    ] {
+        assert!(errors.iter().any(|e| e.path == key), "{key}: {errors:#?}");
+    }
+}

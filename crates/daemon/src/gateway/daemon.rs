@@ -105,6 +105,7 @@ pub fn receipt_input(
             receipt: Ok(receipt),
             origin,
             done: Some(done),
+            answer: None,
         },
         handled,
     )

@@ -208,7 +208,12 @@ pub(super) async fn lane_actor(
                     });
                 }
             }
-            Input::Receipt { receipt, done, .. } => {
+            Input::Receipt {
+                receipt,
+                done,
+                answer: reply,
+                ..
+            } => {
                 let (answer, handled) = on_receipt(&lane, receipt, &mut session, &shared).await;
                 let outcome = match (&handled, &answer) {
                     (
@@ -230,7 +235,12 @@ pub(super) async fn lane_actor(
                     Handled::Durable => failures.store(0, std::sync::atomic::Ordering::Relaxed),
                     Handled::Refused => {}
                 }
+                // The edge prints it (a printer lane's trailer), after MQTT and observers had it.
+                let printed = reply.map(|reply| (reply, answer.clone()));
                 send_answer(&shared, answer, started);
+                if let Some((reply, answer)) = printed {
+                    let _ = reply.send(answer);
+                }
                 if let Some(done) = done {
                     let _ = done.send(handled);
                 }

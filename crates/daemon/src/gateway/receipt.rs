@@ -70,7 +70,9 @@ pub(super) async fn on_receipt(
     // A card on the receipt wins over one held from a scan (which is used up either way).
     let held = session.on_receipt(None, now);
     let store = shared.store.stamped(time.trusted);
-    let vouchers = shared.vouchers.stamped(time.trusted);
+    // Points become vouchers only where the lane's answer reaches the customer.
+    let reach = shared.lane_reach.get(lane).copied().unwrap_or_default();
+    let vouchers = shared.vouchers.stamped(time.trusted).for_lane(reach);
     let enrol = shared.enroll_unknown;
     // Enrolling its card, applying it, settling its vouchers and issuing the vouchers it
     // earned: one transaction, one group commit, one trip to the storage threads.

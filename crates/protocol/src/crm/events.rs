@@ -304,6 +304,19 @@ pub struct LedgerEvent<'a> {
     pub vests_at: Option<Timestamp>,
 }
 
+/// Payload of a `ledger` event whose clawback was floored at zero (a return after the sale's
+/// points were converted into a voucher or spent): the entry, plus `owed`, the points the
+/// return still owes, collected by later `clawback` entries (same `receipt_id` and
+/// `cause_receipt_id`, `reference` naming the paying sale) from the customer's next earnings.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwingLedgerEvent<'a> {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: LedgerEvent<'a>,
+    /// Points still owed (> 0).
+    pub owed: i64,
+}
+
 /// Payload of `customer_enrolled` events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CustomerEvent<'a> {

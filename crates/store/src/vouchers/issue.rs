@@ -110,7 +110,7 @@ impl Vouchers {
             return Ok(already);
         }
         let balance = tx.balance(customer_id, now)?;
-        let Some(plan) = rules.plan(balance.available) else {
+        let Some(plan) = rules.plan_for_lane(balance.available, self.reach) else {
             return Ok(Vec::new());
         };
         let tz = &self.settings.time_zone;

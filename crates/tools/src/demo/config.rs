@@ -21,10 +21,13 @@ ignore = ['^MwSt ', '^Zwischensumme']
 decimal_separator = ","
 "#;
 
+/// Lane 5's answers go to MQTT only (`answer = "mqtt"`): the demo shows them from there, and
+/// its printer receives exactly the till's bytes.
 fn serial_tap_config(till_side: &Path, printer_side: &Path) -> String {
     format!(
         "[[serial]]\nname = \"lane5-printer\"\nkind = \"escpos\"\npath = \"{}\"\nprinter_path = \"{}\"\n\
-         lane = \"5\"\nbaud = 38400\nprofile = \"example\"\ncode_page = \"cp858\"\nidle_gap_ms = 1000\n{RECEIPT_PROFILE}",
+         lane = \"5\"\nbaud = 38400\nprofile = \"example\"\ncode_page = \"cp858\"\nidle_gap_ms = 1000\n\
+         answer = \"mqtt\"\n{RECEIPT_PROFILE}",
         till_side.display(),
         printer_side.display()
     )

@@ -72,6 +72,7 @@ impl Lanes {
                         ),
                         origin: Origin::Mqtt,
                         done: None,
+                        answer: None,
                     }
                 };
                 for answer in

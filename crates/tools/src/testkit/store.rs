@@ -109,6 +109,7 @@ pub fn config(dir: &Path) -> StorageConfig {
         data_dir: dir.to_path_buf(),
         cache_capacity_mb: 8,
         outbox_retention_hours: 0,
+        receipt_retention_days: 0,
     }
 }
 

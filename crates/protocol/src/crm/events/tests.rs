@@ -187,6 +187,26 @@ fn ledger_payloads() {
         text(&bare),
         r#"{"cause_receipt_id":null,"customer_id":"c","entry":1,"hash":"00","kind":"earn","points":13,"reason":null,"receipt_id":null,"reference":null,"vests_at":null}"#
     );
+    // A return after conversion: 3 points clawed now, 7 still owed.
+    let floored = OwingLedgerEvent {
+        entry: LedgerEvent {
+            entry: 9,
+            customer_id: "c".into(),
+            kind: EntryKind::Clawback,
+            points: -3,
+            receipt_id: Some("S-1".into()),
+            cause_receipt_id: Some("R-1".into()),
+            reference: None,
+            reason: None,
+            vests_at: None,
+            hash: "01".into(),
+        },
+        owed: 7,
+    };
+    assert_eq!(
+        text(&floored),
+        r#"{"cause_receipt_id":"R-1","customer_id":"c","entry":9,"hash":"01","kind":"clawback","points":-3,"reason":null,"receipt_id":"S-1","reference":null,"vests_at":null,"owed":7}"#
+    );
 }
 
 #[test]
