@@ -8,15 +8,17 @@
 //!   duplicate;
 //! - large packets (receipts with many lines), TCP_NODELAY (Nagle costs 40 ms a hop), reconnect
 //!   with exponential backoff and jitter, the retained `online`/`offline` status with last will;
-//! - the event loop is polled by one task that never publishes and **never awaits the gateway's
-//!   input queue** (it only offers to it, keeping what does not fit while it keeps polling), so
-//!   the broker's acknowledgements are read and answers keep flowing whatever the backlog;
-//!   answers and acks are sent from other tasks (publishing from the polling task can
-//!   deadlock, rumqttc #1025);
-//! - flow control by answers: every input (scan or receipt) is acknowledged only after its
-//!   answer, and through the same ordered queue ([`AnswerSender`]), so the broker's in-flight
-//!   window (`max_inflight_messages`) is all the gateway ever holds and the broker's persistent
-//!   session queue is the buffer past capacity.
+//! - the inputs' event loop is polled by one task that never publishes and **never awaits the
+//!   gateway's input queue** (it only offers to it, keeping what does not fit while it keeps
+//!   polling); it writes the acknowledgements itself, batched, between polls (queued in
+//!   rumqttc's request queue they starved behind incoming packets);
+//! - answers go out on a connection of their own (`answers`: `{client_id}-answers`), so a flood
+//!   of inputs cannot hold them back (publishing from the polling task can deadlock, rumqttc
+//!   #1025);
+//! - an intake window: every input (scan or receipt) is acknowledged only after it is handled
+//!   and answered, and past [`INTAKE_WINDOW`] unanswered inputs the polling task stops reading
+//!   (acknowledgements still go out), so the broker's persistent session queue is the buffer
+//!   past capacity, not the gateway's memory.
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;

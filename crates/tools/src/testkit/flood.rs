@@ -52,7 +52,7 @@ fn receipt_packet(offer: &Offer, index: usize, pkid: u16, out: &mut Vec<u8>) {
     .expect("receipt json");
     let mut variable = Vec::with_capacity(body.len() + 64);
     mqtt_string(
-        &format!("{}/lane/{lane}/receipt", offer.prefix),
+        &loyalty_daemon::mqtt::Topics::new(&offer.prefix).receipt(&lane),
         &mut variable,
     );
     variable.extend_from_slice(&pkid.to_be_bytes());
