@@ -44,6 +44,8 @@ pub struct Effects {
     pub double_redemptions: Vec<&'static str>,
     /// Merges done.
     pub merges: u64,
+    /// Erasures confirmed by the store.
+    pub erasures_confirmed: u64,
 }
 
 /// The surviving id of `customer_id`, creating a bare customer the hub has not seen yet.
@@ -389,6 +391,10 @@ pub async fn apply(
                     payload: serde_json::to_string(&key).ok(),
                 });
             }
+        }
+        Payload::Erased(e) => {
+            effects.erasures_confirmed +=
+                crate::admin::erasure::confirm(tx, store, e.customer_id, event.id).await?;
         }
         Payload::Other => {}
     }
