@@ -47,10 +47,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `Ok` when the request carries the admin token; the refusal otherwise.
-pub fn authorize(request: &Request<Incoming>, hub: &Hub) -> Result<(), Response<Body>> {
+/// `None` when the request carries the admin token; the refusal otherwise.
+pub fn refusal(request: &Request<Incoming>, hub: &Hub) -> Option<Response<Body>> {
     let Some(token) = &hub.admin_token else {
-        return Err(error(
+        return Some(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "admin_disabled",
             "the admin API is off on this hub: set admin.token_file and restart".into(),
@@ -63,7 +63,7 @@ pub fn authorize(request: &Request<Incoming>, hub: &Hub) -> Result<(), Response<
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if same(offered.as_bytes(), token.as_bytes()) {
-        Ok(())
+        None
     } else {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
@@ -74,7 +74,7 @@ pub fn authorize(request: &Request<Incoming>, hub: &Hub) -> Result<(), Response<
             hyper::header::WWW_AUTHENTICATE,
             hyper::header::HeaderValue::from_static("Bearer"),
         );
-        Err(response)
+        Some(response)
     }
 }
 
@@ -95,8 +95,8 @@ pub fn unavailable(e: &DbError) -> Response<Body> {
 
 /// Routes `/v1/admin/{rest...}` (authorized first).
 pub async fn route(request: Request<Incoming>, hub: &Hub, rest: &[String]) -> Response<Body> {
-    if let Err(refusal) = authorize(&request, hub) {
-        return refusal;
+    if let Some(refused) = refusal(&request, hub) {
+        return refused;
     }
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let method = request.method().clone();

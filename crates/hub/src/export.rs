@@ -5,7 +5,7 @@
 //! order, and a page reads only up to the counter value of its own snapshot, so a reader never
 //! skips an event a concurrent ingest commits later (docs/hub.md, "The cursor").
 
-use crate::admin::{authorize, unavailable};
+use crate::admin::{refusal, unavailable};
 use crate::api::{error, json, query_param, Body};
 use crate::db::{self, DbError};
 use crate::Hub;
@@ -48,8 +48,8 @@ pub struct ExportPage {
 
 /// Routes `/v1/export`.
 pub async fn route(request: Request<Incoming>, hub: &Hub) -> Response<Body> {
-    if let Err(refusal) = authorize(&request, hub) {
-        return refusal;
+    if let Some(refused) = refusal(&request, hub) {
+        return refused;
     }
     if request.method() != Method::GET {
         return error(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The advisory lock of the periodic job ("tiers" in ASCII).
-const JOB_LOCK: i64 = 0x7469_6572_73;
+const JOB_LOCK: i64 = 0x0074_6965_7273;
 
 /// Recomputes the tier of `customers` (`None`: every customer) as of `now` (RFC 3339);
 /// returns the customers whose tier changed. Nothing happens without `[[tiers]]`.
