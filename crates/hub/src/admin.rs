@@ -316,8 +316,8 @@ async fn customer(hub: &Hub, id: &str, body: CustomerBody) -> Response<Body> {
                 db::exec(
                     tx,
                     "INSERT INTO customers (customer_id, display_name, tier_override,
-                         consent_marketing, consent_profiling)
-                     VALUES ($1, $2, $3, $4, $5)
+                         consent_marketing, consent_profiling, enrolled_at)
+                     VALUES ($1, $2, $3, $4, $5, now())
                      ON CONFLICT (customer_id) DO UPDATE
                      SET display_name = excluded.display_name,
                          tier_override = excluded.tier_override,

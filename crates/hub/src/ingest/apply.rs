@@ -450,7 +450,11 @@ async fn merge(
          WHERE customer_id = $1 OR merged_into = $1",
         "UPDATE customers SET
              display_name = coalesce(customers.display_name, f.display_name),
-             tier = coalesce(customers.tier, f.tier), updated_at = now()
+             tier = coalesce(customers.tier, f.tier),
+             tier_override = coalesce(customers.tier_override, f.tier_override),
+             consent_marketing = coalesce(customers.consent_marketing, f.consent_marketing),
+             consent_profiling = coalesce(customers.consent_profiling, f.consent_profiling),
+             updated_at = now()
          FROM customers f WHERE f.customer_id = $1 AND customers.customer_id = $2",
     ];
     for sql in moves {
