@@ -430,6 +430,12 @@ host = "db"
 pool_size = 0
 [feed]
 long_poll_max_secs = 0
+[admin]
+token_file = "/nonexistent/admin-token"
+[[tiers]]
+name = ""
+min_spend = -1
+months = 0
 "#;
         let errors = parse(text).expect_err("invalid");
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
@@ -442,6 +448,10 @@ long_poll_max_secs = 0
             "database.dbname",
             "database.pool_size",
             "feed.long_poll_max_secs",
+            "admin.token_file",
+            "tiers[0].name",
+            "tiers[0].min_spend",
+            "tiers[0].months",
         ] {
             assert!(paths.contains(&path), "{path} missing from {errors:?}");
         }
