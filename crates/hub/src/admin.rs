@@ -254,7 +254,7 @@ struct Done {
     store_id: Option<String>,
 }
 
-/// The state of `id`: `Ok(None)` unknown; `Err` refused (merged away, erased).
+/// Whether `id` exists (`Ok(false)`: not yet); `Err` when it may not change (merged away, erased).
 async fn live(tx: &deadpool_postgres::Transaction<'_>, id: &str) -> Result<bool, AdminError> {
     let row = db::query_opt(
         tx,
