@@ -1,6 +1,6 @@
 //! The HTTP router: one module per API area. `stores` serves SPEC 2.5 to the stores (events,
-//! changes, by-card), `ops` the operator's `/health` and `/metrics`. (The admin API and the
-//! export stream get their own modules here.) Every answer is JSON; every refusal an
+//! changes, by-card), `ops` the operator's `/health` and `/metrics`, [`crate::admin`] the admin
+//! API and [`crate::export`] the export stream (both behind the admin token). Every answer is JSON; every refusal an
 //! `ErrorBody` whose message says what to do, and a refusal changes nothing.
 
 mod ops;
@@ -24,6 +24,11 @@ pub async fn route(request: Request<Incoming>, hub: Arc<Hub>, store: Arc<str>) -
     match segments.as_slice() {
         ["health"] => ops::health(&hub).await,
         ["metrics"] => ops::metrics(&hub).await,
+        ["v1", "admin", rest @ ..] => {
+            let rest: Vec<String> = rest.iter().map(|s| percent_decode(s)).collect();
+            crate::admin::route(request, &hub, &rest).await
+        }
+        ["v1", "export"] => crate::export::route(request, &hub).await,
         ["v1", "stores", id, rest @ ..] => {
             let id = percent_decode(id);
             if *id != *store {

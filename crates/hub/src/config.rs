@@ -44,6 +44,36 @@ pub struct Config {
     /// `[monitoring]`: thresholds of `/metrics` and `/health`.
     #[serde(default)]
     pub monitoring: MonitoringConfig,
+    /// `[admin]`: the retailer's CRM and head office (admin API, export).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[[tiers]]`: tiers qualified centrally by spend (none: tiers are not computed).
+    #[serde(default)]
+    pub tiers: Vec<TierConfig>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A file whose first line is the bearer token of the admin API and the export stream
+    /// (absent: both answer 503 `admin_disabled`). Read at start.
+    pub token_file: Option<PathBuf>,
+}
+
+/// One `[[tiers]]` entry: a customer whose spend over the last `months` months (all stores,
+/// sales minus returns) reaches `min_spend` holds the tier; the highest reached wins. Checked on
+/// every receipt of the customer and by the periodic job (`feed.tier_recompute_secs`), which
+/// downgrades those whose window no longer qualifies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Tier name as the till shows it.
+    pub name: String,
+    /// Spend needed, in the currency's units (e.g. `500` or `499.90`).
+    pub min_spend: f64,
+    /// The window, in months.
+    pub months: u32,
 }
 
 /// `[server]`.
@@ -113,6 +143,13 @@ pub struct FeedConfig {
     /// Most change-log rows one page covers.
     #[serde(default = "default_page_max")]
     pub page_max_changes: i64,
+    /// How often a hub re-qualifies every customer's tier (downgrades after the window).
+    #[serde(default = "default_tier_recompute")]
+    pub tier_recompute_secs: u64,
+}
+
+fn default_tier_recompute() -> u64 {
+    3600
 }
 
 fn default_window_days() -> u32 {
@@ -133,6 +170,7 @@ impl Default for FeedConfig {
             customer_window_days: default_window_days(),
             long_poll_max_secs: default_long_poll_max(),
             page_max_changes: default_page_max(),
+            tier_recompute_secs: default_tier_recompute(),
         }
     }
 }
@@ -310,6 +348,29 @@ impl Config {
         if self.monitoring.stale_store_minutes == 0 {
             errors.push(err("monitoring.stale_store_minutes", "must be at least 1"));
         }
+        if let Some(file) = &self.admin.token_file {
+            file_exists(&mut errors, "admin.token_file", file);
+        }
+        if self.feed.tier_recompute_secs == 0 {
+            errors.push(err("feed.tier_recompute_secs", "must be at least 1"));
+        }
+        for (i, tier) in self.tiers.iter().enumerate() {
+            if tier.name.trim().is_empty() {
+                errors.push(err(&format!("tiers[{i}].name"), "must not be empty"));
+            }
+            if !(tier.min_spend.is_finite() && tier.min_spend >= 0.0) {
+                errors.push(err(
+                    &format!("tiers[{i}].min_spend"),
+                    "must be a number >= 0",
+                ));
+            }
+            if tier.months == 0 || tier.months > 120 {
+                errors.push(err(
+                    &format!("tiers[{i}].months"),
+                    "must be between 1 and 120",
+                ));
+            }
+        }
         errors
     }
 
@@ -369,6 +430,12 @@ host = "db"
 pool_size = 0
 [feed]
 long_poll_max_secs = 0
+[admin]
+token_file = "/nonexistent/admin-token"
+[[tiers]]
+name = ""
+min_spend = -1
+months = 0
 "#;
         let errors = parse(text).expect_err("invalid");
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
@@ -381,6 +448,10 @@ long_poll_max_secs = 0
             "database.dbname",
             "database.pool_size",
             "feed.long_poll_max_secs",
+            "admin.token_file",
+            "tiers[0].name",
+            "tiers[0].min_spend",
+            "tiers[0].months",
         ] {
             assert!(paths.contains(&path), "{path} missing from {errors:?}");
         }

@@ -10,7 +10,9 @@
 
 use crate::db::{self, DbError};
 use crate::Hub;
-use loyalty_protocol::crm::{ChangesPage, WireCustomer, WireKey, WireMerge};
+use loyalty_protocol::crm::{
+    ChangesPage, WireAdjustment, WireConsent, WireCustomer, WireKey, WireMerge,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -168,6 +170,9 @@ pub async fn page(hub: &Hub, store: &str, cursor: i64) -> Result<ChangesPage, Db
                 .merged
                 .extend(payload.and_then(|p| serde_json::from_str::<WireMerge>(&p).ok())),
             "rules" => page.rules = payload.and_then(|p| serde_json::from_str(&p).ok()),
+            "adjustment" => page
+                .adjustments
+                .extend(payload.and_then(|p| serde_json::from_str::<WireAdjustment>(&p).ok())),
             other => tracing::debug!(kind = other, "change kind not in pages yet"),
         }
     }
@@ -207,11 +212,12 @@ pub async fn customers(
     let seq = includes_store_seq(tx, store).await?;
     let rows = db::query(
         tx,
-        "SELECT c.customer_id, c.display_name, c.tier,
+        "SELECT c.customer_id, c.display_name, coalesce(c.tier_override, c.tier),
                  coalesce((SELECT sum(points) FROM ledger_entries l
                            WHERE l.customer_id = c.customer_id), 0)::bigint,
                  coalesce((SELECT array_agg(card ORDER BY card) FROM cards k
-                           WHERE k.customer_id = c.customer_id), '{}')
+                           WHERE k.customer_id = c.customer_id), '{}'),
+                 c.consent_marketing, c.consent_profiling
              FROM customers c
              WHERE c.customer_id = ANY($1) AND c.merged_into IS NULL AND c.erased_at IS NULL
              ORDER BY c.customer_id",
@@ -227,7 +233,13 @@ pub async fn customers(
             balance: row.get(3),
             includes_store_seq: seq,
             cards: row.get(4),
-            consent: None,
+            consent: match (row.get(5), row.get(6)) {
+                (Some(marketing), Some(profiling)) => Some(WireConsent {
+                    marketing,
+                    profiling,
+                }),
+                _ => None,
+            },
         })
         .collect())
 }

@@ -70,6 +70,8 @@ pub struct Ingested {
     pub double_redemptions: Vec<&'static str>,
     /// Customers merged.
     pub merges: u64,
+    /// Erasures a store confirmed (`customer_erased`).
+    pub erasures_confirmed: u64,
 }
 
 /// Stores `batch` exactly once.
@@ -210,19 +212,14 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
                 reason: "event id already stored under another sequence number",
             }));
         }
-        let seqs: Vec<i64> = new.iter().map(|e| e.seq as i64).collect();
-        let kinds: Vec<&str> = new.iter().map(|e| e.kind).collect();
-        let ats: Vec<&str> = new.iter().map(|e| e.at_text).collect();
-        let payloads: Vec<&str> = new.iter().map(|e| e.raw).collect();
-        db::exec(&tx,
-            "INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload)
-             SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])",
-            &[&store, &instance, &seqs, &ids, &kinds, &ats, &payloads],
-        )
-        .await?;
         let mut effects = Effects::default();
         for event in &new {
             apply::apply(&tx, &hub.config.feed, store, instance, event, &mut effects).await?;
+        }
+        if !hub.config.tiers.is_empty() && !effects.customers.is_empty() {
+            let ids: Vec<String> = effects.customers.iter().cloned().collect();
+            let now = jiff::Timestamp::now().to_string();
+            crate::tiers::requalify(&tx, &hub.config.tiers, Some(&ids), &now).await?;
         }
         let through = last + new.len() as u64;
         db::exec(
@@ -234,10 +231,35 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         .await?;
         apply::flush_links(&tx, store, &mut effects).await?;
         apply::emit(&tx, &hub.config.feed, &effects).await?;
+        // Stored last: the export positions come from the change counter, whose row lock is
+        // then held only until COMMIT (positions visible in commit order, docs/hub.md).
+        let last_pos: i64 = db::query_one(
+            &tx,
+            "UPDATE change_counter SET last = last + $1 WHERE id = 1 RETURNING last",
+            &[&(new.len() as i64)],
+        )
+        .await?
+        .get(0);
+        let positions: Vec<i64> = (last_pos - new.len() as i64 + 1..=last_pos).collect();
+        let seqs: Vec<i64> = new.iter().map(|e| e.seq as i64).collect();
+        let kinds: Vec<&str> = new.iter().map(|e| e.kind).collect();
+        let ats: Vec<&str> = new.iter().map(|e| e.at_text).collect();
+        let payloads: Vec<&str> = new.iter().map(|e| e.raw).collect();
+        db::exec(&tx,
+            "INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload, export_pos)
+             SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])",
+            &[&store, &instance, &seqs, &ids, &kinds, &ats, &payloads, &positions],
+        )
+        .await?;
+        // An offline store may upload an erased customer's card or name after the erasure:
+        // removed again before COMMIT.
+        let touched: Vec<String> = effects.customers.iter().cloned().collect();
+        crate::admin::erasure::scrub_if_erased(&tx, &touched).await?;
         ingested.acked_through = through;
         ingested.new_events = new.len() as u64;
         ingested.double_redemptions = effects.double_redemptions.clone();
         ingested.merges = effects.merges;
+        ingested.erasures_confirmed = effects.erasures_confirmed;
     } else {
         db::exec(
             &tx,

@@ -8,17 +8,22 @@
 //! Modules: [`config`] (the TOML file, every error by key path), [`db`] (pool, migrations),
 //! [`tls`] (mutual TLS, the store id), [`server`] (accept loop), [`api`] (the router, one module
 //! per API area), [`ingest`] (a batch exactly once, and what each event does), [`feed`] (the
-//! change log, pages, long-poll wake-ups), [`metrics`].
+//! change log, pages, long-poll wake-ups), [`metrics`], [`admin`] (the admin API: profiles,
+//! consent, rules, keys, offers, adjustments, erasure everywhere), [`export`] (every store's
+//! events in commit order), [`tiers`] (tiers qualified centrally).
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod export;
 pub mod feed;
 pub mod ingest;
 pub mod metrics;
 pub mod server;
+pub mod tiers;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -35,6 +40,8 @@ pub struct Hub {
     pub metrics: metrics::Metrics,
     /// Long-poll wake-ups.
     pub notifier: Arc<feed::Notifier>,
+    /// The admin API's bearer token (`admin.token_file`); `None`: the admin API is off.
+    pub admin_token: Option<String>,
 }
 
 /// Why the hub could not start.
@@ -79,6 +86,7 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
     let pg = config
         .pg_config()
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let admin_token = admin::read_token(&config).map_err(StartError::Config)?;
     let pool = db::pool(pg.clone(), config.database.pool_size)?;
     let version = db::migrate(&pool).await?;
     tracing::info!(schema_version = version, "database ready");
@@ -94,7 +102,9 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
         pool,
         metrics: metrics::Metrics::new(),
         notifier,
+        admin_token,
     });
+    tokio::spawn(tiers::job(hub.clone(), shutdown.clone()));
     let task = tokio::spawn(server::serve(
         hub.clone(),
         listener,

@@ -50,6 +50,12 @@ pub struct Metrics {
     pub store_last_seen_age: Family<Store, Gauge>,
     /// Stores not seen for the configured minutes.
     pub stores_not_seen: Gauge,
+    /// Admin API changes accepted, by kind.
+    pub admin_changes: Family<Kind, Counter>,
+    /// (store, erasure) pairs not confirmed yet (read from the database at scrape time).
+    pub erasures_pending: Gauge,
+    /// Erasures confirmed by a store's `customer_erased` event.
+    pub erasures_confirmed: Counter,
 }
 
 impl Metrics {
@@ -65,6 +71,24 @@ impl Metrics {
         let tls_failures = Counter::default();
         let store_last_seen_age = Family::<Store, Gauge>::default();
         let stores_not_seen = Gauge::default();
+        let admin_changes = Family::<Kind, Counter>::default();
+        let erasures_pending = Gauge::default();
+        let erasures_confirmed = Counter::default();
+        registry.register(
+            "admin_changes",
+            "Admin API changes accepted, by kind (customer, rules, key, offer, adjustment, erasure)",
+            admin_changes.clone(),
+        );
+        registry.register(
+            "erasures_pending",
+            "Stores that have not yet confirmed an erasure (one per store and customer)",
+            erasures_pending.clone(),
+        );
+        registry.register(
+            "erasures_confirmed",
+            "Erasures confirmed by a store's customer_erased event",
+            erasures_confirmed.clone(),
+        );
         registry.register(
             "events_ingested",
             "Events stored for the first time",
@@ -111,7 +135,19 @@ impl Metrics {
             tls_failures,
             store_last_seen_age,
             stores_not_seen,
+            admin_changes,
+            erasures_pending,
+            erasures_confirmed,
         }
+    }
+
+    /// Counts an accepted admin change.
+    pub fn admin_change(&self, kind: &str) {
+        self.admin_changes
+            .get_or_create(&Kind {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a refused batch.

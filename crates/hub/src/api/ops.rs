@@ -74,5 +74,13 @@ async fn refresh_store_ages(hub: &Hub) -> Result<(), db::DbError> {
             .set(age);
     }
     hub.metrics.stores_not_seen.set(not_seen);
+    let pending: i64 = client
+        .query_one(
+            "SELECT count(*) FROM erasure_stores WHERE confirmed_at IS NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    hub.metrics.erasures_pending.set(pending);
     Ok(())
 }

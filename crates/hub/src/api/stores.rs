@@ -79,6 +79,9 @@ async fn events(request: Request<Incoming>, hub: &Hub, store: &str) -> Response<
                 hub.metrics.double_redemption(kind);
             }
             hub.metrics.merges.inc_by(done.merges);
+            hub.metrics
+                .erasures_confirmed
+                .inc_by(done.erasures_confirmed);
             json(
                 StatusCode::OK,
                 &AckResponse {

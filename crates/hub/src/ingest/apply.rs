@@ -44,6 +44,8 @@ pub struct Effects {
     pub double_redemptions: Vec<&'static str>,
     /// Merges done.
     pub merges: u64,
+    /// Erasures confirmed by the store.
+    pub erasures_confirmed: u64,
     /// Customer ids resolved in this batch (cleared by a merge).
     resolved: HashMap<String, String>,
     /// Store links to write once per customer at the end of the batch: (enrolled, latest time).
@@ -433,6 +435,10 @@ pub async fn apply(
                 });
             }
         }
+        Payload::Erased(e) => {
+            effects.erasures_confirmed +=
+                crate::admin::erasure::confirm(tx, store, e.customer_id, event.id).await?;
+        }
         Payload::Other => {}
     }
     Ok(())
@@ -487,7 +493,11 @@ async fn merge(
          WHERE customer_id = $1 OR merged_into = $1",
         "UPDATE customers SET
              display_name = coalesce(customers.display_name, f.display_name),
-             tier = coalesce(customers.tier, f.tier), updated_at = now()
+             tier = coalesce(customers.tier, f.tier),
+             tier_override = coalesce(customers.tier_override, f.tier_override),
+             consent_marketing = coalesce(customers.consent_marketing, f.consent_marketing),
+             consent_profiling = coalesce(customers.consent_profiling, f.consent_profiling),
+             updated_at = now()
          FROM customers f WHERE f.customer_id = $1 AND customers.customer_id = $2",
     ];
     for sql in moves {

@@ -4,8 +4,8 @@
 //! payload.points: invalid type ...`).
 
 use loyalty_protocol::crm::events::{
-    CustomerEvent, EventType, LedgerEvent, ReceiptEvent, VoucherIssuedEvent, VoucherKeyEvent,
-    VoucherRedeemedEvent,
+    CustomerErasedEvent, CustomerEvent, EventType, LedgerEvent, ReceiptEvent, VoucherIssuedEvent,
+    VoucherKeyEvent, VoucherRedeemedEvent,
 };
 use loyalty_protocol::crm::EventsRequest;
 
@@ -27,6 +27,8 @@ pub enum Payload<'a> {
     VoucherRedeemed(VoucherRedeemedEvent<'a>),
     /// `voucher_key`.
     VoucherKey(VoucherKeyEvent<'a>),
+    /// `customer_erased`: the store confirms an erasure.
+    Erased(CustomerErasedEvent<'a>),
     /// A type this hub does not apply (stored, exported, not interpreted).
     Other,
 }
@@ -198,7 +200,8 @@ pub fn parse<'a>(body: &'a [u8], store: &'a str) -> Result<Batch<'a>, String> {
             Some(EventType::VoucherIssued) => typed(raw).map(Payload::VoucherIssued),
             Some(EventType::VoucherRedeemed) => typed(raw).map(Payload::VoucherRedeemed),
             Some(EventType::VoucherKey) => typed(raw).map(Payload::VoucherKey),
-            Some(EventType::CustomerErased) | None => {
+            Some(EventType::CustomerErased) => typed(raw).map(Payload::Erased),
+            None => {
                 if !raw.starts_with('{') {
                     Err("payload must be a JSON object".to_string())
                 } else {

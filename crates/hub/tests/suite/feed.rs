@@ -262,7 +262,10 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
     let health = a.get(hub.addr, "/health").await;
     assert_eq!(health.status, 200, "{}", health.text());
     assert!(
-        health.text().contains("\"schema_version\":1"),
+        health.text().contains(&format!(
+            "\"schema_version\":{}",
+            loyalty_hub::db::MIGRATIONS.len()
+        )),
         "{}",
         health.text()
     );

@@ -528,7 +528,7 @@ impl<'a> VoucherKeyEvent<'a> {
 /// Payload of a `customer_erased` event: the store has erased the customer's personal data
 /// (sent once per erasure the changes feed carried, whether or not the store knew her). It
 /// carries the id only: no card, no name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CustomerErasedEvent<'a> {
     /// The customer id the erasure named.
     pub customer_id: &'a str,
