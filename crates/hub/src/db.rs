@@ -8,8 +8,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "schema", include_str!("../migrations/0001_schema.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "schema", include_str!("../migrations/0001_schema.sql")),
+    (2, "figures", include_str!("../migrations/0002_figures.sql")),
+];
 
 /// The advisory lock key held while migrating ("loyalty-hub" in ASCII, truncated).
 const MIGRATION_LOCK: i64 = 0x006c_6f79_616c_7479;

@@ -8,7 +8,8 @@
 //! Modules: [`config`] (the TOML file, every error by key path), [`db`] (pool, migrations),
 //! [`tls`] (mutual TLS, the store id), [`server`] (accept loop), [`api`] (the router, one module
 //! per API area), [`ingest`] (a batch exactly once, and what each event does), [`feed`] (the
-//! change log, pages, long-poll wake-ups), [`metrics`].
+//! change log, pages, long-poll wake-ups), [`metrics`], [`figures`] (head office's figures per
+//! store and day, refreshed incrementally).
 
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod feed;
+pub mod figures;
 pub mod ingest;
 pub mod metrics;
 pub mod server;
@@ -89,6 +91,7 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let notifier = Arc::new(feed::Notifier::default());
     tokio::spawn(feed::listen(pg, notifier.clone(), shutdown.clone()));
+    tokio::spawn(figures::run(pool.clone(), shutdown.clone()));
     let hub = Arc::new(Hub {
         config,
         pool,

@@ -19,3 +19,6 @@ mod gateway;
 
 #[path = "suite/merge_prop.rs"]
 mod merge_prop;
+
+#[path = "suite/figures.rs"]
+mod figures;
