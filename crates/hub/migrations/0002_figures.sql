@@ -36,3 +36,5 @@ CREATE INDEX receipts_customer_store_at ON receipts (customer_id, store_id, at) 
 CREATE INDEX ledger_entries_store_at ON ledger_entries (store_id, at);
 CREATE INDEX vouchers_store_from ON vouchers (store_id, valid_from);
 CREATE INDEX redemptions_store_at ON redemptions (store_id, redeemed_at);
+-- Active members across the chain (distinct customers by last activity).
+CREATE INDEX customer_stores_activity ON customer_stores (last_activity_at, customer_id);
