@@ -72,3 +72,63 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
         );
     }
 }
+
+/// `demo --chain`: PostgreSQL, the hub and two stores; its summary lines say what happened.
+#[test]
+fn chain_demo_recognises_refuses_and_merges_across_two_stores() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
+        .args(["demo", "--chain"])
+        .output()
+        .expect("run the chain demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "chain demo failed:\n{stdout}\n{stderr}"
+    );
+    let summary = stdout
+        .split("Chain summary")
+        .nth(1)
+        .expect("a chain summary");
+    let line = |start: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in:\n{summary}"))
+            .to_string()
+    };
+    let recognised = line("recognised at store B:");
+    assert!(recognised.contains(": yes, balance "), "{recognised}");
+    let ms: u64 = recognised
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" ms after the receipt in A"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no delay in {recognised}"));
+    assert!(ms <= 5_000, "recognised after {ms} ms: {recognised}");
+    let voucher = line("voucher redeemed in A, at store B:");
+    assert!(
+        voucher.contains("refused") && voucher.contains("revoked by head office"),
+        "{voucher}"
+    );
+    let merged = line("card enrolled in both stores:");
+    assert!(merged.contains("merged, store-"), "{merged}");
+    // One customer id shown at both stores' lanes after the merge.
+    let id = merged
+        .split("merged, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("id");
+    let shown = stdout
+        .lines()
+        .filter(|l| l.contains("\"card\":\"2990000000026\"") && l.contains("\"type\":\"customer\""))
+        .filter(|l| l.contains(&format!("\"customer_id\":\"{id}\"")))
+        .count();
+    assert_eq!(shown, 2, "both stores' lanes show {id}:\n{stdout}");
+    assert!(line("erasure:").contains("not shown"));
+    for line in stdout.lines().chain(stderr.lines()) {
+        assert!(
+            !line.contains(" WARN ") && !line.contains(" ERROR "),
+            "the chain demo logged: {line}"
+        );
+    }
+}

@@ -10,7 +10,8 @@
 //! per API area), [`ingest`] (a batch exactly once, and what each event does), [`feed`] (the
 //! change log, pages, long-poll wake-ups), [`metrics`], [`admin`] (the admin API: profiles,
 //! consent, rules, keys, offers, adjustments, erasure everywhere), [`export`] (every store's
-//! events in commit order), [`tiers`] (tiers qualified centrally).
+//! events in commit order), [`tiers`] (tiers qualified centrally), [`figures`] (head office's
+//! figures per store and day, refreshed incrementally).
 
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod export;
 pub mod feed;
+pub mod figures;
 pub mod ingest;
 pub mod metrics;
 pub mod server;
@@ -97,6 +99,7 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let notifier = Arc::new(feed::Notifier::default());
     tokio::spawn(feed::listen(pg, notifier.clone(), shutdown.clone()));
+    tokio::spawn(figures::run(pool.clone(), shutdown.clone()));
     let hub = Arc::new(Hub {
         config,
         pool,

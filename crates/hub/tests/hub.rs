@@ -22,3 +22,5 @@ mod merge_prop;
 
 #[path = "suite/admin.rs"]
 mod admin;
+#[path = "suite/figures.rs"]
+mod figures;

@@ -3,9 +3,11 @@
 //! installed (otherwise it feeds the lanes in-process and says so), the reference CRM receiver
 //! with a throw-away PKI, and the gateway on a temporary data directory; then plays a scripted
 //! morning at the tills, explaining each step, keeps trading until Ctrl-C (or
-//! `--duration-secs`), and ends with a summary.
+//! `--duration-secs`), and ends with a summary. `demo --chain` ([`chain`]) shows a chain
+//! instead: PostgreSQL, the hub and two stores.
 
 pub mod broker;
+mod chain;
 mod config;
 mod lanes;
 pub mod pty;
@@ -45,6 +47,9 @@ pub struct DemoArgs {
     /// Keep the demo's data directory (printed at the start) instead of deleting it.
     #[arg(long)]
     pub keep_data: bool,
+    /// Show a chain instead of one store: PostgreSQL, the hub and two store gateways.
+    #[arg(long)]
+    pub chain: bool,
 }
 
 const STORE_ID: &str = "demo-store";
@@ -271,6 +276,9 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
 
 /// Runs the demo.
 pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.chain {
+        return chain::main(args.keep_data);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let summary_path = args.summary_json.clone();
     let summary = runtime.block_on(run(args))?;

@@ -261,11 +261,11 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
     assert_eq!(row.get::<_, Option<i64>>(0), Some(-15));
     let health = a.get(hub.addr, "/health").await;
     assert_eq!(health.status, 200, "{}", health.text());
+    let latest = loyalty_hub::db::MIGRATIONS.len();
     assert!(
-        health.text().contains(&format!(
-            "\"schema_version\":{}",
-            loyalty_hub::db::MIGRATIONS.len()
-        )),
+        health
+            .text()
+            .contains(&format!("\"schema_version\":{latest}")),
         "{}",
         health.text()
     );

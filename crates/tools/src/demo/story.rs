@@ -8,7 +8,7 @@ use loyalty_protocol::till::{LineMessage, Qty, ReceiptMessage};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-fn receipt_json(
+pub(super) fn receipt_json(
     id: &str,
     lane: &str,
     lines: &[(&str, &str, i64, &str, &str)],
