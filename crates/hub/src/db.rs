@@ -64,6 +64,19 @@ pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, DbError> {
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }
 
+/// A connection from `pool`, waiting up to `wait` for one to be free (the pool's waiters are
+/// served in arrival order: a fair queue).
+pub async fn client_waiting(
+    pool: &Pool,
+    wait: std::time::Duration,
+) -> Result<deadpool_postgres::Object, DbError> {
+    let mut timeouts = pool.timeouts();
+    timeouts.wait = Some(wait);
+    pool.timeout_get(&timeouts)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
 /// Applies the migrations this database lacks; returns the schema version afterwards.
 pub async fn migrate(pool: &Pool) -> Result<i32, DbError> {
     let mut client = client(pool).await?;

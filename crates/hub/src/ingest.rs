@@ -7,6 +7,8 @@
 //! transaction. Serialization failures and deadlocks run the transaction again.
 
 pub mod apply;
+pub mod changes;
+pub mod merge;
 pub mod parse;
 
 use crate::db::{self, DbError};
@@ -72,8 +74,20 @@ pub struct Ingested {
     pub merges: u64,
 }
 
-/// Stores `batch` exactly once.
+/// How long an admitted batch waits for a database connection before it is answered 503.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Stores `batch` exactly once. Batches queue fairly for a database connection (up to
+/// `server.max_connections` admitted at once, each waiting up to [`QUEUE_WAIT`]); only past
+/// that is one answered 503, so a busy pool costs waiting, not retries.
 pub async fn ingest(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
+    let Ok(_admitted) = hub.ingest_queue.try_acquire() else {
+        return Err(IngestError::Db(DbError::Unavailable(
+            "the ingest queue is full (server.max_connections batches waiting); \
+             raise database.pool_size or add hub processes"
+                .into(),
+        )));
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -135,7 +149,7 @@ async fn record_conflict(
 }
 
 async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
-    let mut client = db::client(&hub.pool).await?;
+    let mut client = db::client_waiting(&hub.pool, QUEUE_WAIT).await?;
     let tx = client.transaction().await?;
     let store = batch.store;
     let instance = batch.instance;
@@ -221,9 +235,7 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         )
         .await?;
         let mut effects = Effects::default();
-        for event in &new {
-            apply::apply(&tx, &hub.config.feed, store, instance, event, &mut effects).await?;
-        }
+        apply::apply(&tx, &hub.config.feed, store, instance, &new, &mut effects).await?;
         let through = last + new.len() as u64;
         db::exec(
             &tx,

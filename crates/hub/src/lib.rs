@@ -35,6 +35,9 @@ pub struct Hub {
     pub metrics: metrics::Metrics,
     /// Long-poll wake-ups.
     pub notifier: Arc<feed::Notifier>,
+    /// Batches admitted to ingest (waiting for a database connection or being written): one
+    /// per client connection; past that a batch is answered 503 at once.
+    pub ingest_queue: tokio::sync::Semaphore,
 }
 
 /// Why the hub could not start.
@@ -89,7 +92,9 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let notifier = Arc::new(feed::Notifier::default());
     tokio::spawn(feed::listen(pg, notifier.clone(), shutdown.clone()));
+    let ingest_queue = tokio::sync::Semaphore::new(config.server.max_connections);
     let hub = Arc::new(Hub {
+        ingest_queue,
         config,
         pool,
         metrics: metrics::Metrics::new(),
