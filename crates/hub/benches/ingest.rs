@@ -107,6 +107,8 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 struct Probes {
     sent: HashMap<String, Instant>,
     delays: Vec<Duration>,
+    /// Long-polls answered 503.
+    refused: u64,
 }
 
 /// A probe store: long-polls its feed on one keep-alive connection until `stop`, recording when
@@ -135,6 +137,12 @@ async fn probe_store(
             .expect("body")
             .to_bytes();
         let now = Instant::now();
+        if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+            // As the gateway does: back off, ask again.
+            probes.lock().expect("lock").refused += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
         assert!(
             status.is_success(),
             "{status}: {}",
@@ -276,6 +284,7 @@ fn main() {
         while let Some(r) = probe_tasks.join_next().await {
             r.expect("probe store");
         }
+        let feed_refused = probes.lock().expect("lock").refused;
         let mut feed = probes.lock().expect("lock").delays.clone();
         feed.sort();
         let feed_pct = |p: f64| {
@@ -304,6 +313,7 @@ fn main() {
             ("batch ack p50 / p99 / max".into(), format!("{} / {} / {}", ms(pct(0.50)), ms(pct(0.99)), ms(l[l.len() - 1]))),
             ("batches answered 503 and sent again".into(), retries.load(Ordering::Relaxed).to_string()),
             (format!("feed delivery p50 / p99 ({} changes)", feed.len()), format!("{} / {}", feed_pct(0.50), feed_pct(0.99))),
+            ("feed long-polls answered 503".into(), feed_refused.to_string()),
             ("PostgreSQL bytes/event (database growth)".into(), format!("{:.0}", (size_after - size_before) as f64 / total)),
             ("hub RSS peak / now".into(), format!("{} MiB / {} MiB", rss_kb(hub.pid(), "VmHWM:") / 1024, rss_kb(hub.pid(), "VmRSS:") / 1024)),
         ];

@@ -77,9 +77,10 @@ pub struct Ingested {
 /// How long an admitted batch waits for a database connection before it is answered 503.
 const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Stores `batch` exactly once. Batches queue fairly for a database connection (up to
-/// `server.max_connections` admitted at once, each waiting up to [`QUEUE_WAIT`]); only past
-/// that is one answered 503, so a busy pool costs waiting, not retries.
+/// Stores `batch` exactly once. Batches queue fairly (FIFO) for one of the connections ingest
+/// may hold (`Hub::ingest_slots`): up to `server.max_connections` admitted at once, each waiting
+/// up to [`QUEUE_WAIT`]; only past that is one answered 503, so a busy pool costs waiting, not
+/// retries, and the connections kept for reads serve the feed meanwhile.
 pub async fn ingest(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
     let Ok(_admitted) = hub.ingest_queue.try_acquire() else {
         return Err(IngestError::Db(DbError::Unavailable(
@@ -87,6 +88,17 @@ pub async fn ingest(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErro
              raise database.pool_size or add hub processes"
                 .into(),
         )));
+    };
+    // A fair (FIFO) wait for one of the connections ingest may use.
+    let _slot = match tokio::time::timeout(QUEUE_WAIT, hub.ingest_slots.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(IngestError::Db(DbError::Unavailable(format!(
+                "no database connection for ingest within {} s; raise database.pool_size or \
+                 add hub processes",
+                QUEUE_WAIT.as_secs()
+            ))))
+        }
     };
     let mut attempt = 0;
     loop {
