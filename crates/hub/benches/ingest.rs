@@ -1,8 +1,12 @@
 //! Ingest benchmark: many stores (`HUB_BENCH_STORES`, default 1000) upload concurrently over
 //! mutual TLS, each on its own keep-alive connection, `HUB_BENCH_BATCHES` batches (default 5) of
 //! `HUB_BENCH_EVENTS` events (default 100: enrolments, receipts with two lines, earn entries) to
-//! one `loyalty-hub` process on a private PostgreSQL (fsync on) on this machine. Reports
-//! events/s into PostgreSQL, batch acknowledgement p50/p99, PostgreSQL bytes per event and the
+//! one `loyalty-hub` process on a private PostgreSQL (fsync on) on this machine. Meanwhile
+//! `HUB_BENCH_PROBES` (default 10) more stores long-poll their feed and a head-office change is
+//! committed for one of them every 200 ms (a `voucher_revoked` row written as the hub's writers
+//! do: counter, change row, NOTIFY; the admin API is not on this branch). Reports, in a table:
+//! events/s into PostgreSQL, batch acknowledgement p50/p99, feed delivery p50/p99 (change
+//! committed -> the store's long-poll answered with it), PostgreSQL bytes per event and the
 //! hub's peak RSS. `cargo bench -p loyalty-hub --bench ingest`.
 
 #[path = "../tests/suite/support.rs"]
@@ -12,9 +16,12 @@ mod support;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use loyalty_protocol::crm::events::{ReceiptEvent, ReceiptEventLine};
+use loyalty_protocol::crm::ChangesPage;
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use support::*;
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -95,10 +102,101 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Committed-at of every probe change, and how long each took to reach its store.
+#[derive(Default)]
+struct Probes {
+    sent: HashMap<String, Instant>,
+    delays: Vec<Duration>,
+    /// Long-polls answered 503.
+    refused: u64,
+}
+
+/// A probe store: long-polls its feed on one keep-alive connection until `stop`, recording when
+/// each probe voucher arrives.
+async fn probe_store(
+    client: Client,
+    addr: std::net::SocketAddr,
+    store: String,
+    probes: Arc<Mutex<Probes>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut sender = client.connect(addr).await;
+    let mut cursor = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let request =
+            hyper::Request::get(format!("/v1/stores/{store}/changes?cursor={cursor}&wait=2"))
+                .header("host", "localhost")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+        let response = sender.send_request(request).await.expect("long-poll");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let now = Instant::now();
+        if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+            // As the gateway does: back off, ask again.
+            probes.lock().expect("lock").refused += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let page: ChangesPage = serde_json::from_slice(&bytes).expect("page");
+        let mut p = probes.lock().expect("lock");
+        for voucher in &page.revoked_vouchers {
+            if let Some(sent) = p.sent.get(voucher).copied() {
+                p.delays.push(now.saturating_duration_since(sent));
+            }
+        }
+        cursor = page.cursor;
+    }
+}
+
+/// Commits one head-office change for `store` (as the hub's writers do) and notes when.
+async fn inject(
+    sql: &mut tokio_postgres::Client,
+    store: &str,
+    voucher: &str,
+    probes: &Mutex<Probes>,
+) {
+    let tx = sql.transaction().await.expect("tx");
+    let last: i64 = tx
+        .query_one(
+            "UPDATE change_counter SET last = last + 1 WHERE id = 1 RETURNING last",
+            &[],
+        )
+        .await
+        .expect("counter")
+        .get(0);
+    tx.execute(
+        "INSERT INTO changes (id, store_id, kind, voucher_id) VALUES ($1, $2, 'voucher_revoked', $3)",
+        &[&last, &store, &voucher],
+    )
+    .await
+    .expect("change");
+    tx.execute("SELECT pg_notify('loyalty_changes', $1)", &[&store])
+        .await
+        .expect("notify");
+    probes
+        .lock()
+        .expect("lock")
+        .sent
+        .insert(voucher.to_string(), Instant::now());
+    tx.commit().await.expect("commit");
+}
+
 fn main() {
     let stores = env_num("HUB_BENCH_STORES", 1000);
     let batches = env_num("HUB_BENCH_BATCHES", 5);
     let per_batch = env_num("HUB_BENCH_EVENTS", 100);
+    let probe_count = env_num("HUB_BENCH_PROBES", 10);
     let env = Env::new();
     let hub = env.hub("");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -121,6 +219,28 @@ fn main() {
             let evs = events(&store, (batches * per_batch) as u64);
             clients.push((store, client, evs));
         }
+        let probes = Arc::new(Mutex::new(Probes::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut probe_tasks = tokio::task::JoinSet::new();
+        for i in 0..probe_count {
+            let store = format!("P{i:03}");
+            let client = env.client(&store);
+            probe_tasks.spawn(probe_store(client, hub.addr, store, probes.clone(), stop.clone()));
+        }
+        let injector = {
+            let mut sql = env.sql().await;
+            let probes = probes.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) && probe_count > 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let store = format!("P{:03}", n % probe_count);
+                    inject(&mut sql, &store, &format!("probe-{n}"), &probes).await;
+                    n += 1;
+                }
+            })
+        };
         let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
         let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let start = Instant::now();
@@ -144,7 +264,7 @@ fn main() {
                         let bytes = response.into_body().collect().await.expect("body").to_bytes();
                         if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
                             // As the gateway does: back off and send the same batch again.
-                            retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            retries.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                             continue;
                         }
@@ -159,6 +279,19 @@ fn main() {
             r.expect("store task");
         }
         let elapsed = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        injector.await.expect("injector");
+        while let Some(r) = probe_tasks.join_next().await {
+            r.expect("probe store");
+        }
+        let feed_refused = probes.lock().expect("lock").refused;
+        let mut feed = probes.lock().expect("lock").delays.clone();
+        feed.sort();
+        let feed_pct = |p: f64| {
+            feed.get(((feed.len() as f64 * p) as usize).min(feed.len().saturating_sub(1)))
+                .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "n/a".into())
+        };
         let total = (stores * batches * per_batch) as f64;
         let mut l = latencies.lock().expect("lock").clone();
         l.sort();
@@ -174,28 +307,23 @@ fn main() {
             .expect("count")
             .get(0);
         assert_eq!(stored as f64, total, "every event stored once");
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+        let rows = [
+            ("events/s into PostgreSQL".to_string(), format!("{:.0}", total / elapsed.as_secs_f64())),
+            ("batch ack p50 / p99 / max".into(), format!("{} / {} / {}", ms(pct(0.50)), ms(pct(0.99)), ms(l[l.len() - 1]))),
+            ("batches answered 503 and sent again".into(), retries.load(Ordering::Relaxed).to_string()),
+            (format!("feed delivery p50 / p99 ({} changes)", feed.len()), format!("{} / {}", feed_pct(0.50), feed_pct(0.99))),
+            ("feed long-polls answered 503".into(), feed_refused.to_string()),
+            ("PostgreSQL bytes/event (database growth)".into(), format!("{:.0}", (size_after - size_before) as f64 / total)),
+            ("hub RSS peak / now".into(), format!("{} MiB / {} MiB", rss_kb(hub.pid(), "VmHWM:") / 1024, rss_kb(hub.pid(), "VmRSS:") / 1024)),
+        ];
         println!(
-            "ingest: {stores} stores x {batches} batches x {per_batch} events over mutual TLS, one hub, PostgreSQL fsync=on"
+            "ingest: {stores} stores x {batches} batches x {per_batch} events over mutual TLS, one hub, PostgreSQL fsync=on, {:.1} s"
+            , elapsed.as_secs_f64()
         );
-        println!("  events/s into PostgreSQL: {:.0}", total / elapsed.as_secs_f64());
-        println!(
-            "  batch ack p50 {:?}  p99 {:?}  max {:?}",
-            pct(0.50),
-            pct(0.99),
-            l[l.len() - 1]
-        );
-        println!(
-            "  batches answered 503 (pool busy) and sent again: {}",
-            retries.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        println!(
-            "  PostgreSQL bytes/event (database size growth): {:.0}",
-            (size_after - size_before) as f64 / total
-        );
-        println!(
-            "  hub RSS peak {} KiB, now {} KiB",
-            rss_kb(hub.pid(), "VmHWM:"),
-            rss_kb(hub.pid(), "VmRSS:")
-        );
+        println!("| figure | value |\n|---|---|");
+        for (name, value) in rows {
+            println!("| {name} | {value} |");
+        }
     });
 }

@@ -42,8 +42,17 @@ impl DbError {
     }
 }
 
-/// The pool of `size` connections for `config`.
-pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
+/// The pool of `size` connections for `config`. Its sessions plan every statement for its
+/// parameters (`plan_cache_mode = force_custom_plan`): a generic plan fixed while the tables were
+/// still small scans them whole for ever after (`customer_id = ANY($1)` stayed a sequential scan
+/// and cost most of the database's CPU at ingest).
+pub fn pool(mut config: tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
+    let custom = "-c plan_cache_mode=force_custom_plan";
+    let options = match config.get_options() {
+        Some(options) if !options.is_empty() => format!("{options} {custom}"),
+        _ => custom.to_string(),
+    };
+    config.options(&options);
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -63,6 +72,25 @@ pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, DbError
 /// A connection from `pool`.
 pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, DbError> {
     pool.get()
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// How many of a pool of `pool_size` connections ingest may hold at once: a quarter (at least
+/// one) is kept for reads (the feed, by-card), unless the pool has a single connection.
+pub fn ingest_slots(pool_size: usize) -> usize {
+    pool_size.saturating_sub((pool_size / 4).max(1)).max(1)
+}
+
+/// A connection from `pool`, waiting up to `wait` for one to be free (the pool's waiters are
+/// served in arrival order: a fair queue).
+pub async fn client_waiting(
+    pool: &Pool,
+    wait: std::time::Duration,
+) -> Result<deadpool_postgres::Object, DbError> {
+    let mut timeouts = pool.timeouts();
+    timeouts.wait = Some(wait);
+    pool.timeout_get(&timeouts)
         .await
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }

@@ -7,6 +7,8 @@
 //! transaction. Serialization failures and deadlocks run the transaction again.
 
 pub mod apply;
+pub mod changes;
+pub mod merge;
 pub mod parse;
 
 use crate::db::{self, DbError};
@@ -74,8 +76,32 @@ pub struct Ingested {
     pub erasures_confirmed: u64,
 }
 
-/// Stores `batch` exactly once.
+/// How long an admitted batch waits for a database connection before it is answered 503.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Stores `batch` exactly once. Batches queue fairly (FIFO) for one of the connections ingest
+/// may hold (`Hub::ingest_slots`): up to `server.max_connections` admitted at once, each waiting
+/// up to [`QUEUE_WAIT`]; only past that is one answered 503, so a busy pool costs waiting, not
+/// retries, and the connections kept for reads serve the feed meanwhile.
 pub async fn ingest(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
+    let Ok(_admitted) = hub.ingest_queue.try_acquire() else {
+        return Err(IngestError::Db(DbError::Unavailable(
+            "the ingest queue is full (server.max_connections batches waiting); \
+             raise database.pool_size or add hub processes"
+                .into(),
+        )));
+    };
+    // A fair (FIFO) wait for one of the connections ingest may use.
+    let _slot = match tokio::time::timeout(QUEUE_WAIT, hub.ingest_slots.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(IngestError::Db(DbError::Unavailable(format!(
+                "no database connection for ingest within {} s; raise database.pool_size or \
+                 add hub processes",
+                QUEUE_WAIT.as_secs()
+            ))))
+        }
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -137,7 +163,7 @@ async fn record_conflict(
 }
 
 async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
-    let mut client = db::client(&hub.pool).await?;
+    let mut client = db::client_waiting(&hub.pool, QUEUE_WAIT).await?;
     let tx = client.transaction().await?;
     let store = batch.store;
     let instance = batch.instance;
@@ -213,9 +239,7 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             }));
         }
         let mut effects = Effects::default();
-        for event in &new {
-            apply::apply(&tx, &hub.config.feed, store, instance, event, &mut effects).await?;
-        }
+        apply::apply(&tx, &hub.config.feed, store, instance, &new, &mut effects).await?;
         if !hub.config.tiers.is_empty() && !effects.customers.is_empty() {
             let ids: Vec<String> = effects.customers.iter().cloned().collect();
             let now = jiff::Timestamp::now().to_string();

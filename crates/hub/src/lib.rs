@@ -44,6 +44,12 @@ pub struct Hub {
     pub notifier: Arc<feed::Notifier>,
     /// The admin API's bearer token (`admin.token_file`); `None`: the admin API is off.
     pub admin_token: Option<String>,
+    /// Batches admitted to ingest (waiting for a database connection or being written): one
+    /// per client connection; past that a batch is answered 503 at once.
+    pub ingest_queue: tokio::sync::Semaphore,
+    /// Connections ingest may hold at once ([`db::ingest_slots`]): the rest of the pool stays
+    /// free for the feed and by-card lookups, so reads do not queue behind a backlog of batches.
+    pub ingest_slots: tokio::sync::Semaphore,
 }
 
 /// Why the hub could not start.
@@ -100,7 +106,11 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
     let notifier = Arc::new(feed::Notifier::default());
     tokio::spawn(feed::listen(pg, notifier.clone(), shutdown.clone()));
     tokio::spawn(figures::run(pool.clone(), shutdown.clone()));
+    let ingest_queue = tokio::sync::Semaphore::new(config.server.max_connections);
+    let ingest_slots = tokio::sync::Semaphore::new(db::ingest_slots(config.database.pool_size));
     let hub = Arc::new(Hub {
+        ingest_queue,
+        ingest_slots,
         config,
         pool,
         metrics: metrics::Metrics::new(),

@@ -1,19 +1,21 @@
-//! What each event does to the chain-wide state, inside the batch's transaction: enrolments
-//! (one customer per card; a card already owned by another customer id merges the two: the
-//! earliest enrolled survives, the other's ledger entries, receipts, vouchers, cards and store
-//! links move to it), ledger entries (points beyond the chain-wide balance are recorded as
-//! abuse), receipts with their lines, vouchers issued, redemptions (a voucher's second
-//! redemption is recorded and revoked everywhere), and store keys. Then [`emit`] writes the
-//! change-log rows for every store concerned, taking ids from the single-row counter as the
-//! last statement before COMMIT, and notifies the hubs' listeners.
+//! What a batch's events do to the chain-wide state, inside the batch's transaction, applied
+//! set-wise (one statement per table per batch, arrays bound with `unnest`): enrolments (one
+//! customer per card; the cards and merges are in [`super::merge`]), customer ids resolved to their survivors,
+//! ledger entries (points beyond the chain-wide balance are recorded as abuse, in event order),
+//! receipts with their lines, store links. Vouchers issued, redemptions (a voucher's second
+//! redemption is recorded and revoked everywhere) and store keys are rare and applied per
+//! event. Then [`emit`] writes the change-log rows for every store concerned, taking ids from
+//! the single-row counter as the last statement before COMMIT, and notifies the hubs' listeners.
 
+pub use super::changes::emit;
+use super::merge::cards;
 use super::parse::{Event, Payload};
 use crate::config::FeedConfig;
 use crate::db;
 use deadpool_postgres::Transaction;
 use loyalty_core::ledger::EntryKind;
 use loyalty_protocol::crm::{WireKey, WireMerge};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tokio_postgres::Error;
 
 /// One change-log row to write.
@@ -46,7 +48,7 @@ pub struct Effects {
     pub merges: u64,
     /// Erasures confirmed by the store.
     pub erasures_confirmed: u64,
-    /// Customer ids resolved in this batch (cleared by a merge).
+    /// Customer ids named by the batch -> their surviving id (kept current by merges).
     resolved: HashMap<String, String>,
     /// Store links to write once per customer at the end of the batch: (enrolled, latest time).
     links: BTreeMap<String, (bool, jiff::Timestamp)>,
@@ -61,10 +63,27 @@ impl Effects {
         entry.0 |= enrolled;
         entry.1 = entry.1.max(at);
     }
+
+    /// After a merge of `from` into `into`: every id resolved to `from` now lands on `into`.
+    pub(super) fn remap(&mut self, from: &str, into: &str) {
+        for survivor in self.resolved.values_mut() {
+            if survivor == from {
+                *survivor = into.to_string();
+            }
+        }
+    }
+
+    /// The surviving id of `customer_id` (resolved by [`resolve_all`]).
+    pub(super) fn survivor<'a>(&'a self, customer_id: &'a str) -> &'a str {
+        self.resolved
+            .get(customer_id)
+            .map(String::as_str)
+            .unwrap_or(customer_id)
+    }
 }
 
 /// [`resolve`], remembered for the rest of the batch.
-async fn resolve_cached(
+pub(super) async fn resolve_cached(
     tx: &Transaction<'_>,
     store: &str,
     customer_id: &str,
@@ -76,19 +95,6 @@ async fn resolve_cached(
     let id = resolve(tx, store, customer_id).await?;
     effects.resolved.insert(customer_id.to_string(), id.clone());
     Ok(id)
-}
-
-/// Writes the batch's store links (each customer once, resolved after any merge of the batch).
-pub async fn flush_links(
-    tx: &Transaction<'_>,
-    store: &str,
-    effects: &mut Effects,
-) -> Result<(), Error> {
-    for (customer, (enrolled, at)) in std::mem::take(&mut effects.links) {
-        let customer = resolve(tx, store, &customer).await?;
-        link(tx, &customer, store, enrolled, at).await?;
-    }
-    Ok(())
 }
 
 /// The surviving id of `customer_id`, creating a bare customer the hub has not seen yet.
@@ -112,210 +118,408 @@ async fn resolve(tx: &Transaction<'_>, store: &str, customer_id: &str) -> Result
     Ok(customer_id.to_string())
 }
 
-/// Records that `store` knows `customer_id` (enrolled there, or activity at `at`).
-async fn link(
-    tx: &Transaction<'_>,
-    customer_id: &str,
-    store: &str,
-    enrolled: bool,
-    at: jiff::Timestamp,
-) -> Result<(), Error> {
-    db::exec(tx,
-        "INSERT INTO customer_stores (customer_id, store_id, enrolled, last_activity_at)
-         VALUES ($1, $2, $3, $4::text::timestamptz)
-         ON CONFLICT (customer_id, store_id) DO UPDATE
-         SET enrolled = customer_stores.enrolled OR excluded.enrolled,
-             last_activity_at = greatest(customer_stores.last_activity_at, excluded.last_activity_at)",
-        &[&customer_id, &store, &enrolled, &at.to_string()],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Applies one new event.
+/// Applies the batch's new events (in seq order), set-wise per table.
 pub async fn apply(
     tx: &Transaction<'_>,
     _feed: &FeedConfig,
     store: &str,
     instance: &str,
+    events: &[&Event<'_>],
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    enrolments(tx, store, events).await?;
+    resolve_all(tx, store, events, effects).await?;
+    cards(tx, store, events, effects).await?;
+    ledger(tx, store, instance, events, effects).await?;
+    receipts(tx, store, events, effects).await?;
+    for event in events {
+        rare(tx, store, event, effects).await?;
+    }
+    // Store links and changed customers, on the survivors of any merge of the batch.
+    for event in events {
+        let (customer, enrolled) = match &event.payload {
+            Payload::Enrolled(c) => (c.customer_id.as_ref(), true),
+            Payload::Ledger(l) => (l.customer_id.as_ref(), false),
+            Payload::Receipt(r) => match r.customer_id.as_deref() {
+                Some(id) => (id, false),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let survivor = effects.survivor(customer).to_string();
+        effects.link(&survivor, enrolled, event.at);
+        effects.customers.insert(survivor);
+    }
+    Ok(())
+}
+
+/// Every customer id the batch names, sorted and once (row locks in one order: no deadlocks).
+fn named_customers<'e>(events: &[&'e Event<'_>]) -> Vec<&'e str> {
+    let ids: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::Enrolled(c) => Some(c.customer_id.as_ref()),
+            Payload::Ledger(l) => Some(l.customer_id.as_ref()),
+            Payload::Receipt(r) => r.customer_id.as_deref(),
+            Payload::VoucherIssued(v) => v.customer_id.as_deref(),
+            _ => None,
+        })
+        .collect();
+    ids.into_iter().collect()
+}
+
+/// `customer_enrolled`: the customers' rows, one upsert for the batch (per customer, the first
+/// value sent wins, as per event: what the hub holds already is kept).
+async fn enrolments(tx: &Transaction<'_>, store: &str, events: &[&Event<'_>]) -> Result<(), Error> {
+    let mut rows: BTreeMap<&str, (Option<&str>, Option<&str>, String)> = BTreeMap::new();
+    for event in events {
+        if let Payload::Enrolled(c) = &event.payload {
+            let row = rows.entry(c.customer_id.as_ref()).or_insert((
+                None,
+                None,
+                c.enrolled_at.to_string(),
+            ));
+            row.0 = row.0.or(c.name.as_deref());
+            row.1 = row.1.or(c.tier.as_deref());
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rows.keys().copied().collect();
+    let names: Vec<Option<&str>> = rows.values().map(|r| r.0).collect();
+    let tiers: Vec<Option<&str>> = rows.values().map(|r| r.1).collect();
+    let ats: Vec<&str> = rows.values().map(|r| r.2.as_str()).collect();
+    db::exec(
+        tx,
+        "INSERT INTO customers (customer_id, display_name, tier, enrolled_at, enrolled_store)
+         SELECT id, name, tier, at::timestamptz, $5
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, name, tier, at)
+         ON CONFLICT (customer_id) DO UPDATE
+         SET enrolled_at = coalesce(customers.enrolled_at, excluded.enrolled_at),
+             enrolled_store = coalesce(customers.enrolled_store, excluded.enrolled_store),
+             display_name = coalesce(customers.display_name, excluded.display_name),
+             tier = coalesce(customers.tier, excluded.tier),
+             updated_at = now()",
+        &[&ids, &names, &tiers, &ats, &store],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every customer id the batch names -> its surviving id; ids the hub has not seen yet become
+/// bare customers. Two statements for the batch.
+async fn resolve_all(
+    tx: &Transaction<'_>,
+    store: &str,
+    events: &[&Event<'_>],
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    let ids = named_customers(events);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    db::exec(
+        tx,
+        "INSERT INTO customers (customer_id, enrolled_store) SELECT unnest($1::text[]), $2
+         ON CONFLICT (customer_id) DO NOTHING",
+        &[&ids, &store],
+    )
+    .await?;
+    for row in db::query(
+        tx,
+        "SELECT customer_id, coalesce(merged_into, customer_id) FROM customers
+             WHERE customer_id = ANY($1)",
+        &[&ids],
+    )
+    .await?
+    {
+        effects.resolved.insert(row.get(0), row.get(1));
+    }
+    Ok(())
+}
+
+/// `ledger`: one insert for the batch's entries. A `redeem` / `voucher_conversion` that takes
+/// the chain-wide balance below 0 (counted in event order) is recorded in `double_redemptions`.
+async fn ledger(
+    tx: &Transaction<'_>,
+    store: &str,
+    instance: &str,
+    events: &[&Event<'_>],
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    let entries: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::Ledger(l) => Some((*e, l)),
+            _ => None,
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let redeems = |l: &loyalty_protocol::crm::events::LedgerEvent<'_>| {
+        l.points < 0 && matches!(l.kind, EntryKind::Redeem | EntryKind::VoucherConversion)
+    };
+    // Balances before the batch of the customers who redeem in it (rare).
+    let spenders: BTreeSet<String> = entries
+        .iter()
+        .filter(|(_, l)| redeems(l))
+        .map(|(_, l)| effects.survivor(&l.customer_id).to_string())
+        .collect();
+    let mut balance: HashMap<String, i64> = HashMap::new();
+    if !spenders.is_empty() {
+        let ids: Vec<&str> = spenders.iter().map(String::as_str).collect();
+        for row in db::query(
+            tx,
+            "SELECT customer_id, coalesce(sum(points), 0)::bigint FROM ledger_entries
+                 WHERE customer_id = ANY($1) GROUP BY customer_id",
+            &[&ids],
+        )
+        .await?
+        {
+            balance.insert(row.get(0), row.get(1));
+        }
+    }
+    let customers: Vec<String> = entries
+        .iter()
+        .map(|(_, l)| effects.survivor(&l.customer_id).to_string())
+        .collect();
+    let ids: Vec<&str> = entries.iter().map(|(e, _)| e.id).collect();
+    let seqs: Vec<i64> = entries.iter().map(|(e, _)| e.seq as i64).collect();
+    let numbers: Vec<i64> = entries
+        .iter()
+        .map(|(_, l)| l.entry.min(i64::MAX as u64) as i64)
+        .collect();
+    let kinds: Vec<&str> = entries.iter().map(|(_, l)| l.kind.as_str()).collect();
+    let points: Vec<i64> = entries.iter().map(|(_, l)| l.points).collect();
+    let receipts: Vec<Option<&str>> = entries
+        .iter()
+        .map(|(_, l)| l.receipt_id.as_deref())
+        .collect();
+    let causes: Vec<Option<&str>> = entries
+        .iter()
+        .map(|(_, l)| l.cause_receipt_id.as_deref())
+        .collect();
+    let references: Vec<Option<&str>> = entries
+        .iter()
+        .map(|(_, l)| l.reference.as_deref())
+        .collect();
+    let reasons: Vec<Option<&str>> = entries.iter().map(|(_, l)| l.reason.as_deref()).collect();
+    let vests: Vec<Option<String>> = entries
+        .iter()
+        .map(|(_, l)| l.vests_at.map(|t| t.to_string()))
+        .collect();
+    let ats: Vec<String> = entries.iter().map(|(e, _)| e.at.to_string()).collect();
+    let sent: Vec<&str> = entries
+        .iter()
+        .map(|(_, l)| l.customer_id.as_ref())
+        .collect();
+    db::exec(
+        tx,
+        "INSERT INTO ledger_entries (customer_id, store_id, event_id, instance, store_seq,
+             entry, kind, points, receipt_id, cause_receipt_id, reference, reason,
+             vests_at, at, store_customer_id)
+         SELECT c, $1, id, $2, seq, n, k, p, r, cr, ref, why, v::timestamptz, a::timestamptz, sc
+         FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
+             $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+             $14::text[], $15::text[]) AS t(c, id, seq, n, k, p, r, cr, ref, why, v, a, sc)
+         ON CONFLICT DO NOTHING",
+        &[
+            &store,
+            &instance,
+            &customers,
+            &ids,
+            &seqs,
+            &numbers,
+            &kinds,
+            &points,
+            &receipts,
+            &causes,
+            &references,
+            &reasons,
+            &vests,
+            &ats,
+            &sent,
+        ],
+    )
+    .await?;
+    if spenders.is_empty() {
+        return Ok(());
+    }
+    for ((event, l), customer) in entries.iter().zip(&customers) {
+        if !spenders.contains(customer) {
+            continue;
+        }
+        let after = balance.entry(customer.clone()).or_insert(0);
+        *after += l.points;
+        if redeems(l) && *after < 0 {
+            db::exec(
+                tx,
+                "INSERT INTO double_redemptions (kind, customer_id, second_store,
+                     second_receipt, points, balance_after, event_id)
+                 VALUES ('points', $1, $2, $3, $4, $5, $6)",
+                &[
+                    customer,
+                    &store,
+                    &l.receipt_id.as_deref().or(l.reference.as_deref()),
+                    &l.points,
+                    &*after,
+                    &event.id,
+                ],
+            )
+            .await?;
+            effects.double_redemptions.push("points");
+        }
+    }
+    Ok(())
+}
+
+/// `receipt`: one insert for the batch's receipts, one for the lines of those stored now.
+async fn receipts(
+    tx: &Transaction<'_>,
+    store: &str,
+    events: &[&Event<'_>],
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    let all: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::Receipt(r) => Some((*e, r)),
+            _ => None,
+        })
+        .collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let anonymous = format!("store:{store}");
+    let customers: Vec<Option<String>> = all
+        .iter()
+        .map(|(_, r)| {
+            r.customer_id
+                .as_deref()
+                .map(|id| effects.survivor(id).to_string())
+        })
+        .collect();
+    let keys: Vec<&str> = customers
+        .iter()
+        .map(|c| c.as_deref().unwrap_or(&anonymous))
+        .collect();
+    let rids: Vec<&str> = all.iter().map(|(_, r)| r.receipt_id.as_ref()).collect();
+    let ids: Vec<&str> = all.iter().map(|(e, _)| e.id).collect();
+    let kinds: Vec<&str> = all.iter().map(|(_, r)| r.kind.as_ref()).collect();
+    let originals: Vec<Option<&str>> = all
+        .iter()
+        .map(|(_, r)| r.original_receipt_id.as_deref())
+        .collect();
+    let lanes: Vec<&str> = all.iter().map(|(_, r)| r.lane.as_ref()).collect();
+    let cards: Vec<Option<&str>> = all.iter().map(|(_, r)| r.card.as_deref()).collect();
+    let currencies: Vec<&str> = all.iter().map(|(_, r)| r.currency.as_ref()).collect();
+    let totals: Vec<&str> = all.iter().map(|(_, r)| r.total.as_str()).collect();
+    let points: Vec<i64> = all.iter().map(|(_, r)| r.points).collect();
+    let ats: Vec<String> = all.iter().map(|(_, r)| r.timestamp.to_string()).collect();
+    let stored: HashSet<(String, String)> = db::query(
+        tx,
+        "INSERT INTO receipts (customer_key, store_id, receipt_id, event_id, customer_id, kind,
+             original_receipt_id, lane, card, currency, total, points, at)
+         SELECT k, $1, rid, id, c, kind, o, lane, card, cur, total::numeric, p, a::timestamptz
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[])
+             AS t(k, rid, id, c, kind, o, lane, card, cur, total, p, a)
+         ON CONFLICT DO NOTHING
+         RETURNING customer_key, receipt_id",
+        &[
+            &store,
+            &keys,
+            &rids,
+            &ids,
+            &customers,
+            &kinds,
+            &originals,
+            &lanes,
+            &cards,
+            &currencies,
+            &totals,
+            &points,
+            &ats,
+        ],
+    )
+    .await?
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect();
+    // Lines of the receipts stored now (a receipt id sent twice: the first one's lines).
+    let mut pending = stored;
+    let (mut lk, mut lr, mut ln) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut skus, mut names, mut cats) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut qtys, mut amounts, mut prices) = (Vec::new(), Vec::new(), Vec::new());
+    for ((_, r), key) in all.iter().zip(&keys) {
+        if !pending.remove(&(key.to_string(), r.receipt_id.to_string())) {
+            continue;
+        }
+        for (n, line) in r.lines.iter().enumerate() {
+            lk.push(*key);
+            lr.push(r.receipt_id.as_ref());
+            ln.push(n as i32 + 1);
+            skus.push(line.sku.as_ref());
+            names.push(line.name.as_ref());
+            cats.push(line.category.as_deref());
+            qtys.push(line.qty.as_str());
+            amounts.push(line.amount.as_str());
+            prices.push(line.unit_price.as_deref());
+        }
+    }
+    if !lk.is_empty() {
+        db::exec(
+            tx,
+            "INSERT INTO receipt_lines (customer_key, store_id, receipt_id, line_no, sku,
+                 name, category, qty, amount, unit_price)
+             SELECT k, $1, rid, n, sku, name, cat, qty::numeric, amount::numeric, price::numeric
+             FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
+                 $8::text[], $9::text[], $10::text[])
+                 AS l(k, rid, n, sku, name, cat, qty, amount, price)",
+            &[
+                &store, &lk, &lr, &ln, &skus, &names, &cats, &qtys, &amounts, &prices,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes the batch's store links: one upsert, each customer once (on its survivor).
+pub async fn flush_links(
+    tx: &Transaction<'_>,
+    store: &str,
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    let links = std::mem::take(&mut effects.links);
+    if links.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = links.keys().map(String::as_str).collect();
+    let enrolled: Vec<bool> = links.values().map(|l| l.0).collect();
+    let ats: Vec<String> = links.values().map(|l| l.1.to_string()).collect();
+    db::exec(tx,
+        "INSERT INTO customer_stores (customer_id, store_id, enrolled, last_activity_at)
+         SELECT c, $1, e, a::timestamptz FROM unnest($2::text[], $3::bool[], $4::text[]) AS t(c, e, a)
+         ON CONFLICT (customer_id, store_id) DO UPDATE
+         SET enrolled = customer_stores.enrolled OR excluded.enrolled,
+             last_activity_at = greatest(customer_stores.last_activity_at, excluded.last_activity_at)",
+        &[&store, &ids, &enrolled, &ats],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The rare kinds, per event: vouchers issued, redemptions, store keys.
+async fn rare(
+    tx: &Transaction<'_>,
+    store: &str,
     event: &Event<'_>,
     effects: &mut Effects,
 ) -> Result<(), Error> {
-    let at = event.at.to_string();
     match &event.payload {
-        Payload::Enrolled(c) => {
-            db::exec(tx,
-                "INSERT INTO customers (customer_id, display_name, tier, enrolled_at, enrolled_store)
-                 VALUES ($1, $2, $3, $4::text::timestamptz, $5)
-                 ON CONFLICT (customer_id) DO UPDATE
-                 SET enrolled_at = coalesce(customers.enrolled_at, excluded.enrolled_at),
-                     enrolled_store = coalesce(customers.enrolled_store, excluded.enrolled_store),
-                     display_name = coalesce(customers.display_name, excluded.display_name),
-                     tier = coalesce(customers.tier, excluded.tier),
-                     updated_at = now()",
-                &[
-                    &c.customer_id.as_ref(),
-                    &c.name.as_deref(),
-                    &c.tier.as_deref(),
-                    &c.enrolled_at.to_string(),
-                    &store,
-                ],
-            )
-            .await?;
-            let me = resolve_cached(tx, store, &c.customer_id, effects).await?;
-            effects.link(&me, true, event.at);
-            let mut survivor = me.clone();
-            if let Some(card) = c.card.as_deref() {
-                db::exec(
-                    tx,
-                    "INSERT INTO cards (card, customer_id, store_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (card) DO NOTHING",
-                    &[&card, &me, &store],
-                )
-                .await?;
-                let owner: String = db::query_one(
-                    tx,
-                    "SELECT customer_id FROM cards WHERE card = $1 FOR UPDATE",
-                    &[&card],
-                )
-                .await?
-                .get(0);
-                let owner = resolve(tx, store, &owner).await?;
-                if owner != me {
-                    survivor = merge(tx, store, event.id, card, &me, &owner, effects).await?;
-                }
-            }
-            effects.customers.insert(survivor);
-        }
-        Payload::Ledger(l) => {
-            let customer = resolve_cached(tx, store, &l.customer_id, effects).await?;
-            db::exec(
-                tx,
-                "INSERT INTO ledger_entries (customer_id, store_id, event_id, instance, store_seq,
-                     entry, kind, points, receipt_id, cause_receipt_id, reference, reason,
-                     vests_at, at, store_customer_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                     $13::text::timestamptz, $14::text::timestamptz, $15)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &customer,
-                    &store,
-                    &event.id,
-                    &instance,
-                    &(event.seq as i64),
-                    &(l.entry.min(i64::MAX as u64) as i64),
-                    &l.kind.as_str(),
-                    &l.points,
-                    &l.receipt_id.as_deref(),
-                    &l.cause_receipt_id.as_deref(),
-                    &l.reference.as_deref(),
-                    &l.reason.as_deref(),
-                    &l.vests_at.map(|t| t.to_string()),
-                    &at,
-                    &l.customer_id.as_ref(),
-                ],
-            )
-            .await?;
-            effects.link(&customer, false, event.at);
-            if l.points < 0 && matches!(l.kind, EntryKind::Redeem | EntryKind::VoucherConversion) {
-                let balance: i64 = db::query_one(
-                    tx,
-                    "SELECT coalesce(sum(points), 0)::bigint FROM ledger_entries
-                         WHERE customer_id = $1",
-                    &[&customer],
-                )
-                .await?
-                .get(0);
-                if balance < 0 {
-                    db::exec(
-                        tx,
-                        "INSERT INTO double_redemptions (kind, customer_id, second_store,
-                             second_receipt, points, balance_after, event_id)
-                         VALUES ('points', $1, $2, $3, $4, $5, $6)",
-                        &[
-                            &customer,
-                            &store,
-                            &l.receipt_id.as_deref().or(l.reference.as_deref()),
-                            &l.points,
-                            &balance,
-                            &event.id,
-                        ],
-                    )
-                    .await?;
-                    effects.double_redemptions.push("points");
-                }
-            }
-            effects.customers.insert(customer);
-        }
-        Payload::Receipt(r) => {
-            let customer = match r.customer_id.as_deref() {
-                Some(id) => Some(resolve_cached(tx, store, id, effects).await?),
-                None => None,
-            };
-            let key = customer.clone().unwrap_or_else(|| format!("store:{store}"));
-            let inserted = db::exec(
-                tx,
-                "INSERT INTO receipts (customer_key, store_id, receipt_id, event_id,
-                         customer_id, kind, original_receipt_id, lane, card, currency, total,
-                         points, at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::numeric, $12,
-                         $13::text::timestamptz)
-                     ON CONFLICT DO NOTHING",
-                &[
-                    &key,
-                    &store,
-                    &r.receipt_id.as_ref(),
-                    &event.id,
-                    &customer,
-                    &r.kind.as_ref(),
-                    &r.original_receipt_id.as_deref(),
-                    &r.lane.as_ref(),
-                    &r.card.as_deref(),
-                    &r.currency.as_ref(),
-                    &r.total,
-                    &r.points,
-                    &r.timestamp.to_string(),
-                ],
-            )
-            .await?;
-            if inserted > 0 && !r.lines.is_empty() {
-                let n: Vec<i32> = (1..=r.lines.len() as i32).collect();
-                let skus: Vec<&str> = r.lines.iter().map(|l| l.sku.as_ref()).collect();
-                let names: Vec<&str> = r.lines.iter().map(|l| l.name.as_ref()).collect();
-                let cats: Vec<Option<&str>> =
-                    r.lines.iter().map(|l| l.category.as_deref()).collect();
-                let qtys: Vec<&str> = r.lines.iter().map(|l| l.qty.as_str()).collect();
-                let amounts: Vec<&str> = r.lines.iter().map(|l| l.amount.as_str()).collect();
-                let prices: Vec<Option<&str>> =
-                    r.lines.iter().map(|l| l.unit_price.as_deref()).collect();
-                db::exec(
-                    tx,
-                    "INSERT INTO receipt_lines (customer_key, store_id, receipt_id, line_no, sku,
-                         name, category, qty, amount, unit_price)
-                     SELECT $1, $2, $3, n, sku, name, cat, qty::numeric, amount::numeric,
-                         price::numeric
-                     FROM unnest($4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
-                         $9::text[], $10::text[]) AS l(n, sku, name, cat, qty, amount, price)",
-                    &[
-                        &key,
-                        &store,
-                        &r.receipt_id.as_ref(),
-                        &n,
-                        &skus,
-                        &names,
-                        &cats,
-                        &qtys,
-                        &amounts,
-                        &prices,
-                    ],
-                )
-                .await?;
-            }
-            if let Some(customer) = customer {
-                effects.link(&customer, false, event.at);
-                effects.customers.insert(customer);
-            }
-        }
         Payload::VoucherIssued(v) => {
             let customer = match v.customer_id.as_deref() {
                 Some(id) => Some(resolve_cached(tx, store, id, effects).await?),
@@ -439,173 +643,7 @@ pub async fn apply(
             effects.erasures_confirmed +=
                 crate::admin::erasure::confirm(tx, store, e.customer_id, event.id).await?;
         }
-        Payload::Other => {}
+        _ => {}
     }
     Ok(())
-}
-
-/// Merges customers `a` and `b` (both surviving ids); returns the survivor.
-async fn merge(
-    tx: &Transaction<'_>,
-    store: &str,
-    event_id: &str,
-    card: &str,
-    a: &str,
-    b: &str,
-    effects: &mut Effects,
-) -> Result<String, Error> {
-    let rows = db::query(
-        tx,
-        "SELECT customer_id, enrolled_at FROM customers WHERE customer_id = ANY($1)
-             ORDER BY enrolled_at NULLS LAST, customer_id FOR UPDATE",
-        &[&vec![a, b]],
-    )
-    .await?;
-    let into: String = rows
-        .first()
-        .map(|r| r.get(0))
-        .unwrap_or_else(|| b.to_string());
-    let from = if into == a { b } else { a };
-    // Every statement takes ($1 = from, $2 = into); the deletes name $2 only to keep one
-    // parameter list.
-    let moves = [
-        "INSERT INTO ledger_entries SELECT $2, store_id, event_id, instance, store_seq, entry, kind,
-             points, receipt_id, cause_receipt_id, reference, reason, vests_at, at, store_customer_id
-         FROM ledger_entries WHERE customer_id = $1",
-        "DELETE FROM ledger_entries WHERE customer_id = $1 AND $2 <> ''",
-        "INSERT INTO receipts SELECT $2, store_id, receipt_id, event_id, $2, kind,
-             original_receipt_id, lane, card, currency, total, points, at
-         FROM receipts WHERE customer_key = $1 ON CONFLICT DO NOTHING",
-        "INSERT INTO receipt_lines SELECT $2, store_id, receipt_id, line_no, sku, name, category,
-             qty, amount, unit_price
-         FROM receipt_lines WHERE customer_key = $1 ON CONFLICT DO NOTHING",
-        "DELETE FROM receipt_lines WHERE customer_key = $1 AND $2 <> ''",
-        "DELETE FROM receipts WHERE customer_key = $1 AND $2 <> ''",
-        "UPDATE vouchers SET customer_id = $2 WHERE customer_id = $1",
-        "INSERT INTO customer_stores (customer_id, store_id, enrolled, last_activity_at)
-         SELECT $2, store_id, enrolled, last_activity_at FROM customer_stores WHERE customer_id = $1
-         ON CONFLICT (customer_id, store_id) DO UPDATE
-         SET enrolled = customer_stores.enrolled OR excluded.enrolled,
-             last_activity_at = greatest(customer_stores.last_activity_at, excluded.last_activity_at)",
-        "DELETE FROM customer_stores WHERE customer_id = $1 AND $2 <> ''",
-        "UPDATE cards SET customer_id = $2 WHERE customer_id = $1",
-        "UPDATE customers SET merged_into = $2, updated_at = now()
-         WHERE customer_id = $1 OR merged_into = $1",
-        "UPDATE customers SET
-             display_name = coalesce(customers.display_name, f.display_name),
-             tier = coalesce(customers.tier, f.tier),
-             tier_override = coalesce(customers.tier_override, f.tier_override),
-             consent_marketing = coalesce(customers.consent_marketing, f.consent_marketing),
-             consent_profiling = coalesce(customers.consent_profiling, f.consent_profiling),
-             updated_at = now()
-         FROM customers f WHERE f.customer_id = $1 AND customers.customer_id = $2",
-    ];
-    for sql in moves {
-        db::exec(tx, sql, &[&from, &into]).await?;
-    }
-    db::exec(
-        tx,
-        "INSERT INTO customer_merges (from_id, into_id, card, store_id, event_id)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (from_id) DO NOTHING",
-        &[&from, &into, &card, &store, &event_id],
-    )
-    .await?;
-    effects.customers.remove(from);
-    effects.resolved.clear();
-    effects.merged.push(WireMerge {
-        from: from.to_string(),
-        into: into.clone(),
-    });
-    effects.merges += 1;
-    Ok(into)
-}
-
-/// Writes the change-log rows of `effects` and notifies every hub's listener (delivered at
-/// COMMIT). Must be the last work of the transaction: the counter row stays locked until COMMIT.
-pub async fn emit(tx: &Transaction<'_>, feed: &FeedConfig, effects: &Effects) -> Result<(), Error> {
-    let mut rows: Vec<Change> = Vec::new();
-    let window = format!("{} days", feed.customer_window_days);
-    if !effects.customers.is_empty() || !effects.merged.is_empty() {
-        let mut ids: Vec<&str> = effects.customers.iter().map(String::as_str).collect();
-        ids.extend(effects.merged.iter().map(|m| m.into.as_str()));
-        let targets = db::query(
-            tx,
-            "SELECT customer_id, store_id FROM customer_stores
-                 WHERE customer_id = ANY($1)
-                   AND (enrolled OR last_activity_at > now() - $2::text::interval)",
-            &[&ids, &window],
-        )
-        .await?;
-        for row in &targets {
-            let customer: String = row.get(0);
-            let store: String = row.get(1);
-            for merge in effects.merged.iter().filter(|m| m.into == customer) {
-                rows.push(Change {
-                    store: Some(store.clone()),
-                    kind: "merged",
-                    customer_id: Some(merge.from.clone()),
-                    voucher_id: None,
-                    payload: serde_json::to_string(merge).ok(),
-                });
-            }
-            if effects.customers.contains(&customer) {
-                rows.push(Change {
-                    store: Some(store),
-                    kind: "customer",
-                    customer_id: Some(customer),
-                    voucher_id: None,
-                    payload: None,
-                });
-            }
-        }
-    }
-    rows.extend(effects.changes.iter().cloned());
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let last: i64 = db::query_one(
-        tx,
-        "UPDATE change_counter SET last = last + $1 WHERE id = 1 RETURNING last",
-        &[&(rows.len() as i64)],
-    )
-    .await?
-    .get(0);
-    let first = last - rows.len() as i64 + 1;
-    let ids: Vec<i64> = (first..=last).collect();
-    let stores: Vec<Option<&str>> = rows.iter().map(|c| c.store.as_deref()).collect();
-    let kinds: Vec<&str> = rows.iter().map(|c| c.kind).collect();
-    let customers: Vec<Option<&str>> = rows.iter().map(|c| c.customer_id.as_deref()).collect();
-    let vouchers: Vec<Option<&str>> = rows.iter().map(|c| c.voucher_id.as_deref()).collect();
-    let payloads: Vec<Option<&str>> = rows.iter().map(|c| c.payload.as_deref()).collect();
-    db::exec(
-        tx,
-        "INSERT INTO changes (id, store_id, kind, customer_id, voucher_id, payload)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-             $6::text[])",
-        &[&ids, &stores, &kinds, &customers, &vouchers, &payloads],
-    )
-    .await?;
-    let notice = notice(&rows);
-    db::exec(
-        tx,
-        "SELECT pg_notify($1, $2)",
-        &[&crate::feed::CHANNEL, &notice],
-    )
-    .await?;
-    Ok(())
-}
-
-/// The NOTIFY payload: the stores concerned, comma-separated, or `*` for every store (also
-/// when the list would not fit PostgreSQL's 8000-byte payload).
-fn notice(rows: &[Change]) -> String {
-    if rows.iter().any(|c| c.store.is_none()) {
-        return "*".into();
-    }
-    let stores: BTreeSet<&str> = rows.iter().filter_map(|c| c.store.as_deref()).collect();
-    let text = stores.into_iter().collect::<Vec<_>>().join(",");
-    if text.len() > 7000 {
-        "*".into()
-    } else {
-        text
-    }
 }

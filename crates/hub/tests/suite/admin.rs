@@ -624,6 +624,8 @@ async fn spend_in_two_stores_qualifies_a_tier_both_stores_see_and_time_takes_it_
         metrics: loyalty_hub::metrics::Metrics::new(),
         notifier: Default::default(),
         admin_token: None,
+        ingest_queue: tokio::sync::Semaphore::new(1),
+        ingest_slots: tokio::sync::Semaphore::new(1),
     };
     let later = now + jiff::SignedDuration::from_hours(24 * 400);
     let changed = loyalty_hub::tiers::round(&job_hub, &later.to_string())

@@ -246,6 +246,9 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
                     enrolled(2, "a2", "A-c", "4222"),
                     ledger(3, "a3", "A-c", "earn", 10, "RA2"),
                     ledger(4, "a4", "A-c", "redeem", -25, "RA3"),
+                    // Applied set-wise, yet counted in event order: this later earn does not
+                    // hide the overdraft before it.
+                    ledger(5, "a5", "A-c", "earn", 100, "RA4"),
                 ],
             ),
         )
