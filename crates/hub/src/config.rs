@@ -499,6 +499,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_dashboard_listens_on_loopback_only_and_needs_the_admin_token() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8443"
+cert_file = "/nonexistent/cert.pem"
+key_file = "/nonexistent/key.pem"
+client_ca_file = "/nonexistent/ca.pem"
+[database]
+url = "postgresql://hub@localhost/hub"
+[dashboard]
+listen = "0.0.0.0:8080"
+locale = "fr"
+session_minutes = 0
+"#;
+        let errors = parse(text).expect_err("invalid");
+        let of = |path: &str| -> Vec<&str> {
+            errors
+                .iter()
+                .filter(|e| e.path == path)
+                .map(|e| e.message.as_str())
+                .collect()
+        };
+        let listen = of("dashboard.listen");
+        assert!(
+            listen.iter().any(|m| m.contains("not a loopback address")),
+            "{errors:?}"
+        );
+        assert!(
+            listen.iter().any(|m| m.contains("admin.token_file")),
+            "{errors:?}"
+        );
+        assert!(!of("dashboard.locale").is_empty(), "{errors:?}");
+        assert!(!of("dashboard.session_minutes").is_empty(), "{errors:?}");
+    }
+
+    #[test]
     fn every_error_is_named_by_its_key_path() {
         let text = r#"
 [server]

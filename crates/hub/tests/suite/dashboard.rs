@@ -180,6 +180,9 @@ async fn the_dashboard_shows_a_synced_stores_figures_fleet_and_erasures_in_a_bro
         assert!(browser.url().ends_with("/login"), "{}", browser.url());
         assert!(browser.find("#token").is_some());
         browser.screenshot(&screenshots().join("hub-login-desktop.png"));
+        browser.resize(768, 1024);
+        browser.screenshot(&screenshots().join("hub-login-tablet.png"));
+        browser.resize(1366, 900);
         for _ in 0..3 {
             browser.type_into("#token", "not-the-token");
             browser.submit("#login button");
