@@ -282,3 +282,22 @@ pub async fn dashboard(hub: &Hub, texts: &Texts, days: i32) -> Result<Markup, Db
     };
     Ok(layout(texts, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_page_speaks_the_locale_and_escapes_the_problem() {
+        let page = login(Texts::of("de"), Some("<b>x</b>")).into_string();
+        assert!(
+            page.contains("lang=\"de\"") && page.contains("Anmelden"),
+            "{page}"
+        );
+        assert!(page.contains("&lt;b&gt;x&lt;/b&gt;"), "{page}");
+        assert!(!page.contains("<script"), "no script on any page");
+        assert!(login(Texts::of("en"), None)
+            .into_string()
+            .contains("Sign in"));
+    }
+}
