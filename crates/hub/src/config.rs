@@ -50,6 +50,49 @@ pub struct Config {
     /// `[[tiers]]`: tiers qualified centrally by spend (none: tiers are not computed).
     #[serde(default)]
     pub tiers: Vec<TierConfig>,
+    /// `[dashboard]`: head office's dashboard in a browser (off unless `listen` is set).
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: a second listener serving head office's dashboard as plain HTTP on a loopback
+/// address only (put a TLS reverse proxy in front for other machines); login with the admin
+/// token (`admin.token_file`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Loopback address and port (e.g. "127.0.0.1:8080"); absent: no dashboard.
+    pub listen: Option<String>,
+    /// "de" or "en".
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    /// The chain's currency symbol, e.g. "€" (amounts are formatted per locale).
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Minutes a login stays valid (server-side).
+    #[serde(default = "default_session_minutes")]
+    pub session_minutes: u32,
+}
+
+fn default_locale() -> String {
+    "en".into()
+}
+fn default_currency() -> String {
+    "€".into()
+}
+fn default_session_minutes() -> u32 {
+    480
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            listen: None,
+            locale: default_locale(),
+            currency: default_currency(),
+            session_minutes: default_session_minutes(),
+        }
+    }
 }
 
 /// `[admin]`.
@@ -351,6 +394,44 @@ impl Config {
         if let Some(file) = &self.admin.token_file {
             file_exists(&mut errors, "admin.token_file", file);
         }
+        let dash = &self.dashboard;
+        if let Some(listen) = &dash.listen {
+            match listen.parse::<SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => {}
+                Ok(_) => errors.push(err(
+                    "dashboard.listen",
+                    format!("{listen:?} is not a loopback address: the dashboard is plain HTTP, so it listens on 127.0.0.1 or ::1 only (put a TLS reverse proxy in front for other machines)"),
+                )),
+                Err(_) => errors.push(err(
+                    "dashboard.listen",
+                    format!("{listen:?} is not an address and port (e.g. \"127.0.0.1:8080\")"),
+                )),
+            }
+            if self.admin.token_file.is_none() {
+                errors.push(err(
+                    "dashboard.listen",
+                    "the dashboard's login is the admin token: set admin.token_file too",
+                ));
+            }
+        }
+        if dash.locale != "de" && dash.locale != "en" {
+            errors.push(err(
+                "dashboard.locale",
+                format!(
+                    "{:?} is not a locale the dashboard has: \"de\" or \"en\"",
+                    dash.locale
+                ),
+            ));
+        }
+        if dash.currency.trim().is_empty() {
+            errors.push(err("dashboard.currency", "must not be empty (e.g. \"€\")"));
+        }
+        if dash.session_minutes == 0 || dash.session_minutes > 7 * 24 * 60 {
+            errors.push(err(
+                "dashboard.session_minutes",
+                "must be between 1 and 10080 (a week)",
+            ));
+        }
         if self.feed.tier_recompute_secs == 0 {
             errors.push(err("feed.tier_recompute_secs", "must be at least 1"));
         }
@@ -416,6 +497,42 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dashboard_listens_on_loopback_only_and_needs_the_admin_token() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8443"
+cert_file = "/nonexistent/cert.pem"
+key_file = "/nonexistent/key.pem"
+client_ca_file = "/nonexistent/ca.pem"
+[database]
+url = "postgresql://hub@localhost/hub"
+[dashboard]
+listen = "0.0.0.0:8080"
+locale = "fr"
+session_minutes = 0
+"#;
+        let errors = parse(text).expect_err("invalid");
+        let of = |path: &str| -> Vec<&str> {
+            errors
+                .iter()
+                .filter(|e| e.path == path)
+                .map(|e| e.message.as_str())
+                .collect()
+        };
+        let listen = of("dashboard.listen");
+        assert!(
+            listen.iter().any(|m| m.contains("not a loopback address")),
+            "{errors:?}"
+        );
+        assert!(
+            listen.iter().any(|m| m.contains("admin.token_file")),
+            "{errors:?}"
+        );
+        assert!(!of("dashboard.locale").is_empty(), "{errors:?}");
+        assert!(!of("dashboard.session_minutes").is_empty(), "{errors:?}");
+    }
 
     #[test]
     fn every_error_is_named_by_its_key_path() {

@@ -11,13 +11,15 @@
 //! change log, pages, long-poll wake-ups), [`metrics`], [`admin`] (the admin API: profiles,
 //! consent, rules, keys, offers, adjustments, erasure everywhere), [`export`] (every store's
 //! events in commit order), [`tiers`] (tiers qualified centrally), [`figures`] (head office's
-//! figures per store and day, refreshed incrementally).
+//! figures per store and day, refreshed incrementally), [`dashboard`] (head office's dashboard in
+//! a browser: its own loopback listener, login with the admin token).
 
 #![deny(missing_docs)]
 
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod export;
 pub mod feed;
@@ -62,7 +64,7 @@ pub enum StartError {
     #[error("{0}")]
     Db(#[from] db::DbError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source} (check server.listen; is another process using the port?)")]
+    #[error("cannot listen on {addr}: {source} (check server.listen and dashboard.listen; is another process using the port?)")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -81,6 +83,8 @@ pub struct Running {
     pub shutdown: CancellationToken,
     /// The server task.
     pub task: tokio::task::JoinHandle<()>,
+    /// The dashboard's bound address (`[dashboard] listen`), if configured.
+    pub dashboard: Option<SocketAddr>,
 }
 
 /// Starts a hub from `config`: builds TLS, connects and migrates the database, binds, serves.
@@ -102,6 +106,20 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
     let (addr, listener) = server::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
+    let dashboard = match &config.dashboard.listen {
+        Some(listen) => {
+            let addr: SocketAddr = listen.parse().map_err(|_| {
+                StartError::Config(format!(
+                    "dashboard.listen: {listen:?} is not an address and port"
+                ))
+            })?;
+            let bound = server::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            Some(bound)
+        }
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let notifier = Arc::new(feed::Notifier::default());
     tokio::spawn(feed::listen(pg, notifier.clone(), shutdown.clone()));
@@ -125,10 +143,16 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
         shutdown.clone(),
     ));
     tracing::info!(%addr, "loyalty-hub listening");
+    let dashboard = dashboard.map(|(bound, listener)| {
+        tokio::spawn(dashboard::serve(hub.clone(), listener, shutdown.clone()));
+        tracing::info!(addr = %bound, "dashboard listening");
+        bound
+    });
     Ok(Running {
         addr,
         hub,
         shutdown,
         task,
+        dashboard,
     })
 }

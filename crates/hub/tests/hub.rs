@@ -24,3 +24,6 @@ mod merge_prop;
 mod admin;
 #[path = "suite/figures.rs"]
 mod figures;
+
+#[path = "suite/dashboard.rs"]
+mod dashboard;
