@@ -95,6 +95,8 @@ async fn real_payloads_match_the_document() {
                     marketing: true,
                     profiling: false,
                 }),
+                phone_hash: None,
+                email_hash: None,
             }],
             erased: vec!["C9".into()],
             merged: vec![loyalty_protocol::crm::WireMerge {

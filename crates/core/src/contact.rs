@@ -53,7 +53,10 @@ pub fn email_hash(raw: &str) -> Option<String> {
 
 /// Whether `value` has the shape of a contact hash (64 lowercase hex digits).
 pub fn is_contact_hash(value: &str) -> bool {
-    value.len() == 64 && value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn sha256_hex(value: &str) -> String {
@@ -76,10 +79,25 @@ mod tests {
             "49-170-123-4567",
             "49.170/1234567",
         ] {
-            assert_eq!(normalise_phone(raw).as_deref(), Some("491701234567"), "{raw}");
+            assert_eq!(
+                normalise_phone(raw).as_deref(),
+                Some("491701234567"),
+                "{raw}"
+            );
         }
-        assert_eq!(normalise_phone("0170 1234567").as_deref(), Some("01701234567"));
-        for bad in ["", "+", "12345", "1234567890123456", "call me", "+49 170 x", "++49170123"] {
+        assert_eq!(
+            normalise_phone("0170 1234567").as_deref(),
+            Some("01701234567")
+        );
+        for bad in [
+            "",
+            "+",
+            "12345",
+            "1234567890123456",
+            "call me",
+            "+49 170 x",
+            "++49170123",
+        ] {
             assert_eq!(normalise_phone(bad), None, "{bad}");
         }
     }
@@ -90,7 +108,14 @@ mod tests {
             normalise_email("  Anna.Schmidt@Example.COM \n").as_deref(),
             Some("anna.schmidt@example.com")
         );
-        for bad in ["", "anna", "@example.com", "anna@", "an na@example.com", "a@b@c"] {
+        for bad in [
+            "",
+            "anna",
+            "@example.com",
+            "anna@",
+            "an na@example.com",
+            "a@b@c",
+        ] {
             assert_eq!(normalise_email(bad), None, "{bad}");
         }
     }

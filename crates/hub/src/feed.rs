@@ -240,6 +240,8 @@ pub async fn customers(
                 }),
                 _ => None,
             },
+            phone_hash: None,
+            email_hash: None,
         })
         .collect())
 }
