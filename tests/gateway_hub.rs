@@ -122,6 +122,8 @@ fn ho_customer(balance: i64, cards: &[&str]) -> WireCustomer {
         cards: cards.iter().map(|c| c.to_string()).collect(),
         display_name: Some("Ada".into()),
         consent: None,
+        phone_hash: None,
+        email_hash: None,
     }
 }
 

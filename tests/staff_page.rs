@@ -1,7 +1,8 @@
 //! The store's staff page in a real browser (headless Chromium through chromedriver) against the
 //! gateway binary with a real Mosquitto and a scanner on a pseudo-terminal: login (no token →
 //! login page; wrong token → refused, then locked out), a card scanned over MQTT appears on
-//! "now at the lanes" within 1 s, search, a goodwill voucher issued on the page and redeemed at
+//! "now at the lanes" within 1 s, search (by card, and by phone and e-mail in other formats,
+//! matched by hash), a goodwill voucher issued on the page and redeemed at
 //! a lane, the figures after receipts, a device going down when its pty is unplugged, script
 //! injection through a customer name and a receipt line shown as text, and the security
 //! headers. Screenshots at tablet and desktop width go to `docs/screenshots/`.
@@ -17,6 +18,10 @@ const TOKEN: &str = "staff-token-4b1d";
 const EVIL_NAME: &str = "<script>window.__pwned=1</script>Eve <b>Bold</b>";
 const EVIL_LINE: &str = "<img src=x onerror=\"window.__pwned=2\">Tea";
 const NAMED_CARD: &str = "2990000000026";
+/// A customer head office sent with only the hashes of her phone and e-mail.
+const PHONE_CUSTOMER: &str = "crm-fia";
+const PHONE: &str = "+491705551234";
+const EMAIL: &str = "fia.berg@example.org";
 const ANSWER: Duration = Duration::from_secs(15);
 
 fn gateway_binary() -> GatewayBinary {
@@ -122,6 +127,32 @@ fn seed_named_customer(dir: &Path) {
             confirmed: None,
         })
         .expect("seed customer");
+    // As the CRM's feed sends her (`WireCustomer` through the sync's own mapping): hashes only.
+    let wire = loyalty_protocol::crm::WireCustomer {
+        customer_id: PHONE_CUSTOMER.into(),
+        balance: 0,
+        includes_store_seq: 0,
+        tier: None,
+        cards: vec!["2990000000033".into()],
+        display_name: Some("Fia Berg".into()),
+        consent: None,
+        phone_hash: loyalty_core::contact::phone_hash(PHONE),
+        email_hash: loyalty_core::contact::email_hash(EMAIL),
+    };
+    store
+        .apply_changes(&loyalty_store::sync_state::ChangeSet {
+            cursor: "1".into(),
+            now: jiff::Timestamp::now(),
+            merged: vec![],
+            customers: vec![loyalty_daemon::sync::feed::crm_customer(wire)],
+            adjustments: vec![],
+            erased: vec![],
+            revoked_vouchers: vec![],
+            keys: vec![],
+            rules_json: None,
+            rules_rejection: None,
+        })
+        .expect("seed phone customer");
 }
 
 /// A raw GET: status and headers (lower-case names) of the answer.
@@ -317,6 +348,17 @@ async fn the_staff_page_in_a_real_browser() {
         Value::from(7),
         "a bar per day of the last week"
     );
+
+    // Search by phone typed in another format, and by e-mail in other case: matched by hash.
+    for typed in ["+49 (170) 555-12 34", "  FIA.Berg@Example.ORG "] {
+        browser.goto(&format!("{base}/staff/customer"));
+        browser.type_into("#q", typed);
+        browser.submit("#search");
+        browser.wait_for(Duration::from_secs(5), "the profile", |b| {
+            b.find("#customer-id").is_some()
+        });
+        assert_eq!(browser.text("#customer-id"), PHONE_CUSTOMER, "{typed}");
+    }
 
     // Search by card: profile, purchase with its items (as text), favourite categories.
     browser.goto(&format!("{base}/staff/customer"));

@@ -33,6 +33,8 @@ fn crm_customer(balance: i64, through: u64) -> CrmCustomer {
         cards: vec!["2990000000019".into()],
         display_name: Some("Ada".into()),
         consent: None,
+        phone_hash: None,
+        email_hash: None,
     }
 }
 
@@ -133,6 +135,8 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
                 cards: vec!["2990000000071".into()],
                 display_name: Some("Grace".into()),
                 consent: None,
+                phone_hash: None,
+                email_hash: None,
             }],
             keys: vec![WireKey {
                 key_id: "HO-2026".into(),
@@ -331,6 +335,8 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 cards: vec!["2990000000088".into()],
                 display_name: None,
                 consent: None,
+                phone_hash: None,
+                email_hash: None,
             }],
             ..ChangesPage::default()
         },
@@ -398,6 +404,8 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 cards: vec!["2990000000088".into()],
                 display_name: None,
                 consent: None,
+                phone_hash: None,
+                email_hash: None,
             }],
             ..ChangesPage::default()
         },

@@ -103,6 +103,8 @@ async fn by_card_answers_the_scripted_customer_or_404() {
         cards: vec!["2990000000019".into(), "A/B 1".into()],
         display_name: None,
         consent: None,
+        phone_hash: None,
+        email_hash: None,
     });
     let mut c = client(&pki, &crm.url());
     let found = c

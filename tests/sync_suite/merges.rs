@@ -36,6 +36,8 @@ fn crm(id: &str, cards: &[&str], balance: i64, through: u64) -> CrmCustomer {
         cards: cards.iter().map(|c| c.to_string()).collect(),
         display_name: None,
         consent: None,
+        phone_hash: None,
+        email_hash: None,
     }
 }
 

@@ -95,6 +95,8 @@ async fn real_payloads_match_the_document() {
                     marketing: true,
                     profiling: false,
                 }),
+                phone_hash: loyalty_core::contact::phone_hash("+49 170 1234567"),
+                email_hash: loyalty_core::contact::email_hash("ada@example.org"),
             }],
             erased: vec!["C9".into()],
             merged: vec![loyalty_protocol::crm::WireMerge {

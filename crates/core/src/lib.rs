@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod contact;
 pub mod customer;
 pub mod escpos;
 pub mod figures;

@@ -15,6 +15,7 @@ use crate::ingest::apply::{self, Change, Effects};
 use crate::Hub;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use loyalty_core::contact;
 use loyalty_protocol::crm::{WireAdjustment, WireConsent, WireKey};
 use serde::{Deserialize, Serialize};
 
@@ -243,6 +244,13 @@ struct CustomerBody {
     tier: Option<String>,
     #[serde(default)]
     consent: Option<WireConsent>,
+    /// Phone number in clear, international form (`+49 170 1234567`); only its hash
+    /// (`loyalty_core::contact`) is stored and sent to the stores. Absent: none.
+    #[serde(default)]
+    phone: Option<String>,
+    /// E-mail address in clear; only its hash is stored. Absent: none.
+    #[serde(default)]
+    email: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -304,25 +312,45 @@ async fn customer(hub: &Hub, id: &str, body: CustomerBody) -> Response<Body> {
             format!("cards: {card:?} must be 1 to 64 characters"),
         );
     }
+    let phone_hash = match body.phone.as_deref().map(contact::phone_hash) {
+        Some(None) => {
+            let what = "phone: 6 to 15 digits, with an optional leading + and spaces, dashes, dots, slashes or parentheses";
+            return error(StatusCode::BAD_REQUEST, "malformed", what.into());
+        }
+        hash => hash.flatten(),
+    };
+    let email_hash = match body.email.as_deref().map(contact::email_hash) {
+        Some(None) => {
+            let what = "email: one @ with text on both sides and no spaces";
+            return error(StatusCode::BAD_REQUEST, "malformed", what.into());
+        }
+        hash => hash.flatten(),
+    };
     let id = id.to_string();
     let body = std::sync::Arc::new(body);
+    let hashes = std::sync::Arc::new((phone_hash, email_hash));
     answer(
         write(hub, move |tx, effects| {
             let id = id.clone();
             let body = body.clone();
+            let hashes = hashes.clone();
             Box::pin(async move {
                 live(tx, &id).await?;
                 let consent = body.consent;
+                let (phone_hash, email_hash) = &*hashes;
                 db::exec(
                     tx,
                     "INSERT INTO customers (customer_id, display_name, tier_override,
-                         consent_marketing, consent_profiling, enrolled_at)
-                     VALUES ($1, $2, $3, $4, $5, now())
+                         consent_marketing, consent_profiling, phone_hash, email_hash,
+                         enrolled_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
                      ON CONFLICT (customer_id) DO UPDATE
                      SET display_name = excluded.display_name,
                          tier_override = excluded.tier_override,
                          consent_marketing = excluded.consent_marketing,
                          consent_profiling = excluded.consent_profiling,
+                         phone_hash = excluded.phone_hash,
+                         email_hash = excluded.email_hash,
                          updated_at = now()",
                     &[
                         &id,
@@ -330,6 +358,8 @@ async fn customer(hub: &Hub, id: &str, body: CustomerBody) -> Response<Body> {
                         &body.tier,
                         &consent.map(|c| c.marketing),
                         &consent.map(|c| c.profiling),
+                        phone_hash,
+                        email_hash,
                     ],
                 )
                 .await?;

@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "schema", include_str!("../migrations/0001_schema.sql")),
     (2, "admin", include_str!("../migrations/0002_admin.sql")),
     (3, "figures", include_str!("../migrations/0003_figures.sql")),
+    (
+        4,
+        "contacts",
+        include_str!("../migrations/0004_contacts.sql"),
+    ),
 ];
 
 /// The advisory lock key held while migrating ("loyalty-hub" in ASCII, truncated).

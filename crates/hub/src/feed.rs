@@ -217,7 +217,7 @@ pub async fn customers(
                            WHERE l.customer_id = c.customer_id), 0)::bigint,
                  coalesce((SELECT array_agg(card ORDER BY card) FROM cards k
                            WHERE k.customer_id = c.customer_id), '{}'),
-                 c.consent_marketing, c.consent_profiling
+                 c.consent_marketing, c.consent_profiling, c.phone_hash, c.email_hash
              FROM customers c
              WHERE c.customer_id = ANY($1) AND c.merged_into IS NULL AND c.erased_at IS NULL
              ORDER BY c.customer_id",
@@ -240,6 +240,8 @@ pub async fn customers(
                 }),
                 _ => None,
             },
+            phone_hash: row.get(7),
+            email_hash: row.get(8),
         })
         .collect())
 }

@@ -138,6 +138,13 @@ pub struct WireCustomer {
     /// What the customer consented to; absent or null: unknown (stored as sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<WireConsent>,
+    /// Hex SHA-256 of the customer's normalised phone number (`loyalty_core::contact`), for
+    /// staff search; absent: none known. The clear number never leaves head office.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_hash: Option<String>,
+    /// Hex SHA-256 of the customer's normalised e-mail address; absent: none known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_hash: Option<String>,
 }
 
 /// A customer's consent flags as head office records them.

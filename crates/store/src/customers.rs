@@ -50,6 +50,19 @@ impl Store {
         }
     }
 
+    /// The customer whose phone (`kind` "phone") or e-mail ("email") hashes to `hash` (hex
+    /// SHA-256 of the normalised value, `loyalty_core::contact`): one index lookup.
+    pub fn customer_by_contact_hash(
+        &self,
+        kind: &str,
+        hash: &str,
+    ) -> Result<Option<Customer>, StoreError> {
+        match self.tree(CARDS).get(records::contact_key(kind, hash))? {
+            None => Ok(None),
+            Some(id) => self.customer(&String::from_utf8_lossy(&id)),
+        }
+    }
+
     /// Enrolls a new customer for an unknown card of the program's range (emits
     /// `customer_enrolled`). Enrolling a known card returns its customer unchanged.
     pub fn enroll(&self, card: &str, at: Timestamp) -> Result<Customer, StoreError> {

@@ -84,6 +84,20 @@ pub(crate) fn apply_merge(
     if survivor.consent.is_none() {
         survivor.consent = old.consent;
     }
+    // The survivor keeps her own contact hashes, else takes the merged one's; the index
+    // follows (no entry may outlive an erasure of the survivor).
+    for key in old.contact_keys() {
+        tx.tree(CARDS).remove(key)?;
+    }
+    if survivor.phone_hash.is_none() {
+        survivor.phone_hash = old.phone_hash.clone();
+    }
+    if survivor.email_hash.is_none() {
+        survivor.email_hash = old.email_hash.clone();
+    }
+    for key in survivor.contact_keys() {
+        tx.tree(CARDS).insert(key, survivor.id.as_bytes())?;
+    }
     survivor.merged_from.push(old.id.clone());
     survivor.merged_from.extend(old.merged_from.iter().cloned());
     // The ids merged into `from` before now resolve through it; point them at the survivor.

@@ -80,6 +80,13 @@ pub(crate) struct CustomerRec {
     /// Consent flags as the CRM sent them (`None`: unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<ConsentRec>,
+    /// Hex SHA-256 of the normalised phone number (never the number); in the `cards` tree
+    /// under [`contact_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_hash: Option<String>,
+    /// Hex SHA-256 of the normalised e-mail address; indexed like `phone_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_hash: Option<String>,
     /// Set on the record of a customer merged away at head office: the surviving id. Such a
     /// record holds nothing else (no card, name or points); looking the id up follows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,15 +117,31 @@ impl CustomerRec {
             account: AccountRec::default(),
             more_cards: Vec::new(),
             consent: None,
+            phone_hash: None,
+            email_hash: None,
             merged_into: None,
             merged_from: Vec::new(),
         }
+    }
+
+    /// The index keys of the customer's contact hashes (see [`contact_key`]).
+    pub fn contact_keys(&self) -> Vec<Vec<u8>> {
+        let phone = self.phone_hash.iter().map(|h| contact_key("phone", h));
+        phone
+            .chain(self.email_hash.iter().map(|h| contact_key("email", h)))
+            .collect()
     }
 
     /// Every card of the customer (`card` first).
     pub fn all_cards(&self) -> impl Iterator<Item = &String> {
         self.card.iter().chain(self.more_cards.iter())
     }
+}
+
+/// The `cards` tree key of a contact hash: `NUL kind NUL hash`. Card numbers never contain
+/// NUL (`check_id`), so these keys cannot collide with a card.
+pub(crate) fn contact_key(kind: &str, hash: &str) -> Vec<u8> {
+    format!("\0{kind}\0{hash}").into_bytes()
 }
 
 fn is_false(value: &bool) -> bool {

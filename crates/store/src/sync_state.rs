@@ -53,6 +53,10 @@ pub struct CrmCustomer {
     pub display_name: Option<String>,
     /// Consent flags; `None` (unknown) keeps what is stored.
     pub consent: Option<CrmConsent>,
+    /// Hex SHA-256 of the normalised phone number; `None` keeps what is stored.
+    pub phone_hash: Option<String>,
+    /// Hex SHA-256 of the normalised e-mail address; `None` keeps what is stored.
+    pub email_hash: Option<String>,
 }
 
 /// A customer's consent flags as the CRM sent them (stored with the customer).
@@ -469,14 +473,33 @@ fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResu
                 profiling: c.profiling,
             })
             .or(base.consent),
+        phone_hash: contact_hash(&customer.phone_hash).or(base.phone_hash.clone()),
+        email_hash: contact_hash(&customer.email_hash).or(base.email_hash.clone()),
         ..base
     };
+    if let Some(old) = &old {
+        for key in old.contact_keys() {
+            tx.tree(CARDS).remove(key)?;
+        }
+    }
+    for key in rec.contact_keys() {
+        tx.tree(CARDS)
+            .insert(key, customer.customer_id.as_bytes())?;
+    }
     tx.put_customer_rec(&rec)?;
     for c in card.iter().chain(more_cards.iter()) {
         tx.tree(CARDS)
             .insert(c.as_bytes(), customer.customer_id.as_bytes())?;
     }
     Ok(Some(taken))
+}
+
+/// A contact hash as sent, if it has the shape of one (a malformed value is ignored).
+fn contact_hash(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .filter(|h| loyalty_core::contact::is_contact_hash(h))
 }
 
 /// Journals one CRM adjustment unless its reference was applied before. `None` when it is
@@ -508,7 +531,8 @@ fn apply_adjustment(
     Ok(Some(outcome.duplicate))
 }
 
-/// Erases a customer's personal data (every card and its index entry, name, consent); the
+/// Erases a customer's personal data (every card and its index entry, name, consent, contact
+/// hashes and their index entries); the
 /// pseudonymous account and journal stay. An id merged away erases the survivor (the same
 /// person). False when the customer is unknown here.
 pub(crate) fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {
@@ -519,9 +543,14 @@ pub(crate) fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {
         tx.tree(CARDS).remove(card.as_bytes())?;
     }
     rec.card = None;
+    for key in rec.contact_keys() {
+        tx.tree(CARDS).remove(key)?;
+    }
     rec.more_cards.clear();
     rec.name = None;
     rec.consent = None;
+    rec.phone_hash = None;
+    rec.email_hash = None;
     tx.put_customer_rec(&rec)?;
     Ok(true)
 }

@@ -1,5 +1,6 @@
-//! The staff page's customer view: finding a customer (by card number or customer id; the
-//! profile carries no phone or e-mail yet, so there is nothing to match by hash), and what the
+//! The staff page's customer view: finding a customer (by card number, customer id, phone or
+//! e-mail; phone and e-mail are matched by their hash, `loyalty_core::contact`, as the store
+//! never holds them in clear), and what the
 //! page shows of them: profile, balance, open vouchers, this store's last purchases with their
 //! items and the categories they buy most. Also the one action that writes: a goodwill voucher
 //! issued through the running daemon's voucher store, capped by `rewards.goodwill_max_value`.
@@ -7,6 +8,7 @@
 
 use crate::gateway::GatewayHandle;
 use jiff::Timestamp;
+use loyalty_core::contact;
 use loyalty_core::customer::Customer;
 use loyalty_core::ledger::{Balance, EntryKind};
 use loyalty_core::money::Money;
@@ -38,16 +40,36 @@ pub struct CustomerPage {
     pub top_categories: Vec<(String, Money)>,
 }
 
-/// Finds a customer by card number, else by customer id.
+/// Finds a customer by what staff typed, decided by its shape: with an `@`, an e-mail address
+/// (by hash); with phone separators (`+`, spaces, dashes, ...) around digits, a phone number
+/// (by hash); else a card number, else a customer id, else (all digits, no such card or id) a
+/// phone number typed without separators.
 pub fn find(handle: &GatewayHandle, query: &str) -> Result<Option<Customer>, StoreError> {
     let query = query.trim();
     if query.is_empty() || query.len() > 128 || query.chars().any(char::is_control) {
         return Ok(None);
     }
+    if query.contains('@') {
+        return match contact::email_hash(query) {
+            Some(hash) => handle.store.customer_by_contact_hash("email", &hash),
+            None => Ok(None),
+        };
+    }
+    let phone = contact::phone_hash(query);
+    let plain = query.bytes().all(|b| b.is_ascii_digit());
+    if let (Some(hash), false) = (&phone, plain) {
+        return handle.store.customer_by_contact_hash("phone", hash);
+    }
     if let Some(customer) = handle.store.customer_by_card(query)? {
         return Ok(Some(customer));
     }
-    handle.store.customer(query)
+    if let Some(customer) = handle.store.customer(query)? {
+        return Ok(Some(customer));
+    }
+    match phone {
+        Some(hash) => handle.store.customer_by_contact_hash("phone", &hash),
+        None => Ok(None),
+    }
 }
 
 /// Loads what the page shows of `customer`.

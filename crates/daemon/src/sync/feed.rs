@@ -80,6 +80,8 @@ pub fn crm_customer(wire: WireCustomer) -> CrmCustomer {
             marketing: c.marketing,
             profiling: c.profiling,
         }),
+        phone_hash: wire.phone_hash,
+        email_hash: wire.email_hash,
     }
 }
 

@@ -66,7 +66,7 @@ async fn scrub(tx: &Transaction<'_>, ids: &[String], events_now_only: bool) -> R
     db::exec(
         tx,
         "UPDATE customers SET display_name = NULL, consent_marketing = NULL,
-             consent_profiling = NULL, updated_at = now()
+             consent_profiling = NULL, phone_hash = NULL, email_hash = NULL, updated_at = now()
          WHERE customer_id = ANY($1)",
         &[&ids],
     )

@@ -1,8 +1,9 @@
 //! Head office's side: the admin API behind its bearer token (profiles with consent and cards,
-//! rules, keys, offers, adjustments reaching the stores' feeds and waking long-polls), erasure
-//! everywhere (no trace of the card or the name left in any row of any table; a real gateway's
-//! confirmation), the export stream (commit order, resumable, not skipping under concurrent
-//! ingest) and tiers qualified across stores (upgrade on ingest, downgrade as time passes).
+//! phone and e-mail kept only as hashes, rules, keys, offers, adjustments reaching the stores'
+//! feeds and waking long-polls), erasure everywhere (no trace of the card, the name or the
+//! contact hashes left in any row of any table; a real gateway's confirmation), the export
+//! stream (commit order, resumable, not skipping under concurrent ingest) and tiers qualified
+//! across stores (upgrade on ingest, downgrade as time passes).
 
 use crate::support::*;
 use loyalty_core::ledger::EarningPolicy;
@@ -151,6 +152,9 @@ async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confir
     let card = "4000000000042";
     let second_card = "4000000000777";
     let name = "Zelda Quarkworth";
+    let (phone, email) = ("+49 170 9876-543", "Zelda@Quark.example");
+    let phone_hash = loyalty_core::contact::phone_hash(phone).expect("phone");
+    let email_hash = loyalty_core::contact::email_hash(email).expect("email");
     let mut customer = None;
     for i in 0..3 {
         let mut receipt = sale(&format!("R{i}"), vec![line("A", 2_000 + i * 100, None)]);
@@ -176,14 +180,15 @@ async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confir
     let status = sync.status();
     crmkit::wait_status(&status, |s| s.acked_through >= last).await;
 
-    // Head office names her, gives her a second card and records her consent.
+    // Head office names her, gives her a second card, records her consent, phone and e-mail.
     let put = admin(
         &office,
         &hub,
         "PUT",
         &format!("/v1/admin/customers/{customer}"),
         serde_json::json!({"display_name": name, "cards": [card, second_card],
-                           "consent": {"marketing": true, "profiling": false}}),
+                           "consent": {"marketing": true, "profiling": false},
+                           "phone": phone, "email": email}),
     )
     .await;
     assert_eq!(put.status, 200, "{}", put.text());
@@ -199,7 +204,34 @@ async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confir
     assert_eq!(found.cards, vec![card.to_string(), second_card.to_string()]);
     let consent = found.consent.expect("consent in the feed");
     assert!(consent.marketing && !consent.profiling);
+    assert_eq!(found.phone_hash.as_deref(), Some(phone_hash.as_str()));
+    assert_eq!(found.email_hash.as_deref(), Some(email_hash.as_str()));
     let sql = env.sql().await;
+    // Only the hashes are kept: no row holds the phone or e-mail in clear, in any format.
+    for needle in [
+        "1709876543",
+        "9876-543",
+        "zelda@quark",
+        "Zelda@Quark",
+        "quark.example",
+    ] {
+        let clear = rows_containing(&sql, needle).await;
+        assert!(clear.is_empty(), "{needle:?} in clear: {clear:#?}");
+    }
+    assert!(!rows_containing(&sql, &phone_hash).await.is_empty());
+    // The store's feed brings the hashes to the gateway: staff can find her by phone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store
+        .customer_by_contact_hash("phone", &phone_hash)
+        .expect("lookup")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "phone hash not at the store in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let points_before = count(
         &sql,
         &format!("SELECT coalesce(sum(points), 0)::bigint FROM ledger_entries WHERE customer_id = '{customer}'"),
@@ -224,7 +256,7 @@ async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confir
     assert_eq!(body["stores"][0]["store_id"], STORE, "{body}");
     assert_eq!(body["complete"], false, "{body}");
 
-    for needle in [card, second_card, name] {
+    for needle in [card, second_card, name, &phone_hash, &email_hash] {
         let left = rows_containing(&sql, needle).await;
         assert!(left.is_empty(), "{needle:?} still in: {left:#?}");
     }
@@ -262,6 +294,10 @@ async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confir
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(confirmed["stores"][0]["state"], "confirmed", "{confirmed}");
+    for (kind, hash) in [("phone", &phone_hash), ("email", &email_hash)] {
+        let left = store.customer_by_contact_hash(kind, hash).expect("lookup");
+        assert!(left.is_none(), "{kind} hash still indexed at the store");
+    }
     for needle in [card, second_card, name] {
         let left = rows_containing(&sql, needle).await;
         assert!(left.is_empty(), "{needle:?} back in: {left:#?}");

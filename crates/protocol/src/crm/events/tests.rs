@@ -257,6 +257,8 @@ fn changes_page_merges_and_consent() {
                 marketing: true,
                 profiling: false,
             }),
+            phone_hash: None,
+            email_hash: None,
         }],
         merged: vec![WireMerge {
             from: "C1".into(),
