@@ -1,7 +1,8 @@
 //! The gateway and the CRM together, in-process, over real mutual TLS to the reference
 //! receiver: what head office sends down reaches the lanes (a revoked voucher is refused at
-//! once after the next poll; rules from the CRM are applied to the next receipt), and what the
-//! store writes reaches the CRM exactly once.
+//! once after the next poll; rules from the CRM are applied to the next receipt; voucher keys
+//! from the feed are trusted by the lanes at once), and what the store writes reaches the CRM
+//! exactly once.
 
 use loyalty_daemon::gateway::{self, StartOptions};
 use loyalty_daemon::input::{Input, Origin};
@@ -201,4 +202,131 @@ enabled = false
         "announced once"
     );
     shutdown.cancel();
+}
+
+/// A voucher of 1.00 off, of head office's key `key_id`, valid since an hour.
+fn head_office_voucher(key_id: &str) -> loyalty_core::voucher::Voucher {
+    use loyalty_core::voucher::{Benefit, Voucher, VoucherId};
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now");
+    Voucher {
+        id: VoucherId::derived(key_id, "HO-1", 0),
+        key_id: key_id.into(),
+        currency: "EUR".into(),
+        benefit: Benefit::AmountOff(loyalty_core::money::Money(100)),
+        valid_from: now - jiff::SignedDuration::from_hours(1),
+        valid_until: now + jiff::SignedDuration::from_hours(24),
+        valid_from_issue: false,
+        min_spend: None,
+        customer: None,
+    }
+}
+
+/// Issue 15: a key head office sends in a feed page is trusted by the lanes as soon as the page
+/// is applied (the feed tells the gateway), not at the periodic reload (a minute). Two keys in
+/// a row: whatever the phase of a periodic reload, the second key would wait for a whole period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voucher_keys_from_the_feed_reach_the_lanes_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = loyalty_tools::certs::write_local_pki(dir.path(), STORE).expect("pki");
+    let crm = crm_reference::serve(ReferenceConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        cert_file: pki.server_cert_file.clone(),
+        key_file: pki.server_key_file.clone(),
+        client_ca_file: pki.ca_file.clone(),
+        data_dir: None,
+        fsync: false,
+        faults: Default::default(),
+    })
+    .await
+    .expect("reference CRM");
+    let key = dir.path().join("signing.key");
+    loyalty_daemon::vouchers::keyfile::generate(&key).expect("key");
+    let config = loyalty_daemon::config::parse_built(&format!(
+        r#"[store]
+id = "{STORE}"
+timezone = "Europe/Berlin"
+require_ntp_sync = false
+[storage]
+data_dir = "{data}"
+[mqtt]
+enabled = false
+[cards]
+prefixes = ["299"]
+[rewards]
+signing_key_file = "{key}"
+[crm]
+enabled = true
+url = "{url}"
+client_cert_file = "{cert}"
+client_key_file = "{ckey}"
+ca_file = "{ca}"
+poll_interval_secs = 30
+feed_wait_secs = 25
+backoff_min_ms = 50
+backoff_max_ms = 500
+[http]
+enabled = false
+"#,
+        data = dir.path().join("data").display(),
+        key = key.display(),
+        url = crm.url(),
+        cert = pki.client_cert_file.display(),
+        ckey = pki.client_key_file.display(),
+        ca = pki.ca_file.display(),
+    ))
+    .expect("valid config");
+    let shutdown = CancellationToken::new();
+    let handle = gateway::start(config, StartOptions { mqtt: false }, shutdown.clone())
+        .await
+        .expect("gateway starts");
+    // The feed's first request is held by the CRM (long-poll).
+    wait_for("the feed's long-poll", || crm.stats().long_polls_held >= 1).await;
+
+    for (round, key_id) in ["ho-key-1", "ho-key-2"].into_iter().enumerate() {
+        let signing =
+            loyalty_daemon::vouchers::keyfile::generate(&dir.path().join(format!("{key_id}.key")))
+                .expect("head office key");
+        let text = head_office_voucher(key_id).sign(&signing).expect("signed");
+        // Unknown key: refused.
+        let Response::Reward { status, .. } = scan(&handle, "1", &text).await else {
+            panic!("no reward answer");
+        };
+        assert_ne!(status, "valid", "{key_id} is not trusted yet");
+        let pushed = Instant::now();
+        crm.push_changes(
+            STORE,
+            ChangesPage {
+                cursor: format!("k{round}"),
+                keys: vec![loyalty_protocol::crm::WireKey {
+                    key_id: key_id.into(),
+                    algorithm: "ed25519".into(),
+                    public_key: loyalty_core::voucher::keys::public_key_base64(
+                        &signing.verifying_key(),
+                    ),
+                    issuer: Some("head-office".into()),
+                    revoked: false,
+                }],
+                ..Default::default()
+            },
+        );
+        let trusted = loop {
+            let Response::Reward { status, .. } = scan(&handle, "1", &text).await else {
+                panic!("no reward answer");
+            };
+            if status == "valid" {
+                break pushed.elapsed();
+            }
+            assert!(
+                pushed.elapsed() < Duration::from_secs(5),
+                "{key_id} not trusted at the lane 5 s after head office sent it (last: {status})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        eprintln!(
+            "{key_id}: valid at the lane {} ms after the push",
+            trusted.as_millis()
+        );
+    }
+    shutdown.cancel();
+    handle.sync.stopped().await;
 }

@@ -75,7 +75,7 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
 
 /// `demo --chain`: PostgreSQL, the hub and two stores; its summary lines say what happened.
 #[test]
-fn chain_demo_recognises_refuses_and_merges_across_two_stores() {
+fn chain_demo_recognises_refuses_merges_and_erases_across_two_stores() {
     let output = Command::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
         .args(["demo", "--chain"])
         .output()
@@ -124,7 +124,34 @@ fn chain_demo_recognises_refuses_and_merges_across_two_stores() {
         .filter(|l| l.contains(&format!("\"customer_id\":\"{id}\"")))
         .count();
     assert_eq!(shown, 2, "both stores' lanes show {id}:\n{stdout}");
-    assert!(line("erasure:").contains("not shown"));
+    // The erasure of that customer: gone from both stores' data, both confirmed at the hub.
+    let erasure = line("erasure at head office:");
+    assert!(
+        erasure.contains("card and name gone at both stores")
+            && erasure.contains("confirmed by store-a, store-b (complete)"),
+        "{erasure}"
+    );
+    assert!(
+        stdout.contains(&format!("POST /v1/admin/erasures {{customer_id: {id}}}")),
+        "the erased customer is the merged one:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("both stores hold the name"),
+        "the name reached both stores before the erasure:\n{stdout}"
+    );
+    // Store B trusts store A's voucher key within 5 s (the feed signals the gateway).
+    let trusted: u64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Store B trusts store A's voucher key ")?
+                .split(" ms after")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no key figure in:\n{stdout}"));
+    assert!(trusted <= 5_000, "store A's key trusted after {trusted} ms");
     for line in stdout.lines().chain(stderr.lines()) {
         assert!(
             !line.contains(" WARN ") && !line.contains(" ERROR "),

@@ -502,8 +502,14 @@ pub(crate) fn refresh_gauges(handle: &GatewayHandle) {
         .clock_trusted(trusted_now(&handle.clock).trusted);
 }
 
+/// How often the voucher keys the CRM sent are reloaded from the store without being told: a
+/// fallback only, the changes feed signals every page that stored keys
+/// ([`crate::sync::SyncHandle::voucher_keys`]) and they are reloaded at once.
+const KEY_RELOAD_FALLBACK: Duration = Duration::from_secs(60);
+
 /// Follows what the CRM sends down: swaps in accepted rules, and keeps the voucher keys the
-/// changes feed stored in the trusted set (revoked ones removed).
+/// changes feed stored in the trusted set (revoked ones removed), reloaded as soon as the feed
+/// stored a page with keys.
 fn spawn_crm_followers(
     tasks: &TaskTracker,
     config: &Config,
@@ -535,8 +541,10 @@ fn spawn_crm_followers(
     let vouchers = vouchers.clone();
     let store = store.clone();
     let follow_keys = shutdown.clone();
+    let mut keys_stored = sync.voucher_keys();
     tasks.spawn(async move {
         loop {
+            keys_stored.borrow_and_update();
             let (vouchers, store) = (vouchers.clone(), store.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 for key in store.crm_keys().unwrap_or_default() {
@@ -551,7 +559,14 @@ fn spawn_crm_followers(
             })
             .await;
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                changed = keys_stored.changed() => if changed.is_err() {
+                    // The feed is gone (sync off or stopping): the fallback alone remains.
+                    tokio::select! {
+                        () = tokio::time::sleep(KEY_RELOAD_FALLBACK) => {}
+                        () = follow_keys.cancelled() => break,
+                    }
+                },
+                () = tokio::time::sleep(KEY_RELOAD_FALLBACK) => {}
                 () = follow_keys.cancelled() => break,
             }
         }

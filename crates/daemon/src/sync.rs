@@ -182,6 +182,7 @@ impl Outbox for Store {
 pub struct SyncHandle {
     status: SyncStatusHandle,
     rules: watch::Receiver<Option<Arc<CrmRules>>>,
+    keys: watch::Receiver<u64>,
     nudge: Arc<Notify>,
     poll_now: Arc<Notify>,
     counters: Arc<client::WireCounters>,
@@ -206,6 +207,13 @@ impl SyncHandle {
     /// `changed()` on it to swap rules in when the CRM sends new ones.
     pub fn rules(&self) -> watch::Receiver<Option<Arc<CrmRules>>> {
         self.rules.clone()
+    }
+
+    /// Changes (a count of feed pages that stored voucher keys) each time the changes feed
+    /// stored voucher keys or key revocations: await `changed()` on it to reload the trusted
+    /// keys from the store at once.
+    pub fn voucher_keys(&self) -> watch::Receiver<u64> {
+        self.keys.clone()
     }
 
     /// Tells the uploader that new events were written (it also polls on its own).
@@ -264,6 +272,7 @@ pub fn start_with_metrics(
     let initial_rules = feed::load_rules(&store, &config.store.currency);
     let (rules_tx, rules) = watch::channel(initial_rules);
     let rules_tx = Arc::new(rules_tx);
+    let (keys_tx, keys) = watch::channel(0u64);
     let nudge = Arc::new(Notify::new());
     let poll_now = Arc::new(Notify::new());
     let counters = Arc::new(client::WireCounters::default());
@@ -329,7 +338,10 @@ pub fn start_with_metrics(
             client::CrmClient::new(settings, counters.clone()),
             feed_settings,
             sink.clone(),
-            rules_tx.clone(),
+            feed::FeedSignals {
+                rules: rules_tx.clone(),
+                keys: keys_tx,
+            },
             poll_now.clone(),
             cancel.clone(),
         ));
@@ -354,6 +366,7 @@ pub fn start_with_metrics(
     Ok(SyncHandle {
         status,
         rules,
+        keys,
         nudge,
         poll_now,
         counters,

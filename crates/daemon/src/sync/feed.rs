@@ -157,13 +157,22 @@ pub struct FeedSettings {
     pub retry_after_cap: Duration,
 }
 
+/// What the feed tells the rest of the gateway when a page was applied.
+pub(crate) struct FeedSignals {
+    /// The rules accepted from the CRM.
+    pub rules: Arc<watch::Sender<Option<Arc<CrmRules>>>>,
+    /// Bumped after each page that stored voucher keys (or key revocations): the vouchers'
+    /// trusted keys are reloaded from the store at once.
+    pub keys: watch::Sender<u64>,
+}
+
 /// Runs the feed until `cancel` fires.
 pub(crate) async fn run(
     store: Store,
     mut client: CrmClient,
     settings: FeedSettings,
     status: StatusSink,
-    rules: Arc<watch::Sender<Option<Arc<CrmRules>>>>,
+    signals: FeedSignals,
     poll_now: Arc<Notify>,
     cancel: CancellationToken,
 ) {
@@ -172,7 +181,7 @@ pub(crate) async fn run(
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => break,
-            attempt = poll_once(&store, &mut client, &settings, &status, &rules) => attempt,
+            attempt = poll_once(&store, &mut client, &settings, &status, &signals) => attempt,
         };
         let wait = match attempt {
             Ok(Polled::Changes) | Ok(Polled::Waited) => {
@@ -233,7 +242,7 @@ async fn poll_once(
     client: &mut CrmClient,
     settings: &FeedSettings,
     status: &StatusSink,
-    rules: &watch::Sender<Option<Arc<CrmRules>>>,
+    signals: &FeedSignals,
 ) -> Result<Polled, SyncError> {
     let s = store.clone();
     let cursor = blocking(move || s.sync_cursor())
@@ -301,9 +310,16 @@ async fn poll_once(
             "CRM point adjustments skipped (unknown customer, invalid id or reference, zero or out-of-range points); correct them at head office and send them again under a new reference"
         );
     }
+    if report.keys > 0 {
+        // The lanes trust the new (or stop trusting revoked) keys now, not at the next
+        // periodic reload.
+        signals
+            .keys
+            .send_modify(|pages| *pages = pages.wrapping_add(1));
+    }
     if let Some(accepted) = accepted {
         tracing::info!("new earning rules from the CRM accepted");
-        rules.send_replace(Some(Arc::new(accepted)));
+        signals.rules.send_replace(Some(Arc::new(accepted)));
     }
     let now = Timestamp::now();
     status.update(|s| {
