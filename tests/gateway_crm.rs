@@ -8,7 +8,8 @@ use loyalty_daemon::gateway::{self, StartOptions};
 use loyalty_daemon::input::{Input, Origin};
 use loyalty_protocol::crm::ChangesPage;
 use loyalty_protocol::till::Response;
-use loyalty_tools::crm_reference::{self, ReferenceConfig};
+use loyalty_tools::crm_reference::{self, ReferenceConfig, ReferenceCrm};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -44,18 +45,14 @@ fn sale(id: &str, total: &str) -> serde_json::Value {
         "lines": [{"sku": "1", "name": "Goods", "qty": 1, "amount": total, "category": "food"}]})
 }
 
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crm_revocations_and_rules_reach_the_lanes_and_every_event_reaches_the_crm() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = loyalty_tools::certs::write_local_pki(dir.path(), STORE).expect("pki");
+/// The reference CRM over mutual TLS with certificates made now, and an in-process gateway
+/// syncing to it (no MQTT, no HTTP): `rewards` and `crm` are extra lines of those sections.
+async fn gateway_with_crm(
+    dir: &Path,
+    rewards: &str,
+    crm_timing: &str,
+) -> (ReferenceCrm, gateway::GatewayHandle, CancellationToken) {
+    let pki = loyalty_tools::certs::write_local_pki(dir, STORE).expect("pki");
     let crm = crm_reference::serve(ReferenceConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         cert_file: pki.server_cert_file.clone(),
@@ -67,7 +64,7 @@ async fn crm_revocations_and_rules_reach_the_lanes_and_every_event_reaches_the_c
     })
     .await
     .expect("reference CRM");
-    let key = dir.path().join("signing.key");
+    let key = dir.join("signing.key");
     loyalty_daemon::vouchers::keyfile::generate(&key).expect("key");
     let config = loyalty_daemon::config::parse_built(&format!(
         r#"[store]
@@ -82,21 +79,20 @@ enabled = false
 prefixes = ["299"]
 [rewards]
 signing_key_file = "{key}"
-rules = [{{ every_points = 10, value = "1.00", validity_days = 30 }}]
+{rewards}
 [crm]
 enabled = true
 url = "{url}"
 client_cert_file = "{cert}"
 client_key_file = "{ckey}"
 ca_file = "{ca}"
-poll_interval_secs = 1
-batch_max_age_ms = 20
+{crm_timing}
 backoff_min_ms = 50
 backoff_max_ms = 500
 [http]
 enabled = false
 "#,
-        data = dir.path().join("data").display(),
+        data = dir.join("data").display(),
         key = key.display(),
         url = crm.url(),
         cert = pki.client_cert_file.display(),
@@ -108,6 +104,26 @@ enabled = false
     let handle = gateway::start(config, StartOptions { mqtt: false }, shutdown.clone())
         .await
         .expect("gateway starts");
+    (crm, handle, shutdown)
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_revocations_and_rules_reach_the_lanes_and_every_event_reaches_the_crm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (crm, handle, shutdown) = gateway_with_crm(
+        dir.path(),
+        "rules = [{ every_points = 10, value = \"1.00\", validity_days = 30 }]",
+        "poll_interval_secs = 1\nbatch_max_age_ms = 20",
+    )
+    .await;
 
     // A sale earns a voucher.
     let Response::Points { vouchers, .. } = receipt(&handle, "1", sale("C-1", "12.00")).await
@@ -227,58 +243,12 @@ fn head_office_voucher(key_id: &str) -> loyalty_core::voucher::Voucher {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voucher_keys_from_the_feed_reach_the_lanes_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = loyalty_tools::certs::write_local_pki(dir.path(), STORE).expect("pki");
-    let crm = crm_reference::serve(ReferenceConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        cert_file: pki.server_cert_file.clone(),
-        key_file: pki.server_key_file.clone(),
-        client_ca_file: pki.ca_file.clone(),
-        data_dir: None,
-        fsync: false,
-        faults: Default::default(),
-    })
-    .await
-    .expect("reference CRM");
-    let key = dir.path().join("signing.key");
-    loyalty_daemon::vouchers::keyfile::generate(&key).expect("key");
-    let config = loyalty_daemon::config::parse_built(&format!(
-        r#"[store]
-id = "{STORE}"
-timezone = "Europe/Berlin"
-require_ntp_sync = false
-[storage]
-data_dir = "{data}"
-[mqtt]
-enabled = false
-[cards]
-prefixes = ["299"]
-[rewards]
-signing_key_file = "{key}"
-[crm]
-enabled = true
-url = "{url}"
-client_cert_file = "{cert}"
-client_key_file = "{ckey}"
-ca_file = "{ca}"
-poll_interval_secs = 30
-feed_wait_secs = 25
-backoff_min_ms = 50
-backoff_max_ms = 500
-[http]
-enabled = false
-"#,
-        data = dir.path().join("data").display(),
-        key = key.display(),
-        url = crm.url(),
-        cert = pki.client_cert_file.display(),
-        ckey = pki.client_key_file.display(),
-        ca = pki.ca_file.display(),
-    ))
-    .expect("valid config");
-    let shutdown = CancellationToken::new();
-    let handle = gateway::start(config, StartOptions { mqtt: false }, shutdown.clone())
-        .await
-        .expect("gateway starts");
+    let (crm, handle, shutdown) = gateway_with_crm(
+        dir.path(),
+        "",
+        "poll_interval_secs = 30\nfeed_wait_secs = 25",
+    )
+    .await;
     // The feed's first request is held by the CRM (long-poll).
     wait_for("the feed's long-poll", || crm.stats().long_polls_held >= 1).await;
 

@@ -6,13 +6,9 @@
 //! go to `docs/screenshots/hub-*.png`.
 
 use crate::support::*;
-use loyalty_core::ledger::EarningPolicy;
-use loyalty_core::receipt::ValidReceipt;
-use loyalty_store::{ReceiptCustomer, Store};
 use loyalty_tools::testkit::browser::Browser;
 use loyalty_tools::testkit::crm::{self as crmkit, STORE};
 use loyalty_tools::testkit::free_port;
-use loyalty_tools::testkit::store::{line, sale, Policy};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,21 +20,6 @@ const EVIL_CUSTOMER: &str = "<img src=x onerror=\"window.__pwned=2\">";
 
 fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
-}
-
-fn apply(store: &Store, id: &str, amount: i64, card: Option<&str>) {
-    let policy = Policy::default();
-    let mut receipt = sale(id, vec![line("A", amount, None)]);
-    receipt.card = card.map(str::to_string);
-    receipt.timestamp = jiff::Timestamp::now();
-    let valid = ValidReceipt::check(receipt, policy.limits()).expect("valid");
-    let customer = match card {
-        Some(card) => ReceiptCustomer::Card { card, enrol: true },
-        None => ReceiptCustomer::FromReceipt,
-    };
-    store
-        .apply_valid_receipt(&valid, customer, &policy, None, jiff::Timestamp::now())
-        .expect("apply");
 }
 
 /// A plain HTTP GET of `path`; the raw answer (status line, headers, body).
@@ -77,9 +58,9 @@ async fn the_dashboard_shows_a_synced_stores_figures_fleet_and_erasures_in_a_bro
     let (sync, cancel) = crmkit::start(&config, &store);
     let status = sync.status();
     for i in 0..4 {
-        apply(&store, &format!("M{i}"), 2_000, Some("4000000000042"));
+        apply_today(&store, &format!("M{i}"), 2_000, Some("4000000000042"));
     }
-    apply(&store, "N1", 1_000, None);
+    apply_today(&store, "N1", 1_000, None);
     let last = store.outbox_stats().expect("stats").last_seq;
     crmkit::wait_status(&status, |s| s.acked_through >= last).await;
 

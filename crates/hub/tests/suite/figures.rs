@@ -5,31 +5,9 @@
 //! 1,000 stores.
 
 use crate::support::*;
-use loyalty_core::ledger::EarningPolicy;
-use loyalty_core::receipt::ValidReceipt;
 use loyalty_hub::figures;
-use loyalty_store::{ReceiptCustomer, Store};
 use loyalty_tools::testkit::crm::{self as crmkit, STORE};
-use loyalty_tools::testkit::store::{line, sale, Policy};
 use std::time::Instant;
-
-fn apply(store: &Store, id: &str, amount: i64, card: Option<&str>) -> i64 {
-    let policy = Policy::default();
-    let mut receipt = sale(id, vec![line("A", amount, None)]);
-    receipt.card = card.map(str::to_string);
-    // Today: the dashboard's windows end now.
-    receipt.timestamp = jiff::Timestamp::now();
-    let valid = ValidReceipt::check(receipt, policy.limits()).expect("valid");
-    let customer = match card {
-        Some(card) => ReceiptCustomer::Card { card, enrol: true },
-        None => ReceiptCustomer::FromReceipt,
-    };
-    store
-        .apply_valid_receipt(&valid, customer, &policy, None, jiff::Timestamp::now())
-        .expect("apply")
-        .outcome
-        .earned
-}
 
 async fn pool(env: &Env) -> deadpool_postgres::Pool {
     let config: tokio_postgres::Config = env.pg.connection_string().parse().expect("pg config");
@@ -48,9 +26,9 @@ async fn a_gateways_receipts_show_in_the_figures_after_an_incremental_refresh() 
     let status = sync.status();
     let mut earned = 0;
     for i in 0..4 {
-        earned += apply(&store, &format!("M{i}"), 2_000, Some("4000000000042"));
+        earned += apply_today(&store, &format!("M{i}"), 2_000, Some("4000000000042"));
     }
-    apply(&store, "N1", 1_000, None);
+    apply_today(&store, "N1", 1_000, None);
     let last = store.outbox_stats().expect("stats").last_seq;
     crmkit::wait_status(&status, |s| s.acked_through >= last).await;
 
@@ -89,7 +67,7 @@ async fn a_gateways_receipts_show_in_the_figures_after_an_incremental_refresh() 
     assert!(fleet[0].silent_secs < 60, "{:?}", fleet[0]);
 
     // More receipts the same day: the next run recomputes that store-day, nothing else.
-    apply(&store, "M9", 3_000, Some("4000000000042"));
+    apply_today(&store, "M9", 3_000, Some("4000000000042"));
     let last = store.outbox_stats().expect("stats").last_seq;
     crmkit::wait_status(&status, |s| s.acked_through >= last).await;
     assert_eq!(figures::refresh(&pool).await.expect("refresh"), 1);

@@ -401,3 +401,25 @@ pub async fn snapshot(sql: &tokio_postgres::Client) -> Vec<(String, i64)> {
     }
     out
 }
+
+/// Applies a sale of `amount` minor units dated now (the dashboard's windows end now) to a
+/// real store, enrolling `card` if given; the points it earned.
+pub fn apply_today(store: &loyalty_store::Store, id: &str, amount: i64, card: Option<&str>) -> i64 {
+    use loyalty_core::ledger::EarningPolicy;
+    use loyalty_tools::testkit::store::{line, sale, Policy};
+    let policy = Policy::default();
+    let mut receipt = sale(id, vec![line("A", amount, None)]);
+    receipt.card = card.map(str::to_string);
+    receipt.timestamp = jiff::Timestamp::now();
+    let valid =
+        loyalty_core::receipt::ValidReceipt::check(receipt, policy.limits()).expect("valid");
+    let customer = match card {
+        Some(card) => loyalty_store::ReceiptCustomer::Card { card, enrol: true },
+        None => loyalty_store::ReceiptCustomer::FromReceipt,
+    };
+    store
+        .apply_valid_receipt(&valid, customer, &policy, None, jiff::Timestamp::now())
+        .expect("apply")
+        .outcome
+        .earned
+}
