@@ -94,6 +94,7 @@ fn receipt(id: &str, lane: &str, total: i64, rewards: &[VoucherId]) -> Receipt {
         total: Money(total),
         card: None,
         rewards: rewards.iter().map(|id| id.to_string()).collect(),
+        redemptions: Vec::new(),
         lines: vec![ReceiptLine {
             sku: "4006381333931".into(),
             name: "Goods".into(),
