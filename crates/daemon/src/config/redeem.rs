@@ -63,9 +63,9 @@ impl Section for RedeemConfig {
             "must be positive",
         );
         errors.check(
-            (30..=86_400).contains(&self.reservation_secs),
+            (5..=86_400).contains(&self.reservation_secs),
             format!("{path}.reservation_secs"),
-            "must be 30 to 86400 seconds (a reservation must outlast a sale and not hold points for days)",
+            "must be 5 to 86400 seconds (a reservation must outlast a sale and not hold points for days; 900 is usual)",
         );
     }
 }
