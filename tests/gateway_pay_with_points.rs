@@ -184,7 +184,7 @@ async fn a_redemption_is_reserved_and_the_receipt_commits_it_once() {
     assert_eq!(unknown["status"], "unknown_customer", "{unknown}");
     till.client
         .publish(
-            "loyalty/p1/lane/1/redeem",
+            loyalty_daemon::mqtt::Topics::new("loyalty/p1").redeem("1"),
             rumqttc::QoS::AtLeastOnce,
             false,
             br#"{"reference": "P", "customer_id": "C"}"#.to_vec(),

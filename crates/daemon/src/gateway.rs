@@ -455,7 +455,7 @@ async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
         let time = trusted_now(&handle.clock);
         {
             // Pay with points: reservations that ran out are released.
-            let (handle, time) = (handle.clone(), time.clone());
+            let (handle, time) = (handle.clone(), time);
             let _ = tokio::task::spawn_blocking(move || redeem::sweep(&handle, &time)).await;
         }
         let due = last_persisted

@@ -232,6 +232,9 @@ impl<'a> Tx<'a> {
     }
 }
 
+/// Who paid last in a receipt, and her balance after it.
+pub(crate) type Paid = (String, Balance);
+
 /// Inside a sale's transaction: commits each reservation `receipt` names (once per reference),
 /// as a `redeem` journal entry of the reservation's customer with its `ledger` event. Returns
 /// what happened to each and the balance of the last customer who paid (for the answer).
@@ -239,7 +242,7 @@ pub(crate) fn commit_in_tx(
     tx: &Tx<'_>,
     receipt: &Receipt,
     now: Timestamp,
-) -> TxResult<(Vec<RedemptionResult>, Option<(String, Balance)>)> {
+) -> TxResult<(Vec<RedemptionResult>, Option<Paid>)> {
     let mut results: Vec<RedemptionResult> = Vec::new();
     let mut paid = None;
     for reference in &receipt.redemptions {
