@@ -96,7 +96,9 @@ pub(super) async fn on_redeem(
                 }),
                 available: reservation.available,
                 expires_at: match reservation.status {
-                    Status::Reserved => reservation.until.map(|t| t.to_string()),
+                    Status::Reserved => reservation
+                        .until
+                        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()),
                     _ => None,
                 },
             };
