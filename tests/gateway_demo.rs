@@ -45,6 +45,23 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
         replayed.contains("\"voucher_id\":\"") && !replayed.contains("\"voucher_id\":\"\""),
         "{replayed}"
     );
+    // Paying with points: the redemption reserved, then committed by the receipt naming it.
+    let reserved = stdout
+        .lines()
+        .find(|line| line.contains("\"type\":\"redemption\""))
+        .expect("a redemption answer");
+    assert!(
+        reserved.contains("\"status\":\"reserved\"") && reserved.contains("\"amount\":\"1.50\""),
+        "{reserved}"
+    );
+    let paid = stdout
+        .lines()
+        .find(|line| line.contains("\"receipt_id\":\"D-2002\""))
+        .expect("the receipt paid with points");
+    assert!(
+        paid.contains("\"reference\":\"PAY-2002\"") && paid.contains("\"status\":\"committed\""),
+        "{paid}"
+    );
     let written = summary["events_written"].as_u64().expect("written");
     assert!(written > 10, "{summary}");
     assert_eq!(

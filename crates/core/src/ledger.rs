@@ -595,6 +595,7 @@ mod tests {
             total: Money(1500),
             card: None,
             rewards: vec![],
+            redemptions: Vec::new(),
             lines: vec![line(1000, "food"), line(500, "tobacco")],
         };
         let earning = policy.earn(&receipt, None);

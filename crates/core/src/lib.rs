@@ -15,6 +15,7 @@ pub mod lane;
 pub mod ledger;
 pub mod money;
 pub mod receipt;
+pub mod redemption;
 pub mod rules;
 pub mod scan;
 pub mod voucher;

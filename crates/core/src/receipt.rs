@@ -58,6 +58,9 @@ pub struct Receipt {
     pub card: Option<String>,
     /// Voucher ids the till applied.
     pub rewards: Vec<String>,
+    /// References of points reservations the till applied (pay with points): committed by
+    /// this receipt.
+    pub redemptions: Vec<String>,
     /// Item lines. For a return, the returned lines with positive quantities.
     pub lines: Vec<ReceiptLine>,
 }
@@ -272,6 +275,7 @@ mod tests {
             total: Money(398),
             card: None,
             rewards: vec![],
+            redemptions: Vec::new(),
             lines: vec![
                 ReceiptLine {
                     sku: "4006381333931".into(),

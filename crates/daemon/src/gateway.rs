@@ -12,6 +12,7 @@ mod clock;
 mod daemon;
 mod lanes;
 mod receipt;
+mod redeem;
 mod scan;
 
 pub use clock::TrustedClock;
@@ -19,6 +20,7 @@ use clock::*;
 pub use daemon::{receipt_input, request, run_daemon};
 use lanes::*;
 use receipt::*;
+use redeem::*;
 use scan::*;
 
 use crate::blocking::blocking;
@@ -194,6 +196,8 @@ struct Shared {
     stall_receipt: Option<String>,
     /// Inputs handed to a lane actor and not yet answered.
     in_lanes: Arc<std::sync::atomic::AtomicU64>,
+    /// Paying with points (`[redeem]`).
+    redeem: RedeemSettings,
 }
 
 /// `/health` says `overloaded` while the input queue holds at least this many inputs. The
@@ -307,6 +311,15 @@ pub async fn start(
         counters: counters.clone(),
         stall_receipt: std::env::var(STALL_RECEIPT_ENV).ok(),
         in_lanes: in_lanes.clone(),
+        redeem: RedeemSettings {
+            value: config
+                .redeem
+                .point_value(loyalty_core::money::currency_decimals(
+                    &config.store.currency,
+                )),
+            reservation: config.redeem.reservation(),
+            decimals: loyalty_core::money::currency_decimals(&config.store.currency),
+        },
     });
 
     // Cancelled once the lanes have handled everything they took: the broker edge sends the
@@ -440,6 +453,11 @@ async fn housekeeping(handle: GatewayHandle, shutdown: CancellationToken) {
             tracing::error!(error = %err, "refreshing the gauges panicked");
         }
         let time = trusted_now(&handle.clock);
+        {
+            // Pay with points: reservations that ran out are released.
+            let (handle, time) = (handle.clone(), time);
+            let _ = tokio::task::spawn_blocking(move || redeem::sweep(&handle, &time)).await;
+        }
         let due = last_persisted
             .is_none_or(|at| time.now.duration_since(at) >= SignedDuration::from_secs(60));
         if due {
@@ -497,6 +515,7 @@ pub(crate) fn refresh_gauges(handle: &GatewayHandle) {
     }
     handle.metrics.broker(handle.broker.borrow().connected);
     handle.metrics.input_queue(handle.input_queue_depth());
+    redeem::refresh_gauges(handle);
     handle
         .metrics
         .clock_trusted(trusted_now(&handle.clock).trusted);

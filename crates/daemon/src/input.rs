@@ -3,7 +3,7 @@
 //! only consumes them.
 
 use loyalty_core::receipt::Receipt;
-use loyalty_protocol::till::Response;
+use loyalty_protocol::till::{RedeemRequest, Response};
 use tokio::sync::oneshot;
 
 /// Where an input came from (for logs, metrics and answers).
@@ -107,6 +107,26 @@ pub enum Input {
         /// prints answers on the lane's printer; dropped unanswered when the receipt is not
         /// handled.
         answer: Option<oneshot::Sender<Response>>,
+    },
+    /// A `redeem` request (pay with points) from lane `lane`, or why it could not be read.
+    /// Only MQTT lanes send them: a serial or printer lane has no channel for requests.
+    Redeem {
+        /// Lane id.
+        lane: String,
+        /// The request, or what is wrong with it (answered to the lane as an error).
+        request: Result<RedeemRequest, String>,
+        /// Told once the request is durably handled and answered.
+        done: Option<oneshot::Sender<Handled>>,
+    },
+    /// A `void` of lane `lane`'s open sale: every reservation it holds is released. `Err`
+    /// says why the message could not be read.
+    Void {
+        /// Lane id.
+        lane: String,
+        /// Whether the message was readable.
+        request: Result<(), String>,
+        /// Told once the release is durable and answered.
+        done: Option<oneshot::Sender<Handled>>,
     },
     /// A device came up or went away.
     Device {

@@ -81,6 +81,10 @@ pub enum IncomingTopic {
     Scan(String),
     /// `{prefix}/lane/{lane}/receipt`
     Receipt(String),
+    /// `{prefix}/lane/{lane}/redeem` (pay with points)
+    Redeem(String),
+    /// `{prefix}/lane/{lane}/void` (release the open sale's reservations)
+    Void(String),
 }
 
 impl Topics {
@@ -99,6 +103,16 @@ impl Topics {
     /// Where a lane's receipts arrive.
     pub fn receipt(&self, lane: &str) -> String {
         format!("{}/lane/{lane}/receipt", self.prefix)
+    }
+
+    /// Where a lane's `redeem` requests (pay with points) arrive.
+    pub fn redeem(&self, lane: &str) -> String {
+        format!("{}/lane/{lane}/redeem", self.prefix)
+    }
+
+    /// Where a lane's `void` requests arrive.
+    pub fn void(&self, lane: &str) -> String {
+        format!("{}/lane/{lane}/void", self.prefix)
     }
 
     /// Where a lane's answers go.
@@ -128,8 +142,13 @@ impl Topics {
     }
 
     /// Subscriptions the gateway needs.
-    pub fn subscriptions(&self) -> [String; 2] {
-        [self.scan("+"), self.receipt("+")]
+    pub fn subscriptions(&self) -> [String; 4] {
+        [
+            self.scan("+"),
+            self.receipt("+"),
+            self.redeem("+"),
+            self.void("+"),
+        ]
     }
 
     /// Classifies an incoming topic.
@@ -142,6 +161,8 @@ impl Topics {
         match kind {
             "scan" => Some(IncomingTopic::Scan(lane.to_string())),
             "receipt" => Some(IncomingTopic::Receipt(lane.to_string())),
+            "redeem" => Some(IncomingTopic::Redeem(lane.to_string())),
+            "void" => Some(IncomingTopic::Void(lane.to_string())),
             _ => None,
         }
     }
@@ -499,6 +520,17 @@ impl Intake<'_> {
                     answer: None,
                 }
             }
+            Some(IncomingTopic::Redeem(lane)) => Input::Redeem {
+                lane,
+                request: till::parse_redeem(&publish.payload, self.decimals)
+                    .map_err(|err| err.to_string()),
+                done: Some(done),
+            },
+            Some(IncomingTopic::Void(lane)) => Input::Void {
+                lane,
+                request: till::parse_void(&publish.payload).map_err(|err| err.to_string()),
+                done: Some(done),
+            },
             None => {
                 tracing::debug!(topic = %publish.topic, "ignoring a message on an unknown topic");
                 let _ = self.acks.send(publish.pkid);
@@ -593,6 +625,14 @@ mod tests {
         assert_eq!(
             topics.classify(&topics.receipt("12")),
             Some(IncomingTopic::Receipt("12".into()))
+        );
+        assert_eq!(
+            topics.classify(&topics.redeem("4")),
+            Some(IncomingTopic::Redeem("4".into()))
+        );
+        assert_eq!(
+            topics.classify("loyalty/berlin-001/lane/4/void"),
+            Some(IncomingTopic::Void("4".into()))
         );
         assert_eq!(topics.classify("loyalty/berlin-001/lane/3/response"), None);
         assert_eq!(topics.classify("loyalty/other/lane/3/scan"), None);

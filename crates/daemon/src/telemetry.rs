@@ -17,7 +17,9 @@ mod logging;
 mod metrics;
 mod secret;
 
-pub use families::{AnswerKind, LookupOutcomeKind, ReceiptOutcome, ScanKind, SyncErrorKind};
+pub use families::{
+    AnswerKind, LookupOutcomeKind, ReceiptOutcome, RedemptionOutcome, ScanKind, SyncErrorKind,
+};
 pub use logging::{init_logging, log_subscriber, syslog_priority, JournalFormat, LogStyle};
 pub use metrics::{Metrics, METRICS_CONTENT_TYPE};
 pub use secret::{Secret, SecretError};

@@ -98,6 +98,7 @@ fn german_sale_in_cp858_with_barcodes_qr_and_image() {
             total: Money(850),
             card: Some("2990000000019".into()),
             rewards: vec![],
+            redemptions: Vec::new(),
             lines: vec![
                 line("4006381333931", "Bleistift", 2000, Some(149), 298),
                 line("2000000000015", "Brötchen", 1000, None, 120),

@@ -286,6 +286,7 @@ fn refusals_each_with_its_reason() {
         total: Money(1999),
         card: None,
         rewards: vec![voucher().id.to_string()],
+        redemptions: Vec::new(),
         lines: vec![loyalty_core::receipt::ReceiptLine {
             sku: "1".into(),
             name: "Bread".into(),

@@ -94,6 +94,7 @@ fn receipt(id: &str, lane: &str, total: i64, rewards: &[VoucherId]) -> Receipt {
         total: Money(total),
         card: None,
         rewards: rewards.iter().map(|id| id.to_string()).collect(),
+        redemptions: Vec::new(),
         lines: vec![ReceiptLine {
             sku: "4006381333931".into(),
             name: "Goods".into(),
@@ -849,4 +850,67 @@ fn a_voucher_bound_to_a_customer_merged_at_head_office_is_hers() {
             .scan(&issued.text, "1", Some(&survivor), at(120))
             .expect("scan")
     ));
+}
+
+/// Pay with points: points held for a payment at a lane are not converted into a voucher by
+/// another receipt meanwhile; once the hold is released (a void), they are.
+#[test]
+fn points_held_for_a_payment_are_not_converted_into_vouchers() {
+    use loyalty_core::ledger::EarningPolicy as _;
+    use loyalty_core::receipt::ValidReceipt;
+    use loyalty_store::reservations::Reserve;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, vouchers) = open(dir.path(), "named");
+    let policy = store_support::Policy::default();
+    let c = store.enroll("2990000000026", at(0)).expect("enroll").id;
+    store
+        .apply_receipt(&receipt("R-H1", "1", 45_000, &[]), Some(&c), &policy, at(0))
+        .expect("450 points");
+    let held = store
+        .reserve_points(
+            &Reserve {
+                reference: "PAY-H",
+                lane: "2",
+                customer_id: &c,
+                points: 100,
+                discount: Money(100),
+                until: at(900),
+            },
+            at(1),
+        )
+        .expect("reserve");
+    assert_eq!(held.available, Some(350));
+    // 100 more earned: 550 on the balance, but only 450 not held: below the 500 of a voucher.
+    let sale =
+        ValidReceipt::check(receipt("R-H2", "1", 10_000, &[]), policy.limits()).expect("valid");
+    let applied = store
+        .apply_valid_receipt(
+            &sale,
+            ReceiptCustomer::Id(&c),
+            &policy,
+            Some(&vouchers),
+            at(2),
+        )
+        .expect("apply");
+    assert_eq!(applied.outcome.earned, 100);
+    assert!(applied.vouchers.issued.is_empty(), "held points converted");
+    assert_eq!(store.available_points(&c, at(3)).expect("available"), 450);
+    // Voided: the next sale converts them.
+    assert_eq!(
+        store.release_lane_points("2", at(4)).expect("void"),
+        vec!["PAY-H".to_string()]
+    );
+    let sale =
+        ValidReceipt::check(receipt("R-H3", "1", 2_000, &[]), policy.limits()).expect("valid");
+    let applied = store
+        .apply_valid_receipt(
+            &sale,
+            ReceiptCustomer::Id(&c),
+            &policy,
+            Some(&vouchers),
+            at(5),
+        )
+        .expect("apply");
+    assert_eq!(applied.vouchers.issued.len(), 1);
+    assert_eq!(applied.vouchers.balance_after_issue, Some(70));
 }

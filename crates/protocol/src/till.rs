@@ -9,6 +9,9 @@ use loyalty_core::receipt::{return_in_core_signs, Receipt, ReceiptKind, ReceiptL
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod redeem;
+pub use redeem::{parse_redeem, parse_void, RedeemMessage, RedeemRequest, RedemptionResultJson};
+
 /// Why a receipt message could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -42,6 +45,8 @@ struct ReceiptJson {
     card: Option<String>,
     #[serde(default)]
     rewards: Vec<String>,
+    #[serde(default)]
+    redemptions: Vec<String>,
     lines: Vec<LineJson>,
 }
 
@@ -60,7 +65,7 @@ struct LineJson {
 }
 
 /// Reads the decimal text of a JSON string or number without going through a float.
-fn decimal_text(raw: &RawValue, field: &str) -> Result<String, WireError> {
+pub(crate) fn decimal_text(raw: &RawValue, field: &str) -> Result<String, WireError> {
     let text = raw.get().trim();
     if text.starts_with('"') {
         serde_json::from_str::<String>(text).map_err(|err| WireError::Field {
@@ -162,6 +167,7 @@ pub fn parse_receipt(
         total,
         card: json.card.filter(|card| !card.is_empty()),
         rewards: json.rewards,
+        redemptions: json.redemptions,
         lines,
     })
 }
@@ -308,6 +314,10 @@ pub enum Response {
         /// applied, those lines earned nothing (absent when there are none).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         unknown_categories: Vec<String>,
+        /// What the receipt did with each reservation it named in `redemptions` (absent when
+        /// it named none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        redemptions: Vec<RedemptionResultJson>,
     },
     /// After a voucher scan.
     Reward {
@@ -323,6 +333,36 @@ pub enum Response {
         /// Why, when not valid (and when/where for `redeemed`).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// After a `redeem` request: whether the points are held for the lane's sale.
+    Redemption {
+        /// Lane.
+        lane: String,
+        /// The till's reference.
+        reference: String,
+        /// `reserved`, `insufficient`, `unknown_customer`, `expired`, `committed`,
+        /// `released` or `conflict` (the reference is used for another customer or amount).
+        status: String,
+        /// Points held (or spent); for `insufficient`, the points asked for.
+        points: i64,
+        /// The discount the till applies, when `reserved` or `committed`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        discount: Option<DiscountJson>,
+        /// The customer's points still available for redemption after this one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        available: Option<i64>,
+        /// When a reservation runs out unless a receipt names it (RFC 3339).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<String>,
+    },
+    /// After a `void`: every reservation of the lane's open sale was released.
+    Void {
+        /// Lane.
+        lane: String,
+        /// References of the points reservations released.
+        redemptions: Vec<String>,
+        /// Ids of the vouchers released.
+        vouchers: Vec<String>,
     },
     /// Anything the gateway refuses.
     Error {
@@ -362,6 +402,8 @@ impl Response {
             | Response::Enrolled { lane, .. }
             | Response::Points { lane, .. }
             | Response::Reward { lane, .. }
+            | Response::Redemption { lane, .. }
+            | Response::Void { lane, .. }
             | Response::Error { lane, .. } => lane,
         }
     }
@@ -395,6 +437,9 @@ pub struct ReceiptMessage {
     pub original_receipt_id: Option<String>,
     /// Unique per store.
     pub receipt_id: String,
+    /// References of points reservations the till applied (pay with points).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redemptions: Vec<String>,
     /// Voucher ids the till applied.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewards: Vec<String>,
@@ -451,6 +496,7 @@ impl ReceiptMessage {
             lines,
             original_receipt_id: None,
             receipt_id: receipt_id.to_string(),
+            redemptions: Vec::new(),
             rewards: Vec::new(),
             timestamp: timestamp.to_string(),
             total: total.to_string(),

@@ -22,6 +22,16 @@ pub(crate) fn outcome_from(receipt_id: &str, rec: &OutcomeRec, duplicate: bool) 
         promotions: rec.promotions.clone(),
         duplicate,
         note: rec.note.as_deref().and_then(OutcomeNote::parse),
+        redemptions: rec
+            .redemptions
+            .iter()
+            .map(|r| reservations::RedemptionResult {
+                reference: r.reference.clone(),
+                status: loyalty_core::redemption::Status::parse(&r.status)
+                    .unwrap_or(loyalty_core::redemption::Status::Unknown),
+                points: r.points,
+            })
+            .collect(),
     }
 }
 
@@ -40,6 +50,7 @@ pub(crate) fn outcome_rec(
         pending: balance.map(|b| b.pending),
         promotions: promotions.to_vec(),
         note: note.map(|n| n.as_str().to_string()),
+        redemptions: Vec::new(),
     }
 }
 
@@ -143,15 +154,59 @@ pub(crate) fn apply_planned(
 ) -> TxResult<BatchAnswer> {
     // A batch combines requests of several handles: each request's events carry its own flag.
     tx.clock_trusted.set(request.clock_trusted);
-    let outcome = match apply_points(tx, request, policy)? {
+    let mut outcome = match apply_points(tx, request, policy)? {
         BatchAnswer::Done(Ok(applied)) => applied.outcome,
         other => return Ok(other),
     };
+    if !outcome.duplicate && !request.receipt.redemptions.is_empty() {
+        commit_redemptions(tx, request, &mut outcome)?;
+    }
     let vouchers = match &request.vouchers {
         Some(step) => step.settle_in_tx(tx, &request.receipt, &outcome, request.now)?,
         None => vouchers::ReceiptVouchers::default(),
     };
     Ok(BatchAnswer::Done(Ok(ReceiptApplied { outcome, vouchers })))
+}
+
+/// Pay with points: commits the reservations a new sale names (before its vouchers are
+/// issued, so conversion sees the points spent) and records what happened to each in the
+/// receipt's first outcome, which a duplicate repeats.
+fn commit_redemptions(
+    tx: &Tx<'_>,
+    request: &ReceiptRequest,
+    outcome: &mut ReceiptOutcome,
+) -> TxResult<()> {
+    let receipt = &request.receipt;
+    if !matches!(receipt.kind, ReceiptKind::Sale) {
+        return Ok(());
+    }
+    let (results, paid) = reservations::commit_in_tx(tx, receipt, request.now)?;
+    let Some(bytes) = tx.tree(RECEIPTS).get(receipt.id.as_bytes())? else {
+        return corrupt(format!(
+            "receipt {} missing in its own transaction",
+            receipt.id
+        ));
+    };
+    let mut rec = decode_receipt(&receipt.id, &bytes)?;
+    if let Some((customer_id, balance)) = paid {
+        if outcome.customer_id.as_deref() == Some(customer_id.as_str()) {
+            outcome.balance = Some(balance);
+            rec.outcome.total = Some(balance.total);
+            rec.outcome.available = Some(balance.available);
+            rec.outcome.pending = Some(balance.pending);
+        }
+    }
+    rec.outcome.redemptions = results
+        .iter()
+        .map(|r| records::RedemptionRec {
+            reference: r.reference.clone(),
+            status: r.status.as_str().into(),
+            points: r.points,
+        })
+        .collect();
+    put_receipt(tx, &rec)?;
+    outcome.redemptions = results;
+    Ok(())
 }
 
 /// The points side of [`apply_planned`] (the answer's vouchers are left empty).

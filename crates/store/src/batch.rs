@@ -158,6 +158,7 @@ mod tests {
                 promotions: Vec::new(),
                 duplicate: false,
                 note: None,
+                redemptions: Vec::new(),
             },
             vouchers: Default::default(),
         }))
@@ -264,6 +265,7 @@ mod tests {
             total: Money(amount),
             card: None,
             rewards: vec![],
+            redemptions: Vec::new(),
             lines: vec![ReceiptLine {
                 sku: "1".into(),
                 name: "item".into(),

@@ -10,6 +10,9 @@
 //! and issue in one transaction and one group commit; [`Store::apply_receipt`],
 //! [`Store::attach_customer`]), ledger ([`Store::balance`],
 //! [`Store::redeem_points`], [`Store::convert_to_voucher`], [`Store::crm_adjustment`]),
+//! pay with points ([`Store::reserve_points`], [`Store::release_lane_points`],
+//! [`Store::sweep_reservations`], [`Store::available_points`]; committed by the receipt that
+//! names the reference, in its transaction),
 //! outbox ([`Store::outbox_after`], [`Store::outbox_ack`], [`Store::outbox_stats`],
 //! [`Store::compact_outbox`]), retention ([`Store::prune_receipts`]) and [`Store::verify`]. Every write returns only once it is on
 //! disk (surviving a power cut); a duplicate returns the first answer and writes nothing.
@@ -32,7 +35,8 @@
 //! `error` (the error types), `open` (open, compaction, migrations), `tx` (the transaction
 //! primitive and [`Tx`]), `customers`, `receipts` (the receipt API) and `apply` (a receipt
 //! inside its transaction), `batch` (receipts combined into one transaction), `durability`
-//! (group commit), `points` (balances and points operations), `outbox`, `journal`, `vouchers`,
+//! (group commit), `points` (balances and points operations), `reservations` (pay with
+//! points), `outbox`, `journal`, `vouchers`,
 //! `sync_state`, `merge` (customers merged at head office), `compact`, `retention`, `schema`,
 //! `records`, `events`, `seed`.
 //!
@@ -55,6 +59,7 @@ mod outbox;
 mod points;
 mod receipts;
 mod records;
+pub mod reservations;
 mod retention;
 mod schema;
 mod seed;
@@ -110,7 +115,7 @@ fn corrupt<T>(what: impl Into<String>) -> TxResult<T> {
 }
 
 /// Names of the core trees, in the order a [`Tx`] holds them.
-const CORE_TREES: [&str; 9] = [
+const CORE_TREES: [&str; 10] = [
     "meta",
     "customers",
     "cards",
@@ -120,6 +125,7 @@ const CORE_TREES: [&str; 9] = [
     "outbox",
     "ops",
     "figures",
+    "points/reservations",
 ];
 /// Trees whose leaves split above [`BIG_LEAF_ENTRIES`] entries (see `open_sled`).
 const BIG_LEAF_TREES: [&str; 2] = ["customers", "cards"];
@@ -133,6 +139,7 @@ const CUSTOMER_JOURNAL: usize = 5;
 const OUTBOX: usize = 6;
 const OPS: usize = 7;
 const FIGURES: usize = 8;
+const RESERVATIONS: usize = 9;
 
 /// The longest chain of merges (`a` into `b`, `b` into `c`, ...) a customer lookup follows.
 const MAX_MERGE_HOPS: usize = 16;

@@ -21,6 +21,9 @@ pub struct ReceiptOutcome {
     pub duplicate: bool,
     /// Something the lane may want to know.
     pub note: Option<OutcomeNote>,
+    /// Pay with points: what the receipt did with each reservation it named (`balance` is
+    /// after them when they were the receipt customer's).
+    pub redemptions: Vec<reservations::RedemptionResult>,
 }
 
 /// Remarks on a receipt outcome.
@@ -358,6 +361,7 @@ impl Store {
                 pending: Some(balance.pending),
                 promotions: earning.promotions.clone(),
                 note: None,
+                redemptions: rec.outcome.redemptions.clone(),
             };
             rec.attach_outcome = Some(outcome.clone());
             put_receipt(tx, &rec)?;

@@ -284,6 +284,9 @@ pub(crate) struct ReceiptDataRec {
     pub total: i64,
     pub card: Option<String>,
     pub rewards: Vec<String>,
+    /// Pay with points: the reservations the receipt named (left out when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redemptions: Vec<String>,
     pub lines: Vec<LineRec>,
 }
 
@@ -303,6 +306,7 @@ impl ReceiptDataRec {
             total: r.total.0,
             card: r.card.clone(),
             rewards: r.rewards.clone(),
+            redemptions: r.redemptions.clone(),
             lines: r
                 .lines
                 .iter()
@@ -333,6 +337,7 @@ impl ReceiptDataRec {
             total: Money(self.total),
             card: self.card.clone(),
             rewards: self.rewards.clone(),
+            redemptions: self.redemptions.clone(),
             lines: self
                 .lines
                 .iter()
@@ -391,6 +396,18 @@ pub(crate) struct OutcomeRec {
     pub pending: Option<i64>,
     pub promotions: Vec<String>,
     pub note: Option<String>,
+    /// Pay with points: what the receipt did with each reservation it named (left out when
+    /// none, so older records decode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redemptions: Vec<RedemptionRec>,
+}
+
+/// One entry of [`OutcomeRec::redemptions`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RedemptionRec {
+    pub reference: String,
+    pub status: String,
+    pub points: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

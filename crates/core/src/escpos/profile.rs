@@ -333,6 +333,7 @@ impl ReceiptProfile {
             total,
             card,
             rewards: Vec::new(),
+            redemptions: Vec::new(),
             lines,
         };
         let limits = ReceiptLimits {

@@ -86,6 +86,7 @@ fn sale(spec: &str, at: &str) -> Receipt {
         total: lines.iter().map(|l| l.amount).sum(),
         card: Some("2990000000019".into()),
         rewards: vec![],
+        redemptions: Vec::new(),
         lines,
     }
 }

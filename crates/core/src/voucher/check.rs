@@ -484,6 +484,7 @@ mod tests {
             total: Money(amounts.iter().map(|a| a.2).sum()),
             card: None,
             rewards: vec![],
+            redemptions: Vec::new(),
             lines: amounts
                 .iter()
                 .map(|(sku, qty, amount)| ReceiptLine {

@@ -15,6 +15,7 @@ mod crm;
 mod http;
 mod inputs;
 mod mqtt;
+mod redeem;
 mod rewards;
 mod rules;
 mod storage;
@@ -28,6 +29,7 @@ pub use inputs::{
     PrinterProxyConfig, ReceiptProfileConfig, SerialConfig, SerialKind,
 };
 pub use mqtt::MqttConfig;
+pub use redeem::RedeemConfig;
 pub use rewards::{RewardRuleConfig, RewardsConfig};
 pub use rules::{PromotionConfig, RoundingMode, RulesConfig, TierConfig};
 pub use storage::StorageConfig;
@@ -62,6 +64,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// `[rewards]`: vouchers.
     pub rewards: RewardsConfig,
+    /// `[redeem]`: paying with points at the till.
+    pub redeem: RedeemConfig,
     /// `[crm]`: central CRM sync.
     pub crm: CrmConfig,
     /// `[http]`: local API.
@@ -249,6 +253,7 @@ impl Config {
         // `[cards]` and `[rules]` are checked by building them (`built::build`).
         self.lanes.validate("lanes", self, errors);
         self.rewards.validate("rewards", self, errors);
+        self.redeem.validate("redeem", self, errors);
         self.crm.validate("crm", self, errors);
         self.http.validate("http", self, errors);
     }

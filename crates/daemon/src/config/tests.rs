@@ -281,3 +281,26 @@ fn printer_answers_are_checked_and_each_lane_gets_its_reach() {
         assert!(errors.iter().any(|e| e.path == key), "{key}: {errors:#?}");
     }
 }
+
+#[test]
+fn paying_with_points_is_configured_and_validated_by_key() {
+    let config = parse(MINIMAL).expect("valid");
+    let value = config.redeem.point_value(2);
+    assert_eq!(value.minor_per_point, 1, "0.01 a point by default");
+    assert_eq!(config.redeem.reservation_secs, 900);
+    let text = "[store]\nid = \"S1\"\n\n[redeem]\npoint_value = \"0.10\"\nreservation_secs = 60\n";
+    let config = parse(text).expect("valid");
+    assert_eq!(config.redeem.point_value(2).minor_per_point, 10);
+    assert_eq!(config.redeem.reservation().as_secs(), 60);
+    let text = "[store]\nid = \"S1\"\n\n[redeem]\npoint_value = \"0.001\"\nmax_points = 0\nreservation_secs = 1\nvalue = 1\n";
+    let errors = parse(text).expect_err("invalid");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for key in [
+        "redeem.point_value",
+        "redeem.max_points",
+        "redeem.reservation_secs",
+        "redeem.value",
+    ] {
+        assert!(paths.contains(&key), "no error for {key}: {errors:#?}");
+    }
+}

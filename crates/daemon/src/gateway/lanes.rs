@@ -54,7 +54,10 @@ pub(super) async fn route_inputs(
         };
         let Some(input) = input else { break };
         let lane = match &input {
-            Input::Scan { lane, .. } | Input::Receipt { lane, .. } => lane.clone(),
+            Input::Scan { lane, .. }
+            | Input::Receipt { lane, .. }
+            | Input::Redeem { lane, .. }
+            | Input::Void { lane, .. } => lane.clone(),
             Input::Device { name, up, detail } => {
                 shared.metrics.device(name, *up);
                 if let Ok(mut devices) = devices.lock() {
@@ -157,6 +160,12 @@ fn refuse(shared: &Shared, input: Input, code: &str, message: String) {
                 let _ = done.send(Handled::Refused);
             }
         }
+        Input::Redeem { lane, done, .. } | Input::Void { lane, done, .. } => {
+            send_answer(shared, Response::error(&lane, None, code, message), started);
+            if let Some(done) = done {
+                let _ = done.send(Handled::Refused);
+            }
+        }
         Input::Device { .. } => {}
     }
 }
@@ -245,6 +254,20 @@ pub(super) async fn lane_actor(
                     let _ = done.send(handled);
                 }
             }
+            Input::Redeem { request, done, .. } => {
+                let (answer, handled) = on_redeem(&lane, request, &shared).await;
+                send_answer(&shared, answer, started);
+                if let Some(done) = done {
+                    let _ = done.send(handled);
+                }
+            }
+            Input::Void { request, done, .. } => {
+                let (answer, handled) = on_void(&lane, request, &shared).await;
+                send_answer(&shared, answer, started);
+                if let Some(done) = done {
+                    let _ = done.send(handled);
+                }
+            }
             Input::Device { .. } => {}
         }
         shared.in_lanes.fetch_sub(1, Ordering::Relaxed);
@@ -257,6 +280,8 @@ pub(super) fn send_answer(shared: &Shared, answer: Response, started: std::time:
         Response::Enrolled { .. } => AnswerKind::Enrolled,
         Response::Points { .. } => AnswerKind::Points,
         Response::Reward { .. } => AnswerKind::Reward,
+        Response::Redemption { .. } => AnswerKind::Redemption,
+        Response::Void { .. } => AnswerKind::Void,
         Response::Error { .. } => {
             shared
                 .counters

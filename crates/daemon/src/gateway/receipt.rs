@@ -112,10 +112,12 @@ pub(super) async fn on_receipt(
                 vouchers,
                 balance,
                 unknown_categories,
+                redemptions,
                 ..
             } = &mut answer
             {
                 *unknown_categories = unknown;
+                *redemptions = redemption_results(&outcome.redemptions, outcome.duplicate, shared);
                 if let Some(after) = settled.balance_after_issue {
                     // Issuing converted points: answer the balance after it.
                     *balance = Some(after);

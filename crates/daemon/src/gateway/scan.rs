@@ -217,6 +217,7 @@ pub(super) fn points_answer(lane: &str, outcome: &ReceiptOutcome) -> Response {
         duplicate: outcome.duplicate,
         vouchers: Vec::new(),
         unknown_categories: Vec::new(),
+        redemptions: Vec::new(),
     }
 }
 

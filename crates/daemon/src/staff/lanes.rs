@@ -171,6 +171,7 @@ mod tests {
             duplicate: false,
             vouchers: vec![],
             unknown_categories: vec![],
+            redemptions: vec![],
         };
         assert!(apply(&mut now, &points, at));
         assert_eq!(now.lanes["3"].checked_out, Some(12));

@@ -70,6 +70,10 @@ label_enum! {
         Points => "points",
         /// `reward` after a voucher scan.
         Reward => "reward",
+        /// `redemption` after a `redeem` request.
+        Redemption => "redemption",
+        /// `void` after a `void` request.
+        Void => "void",
         /// `error` for anything refused.
         Error => "error",
     }
@@ -100,5 +104,28 @@ label_enum! {
         Skipped => "skipped",
         /// Timed out or failed: enrolled offline, lookups pause.
         Failed => "failed",
+    }
+}
+
+label_enum! {
+    /// What happened to a points redemption (`loyalty_points_redemptions_total{outcome}`).
+    RedemptionOutcome {
+        /// A `redeem` request held the points.
+        Reserved => "reserved",
+        /// Refused: the customer's available points do not cover it.
+        Insufficient => "insufficient",
+        /// Refused: no such customer.
+        UnknownCustomer => "unknown_customer",
+        /// Refused: the reference is used for another customer or number of points.
+        Conflict => "conflict",
+        /// A receipt committed it (the points are spent).
+        Committed => "committed",
+        /// A receipt named it but could not commit it (unknown, expired, released,
+        /// insufficient): the receipt was applied without it.
+        NotCommitted => "not_committed",
+        /// A `void` released it.
+        Released => "released",
+        /// It ran out before a receipt named it and was released by the sweep.
+        Expired => "expired",
     }
 }

@@ -2,7 +2,9 @@
 //! once at zero, with the typed recording methods the other modules call and the
 //! Prometheus/OpenMetrics rendering served on `GET /metrics`.
 
-use super::families::{AnswerKind, LookupOutcomeKind, ReceiptOutcome, ScanKind, SyncErrorKind};
+use super::families::{
+    AnswerKind, LookupOutcomeKind, ReceiptOutcome, RedemptionOutcome, ScanKind, SyncErrorKind,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,6 +34,11 @@ struct LookupLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: ReceiptOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RedemptionLabel {
+    outcome: RedemptionOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -97,6 +104,9 @@ struct MetricsInner {
     clock_untrusted: Gauge,
     untrusted_stamps: Counter,
     invariant_violations: Family<WhatLabel, Counter>,
+    redemptions: Family<RedemptionLabel, Counter>,
+    reservations_open: Gauge,
+    points_reserved: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -148,6 +158,9 @@ impl Metrics {
             clock_untrusted: Gauge::default(),
             untrusted_stamps: Counter::default(),
             invariant_violations: Family::default(),
+            redemptions: Family::default(),
+            reservations_open: Gauge::default(),
+            points_reserved: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("scans", "Scans handled, by kind", inner.scans.clone());
@@ -251,6 +264,26 @@ impl Metrics {
             "Operations rejected because an internal invariant failed, by what",
             inner.invariant_violations.clone(),
         );
+        registry.register(
+            "points_redemptions",
+            "Pay with points: redemptions by outcome (reserved, refused, committed by a receipt or not, released by a void, expired)",
+            inner.redemptions.clone(),
+        );
+        registry.register(
+            "points_reservations_open",
+            "Pay with points: reservations holding points for a lane's open sale",
+            inner.reservations_open.clone(),
+        );
+        registry.register(
+            "points_reserved",
+            "Pay with points: points held by open reservations",
+            inner.points_reserved.clone(),
+        );
+        for &outcome in RedemptionOutcome::ALL {
+            let _ = inner
+                .redemptions
+                .get_or_create_owned(&RedemptionLabel { outcome });
+        }
         // Export every known series from the start, so rates and alerts work before traffic.
         for &kind in ScanKind::ALL {
             let _ = inner.scans.get_or_create_owned(&ScanLabel { kind });
@@ -280,6 +313,22 @@ impl Metrics {
         Metrics {
             inner: Arc::new(inner),
         }
+    }
+
+    /// A points redemption went through a step (`n` times).
+    pub fn redemption(&self, outcome: RedemptionOutcome, n: u64) {
+        self.inner
+            .redemptions
+            .get_or_create(&RedemptionLabel { outcome })
+            .inc_by(n);
+    }
+
+    /// Open points reservations and the points they hold (read from the store).
+    pub fn reservations(&self, open: u64, points: i64) {
+        self.inner
+            .reservations_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        self.inner.points_reserved.set(points);
     }
 
     /// A scan was handled.

@@ -224,3 +224,134 @@ fn scan_messages_round_trip() {
     assert_eq!(json, br#"{"data":"2990000000019","symbology":"]E0"}"#);
     assert_eq!(scan_payload(&json), b"]E02990000000019");
 }
+
+#[test]
+fn redeem_requests_take_points_or_an_amount() {
+    use loyalty_core::redemption::Ask;
+    let points = RedeemMessage::points("PAY-1", "C-1", 250);
+    assert_eq!(
+        points.to_json(),
+        br#"{"customer_id":"C-1","points":250,"reference":"PAY-1"}"#
+    );
+    let read = parse_redeem(&points.to_json(), 2).expect("parses");
+    assert_eq!(read.reference, "PAY-1");
+    assert_eq!(read.customer_id, "C-1");
+    assert_eq!(read.ask, Ask::Points(250));
+    let amount = RedeemMessage::amount("PAY-2", "C-1", "2.50");
+    assert_eq!(
+        amount.to_json(),
+        br#"{"amount":"2.50","customer_id":"C-1","reference":"PAY-2"}"#
+    );
+    assert_eq!(
+        parse_redeem(&amount.to_json(), 2).expect("parses").ask,
+        Ask::Amount(Money(250))
+    );
+    // A JSON number is read from its text, never through a float.
+    let number = br#"{"reference": "P", "customer_id": "C", "amount": 0.1}"#;
+    assert_eq!(
+        parse_redeem(number, 2).expect("parses").ask,
+        Ask::Amount(Money(10))
+    );
+    // Both, neither, a typo, an empty reference: refused with the field.
+    for bad in [
+        &br#"{"reference": "P", "customer_id": "C", "points": 1, "amount": "1.00"}"#[..],
+        br#"{"reference": "P", "customer_id": "C"}"#,
+        br#"{"reference": "P", "customer": "C", "points": 1}"#,
+        br#"{"reference": "", "customer_id": "C", "points": 1}"#,
+        br#"{"reference": "P", "customer_id": "C", "points": 1.5}"#,
+        b"not json",
+    ] {
+        assert!(
+            parse_redeem(bad, 2).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert!(parse_void(b"").is_ok());
+    assert!(parse_void(br#"{"reason": "customer left"}"#).is_ok());
+    assert!(parse_void(b"[1]").is_err());
+}
+
+#[test]
+fn redemption_answers_are_pinned() {
+    let reserved = Response::Redemption {
+        lane: "3".into(),
+        reference: "PAY-1".into(),
+        status: "reserved".into(),
+        points: 250,
+        discount: Some(DiscountJson::AmountOff {
+            amount: "2.50".into(),
+        }),
+        available: Some(50),
+        expires_at: Some("2026-11-23T10:30:00Z".into()),
+    };
+    assert_eq!(
+        String::from_utf8(reserved.to_json()).expect("utf-8"),
+        r#"{"type":"redemption","lane":"3","reference":"PAY-1","status":"reserved","points":250,"discount":{"kind":"amount_off","amount":"2.50"},"available":50,"expires_at":"2026-11-23T10:30:00Z"}"#
+    );
+    let insufficient = Response::Redemption {
+        lane: "3".into(),
+        reference: "PAY-2".into(),
+        status: "insufficient".into(),
+        points: 900,
+        discount: None,
+        available: Some(50),
+        expires_at: None,
+    };
+    assert_eq!(
+        String::from_utf8(insufficient.to_json()).expect("utf-8"),
+        r#"{"type":"redemption","lane":"3","reference":"PAY-2","status":"insufficient","points":900,"available":50}"#
+    );
+    let void = Response::Void {
+        lane: "3".into(),
+        redemptions: vec!["PAY-1".into()],
+        vouchers: vec!["abc".into()],
+    };
+    assert_eq!(
+        String::from_utf8(void.to_json()).expect("utf-8"),
+        r#"{"type":"void","lane":"3","redemptions":["PAY-1"],"vouchers":["abc"]}"#
+    );
+    let points = Response::Points {
+        lane: "3".into(),
+        receipt_id: "R-1".into(),
+        customer_id: Some("C-1".into()),
+        earned: 12,
+        balance: Some(62),
+        duplicate: false,
+        vouchers: Vec::new(),
+        unknown_categories: Vec::new(),
+        redemptions: vec![RedemptionResultJson {
+            reference: "PAY-1".into(),
+            status: "committed".into(),
+            points: 250,
+        }],
+    };
+    assert_eq!(
+        String::from_utf8(points.to_json()).expect("utf-8"),
+        r#"{"type":"points","lane":"3","receipt_id":"R-1","customer_id":"C-1","earned":12,"balance":62,"duplicate":false,"redemptions":[{"reference":"PAY-1","status":"committed","points":250}]}"#
+    );
+}
+
+#[test]
+fn receipts_name_their_redemptions() {
+    let mut sale = ReceiptMessage::sale(
+        "R-7",
+        "2",
+        "2026-11-23T10:15:00Z",
+        "EUR",
+        "1.00",
+        vec![LineMessage::new("1", "Tea", Qty::Pieces(1), "1.00")],
+    );
+    sale.redemptions = vec!["PAY-1".into()];
+    let json = String::from_utf8(sale.to_json()).expect("utf-8");
+    assert!(
+        json.contains(r#""receipt_id":"R-7","redemptions":["PAY-1"],"timestamp""#),
+        "{json}"
+    );
+    let parsed = parse_receipt(json.as_bytes(), "2", 2).expect("parses");
+    assert_eq!(parsed.redemptions, vec!["PAY-1".to_string()]);
+    assert!(parse_receipt(RECEIPT.as_bytes(), "3", 2)
+        .expect("valid")
+        .redemptions
+        .is_empty());
+}

@@ -110,7 +110,9 @@ impl Vouchers {
             return Ok(already);
         }
         let balance = tx.balance(customer_id, now)?;
-        let Some(plan) = rules.plan_for_lane(balance.available, self.reach) else {
+        // Points held for a payment at a lane are not converted.
+        let convertible = balance.available - tx.reserved_points(customer_id, now)?;
+        let Some(plan) = rules.plan_for_lane(convertible, self.reach) else {
             return Ok(Vec::new());
         };
         let tz = &self.settings.time_zone;

@@ -70,6 +70,10 @@ signing_key_file = "{key}"
 # Generous for a demo: every 30 points become a 3.00 voucher.
 rules = [{{ every_points = 30, value = "3.00", validity_days = 30 }}]
 
+[redeem]
+# Paying with points: 10 points are 1.00 off.
+point_value = "0.10"
+
 {crm}
 {tap}
 [http]

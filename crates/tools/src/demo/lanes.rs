@@ -29,10 +29,10 @@ impl Lanes {
         let mut answers = Vec::new();
         match self {
             Lanes::Mqtt(peer, topics) => {
-                let topic = if kind == "scan" {
-                    topics.scan(lane)
-                } else {
-                    topics.receipt(lane)
+                let topic = match kind {
+                    "scan" => topics.scan(lane),
+                    "redeem" => topics.redeem(lane),
+                    _ => topics.receipt(lane),
                 };
                 if peer
                     .client
@@ -59,6 +59,13 @@ impl Lanes {
                         lane: lane.to_string(),
                         data: loyalty_protocol::till::scan_payload(&payload),
                         origin: Origin::Mqtt,
+                        done: None,
+                    }
+                } else if kind == "redeem" {
+                    Input::Redeem {
+                        lane: lane.to_string(),
+                        request: loyalty_protocol::till::parse_redeem(&payload, 2)
+                            .map_err(|e| e.to_string()),
                         done: None,
                     }
                 } else {

@@ -1,10 +1,10 @@
 //! The story the demo tells: a scripted morning at the tills (cards, receipts, a duplicate, a
-//! voucher issued and redeemed, a return, bad input), then ordinary trading until stopped.
+//! voucher issued and redeemed, paying with points, a return, bad input), then ordinary trading until stopped.
 
 use super::lanes::{Lanes, Recorder};
 use super::{explain, say};
 use crate::loadgen;
-use loyalty_protocol::till::{LineMessage, Qty, ReceiptMessage};
+use loyalty_protocol::till::{LineMessage, Qty, ReceiptMessage, RedeemMessage};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -64,7 +64,7 @@ pub(super) async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
     recorder.receipt(lanes, "1", &receipt).await;
 
     say("Lane 2: a card swiped through the magnetic stripe reader (track 2)");
-    recorder
+    let scanned = recorder
         .scan(lanes, "2", b";2990000000026=49120000000?", 1)
         .await;
     let receipt2 = receipt_json(
@@ -77,6 +77,9 @@ pub(super) async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         None,
     );
     recorder.receipt(lanes, "2", &receipt2).await;
+    if let Some(customer) = scanned.first().and_then(|a| a["customer_id"].as_str()) {
+        pay_with_points(lanes, recorder, customer).await;
+    }
 
     say("Lane 3: the customer shows the app's QR card on her phone");
     recorder
@@ -194,6 +197,26 @@ pub(super) async fn story(lanes: &mut Lanes, recorder: &mut Recorder) {
         .scan(lanes, "3", b";4111111111111111=2912?", 1)
         .await;
 }
+/// Lane 2: the customer pays part of her next purchase with points.
+async fn pay_with_points(lanes: &mut Lanes, recorder: &mut Recorder, customer: &str) {
+    say("Lane 2: she pays 1.50 of her next purchase with points");
+    explain("At 0.10 a point that is 15 points: the gateway holds them durably for this sale");
+    explain("(never more than she has; a second lane cannot take them meanwhile) and answers the");
+    explain("discount. The receipt names the reservation: committed once, in its own transaction.");
+    let redeem = RedeemMessage::amount("PAY-2002", customer, "1.50");
+    recorder
+        .step(lanes, "2", "redeem", redeem.to_json(), 1)
+        .await;
+    let mut receipt = receipt_json(
+        "D-2002",
+        "2",
+        &[("4001686301265", "Bread", 2, "5.98", "food")],
+        Some("2990000000026"),
+    );
+    receipt.redemptions = vec!["PAY-2002".into()];
+    recorder.receipt(lanes, "2", &receipt).await;
+}
+
 /// Keeps the store trading until `stop` fires: each lane scans a card and sends a receipt.
 pub(super) async fn keep_trading(
     lanes: &mut Lanes,

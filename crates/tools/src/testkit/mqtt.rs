@@ -121,6 +121,32 @@ impl Till {
             .expect("publish receipt");
     }
 
+    /// Publishes a `redeem` request (pay with points) on `lane`.
+    pub async fn redeem(&self, lane: &str, request: &loyalty_protocol::till::RedeemMessage) {
+        self.client
+            .publish(
+                Topics::new(&self.prefix).redeem(lane),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                request.to_json(),
+            )
+            .await
+            .expect("publish redeem");
+    }
+
+    /// Publishes a `void` of `lane`'s open sale.
+    pub async fn void(&self, lane: &str) {
+        self.client
+            .publish(
+                Topics::new(&self.prefix).void(lane),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                b"{}".to_vec(),
+            )
+            .await
+            .expect("publish void");
+    }
+
     /// Publishes raw bytes as a receipt on `lane` (for malformed input).
     pub async fn receipt_bytes(&self, lane: &str, bytes: &[u8]) {
         self.client

@@ -90,6 +90,7 @@ pub fn sale(id: &str, lines: Vec<ReceiptLine>) -> Receipt {
         total: lines.iter().map(|l| l.amount).sum(),
         card: None,
         rewards: vec![],
+        redemptions: Vec::new(),
         lines,
     }
 }

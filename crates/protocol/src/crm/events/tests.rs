@@ -28,6 +28,7 @@ fn sale() -> Receipt {
         total: Money(1347),
         card: Some("2990000000019".into()),
         rewards: vec!["0123456789abcdef0123".into()],
+        redemptions: Vec::new(),
         lines: vec![
             ReceiptLine {
                 sku: "4006381333931".into(),
@@ -61,6 +62,7 @@ fn ret() -> Receipt {
         total: Money(149),
         card: None,
         rewards: Vec::new(),
+        redemptions: Vec::new(),
         lines: vec![ReceiptLine {
             sku: "4006381333931".into(),
             name: "Pencil".into(),
