@@ -33,8 +33,9 @@
 //! primitive and [`Tx`]), `customers`, `receipts` (the receipt API) and `apply` (a receipt
 //! inside its transaction), `batch` (receipts combined into one transaction), `durability`
 //! (group commit), `points` (balances and points operations), `outbox`, `journal`, `vouchers`,
-//! `sync_state`, `merge` (customers merged at head office), `compact`, `retention`, `schema`,
-//! `records`, `events`, `seed`.
+//! `sync_state`, `merge` (customers merged at head office), `erasure` (what an erasure
+//! scrubs from receipts and the outbox, and the compaction it owes), `compact`, `retention`,
+//! `schema`, `records`, `events`, `seed`.
 //!
 //! Invariants: a ledger change and its outbox event are committed in one transaction; outbox
 //! sequence numbers are gapless and increasing; nothing is reported as applied before the
@@ -45,6 +46,7 @@ mod batch;
 mod compact;
 mod customers;
 mod durability;
+mod erasure;
 mod error;
 pub mod events;
 mod figures;
