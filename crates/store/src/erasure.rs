@@ -96,6 +96,12 @@ impl Store {
         Ok(scan)
     }
 
+    /// Whether an erasure rewrote records whose old versions are still in sled's files: the
+    /// next open copies the database (the daemon restarts its gateway in-process for it).
+    pub fn erasure_compaction_owed(&self) -> Result<bool, StoreError> {
+        Ok(self.tree(META).contains_key(COMPACTION_OWED)?)
+    }
+
     /// After the page's transaction: scrubs what a lane wrote for the erased people between
     /// [`Store::erasure_scan`] and the commit (usually nothing), durably.
     pub(crate) fn scrub_erased_again(&self, first: ErasureScan) -> Result<(), StoreError> {
