@@ -222,15 +222,30 @@ impl StartupProgress {
         progress
     }
 
-    /// Extends the start-up timeout when the last extension is `EVERY` old.
+    /// Extends the start-up timeout when the last extension is `EVERY` old (and, after the
+    /// daemon's READY, pings the watchdog: see [`ping_watchdog_while_copying`]).
     pub fn tick(&mut self) {
         if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
             return;
         }
         let usec = Self::EXTEND_BY.as_micros() as u32;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(usec)]);
+        if PING_WATCHDOG.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
         self.last = Some(std::time::Instant::now());
     }
+}
+
+static PING_WATCHDOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a compaction's progress also pings systemd's watchdog (`WATCHDOG=1` at each
+/// progress step, at most every 5 s). The daemon turns it on for the in-process restart an
+/// erasure owes: it has told systemd READY, so the watchdog runs (`WatchdogSec=30`), and a copy
+/// of a large database takes longer than that; a copy that makes progress is alive. Off for
+/// the first start (no ping before READY).
+pub fn ping_watchdog_while_copying(enabled: bool) {
+    PING_WATCHDOG.store(enabled, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Left in the data directory by earlier builds (their trigger compared sizes with it).

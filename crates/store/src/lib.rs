@@ -86,7 +86,7 @@ use std::sync::Arc;
 use apply::outcome_from;
 use apply::{apply_planned, Enrolment, Plan, ReceiptRequest};
 pub use apply::{ReceiptApplied, ReceiptCustomer};
-pub use compact::{CompactTrigger, OpenCompaction};
+pub use compact::{ping_watchdog_while_copying, CompactTrigger, OpenCompaction};
 pub use durability::DurabilityError;
 pub use error::{Failure, Refused, StoreError};
 pub use journal::VerifyReport;

@@ -61,6 +61,8 @@ pub fn run_daemon(config: Built) -> anyhow::Result<ExitCode> {
             // bound that still holds it makes the next open fail: the daemon then exits and
             // systemd's restart compacts at start-up instead).
             drop(handle);
+            // systemd's watchdog runs since READY: the copy's progress keeps it fed.
+            loyalty_store::ping_watchdog_while_copying(true);
         }
     });
     // Tasks abandoned at the bound (and blocking calls) get a last moment, not an unbounded
