@@ -246,3 +246,63 @@ fn after_an_erasure_a_byte_scan_of_the_data_directory_finds_neither_card_nor_nam
     let store = open(dir.path());
     assert!(store.compacted_at_open().is_none());
 }
+
+/// Measurement (run with `--ignored --nocapture`): an erasure from the feed in a store holding
+/// 50,000 receipts (2,000 of them hers) and their 50,000+ outbox events: the scan of both trees
+/// and the page's transaction; then the owed copy at the next open.
+#[test]
+#[ignore]
+fn measure_an_erasure_among_50000_receipts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = Policy::default();
+    let store = open(dir.path());
+    store
+        .apply_changes(&page(
+            "1",
+            vec![crm_customer("C1", &[HER_CARD], HER_NAME)],
+            vec![],
+        ))
+        .expect("customer");
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (store, policy) = (&store, &policy);
+            scope.spawn(move || {
+                for i in 0..6250 {
+                    let mut receipt = sale(&format!("R-{t}-{i}"), vec![line("a", 1000, None)]);
+                    if i % 25 == 0 {
+                        receipt.card = Some(HER_CARD.into());
+                    }
+                    store
+                        .apply_receipt(&receipt, None, policy, now())
+                        .expect("sale");
+                }
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    store
+        .apply_changes(&page("2", vec![], vec!["C1".into()]))
+        .expect("erasure");
+    let erasure = started.elapsed();
+    drop(store);
+    let size = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir.join("db"))
+            .expect("dir")
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let before = size(dir.path());
+    let started = std::time::Instant::now();
+    let store = open(dir.path());
+    let copy = started.elapsed();
+    assert!(store.compacted_at_open().is_some());
+    assert!(files_holding(dir.path(), HER_CARD).is_empty());
+    println!(
+        "erasure among 50000 receipts (2000 hers): {erasure:?}; the owed copy at open: {copy:?} \
+         ({} -> {} MB of files)",
+        before / 1_000_000,
+        size(dir.path()) / 1_000_000
+    );
+}

@@ -71,26 +71,61 @@ pub fn run_daemon(config: Built) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Resolves once an erasure owes the store a copy of its database (see
-/// `loyalty_store`'s `erasure` module) and no input waits in the lanes: the daemon then
-/// restarts its gateway in-process, and the store's open copies the database.
+/// Resolves once an erasure owes the store a copy of its database (see `loyalty_store`'s
+/// `erasure` module) and the lanes are quiet: no input handled for [`ERASURE_COPY_QUIET`] (or
+/// the copy has been owed for [`ERASURE_COPY_AT_LATEST`]), and none waiting. The daemon then
+/// restarts its gateway in-process, and the store's open copies the database: the lanes pause
+/// for that long (their inputs wait in the broker's session), so not in the middle of a rush.
 async fn erasure_compaction_owed(handle: &GatewayHandle) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let inputs = || {
+        let c = &handle.counters;
+        c.scans.load(Relaxed)
+            + c.receipts.load(Relaxed)
+            + c.duplicates.load(Relaxed)
+            + c.errors.load(Relaxed)
+    };
     let mut tick = tokio::time::interval(ERASURE_CHECK_INTERVAL);
+    let mut owed_since: Option<tokio::time::Instant> = None;
+    let (mut seen, mut quiet_since) = (inputs(), tokio::time::Instant::now());
     loop {
         tick.tick().await;
-        let store = handle.store.clone();
-        let owed = matches!(
-            tokio::task::spawn_blocking(move || store.erasure_compaction_owed()).await,
-            Ok(Ok(true))
-        );
-        if owed && handle.input_queue_depth() == 0 {
+        let now = tokio::time::Instant::now();
+        let handled = inputs();
+        if handled != seen || handle.input_queue_depth() > 0 {
+            (seen, quiet_since) = (handled, now);
+        }
+        if owed_since.is_none() {
+            let store = handle.store.clone();
+            let owed = matches!(
+                tokio::task::spawn_blocking(move || store.erasure_compaction_owed()).await,
+                Ok(Ok(true))
+            );
+            if !owed {
+                continue;
+            }
+            tracing::info!(
+                quiet_secs = ERASURE_COPY_QUIET.as_secs(),
+                "an erasure owes a copy of the database: the gateway restarts in-process once the lanes are quiet"
+            );
+            owed_since = Some(now);
+        }
+        let quiet = now.duration_since(quiet_since) >= ERASURE_COPY_QUIET;
+        let overdue = owed_since.is_some_and(|at| now.duration_since(at) >= ERASURE_COPY_AT_LATEST);
+        if (quiet && handle.input_queue_depth() == 0) || overdue {
             return;
         }
     }
 }
 
 /// How often the daemon checks whether an erasure owes a copy of the database.
-const ERASURE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+const ERASURE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the lanes must have been quiet before that copy.
+const ERASURE_COPY_QUIET: Duration = Duration::from_secs(20);
+
+/// The copy happens by then whatever the lanes do.
+const ERASURE_COPY_AT_LATEST: Duration = Duration::from_secs(6 * 3600);
 
 /// How long the daemon's shutdown may take (the unit's `TimeoutStopSec` is 30 s).
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
