@@ -60,6 +60,15 @@ impl Store {
             let Some(rec) = self.customer_rec(id)? else {
                 continue;
             };
+            let personal = rec.card.is_some()
+                || !rec.more_cards.is_empty()
+                || rec.name.is_some()
+                || rec.phone_hash.is_some()
+                || rec.email_hash.is_some();
+            if !personal {
+                // Erased before (a page delivered again): nothing left to scrub or to copy.
+                continue;
+            }
             let mut ids = vec![id.clone(), rec.id.clone()];
             ids.extend(rec.merged_from.iter().cloned());
             ids.sort();
