@@ -1,7 +1,9 @@
 //! Consent on a real sled database: the `receipt` event of a customer without `profiling`
 //! consent (refused, or unknown: enrolled at the till) carries her id, card, totals and points
 //! but no lines and no categories; with consent, and without a customer, the lines go as
-//! before; a return follows the sale's customer; the store keeps every line itself.
+//! before; a return follows the sale's customer; the store keeps every line itself; a card-less
+//! sale attached afterwards to a customer without consent loses its lines if its event is
+//! still unsent.
 
 #[allow(dead_code)] // each test binary uses some of them
 #[path = "../../tools/src/testkit/store.rs"]
@@ -147,4 +149,63 @@ fn receipt_lines_leave_the_box_tied_to_a_customer_only_with_profiling_consent() 
         receipt_event(&store, "R-NO-2")["lines"][0]["sku"],
         "4006381333931"
     );
+}
+
+#[test]
+fn a_cardless_sale_attached_to_a_customer_without_consent_loses_its_unsent_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let policy = Policy::default();
+    store
+        .apply_changes(&page(
+            "1",
+            vec![
+                customer("NO", "2990000000026", Some((true, false))),
+                customer("YES", "2990000000019", Some((true, true))),
+            ],
+        ))
+        .expect("customers");
+    let lines = || vec![line("4006381333931", 1500, Some("office"))];
+    // Sent already: the attach cannot take the lines back (documented residue).
+    store
+        .apply_receipt(&sale("SENT", lines()), None, &policy, now())
+        .expect("sale");
+    let last = store.outbox_stats().expect("stats").last_seq;
+    store.outbox_ack(last).expect("ack");
+    for id in ["UNSENT", "UNSENT-YES"] {
+        store
+            .apply_receipt(&sale(id, lines()), None, &policy, now())
+            .expect("sale");
+    }
+    for (id, customer) in [("SENT", "NO"), ("UNSENT", "NO"), ("UNSENT-YES", "YES")] {
+        let attached = store
+            .attach_customer(id, customer, &policy, now())
+            .expect("attach");
+        assert_eq!(attached.earned, 15);
+    }
+    let unsent = receipt_event(&store, "UNSENT");
+    assert_eq!(unsent["customer_id"], "NO", "{unsent}");
+    assert_eq!(unsent["lines"], serde_json::json!([]));
+    assert_eq!(unsent["lines_withheld"], true);
+    let consenting = receipt_event(&store, "UNSENT-YES");
+    assert_eq!(consenting["customer_id"], serde_json::Value::Null);
+    assert_eq!(consenting["lines"][0]["sku"], "4006381333931");
+    assert_eq!(
+        receipt_event(&store, "SENT")["lines"][0]["sku"],
+        "4006381333931"
+    );
+    // The store keeps the lines; the attach is idempotent.
+    assert_eq!(
+        store
+            .receipt("UNSENT")
+            .expect("read")
+            .expect("kept")
+            .lines
+            .len(),
+        1
+    );
+    let again = store
+        .attach_customer("UNSENT", "NO", &policy, now())
+        .expect("again");
+    assert!(again.duplicate);
 }

@@ -615,5 +615,37 @@ pub fn scrub_erased(
     serde_json::to_vec(&event).map(Some)
 }
 
+/// A stored `receipt` event of a sale without a customer, rewritten because a customer without
+/// `profiling` consent was attached to the sale afterwards (a card scanned just after it) while
+/// the event was still unsent: `customer_id` becomes hers and the payload takes the shape
+/// [`ReceiptEvent::withholding_lines`] gives (no lines, no `unknown_categories`,
+/// `lines_withheld`). `Ok(None)` when `event_json` is not the `receipt` event of `receipt_id`
+/// without a customer.
+pub fn withhold_attached_receipt_lines(
+    event_json: &[u8],
+    receipt_id: &str,
+    customer_id: &str,
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let mut event: serde_json::Value = serde_json::from_slice(event_json)?;
+    if event.get("type").and_then(|t| t.as_str()) != Some(EventType::Receipt.as_str()) {
+        return Ok(None);
+    }
+    let Some(payload) = event.get_mut("payload") else {
+        return Ok(None);
+    };
+    let text = payload.to_string();
+    let typed: ReceiptEvent<'_> = serde_json::from_str(&text)?;
+    if typed.receipt_id != receipt_id || typed.customer_id.is_some() {
+        return Ok(None);
+    }
+    let rewritten = ReceiptEvent {
+        customer_id: Some(Cow::Borrowed(customer_id)),
+        ..typed
+    }
+    .withholding_lines();
+    *payload = serde_json::to_value(&rewritten)?;
+    serde_json::to_vec(&event).map(Some)
+}
+
 #[cfg(test)]
 mod tests;

@@ -514,3 +514,38 @@ fn an_erasure_scrubs_card_and_name_and_leaves_every_other_byte() {
         None
     );
 }
+
+#[test]
+fn an_unsent_anonymous_receipt_attached_to_a_customer_without_consent_loses_its_lines() {
+    let event = |payload: &ReceiptEvent| {
+        Event {
+            at: at(1_800_000_000),
+            clock_trusted: true,
+            id: "e9",
+            payload,
+            seq: 9,
+            kind: EventType::Receipt,
+        }
+        .to_json()
+        .expect("json")
+    };
+    let anonymous =
+        event(&ReceiptEvent::new(&sale(), None, 0).with_unknown_categories(vec!["office".into()]));
+    let rewritten = withhold_attached_receipt_lines(anonymous.as_bytes(), "R-1", "c-9")
+        .expect("parse")
+        .expect("rewritten");
+    assert_eq!(
+        String::from_utf8(rewritten).expect("utf8"),
+        event(&ReceiptEvent::new(&sale(), Some("c-9"), 0).withholding_lines())
+    );
+    // Another receipt, or one that has a customer already, is left alone.
+    assert_eq!(
+        withhold_attached_receipt_lines(anonymous.as_bytes(), "R-2", "c-9").expect("parse"),
+        None
+    );
+    let hers = event(&ReceiptEvent::new(&sale(), Some("c-1"), 13));
+    assert_eq!(
+        withhold_attached_receipt_lines(hers.as_bytes(), "R-1", "c-9").expect("parse"),
+        None
+    );
+}
