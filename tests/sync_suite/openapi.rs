@@ -126,9 +126,23 @@ async fn real_payloads_match_the_document() {
         .stamped(false)
         .enroll("2990000000026", jiff::Timestamp::now())
         .expect("enroll");
+    // A sale of C1, who refused profiling (its lines are withheld), and one without a customer.
+    {
+        use loyalty_tools::testkit::store::{line, sale, Policy};
+        let lines = || vec![line("4006381333931", 1250, Some("office"))];
+        let policy = Policy::default();
+        let at = jiff::Timestamp::now();
+        store
+            .apply_receipt(&sale("R-C1", lines()), Some("C1"), &policy, at)
+            .expect("sale of C1");
+        store
+            .apply_receipt(&sale("R-ANON", lines()), None, &policy, at)
+            .expect("anonymous sale");
+    }
     handle.nudge();
-    // 5: the erasure's `customer_erased` confirmation, two events, the adjustment, the enrolment.
-    wait_status(&handle.status(), |s| s.acked_through == 5).await;
+    // 7: the erasure's `customer_erased` confirmation, two events, the adjustment, the
+    // enrolment, two receipts (C1's with its ledger entry counts one more: 8).
+    wait_status(&handle.status(), |s| s.acked_through == 8).await;
     let upload = String::from_utf8(crm.last_upload_body().expect("upload").to_vec()).expect("utf8");
     let changes =
         String::from_utf8(crm.last_changes_body().expect("changes").to_vec()).expect("utf8");
@@ -144,7 +158,23 @@ async fn real_payloads_match_the_document() {
         changes.contains(r#""merged":[{"from":"C8","into":"C1"}]"#),
         "{changes}"
     );
-    let ack = serde_json::to_string(&AckResponse { acked_through: 5 }).expect("json");
+    let receipts: Vec<_> = crm
+        .received(STORE)
+        .into_iter()
+        .filter(|e| e.kind == "receipt")
+        .collect();
+    assert_eq!(receipts.len(), 2);
+    let (c1, anonymous) = (&receipts[0].payload, &receipts[1].payload);
+    assert_eq!(c1["customer_id"], "C1");
+    assert_eq!(c1["lines"], serde_json::json!([]), "{c1}");
+    assert_eq!(c1["lines_withheld"], true);
+    assert_eq!(anonymous["lines"][0]["sku"], "4006381333931", "{anonymous}");
+    assert!(anonymous.get("lines_withheld").is_none());
+    let receipt_events: Vec<_> = receipts
+        .iter()
+        .map(|e| ("Event", serde_json::to_string(e).expect("json")))
+        .collect();
+    let ack = serde_json::to_string(&AckResponse { acked_through: 8 }).expect("json");
     // A page with a point adjustment, as the reference CRM sends it.
     let adjusting = serde_json::to_string(&ChangesPage {
         cursor: "7".into(),
@@ -164,6 +194,14 @@ async fn real_payloads_match_the_document() {
         ("ChangesPage", adjusting),
         ("AckResponse", ack),
     ]);
+    check_against_openapi(&receipt_events);
+    // The document refuses lines on a payload that says they were withheld.
+    let mut forged = receipts[1].clone();
+    forged.payload["customer_id"] = serde_json::json!("C1");
+    forged.payload["lines_withheld"] = serde_json::json!(true);
+    let forged = serde_json::to_string(&forged).expect("json");
+    let result = std::panic::catch_unwind(|| check_against_openapi(&[("Event", forged)]));
+    assert!(result.is_err(), "withheld lines must be empty");
     cancel.cancel();
     handle.join().await;
 }

@@ -1,8 +1,12 @@
 //! Loyalty customers as the store knows them: identity, card, tier and the last balance the CRM
-//! confirmed. Pure data and checks; `store` persists them.
+//! confirmed; their consent ([`Consent`]) and what it lets leave the box
+//! ([`receipt_lines_linked`]). Pure data and checks; `store` persists them.
 //!
 //! Invariant: a customer id and a card number are 1 to 64 printable characters without NUL
 //! (the store uses NUL as a key separator).
+//!
+//! Invariant: a receipt's line items leave the box tied to a customer only when she gave
+//! `profiling` consent; unknown consent counts as no ([`receipt_lines_linked`]).
 
 use crate::ledger::Confirmed;
 use jiff::Timestamp;
@@ -51,9 +55,44 @@ pub fn check_id(text: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// What a customer agreed to, as head office recorded it (SPEC 2.5 `consent`). Where a
+/// customer's consent is not known (enrolled in the store, or head office sent none) it is
+/// `None`, which counts as no for every purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Consent {
+    /// Personal offers and messages.
+    pub marketing: bool,
+    /// Use of the purchase history for personalisation and analysis tied to her.
+    pub profiling: bool,
+}
+
+/// Whether a receipt applied to a customer of `consent` may leave the box with its line items
+/// (articles, categories) tied to her: only with `profiling` consent. Without it (or while it
+/// is unknown: data minimisation, consent is never presumed) the `receipt` event carries the
+/// customer, the totals and the points, but no lines.
+pub fn receipt_lines_linked(consent: Option<Consent>) -> bool {
+    consent.is_some_and(|c| c.profiling)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_linked_only_with_profiling_consent() {
+        assert!(!receipt_lines_linked(None), "unknown consent is no consent");
+        assert!(!receipt_lines_linked(Some(Consent::default())));
+        let marketing_only = Consent {
+            marketing: true,
+            profiling: false,
+        };
+        assert!(!receipt_lines_linked(Some(marketing_only)));
+        let profiling = Consent {
+            marketing: false,
+            profiling: true,
+        };
+        assert!(receipt_lines_linked(Some(profiling)));
+    }
 
     #[test]
     fn ids_are_checked() {

@@ -58,6 +58,7 @@ fn receipt(seq: u64, store: &str, customer: &str) -> Ev {
         kind: Cow::Borrowed("sale"),
         lane: Cow::Borrowed("1"),
         lines,
+        lines_withheld: false,
         original_receipt_id: None,
         points: 15,
         receipt_id: Cow::Owned(rid),

@@ -356,10 +356,13 @@ pub(crate) fn apply_sale(
     };
     rec.outcome = outcome.clone();
     put_receipt(tx, &rec)?;
+    // Lines tied to a customer leave the box only with her profiling consent.
+    let linked = customer.is_none_or(CustomerRec::receipt_lines_linked);
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
         &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), points)
+            .lines_linked(linked)
             .with_unknown_categories(request.unknown_categories.clone()),
     )?;
     tx.count_sale(now, rec.customer_id.as_deref(), receipt.total.0)?;
@@ -444,10 +447,18 @@ pub(crate) fn apply_return(
     };
     rec.outcome = outcome.clone();
     put_receipt(tx, &rec)?;
+    // The returned lines are tied to the sale's customer: the same consent decides.
+    let linked = match rec.customer_id.as_deref() {
+        Some(id) => tx
+            .customer_rec(id)?
+            .is_some_and(|c| c.receipt_lines_linked()),
+        None => true,
+    };
     tx.append_event(
         EventType::Receipt,
         receipt.timestamp,
         &ReceiptEvent::new(receipt, rec.customer_id.as_deref(), outcome.earned)
+            .lines_linked(linked)
             .with_unknown_categories(request.unknown_categories.clone()),
     )?;
     Ok(Ok(outcome_from(&receipt.id, &outcome, false)))

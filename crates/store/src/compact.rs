@@ -133,7 +133,7 @@ const SEG_HEADER_LEN: usize = 20;
 const MAX_SEGMENTS_READ: u64 = 1024;
 
 /// Free segments of sled's `db` file, counted from their headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct SegmentCount {
     /// sled's segment size (from `conf`).
     pub segment_size: u64,
@@ -222,15 +222,30 @@ impl StartupProgress {
         progress
     }
 
-    /// Extends the start-up timeout when the last extension is `EVERY` old.
+    /// Extends the start-up timeout when the last extension is `EVERY` old (and, after the
+    /// daemon's READY, pings the watchdog: see [`ping_watchdog_while_copying`]).
     pub fn tick(&mut self) {
         if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
             return;
         }
         let usec = Self::EXTEND_BY.as_micros() as u32;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(usec)]);
+        if PING_WATCHDOG.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
         self.last = Some(std::time::Instant::now());
     }
+}
+
+static PING_WATCHDOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a compaction's progress also pings systemd's watchdog (`WATCHDOG=1` at each
+/// progress step, at most every 5 s). The daemon turns it on for the in-process restart an
+/// erasure owes: it has told systemd READY, so the watchdog runs (`WatchdogSec=30`), and a copy
+/// of a large database takes longer than that; a copy that makes progress is alive. Off for
+/// the first start (no ping before READY).
+pub fn ping_watchdog_while_copying(enabled: bool) {
+    PING_WATCHDOG.store(enabled, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Left in the data directory by earlier builds (their trigger compared sizes with it).
@@ -247,17 +262,29 @@ pub(crate) fn maybe_compact(
 ) -> Result<Result<sled::Db, OpenCompaction>, StoreError> {
     let _ = std::fs::remove_file(data_dir.join(OLD_BASELINE_FILE));
     let db_dir = data_dir.join("db");
+    // An erasure rewrote records: their old versions are still in sled's file (see
+    // `store/erasure.rs`). Copied away whatever the trigger says.
+    let erasure = super::erasure::compaction_owed(&db)?;
     let file_len = std::fs::metadata(db_dir.join("db")).map_or(0, |m| m.len());
-    if file_len < trigger.min_file_bytes {
+    if file_len < trigger.min_file_bytes && !erasure {
         return Ok(Ok(db));
     }
-    let Some(count) = count_free_segments(&db_dir) else {
-        tracing::debug!(path = %db_dir.display(), "unexpected sled file layout: no compaction check");
-        return Ok(Ok(db));
+    let count = match count_free_segments(&db_dir) {
+        Some(count) => count,
+        None if erasure => SegmentCount::default(),
+        None => {
+            tracing::debug!(path = %db_dir.display(), "unexpected sled file layout: no compaction check");
+            return Ok(Ok(db));
+        }
     };
     let after_last = free_percent_after_last_compaction(data_dir);
-    if !trigger.fires(count.free_percent(), after_last) {
+    if !erasure && !trigger.fires(count.free_percent(), after_last) {
         return Ok(Ok(db));
+    }
+    if erasure {
+        tracing::info!(
+            "an erasure rewrote stored records: copying the database so that no old version stays on disk"
+        );
     }
     let started = std::time::Instant::now();
     let measure = |what: &str| {
@@ -311,8 +338,13 @@ pub(crate) fn compact_into_fresh(
             let to = fresh.open_tree(&name)?;
             let mut batch = sled::Batch::default();
             let mut n = 0;
+            let meta = &*name == b"meta";
             for item in from.iter() {
                 let (k, v) = item?;
+                if meta && &*k == super::erasure::COMPACTION_OWED {
+                    // This copy is what was owed.
+                    continue;
+                }
                 batch.insert(k, v);
                 n += 1;
                 if n % 10_000 == 0 {

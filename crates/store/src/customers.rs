@@ -163,9 +163,18 @@ impl Store {
         })
     }
 
-    /// Honors an erasure request: removes the card index and the profile's personal fields.
-    /// The pseudonymous ledger stays (it is needed for the hash chain and balances).
+    /// Honors an erasure request: removes the card index and the profile's personal fields,
+    /// and her cards and name from stored receipts and outbox events (`store/erasure.rs`; the
+    /// next open compacts the old versions away). The pseudonymous ledger stays (it is needed
+    /// for the hash chain and balances).
     pub fn erase_customer(&self, customer_id: &str) -> Result<bool, StoreError> {
-        self.transact(&[], |tx| super::sync_state::erase(tx, customer_id))
+        let erasing = self.erasure_scan(&[customer_id.to_string()])?;
+        let erased = self.transact(&[], |tx| {
+            let erased = super::sync_state::erase(tx, customer_id)?;
+            super::erasure::scrub_in_tx(tx, &erasing)?;
+            Ok(erased)
+        })?;
+        self.scrub_erased_again(erasing)?;
+        Ok(erased)
     }
 }

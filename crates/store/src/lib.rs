@@ -36,9 +36,9 @@
 //! primitive and [`Tx`]), `customers`, `receipts` (the receipt API) and `apply` (a receipt
 //! inside its transaction), `batch` (receipts combined into one transaction), `durability`
 //! (group commit), `points` (balances and points operations), `reservations` (pay with
-//! points), `outbox`, `journal`, `vouchers`,
-//! `sync_state`, `merge` (customers merged at head office), `compact`, `retention`, `schema`,
-//! `records`, `events`, `seed`.
+//! points), `outbox`, `journal`, `vouchers`, `sync_state`, `merge` (customers merged at head
+//! office), `erasure` (what an erasure scrubs from receipts and the outbox, and the compaction
+//! it owes), `compact`, `retention`, `schema`, `records`, `events`, `seed`.
 //!
 //! Invariants: a ledger change and its outbox event are committed in one transaction; outbox
 //! sequence numbers are gapless and increasing; nothing is reported as applied before the
@@ -49,6 +49,7 @@ mod batch;
 mod compact;
 mod customers;
 mod durability;
+mod erasure;
 mod error;
 pub mod events;
 mod figures;
@@ -89,7 +90,7 @@ use std::sync::Arc;
 use apply::outcome_from;
 use apply::{apply_planned, Enrolment, Plan, ReceiptRequest};
 pub use apply::{ReceiptApplied, ReceiptCustomer};
-pub use compact::{CompactTrigger, OpenCompaction};
+pub use compact::{ping_watchdog_while_copying, CompactTrigger, OpenCompaction};
 pub use durability::DurabilityError;
 pub use error::{Failure, Refused, StoreError};
 pub use journal::VerifyReport;

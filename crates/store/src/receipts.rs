@@ -263,6 +263,15 @@ impl Store {
     ) -> Result<ReceiptOutcome, StoreError> {
         check_id(receipt_id)?;
         check_id(customer_id)?;
+        // Her consent decides whether the sale's lines may still leave the box tied to her:
+        // without it, the sale's `receipt` event, if not sent yet, loses them (found here,
+        // outside the transaction; checked again inside).
+        let unsent_event = match self.customer_rec(customer_id)? {
+            Some(customer) if !customer.receipt_lines_linked() => {
+                self.unsent_receipt_event(receipt_id)?
+            }
+            _ => None,
+        };
         self.transact(&[], |tx| {
             let Some(bytes) = tx.tree(RECEIPTS).get(receipt_id.as_bytes())? else {
                 return abort(StoreError::Refused(Refused::UnknownReceipt(
@@ -365,9 +374,41 @@ impl Store {
             };
             rec.attach_outcome = Some(outcome.clone());
             put_receipt(tx, &rec)?;
+            if !customer.receipt_lines_linked() {
+                if let Some(key) = &unsent_event {
+                    withhold_unsent_lines(tx, key, receipt_id, customer_id)?;
+                }
+            }
             tx.count_attached(rec.applied_at, customer_id, receipt.total.0)?;
             Ok(outcome_from(receipt_id, &outcome, false))
         })
+    }
+
+    /// The outbox key of the `receipt` event of `receipt_id` if it is not acknowledged yet,
+    /// looked for among the last [`ATTACH_LOOKBACK`] events (a card is attached seconds after
+    /// its sale; an older event is left as it is).
+    fn unsent_receipt_event(&self, receipt_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (_, acked) = self.outbox_positions()?;
+        let id = serde_json::to_string(receipt_id)
+            .map_err(|e| StoreError::Failed(Failure::Corrupt(e.to_string())))?;
+        let needles = [
+            format!("\"receipt_id\":{id}").into_bytes(),
+            b"\"type\":\"receipt\"".to_vec(),
+        ];
+        let start = acked.saturating_add(1);
+        for item in self
+            .tree(OUTBOX)
+            .range(u64_be(start)..)
+            .rev()
+            .take(ATTACH_LOOKBACK)
+        {
+            let (key, value) = item?;
+            let holds = |n: &Vec<u8>| value.windows(n.len()).any(|w| w == n.as_slice());
+            if needles.iter().all(holds) {
+                return Ok(Some(key.to_vec()));
+            }
+        }
+        Ok(None)
     }
 
     /// The first outcome of a receipt, if it was applied.
@@ -409,5 +450,35 @@ pub(crate) fn decode_receipt(receipt_id: &str, bytes: &[u8]) -> TxResult<Receipt
 pub(crate) fn put_receipt(tx: &Tx<'_>, rec: &ReceiptRec) -> TxResult<()> {
     let bytes = serde_json::to_vec(rec).map_err(|e| tx_corrupt(e.to_string()))?;
     tx.tree(RECEIPTS).insert(rec.data.id.as_bytes(), bytes)?;
+    Ok(())
+}
+
+/// How many of the newest outbox events [`Store::attach_customer`] looks through for the sale's
+/// unsent `receipt` event.
+const ATTACH_LOOKBACK: usize = 1_000;
+
+/// Rewrites the unsent `receipt` event at `key` of the card-less sale `receipt_id` for
+/// `customer_id`, who has no profiling consent: hers, without lines.
+fn withhold_unsent_lines(
+    tx: &Tx<'_>,
+    key: &[u8],
+    receipt_id: &str,
+    customer_id: &str,
+) -> TxResult<()> {
+    let Some(value) = tx.tree(OUTBOX).get(key)? else {
+        return Ok(());
+    };
+    let (at, json) = value.split_at(8.min(value.len()));
+    let rewritten = loyalty_protocol::crm::events::withhold_attached_receipt_lines(
+        json,
+        receipt_id,
+        customer_id,
+    )
+    .map_err(|e| tx_corrupt(format!("outbox event of receipt {receipt_id}: {e}")))?;
+    if let Some(text) = rewritten {
+        let mut new = at.to_vec();
+        new.extend_from_slice(&text);
+        tx.tree(OUTBOX).insert(key, new)?;
+    }
     Ok(())
 }

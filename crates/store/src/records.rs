@@ -103,6 +103,15 @@ pub(crate) struct ConsentRec {
     pub profiling: bool,
 }
 
+impl ConsentRec {
+    pub fn to_consent(self) -> loyalty_core::customer::Consent {
+        loyalty_core::customer::Consent {
+            marketing: self.marketing,
+            profiling: self.profiling,
+        }
+    }
+}
+
 impl CustomerRec {
     /// A record with this id and nothing else known yet.
     pub fn bare(id: String, enrolled_at: Timestamp) -> CustomerRec {
@@ -130,6 +139,12 @@ impl CustomerRec {
         phone
             .chain(self.email_hash.iter().map(|h| contact_key("email", h)))
             .collect()
+    }
+
+    /// Whether her receipts' lines may leave the box tied to her
+    /// (`loyalty_core::customer::receipt_lines_linked`: only with `profiling` consent).
+    pub fn receipt_lines_linked(&self) -> bool {
+        loyalty_core::customer::receipt_lines_linked(self.consent.map(ConsentRec::to_consent))
     }
 
     /// Every card of the customer (`card` first).

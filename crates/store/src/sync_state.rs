@@ -294,7 +294,16 @@ impl Store {
             })
             .collect::<Result<_, _>>()?;
         let now_bytes = changes.now.as_second().to_be_bytes();
-        self.transact(&[&state, &revoked, &keys, &voucher_revoked], |tx| {
+        // The receipts and events that mention the people the page erases (read before: sled
+        // cannot iterate inside a transaction).
+        let valid_erasures: Vec<String> = changes
+            .erased
+            .iter()
+            .filter(|id| check_id(id).is_ok())
+            .cloned()
+            .collect();
+        let erasing = self.erasure_scan(&valid_erasures)?;
+        let report = self.transact(&[&state, &revoked, &keys, &voucher_revoked], |tx| {
             let mut report = ApplyReport::default();
             for merge in &changes.merged {
                 match apply_merge(tx, &merge.from, &merge.into, changes.now)? {
@@ -345,6 +354,8 @@ impl Store {
                 )?;
                 report.erasures_confirmed += 1;
             }
+            // Her card and name also leave the stored receipts and the outbox.
+            super::erasure::scrub_in_tx(tx, &erasing)?;
             for voucher_id in &changes.revoked_vouchers {
                 tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
                 if let Some(id) = loyalty_core::voucher::VoucherId::parse(voucher_id) {
@@ -365,7 +376,10 @@ impl Store {
             }
             tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
             Ok(report)
-        })
+        })?;
+        // What a lane wrote for them between the scan and the commit.
+        self.scrub_erased_again(erasing)?;
+        Ok(report)
     }
 }
 
@@ -532,7 +546,7 @@ fn apply_adjustment(
 }
 
 /// Erases a customer's personal data (every card and its index entry, name, consent, contact
-/// hashes and their index entries); the
+/// hashes and their index entries; her receipts and outbox events: `store/erasure.rs`); the
 /// pseudonymous account and journal stay. An id merged away erases the survivor (the same
 /// person). False when the customer is unknown here.
 pub(crate) fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {

@@ -96,6 +96,20 @@ fn old_synced_receipts_are_pruned_unsynced_ones_kept_and_returns_in_the_window_c
     let verify = store.verify().expect("verify");
     assert!(verify.is_consistent(), "{:?}", verify.problems);
 
+    // A return of a pruned sale (outside the window) finds nothing to claw back: the balance
+    // stays, the return is stored and answered as of an unknown sale.
+    let late = store
+        .apply_receipt(
+            &ret("RET-OLD", "OLD-SYNCED", vec![line("a", 1000, None)]),
+            None,
+            &policy,
+            today,
+        )
+        .expect("late return");
+    assert_eq!((late.earned, late.customer_id.as_deref()), (0, None));
+    assert_eq!(late.note, Some(loyalty_store::OutcomeNote::OriginalUnknown));
+    assert_eq!(store.balance(&c, today).expect("balance").total, 20);
+
     // Once the CRM acknowledged the rest, the old one goes too; durable across a reopen.
     let last = store.outbox_stats().expect("stats").last_seq;
     store.outbox_ack(last).expect("ack");
@@ -105,7 +119,7 @@ fn old_synced_receipts_are_pruned_unsynced_ones_kept_and_returns_in_the_window_c
     for gone in ["OLD-SYNCED", "OLD-UNSYNCED"] {
         assert!(store.receipt(gone).expect("read").is_none(), "{gone}");
     }
-    for kept in ["RECENT", "RET-1"] {
+    for kept in ["RECENT", "RET-1", "RET-OLD"] {
         assert!(store.receipt(kept).expect("read").is_some(), "{kept}");
     }
     let verify = store.verify().expect("verify");

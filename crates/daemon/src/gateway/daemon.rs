@@ -1,4 +1,5 @@
-//! `loyalty-gateway run`: the runtime, the gateway, signal handling and the shutdown; and the
+//! `loyalty-gateway run`: the runtime, the gateway, signal handling and the shutdown (and the
+//! in-process restart an erasure owes: the store copies its database at open); and the
 //! request helpers the demo and the tests use to talk to a running gateway in-process.
 
 use super::*;
@@ -15,39 +16,116 @@ pub fn run_daemon(config: Built) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
         let notifier = crate::systemd::Notifier::from_env();
-        let handle = start(config, StartOptions::default(), shutdown.clone()).await?;
-        // READY before the watchdog starts: its first ping is immediate, and systemd expects
-        // pings only after READY.
-        if let Err(err) = notifier.ready("serving the lanes") {
-            tracing::warn!(error = %err, "cannot tell systemd we are ready");
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        loop {
+            let shutdown = CancellationToken::new();
+            let handle = start(config.clone(), StartOptions::default(), shutdown.clone()).await?;
+            // READY before the watchdog starts: its first ping is immediate, and systemd
+            // expects pings only after READY.
+            if let Err(err) = notifier.ready("serving the lanes") {
+                tracing::warn!(error = %err, "cannot tell systemd we are ready");
+            }
+            if let Some(watchdog) = crate::systemd::Watchdog::from_env(notifier.clone()) {
+                let heartbeat = handle.heartbeat.clone();
+                let health_handle = handle.clone();
+                handle.tasks.spawn(watchdog.run(
+                    heartbeat,
+                    move || health_handle.storage_ok(),
+                    shutdown.clone(),
+                ));
+            }
+            tracing::info!("gateway started");
+            let restart = tokio::select! {
+                () = &mut signal => false,
+                () = erasure_compaction_owed(&handle) => true,
+            };
+            if restart {
+                tracing::info!(
+                    "an erasure rewrote stored records: restarting the gateway in-process so that the store copies its database and no old version of her data stays on disk (the lanes' inputs wait in the broker meanwhile)"
+                );
+            } else {
+                tracing::info!("stopping");
+                let _ = notifier.stopping();
+            }
+            shutdown.cancel();
+            // Every task ends (lanes drained, broker goodbye sent) and the store is flushed,
+            // within a bound well inside systemd's TimeoutStopSec=30.
+            let clean = handle.stop(SHUTDOWN_BOUND).await;
+            tracing::info!(clean, "stopped");
+            if !restart {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // The store must be closed before it is opened again (a task abandoned at the
+            // bound that still holds it makes the next open fail: the daemon then exits and
+            // systemd's restart compacts at start-up instead).
+            drop(handle);
+            // systemd's watchdog runs since READY: the copy's progress keeps it fed.
+            loyalty_store::ping_watchdog_while_copying(true);
         }
-        if let Some(watchdog) = crate::systemd::Watchdog::from_env(notifier.clone()) {
-            let heartbeat = handle.heartbeat.clone();
-            let health_handle = handle.clone();
-            handle.tasks.spawn(watchdog.run(
-                heartbeat,
-                move || health_handle.storage_ok(),
-                shutdown.clone(),
-            ));
-        }
-        tracing::info!("gateway started");
-        wait_for_signal().await;
-        tracing::info!("stopping");
-        let _ = notifier.stopping();
-        shutdown.cancel();
-        // Every task ends (lanes drained, broker goodbye sent) and the store is flushed, within
-        // a bound well inside systemd's TimeoutStopSec=30.
-        let clean = handle.stop(SHUTDOWN_BOUND).await;
-        tracing::info!(clean, "stopped");
-        Ok(ExitCode::SUCCESS)
     });
     // Tasks abandoned at the bound (and blocking calls) get a last moment, not an unbounded
     // wait as dropping the runtime would give them.
     runtime.shutdown_timeout(Duration::from_millis(500));
     result
 }
+
+/// Resolves once an erasure owes the store a copy of its database (see `loyalty_store`'s
+/// `erasure` module) and the lanes are quiet: no input handled for [`ERASURE_COPY_QUIET`] (or
+/// the copy has been owed for [`ERASURE_COPY_AT_LATEST`]), and none waiting. The daemon then
+/// restarts its gateway in-process, and the store's open copies the database: the lanes pause
+/// for that long (their inputs wait in the broker's session), so not in the middle of a rush.
+async fn erasure_compaction_owed(handle: &GatewayHandle) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let inputs = || {
+        let c = &handle.counters;
+        c.scans.load(Relaxed)
+            + c.receipts.load(Relaxed)
+            + c.duplicates.load(Relaxed)
+            + c.errors.load(Relaxed)
+    };
+    let mut tick = tokio::time::interval(ERASURE_CHECK_INTERVAL);
+    let mut owed_since: Option<tokio::time::Instant> = None;
+    let (mut seen, mut quiet_since) = (inputs(), tokio::time::Instant::now());
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        let handled = inputs();
+        if handled != seen || handle.input_queue_depth() > 0 {
+            (seen, quiet_since) = (handled, now);
+        }
+        if owed_since.is_none() {
+            let store = handle.store.clone();
+            let owed = matches!(
+                tokio::task::spawn_blocking(move || store.erasure_compaction_owed()).await,
+                Ok(Ok(true))
+            );
+            if !owed {
+                continue;
+            }
+            tracing::info!(
+                quiet_secs = ERASURE_COPY_QUIET.as_secs(),
+                "an erasure owes a copy of the database: the gateway restarts in-process once the lanes are quiet"
+            );
+            owed_since = Some(now);
+        }
+        let quiet = now.duration_since(quiet_since) >= ERASURE_COPY_QUIET;
+        let overdue = owed_since.is_some_and(|at| now.duration_since(at) >= ERASURE_COPY_AT_LATEST);
+        if (quiet && handle.input_queue_depth() == 0) || overdue {
+            return;
+        }
+    }
+}
+
+/// How often the daemon checks whether an erasure owes a copy of the database.
+const ERASURE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the lanes must have been quiet before that copy.
+const ERASURE_COPY_QUIET: Duration = Duration::from_secs(20);
+
+/// The copy happens by then whatever the lanes do.
+const ERASURE_COPY_AT_LATEST: Duration = Duration::from_secs(6 * 3600);
 
 /// How long the daemon's shutdown may take (the unit's `TimeoutStopSec` is 30 s).
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);

@@ -89,6 +89,7 @@ fn receipt(
         kind: Cow::Borrowed("sale"),
         lane: Cow::Borrowed("1"),
         lines: Vec::new(),
+        lines_withheld: false,
         original_receipt_id: None,
         points: 10,
         receipt_id: Cow::Borrowed(receipt),

@@ -38,6 +38,18 @@ async fn a_real_gateway_syncs_its_receipts_to_the_hub_exactly_once_with_the_chai
         customer = applied.outcome.customer_id.clone();
     }
     let customer = customer.expect("enrolled");
+    // A sale without a customer: its lines reach head office (hers, of unknown consent, not).
+    let anonymous = sale("ANON", vec![line("A", 300, None), line("B", 400, None)]);
+    let valid = ValidReceipt::check(anonymous, policy.limits()).expect("valid");
+    store
+        .apply_valid_receipt(
+            &valid,
+            ReceiptCustomer::FromReceipt,
+            &policy,
+            None,
+            loyalty_tools::testkit::store::now(),
+        )
+        .expect("apply");
     let last = store.outbox_stats().expect("stats").last_seq;
     let status = sync.status();
     crmkit::wait_status(&status, |s| s.acked_through >= last).await;
@@ -66,8 +78,21 @@ async fn a_real_gateway_syncs_its_receipts_to_the_hub_exactly_once_with_the_chai
         .balance(&customer, loyalty_tools::testkit::store::now())
         .expect("balance");
     assert_eq!(hub_balance, local.total);
-    assert_eq!(count(&sql, "SELECT count(*) FROM receipts").await, 20);
-    assert!(count(&sql, "SELECT count(*) FROM receipt_lines").await >= 20);
+    assert_eq!(count(&sql, "SELECT count(*) FROM receipts").await, 21);
+    // Her consent is unknown (enrolled at the till): her receipts come without lines.
+    assert_eq!(
+        count(&sql, "SELECT count(*) FROM receipt_lines").await,
+        2,
+        "only the anonymous sale's lines"
+    );
+    assert_eq!(
+        count(
+            &sql,
+            "SELECT count(*) FROM receipt_lines WHERE customer_key = 'store:S042'"
+        )
+        .await,
+        2
+    );
     // The feed brings the store its own customer back with the hub's balance.
     crmkit::wait_status(&status, |s| s.feed_pages_applied >= 1).await;
     cancel.cancel();

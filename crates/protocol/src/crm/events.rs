@@ -2,7 +2,7 @@
 //! strings ([`EventType`]), the envelope `{"at", "clock_trusted", "id", "payload", "seq",
 //! "type"}` ([`Event`]) and every payload the store writes ([`ReceiptEvent`], [`LedgerEvent`],
 //! [`CustomerEvent`], [`VoucherIssuedEvent`], [`VoucherRedeemedEvent`], [`VoucherKeyEvent`],
-//! [`CustomerErasedEvent`]).
+//! [`CustomerErasedEvent`]), and what an erasure leaves of a stored event ([`scrub_erased`]).
 //! The conversions from the core's types are here too, so that the CRM's field names, number
 //! formats and time formats live in one place.
 //!
@@ -97,6 +97,10 @@ fn is_true(value: &bool) -> bool {
     *value
 }
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 fn de_rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
     let text = Cow::<str>::deserialize(deserializer)?;
     text.parse()
@@ -180,9 +184,14 @@ pub struct ReceiptEvent<'a> {
     /// Lane.
     #[serde(borrow)]
     pub lane: Cow<'a, str>,
-    /// Item lines.
+    /// Item lines; empty when `lines_withheld`.
     #[serde(borrow)]
     pub lines: Vec<ReceiptEventLine<'a>>,
+    /// True when the receipt's customer has not given `profiling` consent (or it is unknown):
+    /// its lines (and `unknown_categories`) are not sent at all
+    /// (`loyalty_core::customer::receipt_lines_linked`); absent otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lines_withheld: bool,
     /// For a return, the sale returned.
     #[serde(borrow)]
     pub original_receipt_id: Option<Cow<'a, str>>,
@@ -254,6 +263,7 @@ impl<'a> ReceiptEvent<'a> {
                     unit_price: line.unit_price.map(money),
                 })
                 .collect(),
+            lines_withheld: false,
             original_receipt_id: original_receipt_id.map(Cow::Borrowed),
             points,
             receipt_id: Cow::Borrowed(&receipt.id),
@@ -264,10 +274,32 @@ impl<'a> ReceiptEvent<'a> {
         }
     }
 
-    /// This payload flagging `categories` as unknown to the store's rules.
+    /// This payload flagging `categories` as unknown to the store's rules (never on a payload
+    /// whose lines are withheld: the categories would tell what she bought).
     pub fn with_unknown_categories(mut self, categories: Vec<String>) -> Self {
-        self.unknown_categories = categories;
+        if !self.lines_withheld {
+            self.unknown_categories = categories;
+        }
         self
+    }
+
+    /// This payload as sent for a customer without `profiling` consent: the customer, card,
+    /// totals and points stay, the lines and `unknown_categories` go, `lines_withheld` is set.
+    pub fn withholding_lines(mut self) -> Self {
+        self.lines = Vec::new();
+        self.unknown_categories = Vec::new();
+        self.lines_withheld = true;
+        self
+    }
+
+    /// [`ReceiptEvent::withholding_lines`] unless `linked` (the decision of
+    /// `loyalty_core::customer::receipt_lines_linked`).
+    pub fn lines_linked(self, linked: bool) -> Self {
+        if linked {
+            self
+        } else {
+            self.withholding_lines()
+        }
     }
 }
 
@@ -532,6 +564,87 @@ impl<'a> VoucherKeyEvent<'a> {
 pub struct CustomerErasedEvent<'a> {
     /// The customer id the erasure named.
     pub customer_id: &'a str,
+}
+
+/// Who an erasure names, for [`scrub_erased`]: every id of the customer (hers and the ids
+/// merged into her) and every card she held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErasedPerson {
+    /// Customer ids.
+    pub ids: Vec<String>,
+    /// Card numbers.
+    pub cards: Vec<String>,
+}
+
+/// An outbox event's JSON text with an erased customer's personal data removed: in a payload
+/// that names one of `erased.ids` as `customer_id`, `card` and `name` become `null`; in a
+/// payload without a customer, a `card` that is one of `erased.cards` becomes `null`. Ids,
+/// amounts, points and lines stay (head office keeps them under the pseudonymous id, as it
+/// does on its side). `Ok(None)` when nothing had to change; the rest of the text is written
+/// as it was (fields in the same order, the same number formats).
+pub fn scrub_erased(
+    event_json: &[u8],
+    erased: &ErasedPerson,
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let mut event: serde_json::Value = serde_json::from_slice(event_json)?;
+    let Some(payload) = event.get_mut("payload").and_then(|p| p.as_object_mut()) else {
+        return Ok(None);
+    };
+    let hers = match payload.get("customer_id") {
+        Some(serde_json::Value::String(id)) => erased.ids.contains(id),
+        _ => false,
+    };
+    let without_customer = matches!(
+        payload.get("customer_id"),
+        None | Some(serde_json::Value::Null)
+    );
+    let mut changed = false;
+    for field in ["card", "name"] {
+        let Some(serde_json::Value::String(value)) = payload.get(field) else {
+            continue;
+        };
+        let erase = hers || (field == "card" && without_customer && erased.cards.contains(value));
+        if erase {
+            payload.insert(field.to_string(), serde_json::Value::Null);
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    serde_json::to_vec(&event).map(Some)
+}
+
+/// A stored `receipt` event of a sale without a customer, rewritten because a customer without
+/// `profiling` consent was attached to the sale afterwards (a card scanned just after it) while
+/// the event was still unsent: `customer_id` becomes hers and the payload takes the shape
+/// [`ReceiptEvent::withholding_lines`] gives (no lines, no `unknown_categories`,
+/// `lines_withheld`). `Ok(None)` when `event_json` is not the `receipt` event of `receipt_id`
+/// without a customer.
+pub fn withhold_attached_receipt_lines(
+    event_json: &[u8],
+    receipt_id: &str,
+    customer_id: &str,
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let mut event: serde_json::Value = serde_json::from_slice(event_json)?;
+    if event.get("type").and_then(|t| t.as_str()) != Some(EventType::Receipt.as_str()) {
+        return Ok(None);
+    }
+    let Some(payload) = event.get_mut("payload") else {
+        return Ok(None);
+    };
+    let text = payload.to_string();
+    let typed: ReceiptEvent<'_> = serde_json::from_str(&text)?;
+    if typed.receipt_id != receipt_id || typed.customer_id.is_some() {
+        return Ok(None);
+    }
+    let rewritten = ReceiptEvent {
+        customer_id: Some(Cow::Borrowed(customer_id)),
+        ..typed
+    }
+    .withholding_lines();
+    *payload = serde_json::to_value(&rewritten)?;
+    serde_json::to_vec(&event).map(Some)
 }
 
 #[cfg(test)]

@@ -155,6 +155,36 @@ fn receipt_payloads() {
     );
 }
 
+/// A customer without `profiling` consent: her receipt event keeps the customer, card, totals
+/// and points, and carries no lines and no categories (SPEC deviation documented in the README,
+/// "What data is kept and what leaves the box").
+#[test]
+fn receipt_payloads_without_profiling_consent_carry_no_lines() {
+    assert_eq!(
+        text(
+            &ReceiptEvent::new(&sale(), Some("berlin-001-00ff"), 13)
+                .lines_linked(false)
+                .with_unknown_categories(vec!["office".into()])
+        ),
+        r#"{"card":"2990000000019","currency":"EUR","customer_id":"berlin-001-00ff","kind":"sale","lane":"3","lines":[],"lines_withheld":true,"original_receipt_id":null,"points":13,"receipt_id":"R-1","rewards":["0123456789abcdef0123"],"timestamp":"2027-01-15T08:00:00Z","total":"13.47"}"#
+    );
+    assert_eq!(
+        text(&ReceiptEvent::new(&ret(), Some("berlin-001-00ff"), -2).withholding_lines()),
+        r#"{"card":null,"currency":"JPY","customer_id":"berlin-001-00ff","kind":"return","lane":"3","lines":[],"lines_withheld":true,"original_receipt_id":"R-1","points":-2,"receipt_id":"R-1-R","rewards":[],"timestamp":"2027-01-15T08:01:00Z","total":"149"}"#
+    );
+    // With consent the payload is byte for byte what it always was.
+    assert_eq!(
+        text(&ReceiptEvent::new(&sale(), Some("berlin-001-00ff"), 13).lines_linked(true)),
+        text(&ReceiptEvent::new(&sale(), Some("berlin-001-00ff"), 13))
+    );
+    let withheld = text(&ReceiptEvent::new(&sale(), Some("c"), 13).withholding_lines());
+    let back: ReceiptEvent = serde_json::from_str(&withheld).expect("parse");
+    assert!(back.lines_withheld && back.lines.is_empty());
+    let linked = text(&ReceiptEvent::new(&sale(), Some("c"), 13));
+    let linked: ReceiptEvent = serde_json::from_str(&linked).expect("parse");
+    assert!(!linked.lines_withheld, "absent reads as false");
+}
+
 #[test]
 fn ledger_payloads() {
     let full = LedgerEvent {
@@ -399,6 +429,8 @@ fn every_payload_reads_back_what_it_wrote() {
     let flagged =
         text(&ReceiptEvent::new(&sale, None, 0).with_unknown_categories(vec!["office".into()]));
     round::<ReceiptEvent>(&flagged);
+    let withheld = text(&ReceiptEvent::new(&sale, Some("c"), 13).withholding_lines());
+    round::<ReceiptEvent>(&withheld);
     let customer = text(&CustomerEvent::new(&customer(true)));
     round::<CustomerEvent>(&customer);
     // Escaped text (quotes, backslashes) is read into owned strings.
@@ -410,4 +442,112 @@ fn every_payload_reads_back_what_it_wrote() {
     round::<LedgerEvent>(ledger);
     let bad = ledger.replace("earn", "steal");
     assert!(serde_json::from_str::<LedgerEvent>(&bad).is_err());
+}
+
+#[test]
+fn an_erasure_scrubs_card_and_name_and_leaves_every_other_byte() {
+    let her = ErasedPerson {
+        ids: vec!["berlin-001-00ff".into()],
+        cards: vec!["2990000000019".into()],
+    };
+    let enrolled = Event {
+        at: at(1_800_000_000),
+        clock_trusted: false,
+        id: "e1",
+        payload: &CustomerEvent::new(&customer(true)),
+        seq: 7,
+        kind: EventType::CustomerEnrolled,
+    }
+    .to_json()
+    .expect("json");
+    let scrubbed = scrub_erased(enrolled.as_bytes(), &her)
+        .expect("parse")
+        .expect("changed");
+    assert_eq!(
+        String::from_utf8(scrubbed).expect("utf8"),
+        r#"{"at":"2027-01-15T08:00:00Z","clock_trusted":false,"id":"e1","payload":{"card":null,"customer_id":"berlin-001-00ff","enrolled_at":"2027-01-15T08:00:00Z","name":null,"tier":"gold"},"seq":7,"type":"customer_enrolled"}"#
+    );
+    // Her receipt: the card goes, the lines (article names) stay.
+    let receipt = Event {
+        at: at(1_800_000_000),
+        clock_trusted: true,
+        id: "e2",
+        payload: &ReceiptEvent::new(&sale(), Some("berlin-001-00ff"), 13),
+        seq: 8,
+        kind: EventType::Receipt,
+    }
+    .to_json()
+    .expect("json");
+    let scrubbed = String::from_utf8(
+        scrub_erased(receipt.as_bytes(), &her)
+            .expect("parse")
+            .expect("changed"),
+    )
+    .expect("utf8");
+    assert_eq!(
+        scrubbed,
+        receipt.replace(r#""card":"2990000000019""#, r#""card":null"#)
+    );
+    // A receipt without a customer carrying her card loses the card; anyone else's is untouched.
+    let anonymous = Event {
+        at: at(1_800_000_000),
+        clock_trusted: true,
+        id: "e3",
+        payload: &ReceiptEvent::new(&sale(), None, 0),
+        seq: 9,
+        kind: EventType::Receipt,
+    }
+    .to_json()
+    .expect("json");
+    let scrubbed = scrub_erased(anonymous.as_bytes(), &her)
+        .expect("parse")
+        .expect("changed");
+    assert!(!String::from_utf8_lossy(&scrubbed).contains("2990000000019"));
+    let someone_else = ErasedPerson {
+        ids: vec!["other".into()],
+        cards: vec!["2990000000026".into()],
+    };
+    assert_eq!(
+        scrub_erased(receipt.as_bytes(), &someone_else).expect("parse"),
+        None
+    );
+    assert_eq!(
+        scrub_erased(enrolled.as_bytes(), &someone_else).expect("parse"),
+        None
+    );
+}
+
+#[test]
+fn an_unsent_anonymous_receipt_attached_to_a_customer_without_consent_loses_its_lines() {
+    let event = |payload: &ReceiptEvent| {
+        Event {
+            at: at(1_800_000_000),
+            clock_trusted: true,
+            id: "e9",
+            payload,
+            seq: 9,
+            kind: EventType::Receipt,
+        }
+        .to_json()
+        .expect("json")
+    };
+    let anonymous =
+        event(&ReceiptEvent::new(&sale(), None, 0).with_unknown_categories(vec!["office".into()]));
+    let rewritten = withhold_attached_receipt_lines(anonymous.as_bytes(), "R-1", "c-9")
+        .expect("parse")
+        .expect("rewritten");
+    assert_eq!(
+        String::from_utf8(rewritten).expect("utf8"),
+        event(&ReceiptEvent::new(&sale(), Some("c-9"), 0).withholding_lines())
+    );
+    // Another receipt, or one that has a customer already, is left alone.
+    assert_eq!(
+        withhold_attached_receipt_lines(anonymous.as_bytes(), "R-2", "c-9").expect("parse"),
+        None
+    );
+    let hers = event(&ReceiptEvent::new(&sale(), Some("c-1"), 13));
+    assert_eq!(
+        withhold_attached_receipt_lines(hers.as_bytes(), "R-1", "c-9").expect("parse"),
+        None
+    );
 }
