@@ -213,13 +213,14 @@ answer_labels = {{ title = "Danke für Ihren Einkauf", earned = "Punkte", balanc
     let mut sent = sale.clone();
     sent.extend_from_slice(NEXT);
     (&till.master).write_all(&sent).expect("till writes");
-    let printed = tokio::task::spawn_blocking(move || {
+    // The printer stays connected to the end: closing it would take the tap down and end the
+    // next receipt's start as an unreadable document (an error answer on the lane).
+    let (printed, _printer) = tokio::task::spawn_blocking(move || {
         let printed = read_until(&printer.master, NEXT, Duration::from_secs(15));
         (printed, printer)
     })
     .await
-    .expect("printer read")
-    .0;
+    .expect("printer read");
 
     let trailer = trailer_between(&printed, &sale);
     // CP858 selected, the labels in it (ü = 0x81, € = 0xD5), a cut.

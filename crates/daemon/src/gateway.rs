@@ -17,7 +17,7 @@ mod scan;
 
 pub use clock::TrustedClock;
 use clock::*;
-pub use daemon::{receipt_input, request, run_daemon};
+pub use daemon::{receipt_input, request, run_daemon, SHUTDOWN_BOUND};
 use lanes::*;
 use receipt::*;
 use redeem::*;

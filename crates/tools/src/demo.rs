@@ -265,6 +265,9 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         ledger_verified,
     };
     shutdown.cancel();
+    // The gateway's orderly end (last answers, retained `offline`, clean disconnects of both
+    // broker connections) before the broker goes: a broker gone first is a warning.
+    handle.stop(loyalty_daemon::gateway::SHUTDOWN_BOUND).await;
     crm.shutdown().await;
     drop(lanes);
     drop(broker);
