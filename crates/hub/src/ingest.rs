@@ -183,6 +183,7 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
     .await?
     .get(0);
     let last = last as u64;
+    let mut notice = None;
     let (old, new): (Vec<_>, Vec<_>) = batch.events.iter().partition(|e| e.seq <= last);
     if !old.is_empty() {
         let seqs: Vec<i64> = old.iter().map(|e| e.seq as i64).collect();
@@ -254,17 +255,11 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         )
         .await?;
         apply::flush_links(&tx, store, &mut effects).await?;
-        apply::emit(&tx, &hub.config.feed, &effects).await?;
-        // Stored last: the export positions come from the change counter, whose row lock is
-        // then held only until COMMIT (positions visible in commit order, docs/hub.md).
-        let last_pos: i64 = db::query_one(
-            &tx,
-            "UPDATE change_counter SET last = last + $1 WHERE id = 1 RETURNING last",
-            &[&(new.len() as i64)],
-        )
-        .await?
-        .get(0);
-        let positions: Vec<i64> = (last_pos - new.len() as i64 + 1..=last_pos).collect();
+        // Change ids and the events' export positions in one statement, late: feed and export
+        // readers wait for a transaction holding positions until its COMMIT (docs/hub.md).
+        let emitted = changes::emit_numbering(&tx, &hub.config.feed, &effects, new.len()).await?;
+        let positions = emitted.numbers;
+        notice = emitted.notice;
         let seqs: Vec<i64> = new.iter().map(|e| e.seq as i64).collect();
         let kinds: Vec<&str> = new.iter().map(|e| e.kind).collect();
         let ats: Vec<&str> = new.iter().map(|e| e.at_text).collect();
@@ -294,5 +289,9 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         .await?;
     }
     tx.commit().await?;
+    // After COMMIT: a NOTIFY inside the transaction would serialise the commits (changes.rs).
+    if let Some(notice) = notice {
+        changes::notify(&client, &notice).await;
+    }
     Ok(ingested)
 }
