@@ -333,8 +333,14 @@ async fn a_change_committed_after_a_later_one_is_not_skipped_by_the_cursor() {
         if waiting > 0 {
             break;
         }
-        assert!(!reader.is_finished(), "the page did not wait for the first writer");
-        assert!(started.elapsed() < Duration::from_secs(10), "the read never waited");
+        assert!(
+            !reader.is_finished(),
+            "the page did not wait for the first writer"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the read never waited"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.commit().await.expect("commit");
