@@ -4,7 +4,7 @@
 //! one `loyalty-hub` process on a private PostgreSQL (fsync on) on this machine. Meanwhile
 //! `HUB_BENCH_PROBES` (default 10) more stores long-poll their feed and a head-office change is
 //! committed for one of them every 200 ms (a `voucher_revoked` row written as the hub's writers
-//! do: counter, change row, NOTIFY; the admin API is not on this branch). Reports, in a table:
+//! do: a position under the writer lock, change row, NOTIFY). Reports, in a table:
 //! events/s into PostgreSQL, batch acknowledgement p50/p99, feed delivery p50/p99 (change
 //! committed -> the store's long-poll answered with it), PostgreSQL bytes per event and the
 //! hub's peak RSS. `cargo bench -p loyalty-hub --bench ingest`.
@@ -170,11 +170,12 @@ async fn inject(
     let tx = sql.transaction().await.expect("tx");
     let last: i64 = tx
         .query_one(
-            "UPDATE change_counter SET last = last + 1 WHERE id = 1 RETURNING last",
-            &[],
+            "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, pg_backend_pid()))
+             SELECT nextval('change_seq') FROM held",
+            &[&loyalty_hub::ingest::changes::WRITER_LOCK_CLASS],
         )
         .await
-        .expect("counter")
+        .expect("position")
         .get(0);
     tx.execute(
         "INSERT INTO changes (id, store_id, kind, voucher_id) VALUES ($1, $2, 'voucher_revoked', $3)",

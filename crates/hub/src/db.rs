@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "contacts",
         include_str!("../migrations/0004_contacts.sql"),
     ),
+    (
+        5,
+        "positions",
+        include_str!("../migrations/0005_positions.sql"),
+    ),
 ];
 
 /// The advisory lock key held while migrating ("loyalty-hub" in ASCII, truncated).

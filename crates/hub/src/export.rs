@@ -83,15 +83,14 @@ pub async fn route(request: Request<Incoming>, hub: &Hub) -> Response<Body> {
 /// The events after `after`, at most `limit`, in one read-only snapshot.
 pub async fn page(hub: &Hub, after: i64, limit: i64) -> Result<ExportPage, DbError> {
     let mut client = db::client(&hub.pool).await?;
+    // Every position up to `upper` is committed before the snapshot below is taken.
+    let upper = crate::ingest::changes::horizon(&client).await?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await?;
-    let upper: i64 = db::query_one(&tx, "SELECT last FROM change_counter WHERE id = 1", &[])
-        .await?
-        .get(0);
     let rows = db::query(
         &tx,
         "SELECT export_pos, store_id, instance, seq, event_id, kind, at, payload

@@ -126,15 +126,14 @@ pub fn parse_cursor(text: Option<&str>) -> Result<i64, String> {
 /// One page for `store` after `cursor`.
 pub async fn page(hub: &Hub, store: &str, cursor: i64) -> Result<ChangesPage, DbError> {
     let mut client = db::client(&hub.pool).await?;
+    // Every position up to `upper` is committed before the snapshot below is taken.
+    let upper = crate::ingest::changes::horizon(&client).await?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await?;
-    let upper: i64 = db::query_one(&tx, "SELECT last FROM change_counter WHERE id = 1", &[])
-        .await?
-        .get(0);
     let limit = hub.config.feed.page_max_changes;
     let rows = db::query(
         &tx,

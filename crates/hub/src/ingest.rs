@@ -162,6 +162,34 @@ async fn record_conflict(
     }
 }
 
+/// After the unique index refused an event id of `new`: which one, stored under which seq (read
+/// after the rollback; `None` if the clash was within the batch itself).
+async fn reused_id(
+    client: &deadpool_postgres::Object,
+    store: &str,
+    new: &[&parse::Event<'_>],
+) -> Result<Option<IngestError>, IngestError> {
+    let ids: Vec<&str> = new.iter().map(|e| e.id).collect();
+    let statement = client
+        .prepare_cached(
+            "SELECT event_id, seq FROM store_events WHERE store_id = $1 AND event_id = ANY($2)
+                 LIMIT 1",
+        )
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&store, &ids]).await? else {
+        return Ok(None);
+    };
+    let id: String = row.get(0);
+    let seq: i64 = row.get(1);
+    let offered = new.iter().find(|e| e.id == id).map(|e| e.seq).unwrap_or(0);
+    Ok(Some(IngestError::Refused(Refusal::Conflict {
+        seq: offered,
+        stored: Some(format!("{id} at seq {seq}")),
+        offered: id,
+        reason: "event id already stored under another sequence number",
+    })))
+}
+
 async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
     let mut client = db::client_waiting(&hub.pool, QUEUE_WAIT).await?;
     let tx = client.transaction().await?;
@@ -183,6 +211,7 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
     .await?
     .get(0);
     let last = last as u64;
+    let mut notice = None;
     let (old, new): (Vec<_>, Vec<_>) = batch.events.iter().partition(|e| e.seq <= last);
     if !old.is_empty() {
         let seqs: Vec<i64> = old.iter().map(|e| e.seq as i64).collect();
@@ -220,24 +249,6 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             }));
         }
         let ids: Vec<&str> = new.iter().map(|e| e.id).collect();
-        if let Some(row) = db::query_opt(
-            &tx,
-            "SELECT event_id, seq FROM store_events WHERE store_id = $1 AND event_id = ANY($2)
-                 LIMIT 1",
-            &[&store, &ids],
-        )
-        .await?
-        {
-            let id: String = row.get(0);
-            let seq: i64 = row.get(1);
-            let offered = new.iter().find(|e| e.id == id).map(|e| e.seq).unwrap_or(0);
-            return Err(IngestError::Refused(Refusal::Conflict {
-                seq: offered,
-                stored: Some(format!("{id} at seq {seq}")),
-                offered: id,
-                reason: "event id already stored under another sequence number",
-            }));
-        }
         let mut effects = Effects::default();
         apply::apply(&tx, &hub.config.feed, store, instance, &new, &mut effects).await?;
         if !hub.config.tiers.is_empty() && !effects.customers.is_empty() {
@@ -254,27 +265,33 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         )
         .await?;
         apply::flush_links(&tx, store, &mut effects).await?;
-        apply::emit(&tx, &hub.config.feed, &effects).await?;
-        // Stored last: the export positions come from the change counter, whose row lock is
-        // then held only until COMMIT (positions visible in commit order, docs/hub.md).
-        let last_pos: i64 = db::query_one(
-            &tx,
-            "UPDATE change_counter SET last = last + $1 WHERE id = 1 RETURNING last",
-            &[&(new.len() as i64)],
-        )
-        .await?
-        .get(0);
-        let positions: Vec<i64> = (last_pos - new.len() as i64 + 1..=last_pos).collect();
+        // Change ids and the events' export positions in one statement, late: feed and export
+        // readers wait for a transaction holding positions until its COMMIT (docs/hub.md).
+        let emitted = changes::emit_numbering(&tx, &hub.config.feed, &effects, new.len()).await?;
+        let positions = emitted.numbers;
+        notice = emitted.notice;
         let seqs: Vec<i64> = new.iter().map(|e| e.seq as i64).collect();
         let kinds: Vec<&str> = new.iter().map(|e| e.kind).collect();
         let ats: Vec<&str> = new.iter().map(|e| e.at_text).collect();
         let payloads: Vec<&str> = new.iter().map(|e| e.raw).collect();
-        db::exec(&tx,
+        // An id stored before under another seq is found by the unique index here (no lookup
+        // of every id beforehand): the transaction is then rolled back and the batch refused.
+        if let Err(e) = db::exec(&tx,
             "INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload, export_pos)
              SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])",
             &[&store, &instance, &seqs, &ids, &kinds, &ats, &payloads, &positions],
         )
-        .await?;
+        .await
+        {
+            let reused = e
+                .as_db_error()
+                .is_some_and(|d| d.constraint() == Some("store_events_event_id"));
+            if !reused {
+                return Err(e.into());
+            }
+            drop(tx);
+            return Err(reused_id(&client, store, &new).await?.unwrap_or(IngestError::from(e)));
+        }
         // An offline store may upload an erased customer's card or name after the erasure:
         // removed again before COMMIT.
         let touched: Vec<String> = effects.customers.iter().cloned().collect();
@@ -294,5 +311,9 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         .await?;
     }
     tx.commit().await?;
+    // After COMMIT: a NOTIFY inside the transaction would serialise the commits (changes.rs).
+    if let Some(notice) = notice {
+        changes::notify(&client, &notice).await;
+    }
     Ok(ingested)
 }

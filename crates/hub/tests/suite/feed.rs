@@ -273,3 +273,82 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
         health.text()
     );
 }
+
+/// Takes the next position as every hub writer does (its writer lock until COMMIT) and writes a
+/// `voucher_revoked` change for `store` with it.
+async fn revoke_in(tx: &tokio_postgres::Transaction<'_>, store: &str, voucher: &str) -> i64 {
+    let id: i64 = tx
+        .query_one(
+            "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, pg_backend_pid()))
+             SELECT nextval('change_seq') FROM held",
+            &[&loyalty_hub::ingest::changes::WRITER_LOCK_CLASS],
+        )
+        .await
+        .expect("position")
+        .get(0);
+    tx.execute(
+        "INSERT INTO changes (id, store_id, kind, voucher_id) VALUES ($1, $2, 'voucher_revoked', $3)",
+        &[&id, &store, &voucher],
+    )
+    .await
+    .expect("change");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_committed_after_a_later_one_is_not_skipped_by_the_cursor() {
+    let env = Env::new();
+    let hub = env.hub("");
+    let a = env.client("A");
+    let cursor = drain(&a, &hub, "A").await;
+    // Two writers: the first takes the lower position but commits after the second.
+    let mut first_sql = env.sql().await;
+    let mut second_sql = env.sql().await;
+    let first = first_sql.transaction().await.expect("tx");
+    let early = revoke_in(&first, "A", "v-early").await;
+    let second = second_sql.transaction().await.expect("tx");
+    let late = revoke_in(&second, "A", "v-late").await;
+    assert!(early < late);
+    second.commit().await.expect("commit");
+    // The store reads now: the page must wait for the first writer, not answer `late` alone
+    // with a cursor past `early` (which would skip it for ever).
+    let reader = {
+        let a = a.clone();
+        let addr = hub.addr;
+        tokio::spawn(async move {
+            a.get(addr, &format!("/v1/stores/A/changes?cursor={cursor}"))
+                .await
+                .json::<ChangesPage>()
+        })
+    };
+    let watcher = env.sql().await;
+    let started = Instant::now();
+    loop {
+        let waiting = count(
+            &watcher,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
+        )
+        .await;
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            !reader.is_finished(),
+            "the page did not wait for the first writer"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the read never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.commit().await.expect("commit");
+    let page = reader.await.expect("reader");
+    assert_eq!(
+        page.revoked_vouchers,
+        vec!["v-early".to_string(), "v-late".to_string()],
+        "{page:?}"
+    );
+    assert_eq!(page.cursor, late.to_string());
+}

@@ -82,6 +82,32 @@ async fn a_batch_is_stored_exactly_once_through_duplicates_overlaps_gaps_and_con
         .collect();
     assert_eq!(stored, expected);
 
+    // A new event reusing an id stored under another seq: refused (by the unique index, the
+    // whole transaction rolled back), recorded, nothing else written.
+    let before = snapshot(&sql).await;
+    let mut reused = enrolments("S1", 11, 1);
+    reused[0].id = events[2].id.clone();
+    let conflict = c
+        .post_events(hub.addr, "S1", body("S1", "i1", &reused))
+        .await;
+    assert_eq!(conflict.status, 409, "{}", conflict.text());
+    assert_eq!(conflict.json::<ErrorBody>().code, "sequence_conflict");
+    assert_eq!(snapshot(&sql).await, before);
+    let row = sql
+        .query_one(
+            "SELECT stored_event_id, offered_event_id FROM sequence_conflicts WHERE seq = 11",
+            &[],
+        )
+        .await
+        .expect("conflict row");
+    let stored_as = format!("{} at seq 3", events[2].id);
+    assert_eq!(row.get::<_, Option<String>>(0), Some(stored_as));
+    assert_eq!(row.get::<_, String>(1), events[2].id);
+    assert_eq!(
+        count(&sql, "SELECT count(*) FROM store_events WHERE seq = 11").await,
+        0
+    );
+
     // A new instance of the store starts again at 1.
     let other = enrolments("S1x", 1, 2);
     let fresh = c

@@ -97,7 +97,11 @@ pub struct HubProcess {
 
 impl HubProcess {
     pub fn start(config: PathBuf) -> HubProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-hub"))
+        // `LOYALTY_HUB_BIN`: another build of the hub (the benchmark's A/B comparisons).
+        let binary = std::env::var_os("LOYALTY_HUB_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_loyalty-hub")));
+        let mut child = Command::new(binary)
             .args(["run", "--config"])
             .arg(&config)
             .env("LOYALTY_LOG", "warn")
