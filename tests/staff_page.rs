@@ -138,6 +138,8 @@ fn seed_named_customer(dir: &Path) {
         consent: None,
         phone_hash: loyalty_core::contact::phone_hash(PHONE),
         email_hash: loyalty_core::contact::email_hash(EMAIL),
+        tags: Vec::new(),
+        birthday: None,
     };
     store
         .apply_changes(&loyalty_store::sync_state::ChangeSet {

@@ -35,6 +35,8 @@ fn crm_customer(balance: i64, through: u64) -> CrmCustomer {
         consent: None,
         phone_hash: None,
         email_hash: None,
+        tags: Vec::new(),
+        birthday: None,
     }
 }
 
@@ -137,6 +139,8 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
                 consent: None,
                 phone_hash: None,
                 email_hash: None,
+                tags: Vec::new(),
+                birthday: None,
             }],
             keys: vec![WireKey {
                 key_id: "HO-2026".into(),
@@ -337,6 +341,8 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 consent: None,
                 phone_hash: None,
                 email_hash: None,
+                tags: Vec::new(),
+                birthday: None,
             }],
             ..ChangesPage::default()
         },
@@ -406,6 +412,8 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 consent: None,
                 phone_hash: None,
                 email_hash: None,
+                tags: Vec::new(),
+                birthday: None,
             }],
             ..ChangesPage::default()
         },

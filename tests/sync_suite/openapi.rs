@@ -97,6 +97,8 @@ async fn real_payloads_match_the_document() {
                 }),
                 phone_hash: loyalty_core::contact::phone_hash("+49 170 1234567"),
                 email_hash: loyalty_core::contact::email_hash("ada@example.org"),
+                tags: Vec::new(),
+                birthday: None,
             }],
             erased: vec!["C9".into()],
             merged: vec![loyalty_protocol::crm::WireMerge {

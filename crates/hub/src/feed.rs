@@ -242,6 +242,8 @@ pub async fn customers(
             },
             phone_hash: row.get(7),
             email_hash: row.get(8),
+            tags: Vec::new(),
+            birthday: None,
         })
         .collect())
 }
