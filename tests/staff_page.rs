@@ -153,6 +153,8 @@ fn seed_named_customer(dir: &Path) {
             keys: vec![],
             rules_json: None,
             rules_rejection: None,
+            offers: Vec::new(),
+            clips: Vec::new(),
         })
         .expect("seed phone customer");
 }

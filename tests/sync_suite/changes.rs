@@ -21,6 +21,8 @@ fn page_for(customer: CrmCustomer, cursor: &str) -> ChangeSet {
         keys: vec![],
         rules_json: None,
         rules_rejection: None,
+        offers: Vec::new(),
+        clips: Vec::new(),
     }
 }
 

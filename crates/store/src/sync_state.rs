@@ -57,6 +57,10 @@ pub struct CrmCustomer {
     pub phone_hash: Option<String>,
     /// Hex SHA-256 of the normalised e-mail address; `None` keeps what is stored.
     pub email_hash: Option<String>,
+    /// Segment tags (replace the stored ones).
+    pub tags: Vec<String>,
+    /// Birthday `MM-DD`; `None` keeps what is stored.
+    pub birthday: Option<String>,
 }
 
 /// A customer's consent flags as the CRM sent them (stored with the customer).
@@ -132,6 +136,10 @@ pub struct ChangeSet {
     pub rules_json: Option<String>,
     /// Why the page's rules were refused, if they were.
     pub rules_rejection: Option<String>,
+    /// Offers new, replaced or withdrawn (`store::offers`).
+    pub offers: Vec<super::offers::CrmOfferChange>,
+    /// Customers' activations of offers.
+    pub clips: Vec<super::offers::CrmClip>,
 }
 
 /// What applying a page did.
@@ -168,6 +176,8 @@ pub struct ApplyReport {
     pub revoked_vouchers: u64,
     /// Keys stored.
     pub keys: u64,
+    /// Offers and clips.
+    pub offers: super::offers::OffersReport,
 }
 
 /// One outbox event, undecoded: sequence number, creation time and the wire JSON object.
@@ -283,6 +293,7 @@ impl Store {
         let [state, revoked, keys] = self.sync_trees()?;
         // Revocations also go where voucher checks look, in the same transaction.
         let voucher_revoked = self.db().open_tree(super::vouchers::REVOKED)?;
+        let offers_tree = self.offers_tree().clone();
         let (last_seq, _) = self.outbox_positions()?;
         let key_values: Vec<(String, Vec<u8>)> = changes
             .keys
@@ -294,78 +305,87 @@ impl Store {
             })
             .collect::<Result<_, _>>()?;
         let now_bytes = changes.now.as_second().to_be_bytes();
-        self.transact(&[&state, &revoked, &keys, &voucher_revoked], |tx| {
-            let mut report = ApplyReport::default();
-            for merge in &changes.merged {
-                match apply_merge(tx, &merge.from, &merge.into, changes.now)? {
-                    MergeOutcome::Moved => report.merges += 1,
-                    MergeOutcome::Nothing => report.merges_without_effect += 1,
-                    MergeOutcome::Refused => report.refused_merges += 1,
-                }
-            }
-            for customer in &changes.customers {
-                let valid = check_id(&customer.customer_id).is_ok()
-                    && customer.cards.iter().all(|c| check_id(c).is_ok());
-                if !valid {
-                    report.refused_customers += 1;
-                    continue;
-                }
-                if customer.includes_store_seq > last_seq {
-                    report.beyond_outbox += 1;
-                }
-                match apply_customer(tx, customer, changes.now)? {
-                    None => report.merged_away_customers += 1,
-                    Some(taken) => {
-                        if !taken {
-                            report.stale_balances += 1;
-                        }
-                        report.customers += 1;
+        self.transact(
+            &[&state, &revoked, &keys, &voucher_revoked, &offers_tree],
+            |tx| {
+                let mut report = ApplyReport::default();
+                for merge in &changes.merged {
+                    match apply_merge(tx, &merge.from, &merge.into, changes.now)? {
+                        MergeOutcome::Moved => report.merges += 1,
+                        MergeOutcome::Nothing => report.merges_without_effect += 1,
+                        MergeOutcome::Refused => report.refused_merges += 1,
                     }
                 }
-            }
-            for adjustment in &changes.adjustments {
-                match apply_adjustment(tx, adjustment, changes.now)? {
-                    None => report.refused_adjustments += 1,
-                    Some(true) => report.duplicate_adjustments += 1,
-                    Some(false) => report.adjustments += 1,
+                for customer in &changes.customers {
+                    let valid = check_id(&customer.customer_id).is_ok()
+                        && customer.cards.iter().all(|c| check_id(c).is_ok());
+                    if !valid {
+                        report.refused_customers += 1;
+                        continue;
+                    }
+                    if customer.includes_store_seq > last_seq {
+                        report.beyond_outbox += 1;
+                    }
+                    match apply_customer(tx, customer, changes.now)? {
+                        None => report.merged_away_customers += 1,
+                        Some(taken) => {
+                            if !taken {
+                                report.stale_balances += 1;
+                            }
+                            report.customers += 1;
+                        }
+                    }
                 }
-            }
-            for customer_id in &changes.erased {
-                if check_id(customer_id).is_err() {
-                    continue;
+                for adjustment in &changes.adjustments {
+                    match apply_adjustment(tx, adjustment, changes.now)? {
+                        None => report.refused_adjustments += 1,
+                        Some(true) => report.duplicate_adjustments += 1,
+                        Some(false) => report.adjustments += 1,
+                    }
                 }
-                if erase(tx, customer_id)? {
-                    report.erased += 1;
+                for customer_id in &changes.erased {
+                    if check_id(customer_id).is_err() {
+                        continue;
+                    }
+                    if erase(tx, customer_id)? {
+                        report.erased += 1;
+                    }
+                    // Confirmed to head office whether or not this store knew her.
+                    tx.append_event(
+                        EventType::CustomerErased,
+                        changes.now,
+                        &CustomerErasedEvent { customer_id },
+                    )?;
+                    report.erasures_confirmed += 1;
                 }
-                // Confirmed to head office whether or not this store knew her.
-                tx.append_event(
-                    EventType::CustomerErased,
+                for voucher_id in &changes.revoked_vouchers {
+                    tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
+                    if let Some(id) = loyalty_core::voucher::VoucherId::parse(voucher_id) {
+                        tx.extra(3).insert(&id.0[..], &now_bytes[..])?;
+                    }
+                    report.revoked_vouchers += 1;
+                }
+                for (key_id, value) in &key_values {
+                    tx.extra(2).insert(key_id.as_bytes(), value.as_slice())?;
+                    report.keys += 1;
+                }
+                if let Some(rules) = &changes.rules_json {
+                    tx.extra(0).insert(RULES, rules.as_bytes())?;
+                    tx.extra(0).remove(RULES_REJECTION)?;
+                }
+                if let Some(reason) = &changes.rules_rejection {
+                    tx.extra(0).insert(RULES_REJECTION, reason.as_bytes())?;
+                }
+                report.offers = super::offers::apply_page(
+                    tx.extra(4),
+                    &changes.offers,
+                    &changes.clips,
                     changes.now,
-                    &CustomerErasedEvent { customer_id },
                 )?;
-                report.erasures_confirmed += 1;
-            }
-            for voucher_id in &changes.revoked_vouchers {
-                tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
-                if let Some(id) = loyalty_core::voucher::VoucherId::parse(voucher_id) {
-                    tx.extra(3).insert(&id.0[..], &now_bytes[..])?;
-                }
-                report.revoked_vouchers += 1;
-            }
-            for (key_id, value) in &key_values {
-                tx.extra(2).insert(key_id.as_bytes(), value.as_slice())?;
-                report.keys += 1;
-            }
-            if let Some(rules) = &changes.rules_json {
-                tx.extra(0).insert(RULES, rules.as_bytes())?;
-                tx.extra(0).remove(RULES_REJECTION)?;
-            }
-            if let Some(reason) = &changes.rules_rejection {
-                tx.extra(0).insert(RULES_REJECTION, reason.as_bytes())?;
-            }
-            tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
-            Ok(report)
-        })
+                tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
+                Ok(report)
+            },
+        )
     }
 }
 
@@ -475,6 +495,8 @@ fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResu
             .or(base.consent),
         phone_hash: contact_hash(&customer.phone_hash).or(base.phone_hash.clone()),
         email_hash: contact_hash(&customer.email_hash).or(base.email_hash.clone()),
+        tags: customer.tags.clone(),
+        birthday: customer.birthday.clone().or(base.birthday.clone()),
         ..base
     };
     if let Some(old) = &old {
@@ -551,6 +573,8 @@ pub(crate) fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {
     rec.consent = None;
     rec.phone_hash = None;
     rec.email_hash = None;
+    rec.tags.clear();
+    rec.birthday = None;
     tx.put_customer_rec(&rec)?;
     Ok(true)
 }
