@@ -13,6 +13,7 @@ mod daemon;
 mod lanes;
 mod receipt;
 mod scan;
+mod screen;
 
 pub use clock::TrustedClock;
 use clock::*;
@@ -20,6 +21,7 @@ pub use daemon::{receipt_input, request, run_daemon};
 use lanes::*;
 use receipt::*;
 use scan::*;
+use screen::*;
 
 use crate::blocking::blocking;
 use crate::config::{Built, Config};

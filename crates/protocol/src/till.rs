@@ -290,8 +290,9 @@ impl Screen {
     pub const MAX_HINTS: usize = 2;
     /// Characters of an offer's text kept.
     pub const MAX_TEXT_CHARS: usize = 40;
-    /// The bound on a whole `customer` answer's JSON (ids of at most 64 characters each).
-    pub const MAX_ANSWER_BYTES: usize = 1536;
+    /// The bound on a whole `customer` / `enrolled` answer's JSON: the gateway leaves offers,
+    /// then vouchers, then hints out (counted in `more_*`) until it fits.
+    pub const MAX_ANSWER_BYTES: usize = 1024;
 
     /// Cuts `text` to [`Screen::MAX_TEXT_CHARS`] characters (an ellipsis marks a cut).
     pub fn short_text(text: &str) -> String {
@@ -456,6 +457,25 @@ impl Response {
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail.
         serde_json::to_vec(self).unwrap_or_else(|_| b"{\"type\":\"error\"}".to_vec())
+    }
+
+    /// Leaves a `customer` / `enrolled` answer's screen items out (offers first, then vouchers,
+    /// then hints; counted in `more_offers` / `more_vouchers`) until its JSON is at most
+    /// [`Screen::MAX_ANSWER_BYTES`]. Other answers are left as they are.
+    pub fn fit_screen(&mut self) {
+        while self.to_json().len() > Screen::MAX_ANSWER_BYTES {
+            let (Response::Customer { screen, .. } | Response::Enrolled { screen, .. }) = self
+            else {
+                return;
+            };
+            if screen.offers.pop().is_some() {
+                screen.more_offers += 1;
+            } else if screen.vouchers.pop().is_some() {
+                screen.more_vouchers += 1;
+            } else if screen.hints.pop().is_none() {
+                return;
+            }
+        }
     }
 }
 

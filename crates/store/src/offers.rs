@@ -374,6 +374,28 @@ impl Store {
     }
 }
 
+/// What the till's screen needs of a customer besides the core `Customer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScreenProfile {
+    /// Her consent (`None`: unknown).
+    pub consent: Option<Consent>,
+    /// Her birthday `MM-DD`, if the CRM sent one.
+    pub birthday: Option<String>,
+}
+
+impl Store {
+    /// A customer's consent and birthday (`None`: unknown customer).
+    pub fn screen_profile(&self, customer_id: &str) -> Result<Option<ScreenProfile>, StoreError> {
+        Ok(self.customer_rec(customer_id)?.map(|rec| ScreenProfile {
+            consent: rec.consent.map(|c| Consent {
+                marketing: c.marketing,
+                profiling: c.profiling,
+            }),
+            birthday: rec.birthday,
+        }))
+    }
+}
+
 fn read_u32(bytes: &[u8]) -> u32 {
     bytes
         .get(..4)
