@@ -242,7 +242,7 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
         "{bytes} bytes: {many_raw}"
     );
     let shown = offer_ids(&many_raw).len();
-    assert!(shown >= 1 && shown <= Screen::MAX_OFFERS, "{many_raw}");
+    assert!((1..=Screen::MAX_OFFERS).contains(&shown), "{many_raw}");
     assert_eq!(
         shown as u64 + many_raw["more_offers"].as_u64().unwrap_or(0),
         100,

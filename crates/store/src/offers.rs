@@ -27,7 +27,7 @@ pub(crate) const TREE: &str = "offers";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrmOfferChange {
     /// New or replaced.
-    Upsert(Offer),
+    Upsert(Box<Offer>),
     /// Withdrawn (removed), by id.
     Withdraw(String),
 }

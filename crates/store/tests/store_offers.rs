@@ -97,16 +97,16 @@ fn setup(dir: &std::path::Path) -> loyalty_store::Store {
                 customer("C3", "2990000000033", false, &["pets"]),
             ],
             vec![
-                CrmOfferChange::Upsert(offer(
+                CrmOfferChange::Upsert(Box::new(offer(
                     "OF-1",
                     Target::Customer("C1".into()),
                     OfferBenefit::BonusPoints(100),
-                )),
-                CrmOfferChange::Upsert(offer(
+                ))),
+                CrmOfferChange::Upsert(Box::new(offer(
                     "OF-PETS",
                     Target::Segment("pets".into()),
                     OfferBenefit::Multiplier { hundredths: 300 },
-                )),
+                ))),
             ],
             vec![],
         ))
@@ -225,8 +225,8 @@ fn activation_withdrawal_and_validity_come_from_the_feed() {
             "2",
             vec![],
             vec![
-                CrmOfferChange::Upsert(clipped),
-                CrmOfferChange::Upsert(ended),
+                CrmOfferChange::Upsert(Box::new(clipped)),
+                CrmOfferChange::Upsert(Box::new(ended)),
                 CrmOfferChange::Withdraw("OF-1".into()),
             ],
             vec![],

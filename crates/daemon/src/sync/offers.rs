@@ -54,7 +54,7 @@ pub fn offer_change(wire: WireOffer, currency: &str) -> Result<CrmOfferChange, S
         }
     };
     let conditions = wire.conditions;
-    Ok(CrmOfferChange::Upsert(Offer {
+    Ok(CrmOfferChange::Upsert(Box::new(Offer {
         id: wire.offer_id,
         target,
         valid_from: time(&wire.valid_from, "valid_from")?,
@@ -75,7 +75,7 @@ pub fn offer_change(wire: WireOffer, currency: &str) -> Result<CrmOfferChange, S
         requires_activation: wire.requires_activation,
         requires_marketing: wire.requires_marketing,
         max_uses_per_customer: wire.max_uses_per_customer.max(1),
-    }))
+    })))
 }
 
 /// The page's offers as changes; unreadable ones are logged and skipped.
