@@ -4,7 +4,7 @@
 //! when the gateway is killed (-9) after the answer and the till sends the receipt again, and
 //! when it is killed before the receipt is durable and the broker redelivers it; without
 //! `profiling` consent no offer is shown or applied; an excluded category never earns; her open
-//! voucher is on the screen; a customer with 100 offers gets an answer within the size bound;
+//! voucher is on the screen until it is redeemed; a customer with 100 offers gets an answer within the size bound;
 //! each use reaches the CRM as one `offer_redeemed` event.
 
 use harness::{sale, wait_online, Till};
@@ -274,6 +274,10 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
         .as_str()
         .expect("100 points became a voucher")
         .to_string();
+    let voucher_text = first["vouchers"][0]["text"]
+        .as_str()
+        .expect("its QR text")
+        .to_string();
 
     // kill -9 after the answer; the till sends the receipt again: the same answer, no second
     // bonus.
@@ -297,6 +301,22 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
         "{ada}"
     );
     assert_eq!(ada["vouchers"][0]["value"], "5.00");
+
+    // Redeemed, the voucher leaves her screen.
+    let reward = scan(&mut till, "1", &voucher_text).await;
+    assert_eq!(reward["status"], "valid", "{reward}");
+    let mut paying = sale(
+        "R-2",
+        "1",
+        Some(ADA),
+        &[("7000000000001", 1, "10.00", "food")],
+    );
+    paying["rewards"] = Value::Array(vec![Value::String(voucher_id.clone())]);
+    till.receipt("1", &paying).await;
+    assert_eq!(answer_on(&mut till, "1").await["earned"], 10);
+    let ada = scan(&mut till, "1", ADA).await;
+    assert!(ada.get("vouchers").is_none(), "redeemed: {ada}");
+    assert_eq!(ada["balance"], 18, "{ada}");
 
     // A receipt received but not yet durable when the gateway dies is redelivered by the
     // broker and earns its bonus exactly once.
@@ -328,7 +348,7 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
     };
     assert_eq!(stalled["earned"], 2 + 7, "{stalled}");
     let ada = scan(&mut till, "1", ADA).await;
-    assert_eq!(ada["balance"], 8 + 9, "applied once: {ada}");
+    assert_eq!(ada["balance"], 18 + 9, "applied once: {ada}");
     assert_eq!(offer_ids(&ada), vec!["OF-TOBACCO"], "{ada}");
 
     // Each use reached head office once.
