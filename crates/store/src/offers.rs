@@ -282,6 +282,35 @@ pub struct CustomerOffers {
 }
 
 impl CustomerOffers {
+    /// Her offers that `receipt` would use if consent, activation and uses allowed: the
+    /// candidates the sale's transaction decides on (so that it reads and counts only those).
+    pub fn matching(
+        self,
+        customer_id: &str,
+        receipt: &Receipt,
+        lines: &[offers::OfferLine],
+        now: Timestamp,
+    ) -> Vec<Offer> {
+        let permissive = Holder {
+            customer_id,
+            tags: &self.tags,
+            consent: Some(Consent {
+                marketing: true,
+                profiling: true,
+            }),
+            clipped: self.offers.iter().map(|o| o.id.clone()).collect(),
+            uses: BTreeMap::new(),
+        };
+        let would: BTreeSet<String> = offers::apply(&self.offers, &permissive, receipt, lines, now)
+            .into_iter()
+            .map(|u| u.offer_id)
+            .collect();
+        self.offers
+            .into_iter()
+            .filter(|o| would.contains(&o.id))
+            .collect()
+    }
+
     /// The offers she may use at `now` (see `loyalty_core::offers::active`).
     pub fn active(&self, customer_id: &str, now: Timestamp) -> Vec<Offer> {
         let holder = Holder {
@@ -431,14 +460,12 @@ pub(crate) fn use_offers_in_tx(
     };
     let mut current = Vec::new();
     for candidate in &prepared.candidates {
-        let Some(bytes) = tree.get(offer_key(&candidate.id))? else {
+        // Withdrawn since the receipt was prepared: skipped. (A replaced offer is decided as
+        // read when the receipt was prepared, like the earning.)
+        if tree.get(offer_key(&candidate.id))?.is_none() {
             continue;
-        };
-        let rec =
-            decode(candidate.id.as_bytes(), &bytes).map_err(ConflictableTransactionError::Abort)?;
-        let Some(offer) = rec.to_offer() else {
-            continue;
-        };
+        }
+        let offer = candidate.clone();
         if tree.get(clip_key(&customer.id, &offer.id))?.is_some() {
             holder.clipped.insert(offer.id.clone());
         }

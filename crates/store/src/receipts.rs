@@ -207,8 +207,8 @@ impl Store {
                         let theirs = self.customer_offers(&id)?;
                         if !theirs.offers.is_empty() && theirs.consent.is_some_and(|c| c.profiling)
                         {
-                            offers.candidates = theirs.offers;
                             offers.lines = policy.offer_lines(receipt, tier.as_deref());
+                            offers.candidates = theirs.matching(&id, receipt, &offers.lines, now);
                         }
                     }
                 }
