@@ -305,87 +305,85 @@ impl Store {
             })
             .collect::<Result<_, _>>()?;
         let now_bytes = changes.now.as_second().to_be_bytes();
-        self.transact(
-            &[&state, &revoked, &keys, &voucher_revoked, &offers_tree],
-            |tx| {
-                let mut report = ApplyReport::default();
-                for merge in &changes.merged {
-                    match apply_merge(tx, &merge.from, &merge.into, changes.now)? {
-                        MergeOutcome::Moved => report.merges += 1,
-                        MergeOutcome::Nothing => report.merges_without_effect += 1,
-                        MergeOutcome::Refused => report.refused_merges += 1,
-                    }
+        let trees = [&state, &revoked, &keys, &voucher_revoked, &offers_tree];
+        self.transact(&trees, |tx| {
+            let mut report = ApplyReport::default();
+            for merge in &changes.merged {
+                match apply_merge(tx, &merge.from, &merge.into, changes.now)? {
+                    MergeOutcome::Moved => report.merges += 1,
+                    MergeOutcome::Nothing => report.merges_without_effect += 1,
+                    MergeOutcome::Refused => report.refused_merges += 1,
                 }
-                for customer in &changes.customers {
-                    let valid = check_id(&customer.customer_id).is_ok()
-                        && customer.cards.iter().all(|c| check_id(c).is_ok());
-                    if !valid {
-                        report.refused_customers += 1;
-                        continue;
-                    }
-                    if customer.includes_store_seq > last_seq {
-                        report.beyond_outbox += 1;
-                    }
-                    match apply_customer(tx, customer, changes.now)? {
-                        None => report.merged_away_customers += 1,
-                        Some(taken) => {
-                            if !taken {
-                                report.stale_balances += 1;
-                            }
-                            report.customers += 1;
+            }
+            for customer in &changes.customers {
+                let valid = check_id(&customer.customer_id).is_ok()
+                    && customer.cards.iter().all(|c| check_id(c).is_ok());
+                if !valid {
+                    report.refused_customers += 1;
+                    continue;
+                }
+                if customer.includes_store_seq > last_seq {
+                    report.beyond_outbox += 1;
+                }
+                match apply_customer(tx, customer, changes.now)? {
+                    None => report.merged_away_customers += 1,
+                    Some(taken) => {
+                        if !taken {
+                            report.stale_balances += 1;
                         }
+                        report.customers += 1;
                     }
                 }
-                for adjustment in &changes.adjustments {
-                    match apply_adjustment(tx, adjustment, changes.now)? {
-                        None => report.refused_adjustments += 1,
-                        Some(true) => report.duplicate_adjustments += 1,
-                        Some(false) => report.adjustments += 1,
-                    }
+            }
+            for adjustment in &changes.adjustments {
+                match apply_adjustment(tx, adjustment, changes.now)? {
+                    None => report.refused_adjustments += 1,
+                    Some(true) => report.duplicate_adjustments += 1,
+                    Some(false) => report.adjustments += 1,
                 }
-                for customer_id in &changes.erased {
-                    if check_id(customer_id).is_err() {
-                        continue;
-                    }
-                    if erase(tx, customer_id)? {
-                        report.erased += 1;
-                    }
-                    // Confirmed to head office whether or not this store knew her.
-                    tx.append_event(
-                        EventType::CustomerErased,
-                        changes.now,
-                        &CustomerErasedEvent { customer_id },
-                    )?;
-                    report.erasures_confirmed += 1;
+            }
+            for customer_id in &changes.erased {
+                if check_id(customer_id).is_err() {
+                    continue;
                 }
-                for voucher_id in &changes.revoked_vouchers {
-                    tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
-                    if let Some(id) = loyalty_core::voucher::VoucherId::parse(voucher_id) {
-                        tx.extra(3).insert(&id.0[..], &now_bytes[..])?;
-                    }
-                    report.revoked_vouchers += 1;
+                if erase(tx, customer_id)? {
+                    report.erased += 1;
                 }
-                for (key_id, value) in &key_values {
-                    tx.extra(2).insert(key_id.as_bytes(), value.as_slice())?;
-                    report.keys += 1;
-                }
-                if let Some(rules) = &changes.rules_json {
-                    tx.extra(0).insert(RULES, rules.as_bytes())?;
-                    tx.extra(0).remove(RULES_REJECTION)?;
-                }
-                if let Some(reason) = &changes.rules_rejection {
-                    tx.extra(0).insert(RULES_REJECTION, reason.as_bytes())?;
-                }
-                report.offers = super::offers::apply_page(
-                    tx.extra(4),
-                    &changes.offers,
-                    &changes.clips,
+                // Confirmed to head office whether or not this store knew her.
+                tx.append_event(
+                    EventType::CustomerErased,
                     changes.now,
+                    &CustomerErasedEvent { customer_id },
                 )?;
-                tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
-                Ok(report)
-            },
-        )
+                report.erasures_confirmed += 1;
+            }
+            for voucher_id in &changes.revoked_vouchers {
+                tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
+                if let Some(id) = loyalty_core::voucher::VoucherId::parse(voucher_id) {
+                    tx.extra(3).insert(&id.0[..], &now_bytes[..])?;
+                }
+                report.revoked_vouchers += 1;
+            }
+            for (key_id, value) in &key_values {
+                tx.extra(2).insert(key_id.as_bytes(), value.as_slice())?;
+                report.keys += 1;
+            }
+            if let Some(rules) = &changes.rules_json {
+                tx.extra(0).insert(RULES, rules.as_bytes())?;
+                tx.extra(0).remove(RULES_REJECTION)?;
+            }
+            if let Some(reason) = &changes.rules_rejection {
+                tx.extra(0).insert(RULES_REJECTION, reason.as_bytes())?;
+            }
+            report.offers = super::offers::apply_page(
+                tx.extra(4),
+                &changes.offers,
+                &changes.clips,
+                changes.now,
+            )?;
+            tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
+            Ok(report)
+        })
     }
 }
 
