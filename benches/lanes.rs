@@ -11,10 +11,19 @@
 //! saturated. Paced lanes are independent: each starts at a random moment and jitters its
 //! interval (see `LoadgenArgs::rate`).
 //!
+//! Offers in force: every simulated card is a customer from head office with `profiling` consent
+//! in segment `bench`, and `LANES_OFFERS` (default 50) segment offers target that segment, two of
+//! which match the receipt's articles (so every scan reads and lists her offers, and every sale
+//! checks all of them and uses two, with their `offer_redeemed` events). `LANES_OFFERS=0` runs
+//! without customers or offers fed (cards enrolled offline at the first scan, as before).
+//!
 //! Run: `cargo bench --bench lanes` (set `LANES_SECS` to change the 10 s per step,
 //! `LANES_STEPS="50:2,10:0"` for other lanes:rate steps, `LOYALTY_GATEWAY_BIN` to measure another
 //! build of the gateway).
 
+use loyalty_core::offers::{Conditions, Offer, OfferBenefit, Target};
+use loyalty_store::offers::CrmOfferChange;
+use loyalty_store::sync_state::{ChangeSet, CrmConsent, CrmCustomer};
 use loyalty_tools::loadgen::{self, LoadgenArgs};
 use loyalty_tools::testkit::{self as harness, GatewayBinary};
 use std::time::Duration;
@@ -32,6 +41,16 @@ fn main() {
         dir.path().join("data").display(),
         broker.port
     );
+    let steps = steps();
+    let offers: usize = std::env::var("LANES_OFFERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let max_lanes = steps.iter().map(|(lanes, _)| *lanes).max().unwrap_or(1);
+    if offers > 0 {
+        seed_offers(&dir.path().join("data"), max_lanes as u64, offers);
+    }
+    println!("offers in force: {offers} per customer ({max_lanes} lanes x 50 customers from head office)");
     let gateway =
         GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway")).start(dir.path(), &config);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -51,17 +70,6 @@ fn main() {
     println!("floor: the broker's own echo, idle (before the step) and under load (during it); adds = gateway p50/p99 minus that floor's");
     println!("disk floor: 4 KiB write + fdatasync in the gateway's data directory during the step (not subtracted)");
     println!("lanes rate  answers/s   p50 ms   p90 ms   p99 ms   max ms | idle floor p50   p99 | adds p50   p99 | loaded floor p50   p99 | adds p50   p99 | disk floor p50   p99 | errors timeouts | gateway RSS KiB");
-    let steps: Vec<(usize, f64)> = match std::env::var("LANES_STEPS") {
-        // e.g. LANES_STEPS="50:2,50:2,50:2" to repeat one step.
-        Ok(list) => list
-            .split(',')
-            .filter_map(|step| {
-                let (lanes, rate) = step.split_once(':')?;
-                Some((lanes.trim().parse().ok()?, rate.trim().parse().ok()?))
-            })
-            .collect(),
-        Err(_) => vec![(1, 0.0), (10, 0.0), (50, 0.0), (10, 2.0), (50, 2.0)],
-    };
     for (lanes, rate) in steps {
         let args = LoadgenArgs {
             broker: format!("mqtt://127.0.0.1:{}", broker.port),
@@ -92,4 +100,98 @@ fn main() {
         );
     }
     drop(gateway);
+}
+
+/// The lanes:rate steps (`LANES_STEPS`, e.g. `"50:2,50:2,50:2"` to repeat one step).
+fn steps() -> Vec<(usize, f64)> {
+    match std::env::var("LANES_STEPS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|step| {
+                let (lanes, rate) = step.split_once(':')?;
+                Some((lanes.trim().parse().ok()?, rate.trim().parse().ok()?))
+            })
+            .collect(),
+        Err(_) => vec![(1, 0.0), (10, 0.0), (50, 0.0), (10, 2.0), (50, 2.0)],
+    }
+}
+
+/// Feeds the store (before the gateway opens it) as head office's changes page would: every
+/// loadgen card (lanes `L1`..`L{lanes}`, 50 cards each) a customer with `profiling` consent in
+/// segment `bench`, and `offers` segment offers for it; two match the loadgen's receipt (coffee:
+/// bonus points; pencils: double points), the rest name other articles. Unlimited uses, so every
+/// sale uses the two.
+fn seed_offers(data_dir: &std::path::Path, lanes: u64, offers: usize) {
+    let store = loyalty_store::Store::open(
+        &loyalty_store::StorageConfig {
+            data_dir: data_dir.to_path_buf(),
+            cache_capacity_mb: 64,
+            outbox_retention_hours: 0,
+            receipt_retention_days: 0,
+        },
+        "bench",
+    )
+    .expect("open the bench store");
+    let customers = (1..=lanes)
+        .flat_map(|lane| (0..50).map(move |serial| (lane, serial)))
+        .map(|(lane, serial)| CrmCustomer {
+            customer_id: format!("HO-{lane}-{serial}"),
+            balance: 0,
+            includes_store_seq: 0,
+            tier: None,
+            cards: vec![loadgen::card_number("299", lane * 1_000_000 + serial)],
+            display_name: Some(format!("Customer {lane}-{serial}")),
+            consent: Some(CrmConsent {
+                marketing: true,
+                profiling: true,
+            }),
+            phone_hash: None,
+            email_hash: None,
+            tags: vec!["bench".into()],
+            birthday: None,
+        })
+        .collect();
+    let offers = (0..offers)
+        .map(|i| {
+            let (gtin, benefit) = match i {
+                0 => ("4000417025005".to_string(), OfferBenefit::BonusPoints(5)),
+                1 => (
+                    "4006381333931".to_string(),
+                    OfferBenefit::Multiplier { hundredths: 200 },
+                ),
+                _ => (format!("40{i:011}"), OfferBenefit::BonusPoints(10)),
+            };
+            CrmOfferChange::Upsert(Box::new(Offer {
+                id: format!("BENCH-{i:03}"),
+                target: Target::Segment("bench".into()),
+                valid_from: None,
+                valid_until: None,
+                text: format!("Bench offer {i} on article {gtin}"),
+                conditions: Conditions {
+                    gtins: vec![gtin],
+                    ..Default::default()
+                },
+                benefit,
+                requires_activation: false,
+                requires_marketing: false,
+                max_uses_per_customer: u32::MAX,
+            }))
+        })
+        .collect();
+    store
+        .apply_changes(&ChangeSet {
+            cursor: String::new(),
+            now: jiff::Timestamp::now(),
+            merged: Vec::new(),
+            customers,
+            adjustments: Vec::new(),
+            erased: Vec::new(),
+            revoked_vouchers: Vec::new(),
+            keys: Vec::new(),
+            rules_json: None,
+            rules_rejection: None,
+            offers,
+            clips: Vec::new(),
+        })
+        .expect("seed customers and offers");
 }

@@ -80,6 +80,8 @@ fn customer(id: &str, card: &str, name: &str, profiling: bool) -> WireCustomer {
         }),
         phone_hash: None,
         email_hash: None,
+        tags: Vec::new(),
+        birthday: None,
     }
 }
 

@@ -79,6 +79,20 @@ fn demo_runs_the_whole_store_and_its_summary_adds_up() {
         stdout.contains("\"receipt_id\":\"5-4711\""),
         "the printed receipt was parsed and applied"
     );
+    // A personal offer from head office: on her screen at the scan, applied once on her receipt
+    // (8 points for the coffee + 50 from the offer).
+    assert!(
+        stdout.lines().any(|l| l.contains("\"type\":\"customer\"")
+            && l.contains("\"customer_id\":\"demo-ada\"")
+            && l.contains("\"offers\":[{\"offer_id\":\"D-OFFER-1\"")),
+        "her offer is in her scan answer:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("\"receipt_id\":\"D-6001\"") && l.contains("\"earned\":58")),
+        "the offer's bonus is applied on her receipt:\n{stdout}"
+    );
     // The demo shows the daemon's warnings and errors only: on a healthy machine there are none
     // (a newcomer would take one for a fault; the till's pseudo-terminal closed mid-demo was one).
     let log = String::from_utf8_lossy(&output.stderr);

@@ -124,6 +124,8 @@ fn ho_customer(balance: i64, cards: &[&str]) -> WireCustomer {
         consent: None,
         phone_hash: None,
         email_hash: None,
+        tags: Vec::new(),
+        birthday: None,
     }
 }
 

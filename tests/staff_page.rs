@@ -136,9 +136,14 @@ fn seed_named_customer(dir: &Path) {
         tier: None,
         cards: vec!["2990000000033".into()],
         display_name: Some("Fia Berg".into()),
-        consent: None,
+        consent: Some(loyalty_protocol::crm::WireConsent {
+            marketing: true,
+            profiling: true,
+        }),
         phone_hash: loyalty_core::contact::phone_hash(PHONE),
         email_hash: loyalty_core::contact::email_hash(EMAIL),
+        tags: Vec::new(),
+        birthday: None,
     };
     store
         .apply_changes(&loyalty_store::sync_state::ChangeSet {
@@ -152,6 +157,17 @@ fn seed_named_customer(dir: &Path) {
             keys: vec![],
             rules_json: None,
             rules_rejection: None,
+            // A personal offer for her, as the feed maps it.
+            offers: vec![loyalty_daemon::sync::offers::offer_change(
+                serde_json::from_str(&format!(
+                    r#"{{"offer_id":"OF-FIA","customer_id":"{PHONE_CUSTOMER}",
+                        "text":"Double points on tea","benefit":{{"multiplier":"2"}}}}"#
+                ))
+                .expect("offer"),
+                "EUR",
+            )
+            .expect("a readable offer")],
+            clips: Vec::new(),
         })
         .expect("seed phone customer");
 }
@@ -359,6 +375,11 @@ async fn the_staff_page_in_a_real_browser() {
             b.find("#customer-id").is_some()
         });
         assert_eq!(browser.text("#customer-id"), PHONE_CUSTOMER, "{typed}");
+        assert!(
+            browser.text("#offers").contains("Double points on tea"),
+            "her active offer replaces the placeholder: {}",
+            browser.text("main")
+        );
     }
 
     // Search by card: profile, purchase with its items (as text), favourite categories.

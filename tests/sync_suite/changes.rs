@@ -21,6 +21,8 @@ fn page_for(customer: CrmCustomer, cursor: &str) -> ChangeSet {
         keys: vec![],
         rules_json: None,
         rules_rejection: None,
+        offers: Vec::new(),
+        clips: Vec::new(),
     }
 }
 
@@ -35,6 +37,8 @@ fn crm_customer(balance: i64, through: u64) -> CrmCustomer {
         consent: None,
         phone_hash: None,
         email_hash: None,
+        tags: Vec::new(),
+        birthday: None,
     }
 }
 
@@ -137,6 +141,8 @@ async fn the_feed_applies_customers_erasures_revocations_keys_and_rules() {
                 consent: None,
                 phone_hash: None,
                 email_hash: None,
+                tags: Vec::new(),
+                birthday: None,
             }],
             keys: vec![WireKey {
                 key_id: "HO-2026".into(),
@@ -337,6 +343,8 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 consent: None,
                 phone_hash: None,
                 email_hash: None,
+                tags: Vec::new(),
+                birthday: None,
             }],
             ..ChangesPage::default()
         },
@@ -406,6 +414,8 @@ async fn adjustments_from_the_feed_apply_once_even_when_delivered_twice() {
                 consent: None,
                 phone_hash: None,
                 email_hash: None,
+                tags: Vec::new(),
+                birthday: None,
             }],
             ..ChangesPage::default()
         },

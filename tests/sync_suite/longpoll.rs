@@ -105,6 +105,8 @@ async fn by_card_answers_the_scripted_customer_or_404() {
         consent: None,
         phone_hash: None,
         email_hash: None,
+        tags: Vec::new(),
+        birthday: None,
     });
     let mut c = client(&pki, &crm.url());
     let found = c

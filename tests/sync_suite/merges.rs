@@ -24,6 +24,8 @@ fn page(cursor: &str, merged: Vec<CrmMerge>, customers: Vec<CrmCustomer>) -> Cha
         keys: vec![],
         rules_json: None,
         rules_rejection: None,
+        offers: Vec::new(),
+        clips: Vec::new(),
     }
 }
 
@@ -38,6 +40,8 @@ fn crm(id: &str, cards: &[&str], balance: i64, through: u64) -> CrmCustomer {
         consent: None,
         phone_hash: None,
         email_hash: None,
+        tags: Vec::new(),
+        birthday: None,
     }
 }
 

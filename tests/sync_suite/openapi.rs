@@ -97,6 +97,8 @@ async fn real_payloads_match_the_document() {
                 }),
                 phone_hash: loyalty_core::contact::phone_hash("+49 170 1234567"),
                 email_hash: loyalty_core::contact::email_hash("ada@example.org"),
+                tags: Vec::new(),
+                birthday: None,
             }],
             erased: vec!["C9".into()],
             merged: vec![loyalty_protocol::crm::WireMerge {
@@ -187,11 +189,54 @@ async fn real_payloads_match_the_document() {
         ..ChangesPage::default()
     })
     .expect("json");
+    // A page with offers and clips, and an `offer_redeemed` event, as this code writes them.
+    let offering = serde_json::to_string(&ChangesPage {
+        cursor: "8".into(),
+        offers: vec![
+            serde_json::from_str(
+                r#"{"offer_id":"OF-1","customer_id":"C1","valid_from":"2026-11-01T00:00:00Z",
+                    "valid_until":"2026-12-01T00:00:00Z","text":"Double points on coffee",
+                    "conditions":{"gtins":["4006381333931"],"brands":["400638"],
+                                  "categories":["coffee"],"min_spend":"5.00",
+                                  "exclude_categories":["tobacco"]},
+                    "benefit":{"multiplier":"2"},"requires_activation":true,
+                    "max_uses_per_customer":2}"#,
+            )
+            .expect("offer"),
+            serde_json::from_str(
+                r#"{"offer_id":"OF-2","segment":"pets","benefit":{"amount_off":"3.00"}}"#,
+            )
+            .expect("offer"),
+            serde_json::from_str(r#"{"offer_id":"OF-3","withdrawn":true}"#).expect("offer"),
+        ],
+        clips: vec![loyalty_protocol::crm::WireClip {
+            customer_id: "C1".into(),
+            offer_id: "OF-1".into(),
+            withdrawn: false,
+        }],
+        ..ChangesPage::default()
+    })
+    .expect("json");
+    let redeemed = loyalty_protocol::crm::events::OfferRedeemedEvent {
+        amount_off: Some("3.00".into()),
+        bonus_points: 0,
+        customer_id: "C1".into(),
+        lane: "1".into(),
+        offer_id: "OF-2".into(),
+        receipt_id: "R-1".into(),
+        redeemed_at: jiff::Timestamp::now(),
+        uses: 1,
+    };
+    let redeemed_event = serde_json::json!({"seq": 9, "id": "e9", "type": "offer_redeemed",
+        "at": "2026-11-23T10:00:00Z", "payload": redeemed})
+    .to_string();
     check_against_openapi(&[
         ("EventsRequest", upload),
         ("Event", erased_event),
         ("ChangesPage", changes),
         ("ChangesPage", adjusting),
+        ("ChangesPage", offering),
+        ("Event", redeemed_event),
         ("AckResponse", ack),
     ]);
     check_against_openapi(&receipt_events);
@@ -202,6 +247,16 @@ async fn real_payloads_match_the_document() {
     let forged = serde_json::to_string(&forged).expect("json");
     let result = std::panic::catch_unwind(|| check_against_openapi(&[("Event", forged)]));
     assert!(result.is_err(), "withheld lines must be empty");
+    let result = std::panic::catch_unwind(|| {
+        check_against_openapi(&[(
+            "Event",
+            r#"{"seq":1,"id":"x","type":"offer_redeemed","at":"2026-11-23T10:00:00Z","payload":{"offer_id":"O"}}"#.into(),
+        )])
+    });
+    assert!(
+        result.is_err(),
+        "an offer_redeemed without its fields must be refused"
+    );
     cancel.cancel();
     handle.join().await;
 }

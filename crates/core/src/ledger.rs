@@ -44,6 +44,18 @@ pub trait EarningPolicy {
     fn eligible_amount(&self, lines: &[ReceiptLine]) -> Money;
     /// Limits every receipt is validated against before anything is written.
     fn limits(&self) -> &ReceiptLimits;
+    /// Per line of a sale, whether offers may apply to it and its points (the base of an
+    /// offer's multiplier). The default allows every line with no points (stand-ins in tests).
+    fn offer_lines(&self, receipt: &Receipt, _tier: Option<&str>) -> Vec<crate::offers::OfferLine> {
+        receipt
+            .lines
+            .iter()
+            .map(|_| crate::offers::OfferLine {
+                allowed: true,
+                points: 0,
+            })
+            .collect()
+    }
 }
 
 /// The `rules` module's earning rules with the store's time zone, as an [`EarningPolicy`].
@@ -83,6 +95,10 @@ impl EarningPolicy for RulesPolicy {
 
     fn limits(&self) -> &ReceiptLimits {
         &self.limits
+    }
+
+    fn offer_lines(&self, receipt: &Receipt, tier: Option<&str>) -> Vec<crate::offers::OfferLine> {
+        self.rules.offer_lines(receipt, tier, &self.time_zone)
     }
 }
 

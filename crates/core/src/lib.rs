@@ -14,6 +14,7 @@ pub mod figures;
 pub mod lane;
 pub mod ledger;
 pub mod money;
+pub mod offers;
 pub mod receipt;
 pub mod redemption;
 pub mod rules;

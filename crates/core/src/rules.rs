@@ -210,6 +210,7 @@ pub struct EarningRules {
     rounding: RoundingMode,
     categories: BTreeSet<String>,
     excluded_categories: BTreeSet<String>,
+    offer_excluded_categories: BTreeSet<String>,
     excluded_gtin_prefixes: Vec<String>,
     category_multipliers: BTreeMap<String, i64>,
     tiers: BTreeMap<String, i64>,
@@ -234,6 +235,30 @@ impl EarningRules {
     /// The rounding mode.
     pub fn rounding(&self) -> RoundingMode {
         self.rounding
+    }
+
+    /// Per line, whether a personal offer may apply to it (it earns, and its category is not
+    /// in `offer_excluded_categories`) and the points the rules credit for it.
+    pub fn offer_lines(
+        &self,
+        receipt: &Receipt,
+        tier: Option<&str>,
+        tz: &TimeZone,
+    ) -> Vec<crate::offers::OfferLine> {
+        let earned = self.earn(receipt, tier, tz);
+        receipt
+            .lines
+            .iter()
+            .zip(earned.lines.iter())
+            .map(|(line, points)| crate::offers::OfferLine {
+                allowed: points.excluded.is_none()
+                    && !line
+                        .category
+                        .as_ref()
+                        .is_some_and(|c| self.offer_excluded_categories.contains(c)),
+                points: points.points,
+            })
+            .collect()
     }
 
     /// Why `line` earns nothing, or `None` when it is eligible.

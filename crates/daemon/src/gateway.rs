@@ -14,6 +14,7 @@ mod lanes;
 mod receipt;
 mod redeem;
 mod scan;
+mod screen;
 
 pub use clock::TrustedClock;
 use clock::*;
@@ -22,6 +23,7 @@ use lanes::*;
 use receipt::*;
 use redeem::*;
 use scan::*;
+use screen::*;
 
 use crate::blocking::blocking;
 use crate::config::{Built, Config};

@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod lookup;
+pub mod offers;
 pub mod status;
 pub mod uploader;
 

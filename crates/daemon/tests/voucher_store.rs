@@ -837,6 +837,8 @@ fn a_voucher_bound_to_a_customer_merged_at_head_office_is_hers() {
             keys: vec![],
             rules_json: None,
             rules_rejection: None,
+            offers: Vec::new(),
+            clips: Vec::new(),
         })
         .expect("merge");
     // Her old card now identifies the survivor, whose voucher it is.

@@ -2,7 +2,7 @@
 //! token read from `admin.token_file` at start, compared in constant time, required on every
 //! request (401 without or with a wrong one; the connection is mutual TLS like the store API).
 //! `PUT customers/{id}` (profile, cards, tier override, consent), `PUT rules`, `POST keys`
-//! (keys and revocations), `POST offers` (stored verbatim; not in the feed yet), `POST
+//! (keys and revocations), `POST offers` (stored verbatim and sent to every store), `POST
 //! adjustments` (to one store of the customer), and erasure ([`erasure`]). Each change is written
 //! with the change-log rows of the stores it concerns in one transaction (long-polls wake at
 //! COMMIT).
@@ -501,7 +501,7 @@ async fn key(hub: &Hub, mut body: WireKey) -> Response<Body> {
 }
 
 /// `POST /v1/admin/offers`: stored verbatim with its validity and target (a customer or a
-/// segment). Not in the feed yet: the gateway does not consume offers.
+/// segment), and sent to every store in the feed (`feed::wire_offer`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OfferBody {
@@ -535,11 +535,29 @@ async fn offer(hub: &Hub, body: OfferBody) -> Response<Body> {
             "offer_id must not be empty, valid_from and valid_until must be RFC 3339 times, valid_until after valid_from, and offer a JSON object".into(),
         );
     }
+    let wire = match crate::feed::wire_offer(
+        &body.offer_id,
+        body.customer_id.as_deref(),
+        body.segment.as_deref(),
+        &body.valid_from,
+        &body.valid_until,
+        &body.offer,
+    ) {
+        Ok(wire) => serde_json::to_string(&wire).ok(),
+        Err(why) => return error(StatusCode::BAD_REQUEST, "malformed", why),
+    };
     let body = std::sync::Arc::new(body);
     answer(
-        write(hub, move |tx, _effects| {
-            let body = body.clone();
+        write(hub, move |tx, effects| {
+            let (body, wire) = (body.clone(), wire.clone());
             Box::pin(async move {
+                effects.changes.push(Change {
+                    store: None,
+                    kind: "offer",
+                    customer_id: body.customer_id.clone(),
+                    voucher_id: None,
+                    payload: wire,
+                });
                 db::exec(
                     tx,
                     "INSERT INTO offers (offer_id, customer_id, segment, valid_from, valid_until, offer)

@@ -11,7 +11,7 @@
 use crate::db::{self, DbError};
 use crate::Hub;
 use loyalty_protocol::crm::{
-    ChangesPage, WireAdjustment, WireConsent, WireCustomer, WireKey, WireMerge,
+    ChangesPage, WireAdjustment, WireConsent, WireCustomer, WireKey, WireMerge, WireOffer,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -111,6 +111,37 @@ pub async fn listen(
     }
 }
 
+/// An admin offer (`POST /v1/admin/offers`: target, validity and the `offer` object holding
+/// the rest of SPEC 2.5's offer: `text`, `conditions`, `benefit`, ...) as the stores' feed
+/// carries it; why not, when the object does not make an offer a store can apply.
+pub fn wire_offer(
+    offer_id: &str,
+    customer_id: Option<&str>,
+    segment: Option<&str>,
+    valid_from: &str,
+    valid_until: &str,
+    offer: &serde_json::Value,
+) -> Result<WireOffer, String> {
+    use serde_json::Value;
+    let mut fields = offer.as_object().cloned().unwrap_or_default();
+    let mut set = |key: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            fields.insert(key.to_string(), Value::String(value.to_string()));
+        }
+    };
+    set("offer_id", Some(offer_id));
+    set("customer_id", customer_id);
+    set("segment", segment);
+    set("valid_from", Some(valid_from));
+    set("valid_until", Some(valid_until));
+    let wire: WireOffer = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| format!("offer: {e} (see the Offer schema in docs/openapi.yaml)"))?;
+    if wire.benefit.is_none() && !wire.withdrawn {
+        return Err("offer.benefit: missing (bonus_points, multiplier or amount_off)".into());
+    }
+    Ok(wire)
+}
+
 /// Parses a cursor (`""` or absent: the beginning).
 pub fn parse_cursor(text: Option<&str>) -> Result<i64, String> {
     match text {
@@ -172,6 +203,9 @@ pub async fn page(hub: &Hub, store: &str, cursor: i64) -> Result<ChangesPage, Db
             "adjustment" => page
                 .adjustments
                 .extend(payload.and_then(|p| serde_json::from_str::<WireAdjustment>(&p).ok())),
+            "offer" => page
+                .offers
+                .extend(payload.and_then(|p| serde_json::from_str::<WireOffer>(&p).ok())),
             other => tracing::debug!(kind = other, "change kind not in pages yet"),
         }
     }
@@ -241,6 +275,8 @@ pub async fn customers(
             },
             phone_hash: row.get(7),
             email_hash: row.get(8),
+            tags: Vec::new(),
+            birthday: None,
         })
         .collect())
 }

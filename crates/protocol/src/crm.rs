@@ -101,6 +101,14 @@ pub struct ChangesPage {
     /// A new earning-rules set (the `[rules]` table as JSON), or null for no change.
     #[serde(default)]
     pub rules: Option<serde_json::Value>,
+    /// Personal (one customer) or segment (a tag) offers, new, changed or withdrawn (absent
+    /// in older CRMs' pages; left out when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<WireOffer>,
+    /// Offers a customer activated ("clipped") in the app, or took back (absent in older
+    /// CRMs' pages; left out when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clips: Vec<WireClip>,
 }
 
 impl ChangesPage {
@@ -113,6 +121,8 @@ impl ChangesPage {
             && self.revoked_vouchers.is_empty()
             && self.keys.is_empty()
             && self.rules.is_none()
+            && self.offers.is_empty()
+            && self.clips.is_empty()
     }
 }
 
@@ -145,6 +155,13 @@ pub struct WireCustomer {
     /// Hex SHA-256 of the customer's normalised e-mail address; absent: none known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_hash: Option<String>,
+    /// Segment tags (e.g. `pet-owner`); segment offers name one. Absent or empty: none (left
+    /// out when empty). A page's list replaces the stored one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Birthday as `MM-DD` (no year), for the cashier's hint; absent: none known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birthday: Option<String>,
 }
 
 /// A customer's consent flags as head office records them.
@@ -181,6 +198,104 @@ pub struct WireAdjustment {
     pub points: i64,
     /// Why (kept in the store's journal).
     pub reason: String,
+}
+
+/// A personal or segment offer (an eCoupon). Exactly one of `customer_id` (personal) and
+/// `segment` (every customer carrying that tag) names who it is for. An offer the page sends
+/// again replaces the stored one; `withdrawn: true` removes it. Every offer needs the
+/// customer's `profiling` consent (and her `marketing` consent too with `requires_marketing`):
+/// without it the offer is neither shown nor applied.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireOffer {
+    /// The CRM's id of the offer (1 to 64 printable characters).
+    pub offer_id: String,
+    /// The one customer it is for (a personal offer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// The segment tag it is for (every customer whose `tags` hold it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    /// First moment it applies (RFC 3339); absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    /// The moment it ends (RFC 3339, exclusive); absent: until withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+    /// Short text for the till's screen (truncated to 40 characters in the answer).
+    #[serde(default)]
+    pub text: String,
+    /// Which lines it applies to.
+    #[serde(default)]
+    pub conditions: WireOfferConditions,
+    /// What it gives; required unless `withdrawn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benefit: Option<WireOfferBenefit>,
+    /// True: applies only once the customer activated it (a [`WireClip`]).
+    #[serde(default)]
+    pub requires_activation: bool,
+    /// True: needs the customer's `marketing` consent as well as `profiling`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_marketing: bool,
+    /// How many receipts of one customer it applies to (default 1).
+    #[serde(default = "one")]
+    pub max_uses_per_customer: u32,
+    /// True: the offer is withdrawn (removed from the store).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrawn: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Which lines of a sale an offer applies to. With no `gtins`, `brands` or `categories`,
+/// every line qualifies; otherwise a line qualifies when it matches any of them. Lines the
+/// earning rules exclude, lines in the store's `rules.offer_excluded_categories` and lines in
+/// `exclude_categories` never qualify.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WireOfferConditions {
+    /// Articles by GTIN (the line's `sku`, exactly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gtins: Vec<String>,
+    /// Brands, as GS1 company prefixes (a line whose `sku` starts with one is that brand's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brands: Vec<String>,
+    /// Merchandise categories (the line's `category`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// Minimum spend on the qualifying lines (decimal text), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_spend: Option<String>,
+    /// Categories this offer never applies to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_categories: Vec<String>,
+}
+
+/// What an offer gives: one of `{"bonus_points": 100}`, `{"multiplier": "2"}` (the qualifying
+/// lines' points multiplied: the extra `factor - 1` times their points is the bonus) or
+/// `{"amount_off": "5.00"}` (shown to the till, which takes it off; recorded when used).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum WireOfferBenefit {
+    /// Flat bonus points (1 to 1,000,000).
+    BonusPoints(i64),
+    /// A factor on the qualifying lines' points, decimal text with at most two decimals
+    /// (`"2"`, `"1.5"`; 1 to 100).
+    Multiplier(String),
+    /// An amount off the qualifying lines (decimal text).
+    AmountOff(String),
+}
+
+/// A customer's activation of an offer in the app (or, with `withdrawn`, its removal).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireClip {
+    /// Customer id.
+    pub customer_id: String,
+    /// The offer.
+    pub offer_id: String,
+    /// True: the activation is taken back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrawn: bool,
 }
 
 /// A voucher verification key distributed by head office.

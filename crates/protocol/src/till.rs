@@ -255,6 +255,86 @@ pub struct IssuedVoucherJson {
     pub valid_until: String,
 }
 
+/// What a `customer` / `enrolled` answer carries for the cashier's screen besides name, tier
+/// and balance (SPEC 2.3). Bounded so that the whole answer stays under
+/// [`Screen::MAX_ANSWER_BYTES`]: at most [`Screen::MAX_VOUCHERS`] vouchers (soonest to expire
+/// first), [`Screen::MAX_OFFERS`] offers with texts cut to [`Screen::MAX_TEXT_CHARS`]
+/// characters, [`Screen::MAX_HINTS`] hints; `more_vouchers` / `more_offers` count what was
+/// left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Screen {
+    /// Points the customer can spend now (vested), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redeemable: Option<i64>,
+    /// Her open vouchers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vouchers: Vec<ScreenVoucher>,
+    /// Open vouchers not listed (beyond the bound).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_vouchers: u32,
+    /// Her active offers (only with `profiling` consent).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<ScreenOffer>,
+    /// Active offers not listed (beyond the bound).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_offers: u32,
+    /// Short hints for the cashier (`birthday_this_week`, `tier:gold`, `reward_in:120`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Screen {
+    /// Vouchers listed at most.
+    pub const MAX_VOUCHERS: usize = 5;
+    /// Offers listed at most.
+    pub const MAX_OFFERS: usize = 5;
+    /// Hints listed at most.
+    pub const MAX_HINTS: usize = 2;
+    /// Characters of an offer's text kept.
+    pub const MAX_TEXT_CHARS: usize = 40;
+    /// The bound on a whole `customer` / `enrolled` answer's JSON: the gateway leaves offers,
+    /// then vouchers, then hints out (counted in `more_*`) until it fits.
+    pub const MAX_ANSWER_BYTES: usize = 1024;
+
+    /// Cuts `text` to [`Screen::MAX_TEXT_CHARS`] characters (an ellipsis marks a cut).
+    pub fn short_text(text: &str) -> String {
+        let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+        if clean.chars().count() <= Self::MAX_TEXT_CHARS {
+            return clean;
+        }
+        let mut cut: String = clean.chars().take(Self::MAX_TEXT_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// An open voucher on the till's screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScreenVoucher {
+    /// Voucher id.
+    pub voucher_id: String,
+    /// Value as decimal text (or `10%`).
+    pub value: String,
+    /// End of validity (RFC 3339).
+    pub valid_until: String,
+}
+
+/// An active offer on the till's screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScreenOffer {
+    /// Offer id.
+    pub offer_id: String,
+    /// Short text (at most [`Screen::MAX_TEXT_CHARS`] characters).
+    pub text: String,
+    /// Amount the till takes off when the offer's articles are bought (decimal text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_off: Option<String>,
+}
+
 /// An answer to a lane on `{prefix}/lane/{lane}/response`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -276,6 +356,10 @@ pub enum Response {
         /// Set when this card replaced another scanned at the lane before the receipt.
         #[serde(skip_serializing_if = "Option::is_none")]
         replaced_card: Option<String>,
+        /// What the till's screen shows besides (redeemable points, open vouchers, offers,
+        /// hints); each left out when empty.
+        #[serde(flatten)]
+        screen: Screen,
     },
     /// After a scan of an unknown card of the program's range: a customer was enrolled.
     Enrolled {
@@ -292,6 +376,9 @@ pub enum Response {
         /// Set when this card replaced another scanned at the lane before the receipt.
         #[serde(skip_serializing_if = "Option::is_none")]
         replaced_card: Option<String>,
+        /// What the till's screen shows besides (see [`Screen`]).
+        #[serde(flatten)]
+        screen: Screen,
     },
     /// After a receipt (or a card attached to one retroactively).
     Points {
@@ -412,6 +499,25 @@ impl Response {
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail.
         serde_json::to_vec(self).unwrap_or_else(|_| b"{\"type\":\"error\"}".to_vec())
+    }
+
+    /// Leaves a `customer` / `enrolled` answer's screen items out (offers first, then vouchers,
+    /// then hints; counted in `more_offers` / `more_vouchers`) until its JSON is at most
+    /// [`Screen::MAX_ANSWER_BYTES`]. Other answers are left as they are.
+    pub fn fit_screen(&mut self) {
+        while self.to_json().len() > Screen::MAX_ANSWER_BYTES {
+            let (Response::Customer { screen, .. } | Response::Enrolled { screen, .. }) = self
+            else {
+                return;
+            };
+            if screen.offers.pop().is_some() {
+                screen.more_offers += 1;
+            } else if screen.vouchers.pop().is_some() {
+                screen.more_vouchers += 1;
+            } else if screen.hints.pop().is_none() {
+                return;
+            }
+        }
     }
 }
 

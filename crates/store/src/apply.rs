@@ -70,6 +70,8 @@ pub(crate) struct ReceiptRequest {
     pub(crate) vouchers: Option<vouchers::ReceiptVoucherStep>,
     /// Categories of its lines the rules do not know (flagged in its event).
     pub(crate) unknown_categories: Vec<String>,
+    /// The offers its customer may use, prepared outside the transaction.
+    pub(crate) offers: offers::PreparedOffers,
 }
 
 /// A card named on a receipt, unknown when the receipt was prepared: enrolled as `id` in the
@@ -294,18 +296,28 @@ pub(crate) fn apply_sale(
     now: Timestamp,
 ) -> TxResult<ReceiptOutcome> {
     let (receipt, data) = (&request.receipt, &request.data);
-    let points = if customer.is_some() {
+    let mut points = if customer.is_some() {
         earning.points.max(0)
     } else {
         0
     };
+    let mut promotions = earning.promotions.clone();
+    if let Some(customer) = customer.filter(|_| !request.offers.candidates.is_empty()) {
+        // Offers: each use counted and evented in this transaction (`offers`).
+        let used =
+            offers::use_offers_in_tx(tx, tx.extra(3), customer, receipt, &request.offers, now)?;
+        for one in &used {
+            points = points.saturating_add(one.bonus_points);
+            promotions.push(format!("offer:{}", one.offer_id));
+        }
+    }
     let mut rec = ReceiptRec {
         data: data.clone(),
         applied_at: now,
         customer_id: customer.as_ref().map(|c| c.id.clone()),
         eligible: earning.eligible.0,
         vests_at: earning.vests_at,
-        promotions: earning.promotions.clone(),
+        promotions: promotions.clone(),
         returns: ReturnRec {
             original_points: points,
             original_eligible: earning.eligible.0,
@@ -344,13 +356,7 @@ pub(crate) fn apply_sale(
                     balance = after;
                 }
             }
-            outcome_rec(
-                Some(&customer.id),
-                points,
-                Some(balance),
-                &earning.promotions,
-                None,
-            )
+            outcome_rec(Some(&customer.id), points, Some(balance), &promotions, None)
         }
         None => outcome_rec(None, 0, None, &[], Some(OutcomeNote::NoCustomer)),
     };

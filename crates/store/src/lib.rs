@@ -55,6 +55,7 @@ pub mod events;
 mod figures;
 mod journal;
 mod merge;
+pub mod offers;
 mod open;
 mod outbox;
 mod points;
@@ -185,6 +186,8 @@ struct Inner {
     /// The voucher trees (`vouchers::ISSUED`, `STATE`, `REVOKED`, in that order): a receipt's
     /// transaction settles and issues its vouchers with its points.
     voucher_trees: [sled::Tree; 3],
+    /// The `offers` tree (`offers::TREE`): a sale's transaction counts its offers' uses.
+    offers_tree: sled::Tree,
     store_id: String,
     data_dir: PathBuf,
     retention: jiff::SignedDuration,

@@ -71,6 +71,7 @@ impl Store {
             db.open_tree(vouchers::STATE)?,
             db.open_tree(vouchers::REVOKED)?,
         ];
+        let offers_tree = db.open_tree(super::offers::TREE)?;
         let migrations_applied =
             schema::prepare(&db, &trees[META], &data_dir, store_id, migrations)?;
         figures::ensure_outstanding(&trees[FIGURES], &trees[JOURNAL])?;
@@ -90,6 +91,7 @@ impl Store {
                 db,
                 trees,
                 voucher_trees,
+                offers_tree,
                 store_id: store_id.to_string(),
                 data_dir,
                 retention,

@@ -154,7 +154,7 @@ impl Store {
             BatchAnswer::Done(result) => result,
             // Alone, with the policy at hand (a tier changed meanwhile, or the batch failed).
             BatchAnswer::Retry => {
-                match self.commit_only(&self.voucher_trees(), |tx| {
+                match self.commit_only(&self.receipt_trees(), |tx| {
                     apply_planned(tx, &request, Some(policy))
                 })? {
                     BatchAnswer::Done(result) => result,
@@ -169,6 +169,12 @@ impl Store {
         let applied = result?;
         self.wait_durable()?;
         Ok(applied)
+    }
+
+    /// The extra trees of a receipt's transaction: the voucher trees, then `offers`.
+    pub(crate) fn receipt_trees(&self) -> [&sled::Tree; 4] {
+        let [issued, state, revoked] = self.voucher_trees();
+        [issued, state, revoked, self.offers_tree()]
     }
 
     /// The voucher trees, as the extra trees of a receipt's transaction.
@@ -188,6 +194,7 @@ impl Store {
         policy: &dyn EarningPolicy,
         now: Timestamp,
     ) -> Result<ReceiptRequest, StoreError> {
+        let mut offers = offers::PreparedOffers::default();
         let plan = match &receipt.kind {
             ReceiptKind::Sale => {
                 let tier = if enrolling {
@@ -196,6 +203,18 @@ impl Store {
                     self.expected_tier(customer_id, receipt.card.as_deref())?
                 };
                 let earning = policy.earn(receipt, tier.as_deref());
+                if !enrolling {
+                    if let Some(id) =
+                        self.expected_customer(customer_id, receipt.card.as_deref())?
+                    {
+                        let theirs = self.customer_offers(&id)?;
+                        if !theirs.offers.is_empty() && theirs.consent.is_some_and(|c| c.profiling)
+                        {
+                            offers.lines = policy.offer_lines(receipt, tier.as_deref());
+                            offers.candidates = theirs.matching(&id, receipt, &offers.lines, now);
+                        }
+                    }
+                }
                 Plan::Sale { tier, earning }
             }
             ReceiptKind::Return { .. } => Plan::Return {
@@ -212,6 +231,23 @@ impl Store {
             enrolment: None,
             vouchers: None,
             unknown_categories: policy.limits().unknown_categories(receipt),
+            offers,
+        })
+    }
+
+    /// The id of the customer a sale will be applied to, as read outside a transaction.
+    pub(crate) fn expected_customer(
+        &self,
+        customer_id: Option<&str>,
+        card: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(match (customer_id, card) {
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(card)) => self
+                .tree(CARDS)
+                .get(card.as_bytes())?
+                .map(|id| String::from_utf8_lossy(&id).to_string()),
+            (None, None) => None,
         })
     }
 
@@ -235,7 +271,7 @@ impl Store {
 
     /// Applies a batch of receipts in one transaction; one answer per request, in order.
     pub(crate) fn apply_batch(&self, batch: &[Arc<ReceiptRequest>]) -> Vec<BatchAnswer> {
-        let result = self.commit_only(&self.voucher_trees(), |tx| {
+        let result = self.commit_only(&self.receipt_trees(), |tx| {
             batch
                 .iter()
                 .map(|request| apply_planned(tx, request, None))

@@ -94,6 +94,12 @@ pub(crate) struct CustomerRec {
     /// Ids merged into this customer (their vouchers and receipts count for it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// Segment tags from the CRM (segment offers name one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Birthday `MM-DD` from the CRM, for the cashier's hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birthday: Option<String>,
 }
 
 /// A customer's consent flags.
@@ -130,6 +136,8 @@ impl CustomerRec {
             email_hash: None,
             merged_into: None,
             merged_from: Vec::new(),
+            tags: Vec::new(),
+            birthday: None,
         }
     }
 

@@ -57,6 +57,10 @@ pub struct CrmCustomer {
     pub phone_hash: Option<String>,
     /// Hex SHA-256 of the normalised e-mail address; `None` keeps what is stored.
     pub email_hash: Option<String>,
+    /// Segment tags (replace the stored ones).
+    pub tags: Vec<String>,
+    /// Birthday `MM-DD`; `None` keeps what is stored.
+    pub birthday: Option<String>,
 }
 
 /// A customer's consent flags as the CRM sent them (stored with the customer).
@@ -132,6 +136,10 @@ pub struct ChangeSet {
     pub rules_json: Option<String>,
     /// Why the page's rules were refused, if they were.
     pub rules_rejection: Option<String>,
+    /// Offers new, replaced or withdrawn (`store::offers`).
+    pub offers: Vec<super::offers::CrmOfferChange>,
+    /// Customers' activations of offers.
+    pub clips: Vec<super::offers::CrmClip>,
 }
 
 /// What applying a page did.
@@ -168,6 +176,8 @@ pub struct ApplyReport {
     pub revoked_vouchers: u64,
     /// Keys stored.
     pub keys: u64,
+    /// Offers and clips.
+    pub offers: super::offers::OffersReport,
 }
 
 /// One outbox event, undecoded: sequence number, creation time and the wire JSON object.
@@ -283,6 +293,7 @@ impl Store {
         let [state, revoked, keys] = self.sync_trees()?;
         // Revocations also go where voucher checks look, in the same transaction.
         let voucher_revoked = self.db().open_tree(super::vouchers::REVOKED)?;
+        let offers_tree = self.offers_tree().clone();
         let (last_seq, _) = self.outbox_positions()?;
         let key_values: Vec<(String, Vec<u8>)> = changes
             .keys
@@ -303,7 +314,8 @@ impl Store {
             .cloned()
             .collect();
         let erasing = self.erasure_scan(&valid_erasures)?;
-        let report = self.transact(&[&state, &revoked, &keys, &voucher_revoked], |tx| {
+        let trees = [&state, &revoked, &keys, &voucher_revoked, &offers_tree];
+        let report = self.transact(&trees, |tx| {
             let mut report = ApplyReport::default();
             for merge in &changes.merged {
                 match apply_merge(tx, &merge.from, &merge.into, changes.now)? {
@@ -374,6 +386,12 @@ impl Store {
             if let Some(reason) = &changes.rules_rejection {
                 tx.extra(0).insert(RULES_REJECTION, reason.as_bytes())?;
             }
+            report.offers = super::offers::apply_page(
+                tx.extra(4),
+                &changes.offers,
+                &changes.clips,
+                changes.now,
+            )?;
             tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
             Ok(report)
         })?;
@@ -489,6 +507,8 @@ fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResu
             .or(base.consent),
         phone_hash: contact_hash(&customer.phone_hash).or(base.phone_hash.clone()),
         email_hash: contact_hash(&customer.email_hash).or(base.email_hash.clone()),
+        tags: customer.tags.clone(),
+        birthday: customer.birthday.clone().or(base.birthday.clone()),
         ..base
     };
     if let Some(old) = &old {
@@ -565,6 +585,8 @@ pub(crate) fn erase(tx: &Tx<'_>, customer_id: &str) -> TxResult<bool> {
     rec.consent = None;
     rec.phone_hash = None;
     rec.email_hash = None;
+    rec.tags.clear();
+    rec.birthday = None;
     tx.put_customer_rec(&rec)?;
     Ok(true)
 }

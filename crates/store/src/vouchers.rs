@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 mod issue;
 mod redeem;
+mod wallet;
 use issue::issued_from;
 pub use issue::IssueError;
 pub(crate) use redeem::ReceiptVoucherStep;

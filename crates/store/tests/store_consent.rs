@@ -28,6 +28,8 @@ fn customer(id: &str, card: &str, consent: Option<(bool, bool)>) -> CrmCustomer 
         }),
         phone_hash: None,
         email_hash: None,
+        tags: vec![],
+        birthday: None,
     }
 }
 
@@ -43,6 +45,8 @@ fn page(cursor: &str, customers: Vec<CrmCustomer>) -> ChangeSet {
         keys: vec![],
         rules_json: None,
         rules_rejection: None,
+        offers: vec![],
+        clips: vec![],
     }
 }
 

@@ -21,6 +21,8 @@ fn customer(id: &str, card: &str, phone: Option<&str>, email: Option<&str>) -> C
         consent: None,
         phone_hash: phone.and_then(phone_hash),
         email_hash: email.and_then(email_hash),
+        tags: Vec::new(),
+        birthday: None,
     }
 }
 
@@ -41,6 +43,8 @@ fn page(
         keys: vec![],
         rules_json: None,
         rules_rejection: None,
+        offers: Vec::new(),
+        clips: Vec::new(),
     }
 }
 

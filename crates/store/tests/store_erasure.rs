@@ -35,6 +35,8 @@ fn crm_customer(id: &str, cards: &[&str], name: &str) -> CrmCustomer {
         }),
         phone_hash: None,
         email_hash: None,
+        tags: vec![],
+        birthday: None,
     }
 }
 
@@ -50,6 +52,8 @@ fn page(cursor: &str, customers: Vec<CrmCustomer>, erased: Vec<String>) -> Chang
         keys: vec![],
         rules_json: None,
         rules_rejection: None,
+        offers: vec![],
+        clips: vec![],
     }
 }
 

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use story::{keep_trading, story};
+use story::{keep_trading, personal_offer, story};
 use summary::print_summary;
 use tap::printer_tap;
 use tokio_util::sync::CancellationToken;
@@ -143,6 +143,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         "It is the repository's reference receiver for integrators, not a CRM: it deduplicates",
     );
     explain("events by id and acknowledges them with acked_through.");
+    // Head office's first page: a customer with a personal offer (`story::offer_page`).
+    crm.push_changes(STORE_ID, story::offer_page());
     let crm_section = format!(
         "[crm]\nenabled = true\nurl = \"{url}\"\nclient_cert_file = \"{cert}\"\nclient_key_file = \"{key}\"\n\
          ca_file = \"{ca}\"\nbatch_max_age_ms = 50\npoll_interval_secs = 1\nbackoff_min_ms = 100\nbackoff_max_ms = 2000\n",
@@ -202,6 +204,12 @@ async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         latencies: Vec::new(),
     };
     story(&mut lanes, &mut recorder).await;
+    // The feed applied the first page once it asks for the next one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crm.stats().changes_requests < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    personal_offer(&mut lanes, &mut recorder).await;
     // The till and the printer stay switched on until the demo ends.
     let _lane5_devices = printer_tap(&handle, till_side, printer_side).await;
 

@@ -122,6 +122,15 @@ impl EarningRules {
             );
             excluded_categories.insert(category.clone());
         }
+        let mut offer_excluded_categories = BTreeSet::new();
+        for (index, category) in config.offer_excluded_categories.iter().enumerate() {
+            p.category(
+                &format!("offer_excluded_categories[{index}]"),
+                category,
+                &categories,
+            );
+            offer_excluded_categories.insert(category.clone());
+        }
         let mut excluded_gtin_prefixes = Vec::new();
         for (index, prefix) in config.excluded_gtin_prefixes.iter().enumerate() {
             if prefix.is_empty() || prefix.len() > 13 || !prefix.bytes().all(|b| b.is_ascii_digit())
@@ -272,6 +281,7 @@ impl EarningRules {
             rounding: config.rounding,
             categories,
             excluded_categories,
+            offer_excluded_categories,
             excluded_gtin_prefixes,
             category_multipliers,
             tiers,

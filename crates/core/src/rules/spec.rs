@@ -93,6 +93,9 @@ pub struct RulesConfig {
     pub vesting_days: u32,
     /// Largest accepted receipt total, as a decimal text.
     pub max_receipt_total: String,
+    /// Categories no personal or segment offer ever applies to (the store's merchandising
+    /// limits, e.g. tobacco, baby formula), on top of the lines that earn nothing.
+    pub offer_excluded_categories: Vec<String>,
 }
 
 impl Default for RulesConfig {
@@ -111,6 +114,7 @@ impl Default for RulesConfig {
             cap_per_receipt: 0,
             vesting_days: 0,
             max_receipt_total: "100000.00".into(),
+            offer_excluded_categories: Vec::new(),
         }
     }
 }

@@ -113,6 +113,28 @@ pub(super) async fn on_scan(
                     .enrolled
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
+            let screen = {
+                let store = shared.store.clone();
+                let vouchers = shared.vouchers.clone();
+                let customer_id = customer.id.clone();
+                let tier = customer.tier.clone();
+                let time_zone = shared.time_zone.clone();
+                blocking(move || {
+                    read_screen(
+                        &store,
+                        &vouchers,
+                        &customer_id,
+                        tier.as_deref(),
+                        &time_zone,
+                        now,
+                    )
+                })
+                .await
+            };
+            let screen = match screen {
+                Ok(screen) => screen,
+                Err(err) => return vec![refusal_or_storage(lane, None, &err)],
+            };
             let who = Identified {
                 customer_id: customer.id.clone(),
                 card: number.clone(),
@@ -120,12 +142,12 @@ pub(super) async fn on_scan(
             match session.on_card(who, now) {
                 CardDecision::HoldForNextReceipt { replaced } => {
                     vec![customer_answer(
-                        lane, &customer, &number, balance, enrolled, replaced,
+                        lane, &customer, &number, balance, enrolled, replaced, screen,
                     )]
                 }
                 CardDecision::AttachTo { receipt_id } => {
                     let mut answers = vec![customer_answer(
-                        lane, &customer, &number, balance, enrolled, None,
+                        lane, &customer, &number, balance, enrolled, None, screen,
                     )];
                     let store = shared.store.stamped(time.trusted);
                     let rules = current_rules(shared);
@@ -184,8 +206,9 @@ pub(super) fn customer_answer(
     balance: i64,
     enrolled: bool,
     replaced_card: Option<String>,
+    screen: ScreenRead,
 ) -> Response {
-    if enrolled {
+    let mut answer = if enrolled {
         Response::Enrolled {
             lane: lane.to_string(),
             customer_id: customer.id.clone(),
@@ -193,18 +216,22 @@ pub(super) fn customer_answer(
             tier: customer.tier.clone().unwrap_or_else(|| "basic".into()),
             balance,
             replaced_card,
+            screen: screen.screen,
         }
     } else {
         Response::Customer {
             lane: lane.to_string(),
             customer_id: customer.id.clone(),
             card: card.to_string(),
-            name: customer.name.clone(),
+            name: customer.name.clone().filter(|_| screen.show_name),
             tier: customer.tier.clone().unwrap_or_else(|| "basic".into()),
             balance,
             replaced_card,
+            screen: screen.screen,
         }
-    }
+    };
+    answer.fit_screen();
+    answer
 }
 
 pub(super) fn points_answer(lane: &str, outcome: &ReceiptOutcome) -> Response {

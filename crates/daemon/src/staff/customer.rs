@@ -38,6 +38,8 @@ pub struct CustomerPage {
     pub purchases: Vec<(Receipt, i64)>,
     /// Categories by amount spent over the last purchases, largest first.
     pub top_categories: Vec<(String, Money)>,
+    /// Her active personal and segment offers (none without `profiling` consent).
+    pub offers: Vec<loyalty_core::offers::Offer>,
 }
 
 /// Finds a customer by what staff typed, decided by its shape: with an `@`, an e-mail address
@@ -117,7 +119,9 @@ pub fn load(
         }
     }
     purchases.truncate(RECENT_PURCHASES);
+    let offers = store.active_offers(&customer.id, now)?;
     Ok(CustomerPage {
+        offers,
         customer,
         balance,
         vouchers,

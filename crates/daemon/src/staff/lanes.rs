@@ -159,6 +159,7 @@ mod tests {
             tier: "gold".into(),
             balance: 120,
             replaced_card: None,
+            screen: Default::default(),
         };
         assert!(apply(&mut now, &scan, at));
         assert_eq!(now.lanes["3"].name.as_deref(), Some("Erika"));

@@ -283,7 +283,18 @@ fn profile(ctx: &Ctx<'_>, page: &CustomerPage, goodwill_max: &str) -> Markup {
                 @if page.vouchers.is_empty() { p.empty { (t.no_vouchers) } }
                 div.cards { @for v in &page.vouchers { (voucher_card(ctx, &c.id, v)) } }
                 h2 { (t.offers) }
-                p.empty { (t.no_offers) }
+                @if page.offers.is_empty() { p.empty { (t.no_offers) } }
+                ul #offers {
+                    @for o in &page.offers {
+                        li.offer {
+                            (o.text)
+                            @if let Some(until) = o.valid_until {
+                                " · " (t.offer_until) " " (locale.date_time(until))
+                            }
+                            @if o.requires_activation { " · " (t.offer_activated) }
+                        }
+                    }
+                }
             }
             section.categories {
                 h2 { (t.top_categories) }

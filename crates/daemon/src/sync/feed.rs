@@ -82,6 +82,8 @@ pub fn crm_customer(wire: WireCustomer) -> CrmCustomer {
         }),
         phone_hash: wire.phone_hash,
         email_hash: wire.email_hash,
+        tags: wire.tags,
+        birthday: wire.birthday,
     }
 }
 
@@ -132,6 +134,8 @@ pub fn convert(page: ChangesPage, currency: &str, now: Timestamp) -> (ChangeSet,
         keys: page.keys.into_iter().map(key).collect(),
         rules_json,
         rules_rejection: rejection,
+        offers: super::offers::offer_changes(page.offers, currency),
+        clips: super::offers::clips(page.clips),
     };
     (changes, accepted)
 }

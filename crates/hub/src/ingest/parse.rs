@@ -201,7 +201,8 @@ pub fn parse<'a>(body: &'a [u8], store: &'a str) -> Result<Batch<'a>, String> {
             Some(EventType::VoucherRedeemed) => typed(raw).map(Payload::VoucherRedeemed),
             Some(EventType::VoucherKey) => typed(raw).map(Payload::VoucherKey),
             Some(EventType::CustomerErased) => typed(raw).map(Payload::Erased),
-            None => {
+            // Stored and exported as sent; head office does not interpret offer uses (yet).
+            Some(EventType::OfferRedeemed) | None => {
                 if !raw.starts_with('{') {
                     Err("payload must be a JSON object".to_string())
                 } else {

@@ -63,6 +63,7 @@ async fn drain(c: &Client, hub: &HubProcess, store: &str, cursor: &str) -> (Stri
         cursor = page.cursor.clone();
         all.customers.extend(page.customers);
         all.adjustments.extend(page.adjustments);
+        all.offers.extend(page.offers);
         all.erased.extend(page.erased);
         all.keys.extend(page.keys);
         if page.rules.is_some() {
@@ -443,10 +444,23 @@ async fn the_admin_api_needs_its_token_and_every_change_reaches_the_stores_conce
         "POST",
         "/v1/admin/offers",
         serde_json::json!({"offer_id": "o1", "segment": "all", "valid_from": "2026-12-01T00:00:00Z",
-            "valid_until": "2027-01-01T00:00:00Z", "offer": {"text": "2 for 1"}}),
+            "valid_until": "2027-01-01T00:00:00Z", "offer": {"text": "2 for 1",
+            "conditions": {"categories": ["coffee"]}, "benefit": {"bonus_points": 20}}}),
     )
     .await;
     assert_eq!(offer.status, 200, "{}", offer.text());
+    // An offer a store cannot apply is refused, naming what is missing.
+    let unusable = admin(
+        &office,
+        &hub,
+        "POST",
+        "/v1/admin/offers",
+        serde_json::json!({"offer_id": "o2", "segment": "all", "valid_from": "2026-12-01T00:00:00Z",
+            "valid_until": "2027-01-01T00:00:00Z", "offer": {"text": "no benefit"}}),
+    )
+    .await;
+    assert_eq!(unusable.status, 400, "{}", unusable.text());
+    assert!(unusable.text().contains("benefit"), "{}", unusable.text());
     let bad = admin(
         &office,
         &hub,
@@ -475,6 +489,12 @@ async fn the_admin_api_needs_its_token_and_every_change_reaches_the_stores_conce
     assert_eq!(page_a.adjustments[0].points, 50);
     assert!(page_b.adjustments.is_empty(), "only one store journals it");
     assert!(page_b.customers.is_empty(), "B does not know A-c1");
+    for page in [&page_a, &page_b] {
+        assert_eq!(page.offers.len(), 1, "every store gets the offer");
+        assert_eq!(page.offers[0].offer_id, "o1");
+        assert_eq!(page.offers[0].segment.as_deref(), Some("all"));
+        assert_eq!(page.offers[0].text, "2 for 1");
+    }
     let sql = env.sql().await;
     assert_eq!(count(&sql, "SELECT count(*) FROM offers").await, 1);
     let metrics = office.get(hub.addr, "/metrics").await.text();

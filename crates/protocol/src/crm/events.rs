@@ -2,7 +2,8 @@
 //! strings ([`EventType`]), the envelope `{"at", "clock_trusted", "id", "payload", "seq",
 //! "type"}` ([`Event`]) and every payload the store writes ([`ReceiptEvent`], [`LedgerEvent`],
 //! [`CustomerEvent`], [`VoucherIssuedEvent`], [`VoucherRedeemedEvent`], [`VoucherKeyEvent`],
-//! [`CustomerErasedEvent`]), and what an erasure leaves of a stored event ([`scrub_erased`]).
+//! [`CustomerErasedEvent`], [`OfferRedeemedEvent`]), and what an erasure leaves of a stored event
+//! ([`scrub_erased`]).
 //! The conversions from the core's types are here too, so that the CRM's field names, number
 //! formats and time formats live in one place.
 //!
@@ -41,6 +42,8 @@ pub enum EventType {
     VoucherKey,
     /// This store has applied an erasure the CRM sent (the confirmation head office reports).
     CustomerErased,
+    /// A personal or segment offer was used by a receipt.
+    OfferRedeemed,
 }
 
 impl EventType {
@@ -54,6 +57,7 @@ impl EventType {
             EventType::VoucherRedeemed => "voucher_redeemed",
             EventType::VoucherKey => "voucher_key",
             EventType::CustomerErased => "customer_erased",
+            EventType::OfferRedeemed => "offer_redeemed",
         }
     }
 
@@ -67,6 +71,7 @@ impl EventType {
             "voucher_redeemed" => EventType::VoucherRedeemed,
             "voucher_key" => EventType::VoucherKey,
             "customer_erased" => EventType::CustomerErased,
+            "offer_redeemed" => EventType::OfferRedeemed,
             _ => return None,
         })
     }
@@ -645,6 +650,34 @@ pub fn withhold_attached_receipt_lines(
     .withholding_lines();
     *payload = serde_json::to_value(&rewritten)?;
     serde_json::to_vec(&event).map(Some)
+}
+
+/// Payload of an `offer_redeemed` event: one use of an offer by a sale, written in the sale's
+/// transaction (exactly once per receipt). Bonus points it gave are part of the sale's `earn`
+/// ledger entry (the `receipt` event's points include them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferRedeemedEvent<'a> {
+    /// The amount off the till was told to give (decimal text), or null.
+    pub amount_off: Option<String>,
+    /// Bonus points the offer added to the sale (0 for an amount off).
+    pub bonus_points: i64,
+    /// The customer.
+    #[serde(borrow)]
+    pub customer_id: Cow<'a, str>,
+    /// Lane.
+    #[serde(borrow)]
+    pub lane: Cow<'a, str>,
+    /// The offer.
+    #[serde(borrow)]
+    pub offer_id: Cow<'a, str>,
+    /// The sale that used it.
+    #[serde(borrow)]
+    pub receipt_id: Cow<'a, str>,
+    /// When (RFC 3339).
+    #[serde(serialize_with = "rfc3339", deserialize_with = "de_rfc3339")]
+    pub redeemed_at: Timestamp,
+    /// This customer's uses of the offer so far, this one included (1 = first).
+    pub uses: u32,
 }
 
 #[cfg(test)]

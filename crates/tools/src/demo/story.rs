@@ -217,6 +217,72 @@ async fn pay_with_points(lanes: &mut Lanes, recorder: &mut Recorder, customer: &
     recorder.receipt(lanes, "2", &receipt).await;
 }
 
+/// The customer head office sent with a personal offer (see [`offer_page`]).
+pub(super) const OFFER_CARD: &str = "2990000000057";
+
+/// The changes page the demo's CRM serves first: a customer who consented to personalisation,
+/// with a personal offer on coffee.
+pub(super) fn offer_page() -> loyalty_protocol::crm::ChangesPage {
+    use loyalty_protocol::crm::{
+        ChangesPage, WireConsent, WireCustomer, WireOffer, WireOfferBenefit, WireOfferConditions,
+    };
+    ChangesPage {
+        customers: vec![WireCustomer {
+            customer_id: "demo-ada".into(),
+            balance: 0,
+            includes_store_seq: 0,
+            tier: None,
+            cards: vec![OFFER_CARD.into()],
+            display_name: Some("Ada".into()),
+            consent: Some(WireConsent {
+                marketing: true,
+                profiling: true,
+            }),
+            phone_hash: None,
+            email_hash: None,
+            tags: Vec::new(),
+            birthday: None,
+        }],
+        offers: vec![WireOffer {
+            offer_id: "D-OFFER-1".into(),
+            customer_id: Some("demo-ada".into()),
+            segment: None,
+            valid_from: None,
+            valid_until: None,
+            text: "50 bonus points on coffee".into(),
+            conditions: WireOfferConditions {
+                gtins: vec!["4000417025005".into()],
+                ..Default::default()
+            },
+            benefit: Some(WireOfferBenefit::BonusPoints(50)),
+            requires_activation: false,
+            requires_marketing: false,
+            max_uses_per_customer: 1,
+            withdrawn: false,
+        }],
+        ..ChangesPage::default()
+    }
+}
+
+/// Ada's personal offer: on her screen at the scan, applied once on her receipt.
+pub(super) async fn personal_offer(lanes: &mut Lanes, recorder: &mut Recorder) {
+    say("Lane 2: Ada scans her card: head office sent her a personal offer");
+    explain("She consented to personalisation, so her offer is on the till's screen in the");
+    explain("customer answer (offers), with her redeemable points and open vouchers.");
+    let mut scan = OFFER_CARD.as_bytes().to_vec();
+    scan.splice(0..0, *b"]E0");
+    recorder.scan(lanes, "2", &scan, 1).await;
+    explain("She buys the coffee: the offer adds its 50 points, once, in the receipt's own");
+    explain("transaction; the use goes to head office as an offer_redeemed event.");
+    let receipt = receipt_json(
+        "D-6001",
+        "2",
+        &[("4000417025005", "Coffee", 1, "8.99", "food")],
+        Some(OFFER_CARD),
+    );
+    recorder.receipt(lanes, "2", &receipt).await;
+}
+
 /// Keeps the store trading until `stop` fires: each lane scans a card and sends a receipt.
 pub(super) async fn keep_trading(
     lanes: &mut Lanes,

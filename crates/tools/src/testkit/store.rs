@@ -60,6 +60,24 @@ impl EarningPolicy for Policy {
     fn limits(&self) -> &ReceiptLimits {
         &self.limits
     }
+
+    fn offer_lines(
+        &self,
+        receipt: &Receipt,
+        _tier: Option<&str>,
+    ) -> Vec<loyalty_core::offers::OfferLine> {
+        receipt
+            .lines
+            .iter()
+            .map(|l| {
+                let allowed = l.category.as_deref() != Some("tobacco");
+                loyalty_core::offers::OfferLine {
+                    allowed,
+                    points: if allowed { l.amount.0.max(0) / 100 } else { 0 },
+                }
+            })
+            .collect()
+    }
 }
 
 /// The tests' "now": 2026-11-23T10:00:00Z.

@@ -264,6 +264,59 @@ fn customer_erased_payload_names_the_id_only() {
 }
 
 #[test]
+fn offer_redeemed_payload_is_pinned() {
+    let at: Timestamp = "2027-01-15T08:00:00Z".parse().expect("time");
+    let event = OfferRedeemedEvent {
+        amount_off: None,
+        bonus_points: 100,
+        customer_id: "berlin-001-00ff".into(),
+        lane: "3".into(),
+        offer_id: "OF-1".into(),
+        receipt_id: "R-1".into(),
+        redeemed_at: at,
+        uses: 1,
+    };
+    let pinned = r#"{"amount_off":null,"bonus_points":100,"customer_id":"berlin-001-00ff","lane":"3","offer_id":"OF-1","receipt_id":"R-1","redeemed_at":"2027-01-15T08:00:00Z","uses":1}"#;
+    assert_eq!(text(&event), pinned);
+    let back: OfferRedeemedEvent = serde_json::from_str(pinned).expect("reads back");
+    assert_eq!(text(&back), pinned);
+}
+
+#[test]
+fn changes_page_offers_and_clips() {
+    use crate::crm::{ChangesPage, WireOfferBenefit};
+    let page: ChangesPage = serde_json::from_str(
+        r#"{"cursor":"3","customers":[{"customer_id":"C1","balance":0,"includes_store_seq":0,"tags":["pets"]}],
+            "offers":[{"offer_id":"OF-1","customer_id":"C1","text":"Double points on coffee",
+                       "conditions":{"categories":["coffee"],"min_spend":"5.00"},
+                       "benefit":{"multiplier":"2"},"requires_activation":true},
+                      {"offer_id":"OF-2","withdrawn":true}],
+            "clips":[{"customer_id":"C1","offer_id":"OF-1"}]}"#,
+    )
+    .expect("page with offers");
+    assert_eq!(page.customers[0].tags, vec!["pets".to_string()]);
+    assert_eq!(page.offers.len(), 2);
+    assert_eq!(page.offers[0].max_uses_per_customer, 1);
+    assert_eq!(
+        page.offers[0].benefit,
+        Some(WireOfferBenefit::Multiplier("2".into()))
+    );
+    assert!(page.offers[1].withdrawn);
+    assert_eq!(page.clips[0].offer_id, "OF-1");
+    assert!(!page.is_empty());
+    // A page without offers writes none of the new fields.
+    let plain = serde_json::to_string(&ChangesPage {
+        cursor: "1".into(),
+        ..Default::default()
+    })
+    .expect("json");
+    assert!(
+        !plain.contains("offers") && !plain.contains("clips"),
+        "{plain}"
+    );
+}
+
+#[test]
 fn changes_page_merges_and_consent() {
     use crate::crm::{ChangesPage, WireConsent, WireCustomer, WireMerge};
     // Older pages (no `merged`, no `consent`) still read; empty lists are left out.
@@ -291,6 +344,8 @@ fn changes_page_merges_and_consent() {
             }),
             phone_hash: None,
             email_hash: None,
+            tags: Vec::new(),
+            birthday: None,
         }],
         merged: vec![WireMerge {
             from: "C1".into(),
@@ -411,6 +466,7 @@ fn event_types_round_trip() {
         EventType::VoucherRedeemed,
         EventType::VoucherKey,
         EventType::CustomerErased,
+        EventType::OfferRedeemed,
     ] {
         assert_eq!(EventType::parse(kind.as_str()), Some(kind));
     }
