@@ -32,38 +32,7 @@ fn config(
     broker: u16,
     http: u16,
 ) -> String {
-    format!(
-        r#"[store]
-id = "{STORE}"
-timezone = "Europe/Berlin"
-require_ntp_sync = false
-[storage]
-data_dir = "{data}"
-[mqtt]
-url = "mqtt://127.0.0.1:{broker}"
-reconnect_min_ms = 50
-reconnect_max_ms = 500
-[cards]
-prefixes = ["299"]
-[crm]
-enabled = true
-url = "{url}"
-client_cert_file = "{cert}"
-client_key_file = "{key}"
-ca_file = "{ca}"
-poll_interval_secs = 1
-batch_max_age_ms = 20
-backoff_min_ms = 50
-backoff_max_ms = 300
-[http]
-bind = "127.0.0.1:{http}"
-"#,
-        data = dir.join("data").display(),
-        url = crm.url(),
-        cert = pki.client_cert_file.display(),
-        key = pki.client_key_file.display(),
-        ca = pki.ca_file.display(),
-    )
+    harness::synced_config(STORE, dir, broker, http, &crm.url(), pki)
 }
 
 fn customer(id: &str, card: &str, name: &str, profiling: bool) -> WireCustomer {

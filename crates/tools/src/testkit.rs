@@ -21,7 +21,7 @@ mod poll;
 mod postgres;
 pub mod store;
 
-pub use gateway::{copy_dir, Gateway, GatewayBinary};
+pub use gateway::{copy_dir, synced_config, Gateway, GatewayBinary};
 pub use http::{http_get, metric_sample};
 pub use mqtt::{format_cents, parse_cents, sale, wait_online, Mosquitto, Till};
 pub use poll::{eventually, free_port, wait_until};

@@ -147,3 +147,47 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The configuration of a gateway under a black-box sync test: store `store`, its data in
+/// `dir/data`, the broker on `broker`, the local API on `http`, syncing at once (1 s polls,
+/// 20 ms batches, short backoff) to the CRM at `crm_url` with `pki`'s client certificate.
+pub fn synced_config(
+    store: &str,
+    dir: &Path,
+    broker: u16,
+    http: u16,
+    crm_url: &str,
+    pki: &crate::certs::LocalPki,
+) -> String {
+    format!(
+        r#"[store]
+id = "{store}"
+timezone = "Europe/Berlin"
+require_ntp_sync = false
+[storage]
+data_dir = "{data}"
+[mqtt]
+url = "mqtt://127.0.0.1:{broker}"
+reconnect_min_ms = 50
+reconnect_max_ms = 500
+[cards]
+prefixes = ["299"]
+[crm]
+enabled = true
+url = "{crm_url}"
+client_cert_file = "{cert}"
+client_key_file = "{key}"
+ca_file = "{ca}"
+poll_interval_secs = 1
+batch_max_age_ms = 20
+backoff_min_ms = 50
+backoff_max_ms = 300
+[http]
+bind = "127.0.0.1:{http}"
+"#,
+        data = dir.join("data").display(),
+        cert = pki.client_cert_file.display(),
+        key = pki.client_key_file.display(),
+        ca = pki.ca_file.display(),
+    )
+}
