@@ -308,3 +308,23 @@ fn crate_boundaries_hold_in_the_dependency_graph() {
         "See ARCHITECTURE.md: move the code to the crate that may depend on it.",
     );
 }
+
+/// The README's first command (`cargo run --release -- demo`) must run the gateway: the hub is a
+/// second binary of the workspace's default members, so without `default-run` cargo refuses to
+/// choose.
+#[test]
+fn cargo_run_at_the_root_runs_the_gateway() {
+    let manifest = read("Cargo.toml");
+    let package = manifest
+        .split("\n[package]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or("");
+    assert!(
+        package
+            .lines()
+            .any(|line| line.trim() == "default-run = \"loyalty-gateway\""),
+        "the root [package] must say default-run = \"loyalty-gateway\" (README: cargo run --release -- demo)"
+    );
+    assert!(read("README.md").contains("cargo run --release -- demo"));
+}
