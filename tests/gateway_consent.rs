@@ -13,6 +13,7 @@
 use harness::{sale, wait_online, Till};
 use loyalty_protocol::crm::{ChangesPage, WireConsent, WireCustomer};
 use loyalty_tools::crm_reference::{self, Fault, Faults, ReferenceConfig, ReferenceCrm};
+use loyalty_tools::testkit::store::files_holding;
 use loyalty_tools::testkit::{self as harness, http_get, GatewayBinary};
 use serde_json::Value;
 use std::path::Path;
@@ -91,57 +92,6 @@ async fn at_crm(crm: &ReferenceCrm, gateway: &harness::Gateway, id: &str) -> Val
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Every form `text` could take in a file: as is, JSON-escaped with `\u` for non-ASCII, hex.
-fn forms(text: &str) -> Vec<Vec<u8>> {
-    let escaped: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii() {
-                c.to_string()
-            } else {
-                format!("\\u{:04x}", c as u32)
-            }
-        })
-        .collect();
-    let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
-    vec![
-        text.as_bytes().to_vec(),
-        escaped.into_bytes(),
-        hex.to_uppercase().into_bytes(),
-        hex.into_bytes(),
-    ]
-}
-
-/// The files under `dir` (recursively) holding any form of `text`. A file that vanishes
-/// while it is read (the store replacing its database) is skipped.
-fn files_holding(dir: &Path, text: &str) -> Vec<String> {
-    let needles = forms(text);
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            if needles
-                .iter()
-                .any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()))
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

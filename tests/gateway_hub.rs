@@ -79,24 +79,10 @@ async fn head_office(dir: &Path, pki: &loyalty_tools::certs::LocalPki) -> Refere
     .expect("reference CRM")
 }
 
-/// The next answer on `lane` (answers of other lanes are skipped), within `limit`.
-async fn answer_on(till: &mut Till, lane: &str, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let answer = till
-            .try_next(deadline.saturating_duration_since(Instant::now()))
-            .await
-            .unwrap_or_else(|| panic!("no answer on lane {lane} within {limit:?}"));
-        if answer["lane"] == lane {
-            return answer;
-        }
-    }
-}
-
 /// Scans `card` on `lane` and returns the answer.
 async fn scan(till: &mut Till, lane: &str, card: &str) -> Value {
     till.scan(lane, card).await;
-    answer_on(till, lane, Duration::from_secs(15)).await
+    till.next_on(lane, Duration::from_secs(15)).await
 }
 
 /// Waits until the gateway's changes request is being held open at head office (one more
@@ -197,7 +183,7 @@ async fn head_office_customers_changes_merges_and_erasures_reach_the_lanes() {
         ),
     )
     .await;
-    let points = answer_on(&mut till, "3", Duration::from_secs(15)).await;
+    let points = till.next_on("3", Duration::from_secs(15)).await;
     assert_eq!(points["type"], "points", "{points}");
     let earned = points["earned"].as_i64().expect("earned");
     assert!(earned > 0, "{points}");
@@ -296,10 +282,10 @@ async fn a_stalled_head_office_costs_a_lane_at_most_the_lookup_timeout_and_stall
     till.scan("1", OFFLINE_CARD).await;
     // Another lane is served meanwhile, long before the stalled lookup gives up.
     till.scan("2", HO_CARD).await;
-    let other = answer_on(&mut till, "2", Duration::from_secs(15)).await;
+    let other = till.next_on("2", Duration::from_secs(15)).await;
     let other_after = scanned_at.elapsed();
     assert_eq!(other["type"], "customer", "{other}");
-    let stalled = answer_on(&mut till, "1", Duration::from_secs(15)).await;
+    let stalled = till.next_on("1", Duration::from_secs(15)).await;
     let stalled_after = scanned_at.elapsed();
     assert_eq!(stalled["type"], "enrolled", "{stalled}");
     assert!(

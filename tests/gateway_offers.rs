@@ -99,27 +99,13 @@ fn offer(json: &str) -> WireOffer {
     serde_json::from_str(json).expect("offer JSON")
 }
 
-/// The next answer on `lane` (answers of other lanes are skipped).
-async fn answer_on(till: &mut Till, lane: &str) -> Value {
-    let deadline = Instant::now() + ANSWER;
-    loop {
-        let answer = till
-            .try_next(deadline.saturating_duration_since(Instant::now()))
-            .await
-            .unwrap_or_else(|| panic!("no answer on lane {lane}"));
-        if answer["lane"] == lane {
-            return answer;
-        }
-    }
-}
-
 /// Scans `text` on `lane` and returns its answer. A receipt's answer repeated meanwhile is
 /// skipped: after a kill -9 the broker may redeliver a receipt whose PUBACK was lost, and the
 /// gateway answers it again (`duplicate: true`).
 async fn scan(till: &mut Till, lane: &str, text: &str) -> Value {
     till.scan(lane, text).await;
     loop {
-        let answer = answer_on(till, lane).await;
+        let answer = till.next_on(lane, ANSWER).await;
         if answer["duplicate"] != true {
             return answer;
         }
@@ -233,7 +219,7 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
         &sale("R-NOC", "2", Some(NOC), &[(COFFEE, 1, "5.00", "coffee")]),
     )
     .await;
-    let points = answer_on(&mut till, "2").await;
+    let points = till.next_on("2", ANSWER).await;
     assert_eq!(points["earned"], 5, "her offer is not applied: {points}");
 
     // The size bound: 100 offers, the answer stays within it and counts what it left out.
@@ -273,7 +259,7 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
         ],
     );
     till.receipt("1", &receipt).await;
-    let first = answer_on(&mut till, "1").await;
+    let first = till.next_on("1", ANSWER).await;
     assert_eq!(first["type"], "points", "{first}");
     // 5 (coffee) + 3 (baby earns points, but no offer) + 100 bonus; tobacco earns nothing.
     assert_eq!(first["earned"], 108, "{first}");
@@ -293,7 +279,7 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
     gateway.spawn();
     wait_online(broker.port, PREFIX).await;
     till.receipt("1", &receipt).await;
-    let again = answer_on(&mut till, "1").await;
+    let again = till.next_on("1", ANSWER).await;
     assert_eq!(again["receipt_id"], "R-1", "{again}");
     assert_eq!(again["earned"], 108, "{again}");
     assert_eq!(again["duplicate"], true, "{again}");
@@ -323,7 +309,7 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
     paying["rewards"] = Value::Array(vec![Value::String(voucher_id.clone())]);
     till.receipt("1", &paying).await;
     let paid = loop {
-        let answer = answer_on(&mut till, "1").await;
+        let answer = till.next_on("1", ANSWER).await;
         if answer["receipt_id"] == "R-2" {
             break answer;
         }
@@ -356,7 +342,7 @@ async fn personal_offers_show_for_her_alone_and_apply_exactly_once() {
     gateway.env.clear();
     gateway.spawn();
     let stalled = loop {
-        let answer = answer_on(&mut till, "1").await;
+        let answer = till.next_on("1", ANSWER).await;
         if answer["receipt_id"] == "R-STALL" {
             break answer;
         }

@@ -57,53 +57,6 @@ fn page(cursor: &str, customers: Vec<CrmCustomer>, erased: Vec<String>) -> Chang
     }
 }
 
-/// Every form in which `text` could sit in a file: as is, JSON-escaped with `\u` for
-/// non-ASCII, and as hex digits of its bytes (both cases).
-fn forms(text: &str) -> Vec<Vec<u8>> {
-    let escaped: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii() {
-                c.to_string()
-            } else {
-                format!("\\u{:04x}", c as u32)
-            }
-        })
-        .collect();
-    let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
-    vec![
-        text.as_bytes().to_vec(),
-        escaped.into_bytes(),
-        hex.clone().into_bytes(),
-        hex.to_uppercase().into_bytes(),
-    ]
-}
-
-/// The files under `dir` (recursively) that hold any form of `text`.
-fn files_holding(dir: &Path, text: &str) -> Vec<String> {
-    let needles = forms(text);
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        for entry in std::fs::read_dir(&path).expect("read dir") {
-            let entry = entry.expect("entry");
-            let path = entry.path();
-            if entry.file_type().expect("type").is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).expect("read file");
-            if needles
-                .iter()
-                .any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()))
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
-
 fn with_card(
     mut receipt: loyalty_core::receipt::Receipt,
     card: &str,

@@ -175,6 +175,22 @@ impl Till {
             .ok()
             .flatten()
     }
+
+    /// The next response on `lane` within `limit` (responses of other lanes are skipped), or a
+    /// panic naming the lane.
+    pub async fn next_on(&mut self, lane: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = self
+                .try_next(left)
+                .await
+                .unwrap_or_else(|| panic!("no answer on lane {lane} within {limit:?}"));
+            if answer["lane"] == lane {
+                return answer;
+            }
+        }
+    }
 }
 
 /// Waits for the gateway's retained `online` status, i.e. it is connected and subscribed.

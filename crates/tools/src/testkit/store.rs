@@ -181,3 +181,55 @@ pub fn assert_everything_kept(store: &Store, customer: &str, last: u64) {
     assert_eq!(store.outbox_stats().expect("stats").last_seq, last);
     assert!(store.verify().expect("verify").is_consistent());
 }
+
+/// Every form `text` could take in a file: as is, JSON-escaped with `\u` for non-ASCII, and the
+/// hex digits of its bytes (both cases).
+fn byte_forms(text: &str) -> Vec<Vec<u8>> {
+    let escaped: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", c as u32)
+            }
+        })
+        .collect();
+    let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+    vec![
+        text.as_bytes().to_vec(),
+        escaped.into_bytes(),
+        hex.to_uppercase().into_bytes(),
+        hex.into_bytes(),
+    ]
+}
+
+/// The files under `dir` (recursively) that hold any form of `text` (the erasure's byte scan).
+/// A file that vanishes while it is read (a running store replacing its database) is skipped.
+pub fn files_holding(dir: &Path, text: &str) -> Vec<String> {
+    let needles = byte_forms(text);
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if needles
+                .iter()
+                .any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()))
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
