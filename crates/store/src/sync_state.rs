@@ -110,7 +110,7 @@ pub struct CrmKey {
 }
 
 /// One changes page, ready to apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangeSet {
     /// The cursor to store with it.
     pub cursor: String,

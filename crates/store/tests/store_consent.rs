@@ -37,16 +37,8 @@ fn page(cursor: &str, customers: Vec<CrmCustomer>) -> ChangeSet {
     ChangeSet {
         cursor: cursor.into(),
         now: now(),
-        merged: vec![],
         customers,
-        adjustments: vec![],
-        erased: vec![],
-        revoked_vouchers: vec![],
-        keys: vec![],
-        rules_json: None,
-        rules_rejection: None,
-        offers: vec![],
-        clips: vec![],
+        ..Default::default()
     }
 }
 

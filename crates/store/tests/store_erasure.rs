@@ -44,16 +44,9 @@ fn page(cursor: &str, customers: Vec<CrmCustomer>, erased: Vec<String>) -> Chang
     ChangeSet {
         cursor: cursor.into(),
         now: now(),
-        merged: vec![],
         customers,
-        adjustments: vec![],
         erased,
-        revoked_vouchers: vec![],
-        keys: vec![],
-        rules_json: None,
-        rules_rejection: None,
-        offers: vec![],
-        clips: vec![],
+        ..Default::default()
     }
 }
 

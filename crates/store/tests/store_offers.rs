@@ -45,16 +45,10 @@ fn page(
     ChangeSet {
         cursor: cursor.into(),
         now: now(),
-        merged: vec![],
         customers,
-        adjustments: vec![],
-        erased: vec![],
-        revoked_vouchers: vec![],
-        keys: vec![],
-        rules_json: None,
-        rules_rejection: None,
         offers,
         clips,
+        ..Default::default()
     }
 }
 
