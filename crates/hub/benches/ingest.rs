@@ -8,6 +8,11 @@
 //! events/s into PostgreSQL, batch acknowledgement p50/p99, feed delivery p50/p99 (change
 //! committed -> the store's long-poll answered with it), PostgreSQL bytes per event and the
 //! hub's peak RSS. `cargo bench -p loyalty-hub --bench ingest`.
+//!
+//! Where the database's time goes: `HUB_BENCH_STATEMENTS=12` with
+//! `LOYALTY_PG_SETTINGS=shared_preload_libraries=pg_stat_statements` prints the statements with
+//! the most execution time. Server settings beyond the test cluster's defaults (the tuned row of
+//! docs/hub.md) go in `LOYALTY_PG_SETTINGS` too.
 
 #[path = "../tests/suite/support.rs"]
 #[allow(dead_code)]
@@ -194,6 +199,33 @@ async fn inject(
     tx.commit().await.expect("commit");
 }
 
+/// The `n` statements with the most execution time (pg_stat_statements), per event ingested.
+async fn print_statements(sql: &tokio_postgres::Client, n: usize, events: f64) {
+    let rows = sql
+        .query(
+            "SELECT calls, total_exec_time + total_plan_time, total_plan_time, rows, regexp_replace(query, '\\s+', ' ', 'g')
+             FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT $1",
+            &[&(n as i64)],
+        )
+        .await
+        .expect("pg_stat_statements");
+    println!("\n| µs/event | of it planning | calls | rows | statement |\n|---|---|---|---|---|");
+    for row in rows {
+        let calls: i64 = row.get(0);
+        let ms: f64 = row.get(1);
+        let plan_ms: f64 = row.get(2);
+        let count: i64 = row.get(3);
+        let query: String = row.get(4);
+        let short: String = query.chars().take(100).collect();
+        let per_event = |ms: f64| ms * 1000.0 / events;
+        println!(
+            "| {:.1} | {:.1} | {calls} | {count} | `{short}` |",
+            per_event(ms),
+            per_event(plan_ms)
+        );
+    }
+}
+
 fn main() {
     let stores = env_num("HUB_BENCH_STORES", 1000);
     let batches = env_num("HUB_BENCH_BATCHES", 5);
@@ -213,13 +245,24 @@ fn main() {
             .await
             .expect("size")
             .get(0);
+        let statements = env_num("HUB_BENCH_STATEMENTS", 0);
+        if statements > 0 {
+            sql.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
+                .await
+                .expect("pg_stat_statements (LOYALTY_PG_SETTINGS=shared_preload_libraries=pg_stat_statements)");
+        }
         println!("preparing {stores} stores (certificates) ...");
         let mut clients = Vec::new();
         for i in 0..stores {
             let store = format!("B{i:04}");
             let client = env.client(&store);
-            let evs = events(&store, (batches * per_batch) as u64);
-            clients.push((store, client, evs));
+            // The request bodies are made before the clock starts: the stores' own work is not
+            // the hub's.
+            let bodies: Vec<Bytes> = events(&store, (batches * per_batch) as u64)
+                .chunks(per_batch)
+                .map(|chunk| Bytes::from(body(&store, "i", chunk)))
+                .collect();
+            clients.push((store, client, bodies));
         }
         let probes = Arc::new(Mutex::new(Probes::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -247,19 +290,18 @@ fn main() {
         let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
-        for (store, client, evs) in clients {
+        for (store, client, bodies) in clients {
             let latencies = latencies.clone();
             let retries = retries.clone();
             let addr = hub.addr;
             tasks.spawn(async move {
                 let mut sender = client.connect(addr).await;
-                for chunk in evs.chunks(per_batch) {
-                    let body = body(&store, "i", chunk);
+                for body in bodies {
                     let t = Instant::now();
                     loop {
                         let request = hyper::Request::post(format!("/v1/stores/{store}/events"))
                             .header("host", "localhost")
-                            .body(Full::new(Bytes::from(body.clone())))
+                            .body(Full::new(body.clone()))
                             .expect("request");
                         let response = sender.send_request(request).await.expect("send");
                         let status = response.status();
@@ -326,6 +368,9 @@ fn main() {
         println!("| figure | value |\n|---|---|");
         for (name, value) in rows {
             println!("| {name} | {value} |");
+        }
+        if statements > 0 {
+            print_statements(&sql, statements, total).await;
         }
     });
 }

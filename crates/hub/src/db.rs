@@ -1,4 +1,5 @@
-//! The database: the connection pool every request borrows from, the schema migrations (numbered
+//! The database: the connection pools (ingest's, planned once per connection, and the reads',
+//! planned per execution: [`Planning`]), the schema migrations (numbered
 //! SQL files in `crates/hub/migrations/`, embedded in the binary, applied at start in one
 //! transaction under an advisory lock so that hubs starting together apply each once, recorded in
 //! `schema_migrations`), and the classification of PostgreSQL errors into "retry the
@@ -21,6 +22,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "positions",
         include_str!("../migrations/0005_positions.sql"),
+    ),
+    (
+        6,
+        "figures_positions",
+        include_str!("../migrations/0006_figures_positions.sql"),
     ),
 ];
 
@@ -52,15 +58,33 @@ impl DbError {
     }
 }
 
-/// The pool of `size` connections for `config`. Its sessions plan every statement for its
-/// parameters (`plan_cache_mode = force_custom_plan`): a generic plan fixed while the tables were
-/// still small scans them whole for ever after (`customer_id = ANY($1)` stayed a sequential scan
-/// and cost most of the database's CPU at ingest).
-pub fn pool(mut config: tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
-    let custom = "-c plan_cache_mode=force_custom_plan";
+/// How a pool's sessions plan their statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// Every statement planned for its parameters (`plan_cache_mode = force_custom_plan`): the
+    /// reads (feed, dashboard, export, admin), whose best plan depends on the values. A generic
+    /// plan fixed while the tables were still small would scan them whole for ever after.
+    PerExecution,
+    /// Planned once per connection (`force_generic_plan`) with sequential scans priced out
+    /// (`enable_seqscan = off`): ingest, whose statements are all inserts from `unnest` arrays and
+    /// lookups by a primary or unique key, so one plan fits every batch, and planning each of a
+    /// batch's statements again cost about a tenth of the database's CPU at ingest.
+    Once,
+}
+
+/// The pool of `size` connections for `config`, planning as `planning` says.
+pub fn pool(
+    mut config: tokio_postgres::Config,
+    size: usize,
+    planning: Planning,
+) -> Result<Pool, DbError> {
+    let session = match planning {
+        Planning::PerExecution => "-c plan_cache_mode=force_custom_plan",
+        Planning::Once => "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off",
+    };
     let options = match config.get_options() {
-        Some(options) if !options.is_empty() => format!("{options} {custom}"),
-        _ => custom.to_string(),
+        Some(options) if !options.is_empty() => format!("{options} {session}"),
+        _ => session.to_string(),
     };
     config.options(&options);
     let manager = Manager::from_config(
@@ -86,10 +110,12 @@ pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, DbError> {
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }
 
-/// How many of a pool of `pool_size` connections ingest may hold at once: a quarter (at least
-/// one) is kept for reads (the feed, by-card), unless the pool has a single connection.
-pub fn ingest_slots(pool_size: usize) -> usize {
-    pool_size.saturating_sub((pool_size / 4).max(1)).max(1)
+/// How `database.pool_size` connections are shared: (ingest, reads). A quarter (at least one)
+/// is kept for reads (the feed, by-card), so reads do not queue behind a backlog of batches;
+/// a pool size of 1 still gets one of each.
+pub fn split_pool(pool_size: usize) -> (usize, usize) {
+    let reads = (pool_size / 4).max(1);
+    (pool_size.saturating_sub(reads).max(1), reads)
 }
 
 /// A connection from `pool`, waiting up to `wait` for one to be free (the pool's waiters are

@@ -16,24 +16,27 @@ use tokio_util::sync::CancellationToken;
 /// How often [`run`] refreshes.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
 
-/// Events ingested this long before the last run are looked at again: an ingest transaction
-/// that began before a run but committed after it is still counted.
-const LATE_COMMIT_MARGIN: &str = "1 minute";
-
-/// Recomputes the store-days touched since the last run; returns how many.
+/// Recomputes the store-days of the events ingested since the last run (by export position,
+/// up to a horizon below which every position is committed: none is missed, however late its
+/// transaction commits); returns how many.
 pub async fn refresh(pool: &deadpool_postgres::Pool) -> Result<u64, DbError> {
     let mut client = db::client(pool).await?;
+    let upper = crate::ingest::changes::horizon(&client).await?;
     let tx = client.transaction().await?;
     // One run at a time across hub processes; the others wait, then find little left to do.
-    tx.execute("SELECT 1 FROM figures_refresh WHERE id = 1 FOR UPDATE", &[])
-        .await?;
+    let done: i64 = tx
+        .query_one(
+            "SELECT done_pos FROM figures_refresh WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?
+        .get(0);
     let touched = tx
         .execute(
-            &format!(
                 "WITH touched AS (
                      SELECT DISTINCT store_id, (at::timestamptz AT TIME ZONE 'UTC')::date AS day
-                     FROM store_events WHERE ingested_at >
-                         (SELECT done_through FROM figures_refresh WHERE id = 1) - interval '{LATE_COMMIT_MARGIN}'
+                     FROM store_events
+                     WHERE export_pos > $1 AND export_pos <= $2
                  ), bounds AS (
                      SELECT store_id, day, day::timestamp AT TIME ZONE 'UTC' AS lo,
                             (day + 1)::timestamp AT TIME ZONE 'UTC' AS hi
@@ -82,15 +85,13 @@ pub async fn refresh(pool: &deadpool_postgres::Pool) -> Result<u64, DbError> {
                      nonmember_sales = excluded.nonmember_sales, enrolments = excluded.enrolments,
                      points_issued = excluded.points_issued, points_redeemed = excluded.points_redeemed,
                      points_net = excluded.points_net, vouchers_issued = excluded.vouchers_issued,
-                     vouchers_redeemed = excluded.vouchers_redeemed"
-            ),
-            &[],
+                     vouchers_redeemed = excluded.vouchers_redeemed",
+            &[&done, &upper],
         )
         .await?;
-    // now() is this transaction's start: an event committed later is seen by the next run.
     tx.execute(
-        "UPDATE figures_refresh SET done_through = now() WHERE id = 1",
-        &[],
+        "UPDATE figures_refresh SET done_pos = greatest(done_pos, $1) WHERE id = 1",
+        &[&upper],
     )
     .await?;
     tx.commit().await?;

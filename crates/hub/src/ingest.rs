@@ -1,5 +1,5 @@
 //! Ingest, exactly once: one batch of a store's events in one PostgreSQL transaction. The
-//! (store, instance) row of `ingest_positions` is locked first (`FOR UPDATE`), so batches of the
+//! (store, instance) row of `ingest_positions` is locked first (an upsert), so batches of the
 //! same store serialise across every hub process; events at or below the stored position must
 //! be the same ids as stored (duplicates are skipped), new ones must continue the sequence
 //! without a gap, and `acked_through` is answered only after COMMIT. A refused batch changes
@@ -79,10 +79,10 @@ pub struct Ingested {
 /// How long an admitted batch waits for a database connection before it is answered 503.
 const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Stores `batch` exactly once. Batches queue fairly (FIFO) for one of the connections ingest
-/// may hold (`Hub::ingest_slots`): up to `server.max_connections` admitted at once, each waiting
-/// up to [`QUEUE_WAIT`]; only past that is one answered 503, so a busy pool costs waiting, not
-/// retries, and the connections kept for reads serve the feed meanwhile.
+/// Stores `batch` exactly once. Batches queue fairly (FIFO) for one of ingest's connections
+/// (`Hub::ingest_pool`): up to `server.max_connections` admitted at once, each waiting up to
+/// [`QUEUE_WAIT`]; only past that is one answered 503, so a busy pool costs waiting, not
+/// retries, and the read pool serves the feed meanwhile.
 pub async fn ingest(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
     let Ok(_admitted) = hub.ingest_queue.try_acquire() else {
         return Err(IngestError::Db(DbError::Unavailable(
@@ -90,17 +90,6 @@ pub async fn ingest(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErro
              raise database.pool_size or add hub processes"
                 .into(),
         )));
-    };
-    // A fair (FIFO) wait for one of the connections ingest may use.
-    let _slot = match tokio::time::timeout(QUEUE_WAIT, hub.ingest_slots.acquire()).await {
-        Ok(Ok(slot)) => slot,
-        _ => {
-            return Err(IngestError::Db(DbError::Unavailable(format!(
-                "no database connection for ingest within {} s; raise database.pool_size or \
-                 add hub processes",
-                QUEUE_WAIT.as_secs()
-            ))))
-        }
     };
     let mut attempt = 0;
     loop {
@@ -191,21 +180,26 @@ async fn reused_id(
 }
 
 async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestError> {
-    let mut client = db::client_waiting(&hub.pool, QUEUE_WAIT).await?;
+    // A fair (FIFO) wait for one of ingest's connections.
+    let mut client = db::client_waiting(&hub.ingest_pool, QUEUE_WAIT)
+        .await
+        .map_err(|e| match e {
+            DbError::Unavailable(why) => DbError::Unavailable(format!(
+                "no connection for ingest within {} s ({why}); if PostgreSQL is up, raise \
+                 database.pool_size or add hub processes",
+                QUEUE_WAIT.as_secs()
+            )),
+            other => other,
+        })?;
     let tx = client.transaction().await?;
     let store = batch.store;
     let instance = batch.instance;
-    db::exec(
-        &tx,
-        "INSERT INTO ingest_positions (store_id, instance) VALUES ($1, $2)
-         ON CONFLICT (store_id, instance) DO NOTHING",
-        &[&store, &instance],
-    )
-    .await?;
+    // The store's position, its row locked until COMMIT (inserted, or updated on conflict).
     let last: i64 = db::query_one(
         &tx,
-        "SELECT last_seq FROM ingest_positions WHERE store_id = $1 AND instance = $2
-             FOR UPDATE",
+        "INSERT INTO ingest_positions (store_id, instance) VALUES ($1, $2)
+         ON CONFLICT (store_id, instance) DO UPDATE SET last_seen_at = now()
+         RETURNING last_seq",
         &[&store, &instance],
     )
     .await?
@@ -293,22 +287,25 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             return Err(reused_id(&client, store, &new).await?.unwrap_or(IngestError::from(e)));
         }
         // An offline store may upload an erased customer's card or name after the erasure:
-        // removed again before COMMIT.
-        let touched: Vec<String> = effects.customers.iter().cloned().collect();
-        crate::admin::erasure::scrub_if_erased(&tx, &touched).await?;
+        // removed again before COMMIT. Resolving the batch found the erased ones; after a merge
+        // every customer touched is looked at.
+        let check: Vec<String> = if effects.merges > 0 {
+            effects.customers.iter().cloned().collect()
+        } else {
+            effects.erased.iter().cloned().collect()
+        };
+        let scope = crate::admin::erasure::EventScope::Batch {
+            store,
+            instance,
+            first: (last + 1) as i64,
+            last: through as i64,
+        };
+        crate::admin::erasure::scrub_if_erased(&tx, &check, scope).await?;
         ingested.acked_through = through;
         ingested.new_events = new.len() as u64;
         ingested.double_redemptions = effects.double_redemptions.clone();
         ingested.merges = effects.merges;
         ingested.erasures_confirmed = effects.erasures_confirmed;
-    } else {
-        db::exec(
-            &tx,
-            "UPDATE ingest_positions SET last_seen_at = now()
-             WHERE store_id = $1 AND instance = $2",
-            &[&store, &instance],
-        )
-        .await?;
     }
     tx.commit().await?;
     // After COMMIT: a NOTIFY inside the transaction would serialise the commits (changes.rs).

@@ -38,8 +38,11 @@ use tokio_util::sync::CancellationToken;
 pub struct Hub {
     /// The configuration as loaded.
     pub config: config::Config,
-    /// The database pool.
+    /// The database pool for everything but ingest (statements planned per execution).
     pub pool: deadpool_postgres::Pool,
+    /// Ingest's connections ([`db::split_pool`], statements planned once): batches wait for one
+    /// in arrival order, and the other pool stays free for the feed and by-card lookups.
+    pub ingest_pool: deadpool_postgres::Pool,
     /// Metrics.
     pub metrics: metrics::Metrics,
     /// Long-poll wake-ups.
@@ -49,9 +52,6 @@ pub struct Hub {
     /// Batches admitted to ingest (waiting for a database connection or being written): one
     /// per client connection; past that a batch is answered 503 at once.
     pub ingest_queue: tokio::sync::Semaphore,
-    /// Connections ingest may hold at once ([`db::ingest_slots`]): the rest of the pool stays
-    /// free for the feed and by-card lookups, so reads do not queue behind a backlog of batches.
-    pub ingest_slots: tokio::sync::Semaphore,
 }
 
 /// Why the hub could not start.
@@ -99,7 +99,9 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
         .pg_config()
         .map_err(|e| StartError::Config(e.to_string()))?;
     let admin_token = admin::read_token(&config).map_err(StartError::Config)?;
-    let pool = db::pool(pg.clone(), config.database.pool_size)?;
+    let (ingest_size, read_size) = db::split_pool(config.database.pool_size);
+    let pool = db::pool(pg.clone(), read_size, db::Planning::PerExecution)?;
+    let ingest_pool = db::pool(pg.clone(), ingest_size, db::Planning::Once)?;
     let version = db::migrate(&pool).await?;
     tracing::info!(schema_version = version, "database ready");
     let addr = config.listen();
@@ -125,12 +127,11 @@ pub async fn start(config: config::Config) -> Result<Running, StartError> {
     tokio::spawn(feed::listen(pg, notifier.clone(), shutdown.clone()));
     tokio::spawn(figures::run(pool.clone(), shutdown.clone()));
     let ingest_queue = tokio::sync::Semaphore::new(config.server.max_connections);
-    let ingest_slots = tokio::sync::Semaphore::new(db::ingest_slots(config.database.pool_size));
     let hub = Arc::new(Hub {
         ingest_queue,
-        ingest_slots,
         config,
         pool,
+        ingest_pool,
         metrics: metrics::Metrics::new(),
         notifier,
         admin_token,

@@ -47,10 +47,27 @@ pub struct Status {
 /// Top-level JSON fields of stored payloads that carry personal data.
 const PERSONAL_FIELDS: [&str; 5] = ["card", "name", "display_name", "email", "phone"];
 
-/// Removes the personal data of `ids` (and of receipts carrying their cards). `events`: only
-/// the store events written by this transaction (ingest) instead of those of the stores that
-/// know them.
-async fn scrub(tx: &Transaction<'_>, ids: &[String], events_now_only: bool) -> Result<(), Error> {
+/// Which stored events [`scrub`] rewrites.
+#[derive(Debug, Clone, Copy)]
+pub enum EventScope<'a> {
+    /// Those of every store that knows the customers (the erasure itself).
+    StoresKnowing,
+    /// One batch ingest is writing: a store's instance, sequence numbers `first..=last`.
+    Batch {
+        /// The store.
+        store: &'a str,
+        /// Its database instance.
+        instance: &'a str,
+        /// The batch's first new sequence number.
+        first: i64,
+        /// Its last.
+        last: i64,
+    },
+}
+
+/// Removes the personal data of `ids` (and of receipts carrying their cards) from the rows, and
+/// `card`/`name` from the stored events in `scope`.
+async fn scrub(tx: &Transaction<'_>, ids: &[String], scope: EventScope<'_>) -> Result<(), Error> {
     let cards: Vec<String> = db::query(
         tx,
         "SELECT card FROM cards WHERE customer_id = ANY($1)
@@ -91,29 +108,45 @@ async fn scrub(tx: &Transaction<'_>, ids: &[String], events_now_only: bool) -> R
     )
     .await?;
     let fields: Vec<&str> = PERSONAL_FIELDS.to_vec();
-    let scope = if events_now_only {
-        "e.ingested_at = now()"
-    } else {
-        "e.store_id IN (SELECT store_id FROM customer_stores WHERE customer_id = ANY($1))"
-    };
-    db::exec(
-        tx,
-        &format!(
+    let rewrite = |scope: &str| {
+        format!(
             "UPDATE store_events e SET payload = (e.payload::jsonb - $3::text[])::text
              WHERE {scope}
                AND e.kind IN ('customer_enrolled', 'customer_updated', 'receipt')
                AND (e.payload::jsonb ->> 'customer_id' = ANY($1)
                     OR e.payload::jsonb ->> 'card' = ANY($2))
                AND e.payload::jsonb ?| $3::text[]"
-        ),
-        &[&ids, &cards, &fields],
-    )
-    .await?;
+        )
+    };
+    match scope {
+        EventScope::StoresKnowing => {
+            let sql = rewrite(
+                "e.store_id IN (SELECT store_id FROM customer_stores WHERE customer_id = ANY($1))",
+            );
+            db::exec(tx, &sql, &[&ids, &cards, &fields]).await?;
+        }
+        EventScope::Batch {
+            store,
+            instance,
+            first,
+            last,
+        } => {
+            let sql = rewrite("e.store_id = $4 AND e.instance = $5 AND e.seq BETWEEN $6 AND $7");
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                [&ids, &cards, &fields, &store, &instance, &first, &last];
+            db::exec(tx, &sql, &params).await?;
+        }
+    }
     Ok(())
 }
 
-/// After an ingest: removes again the personal data of those of `customers` that are erased.
-pub async fn scrub_if_erased(tx: &Transaction<'_>, customers: &[String]) -> Result<(), Error> {
+/// After an ingest: removes again the personal data of those of `customers` that are erased
+/// (from the rows, and from the batch's events: `scope`).
+pub async fn scrub_if_erased(
+    tx: &Transaction<'_>,
+    customers: &[String],
+    scope: EventScope<'_>,
+) -> Result<(), Error> {
     if customers.is_empty() {
         return Ok(());
     }
@@ -129,7 +162,7 @@ pub async fn scrub_if_erased(tx: &Transaction<'_>, customers: &[String]) -> Resu
     if erased.is_empty() {
         return Ok(());
     }
-    scrub(tx, &erased, true).await
+    scrub(tx, &erased, scope).await
 }
 
 /// A store's `customer_erased` event: its erasure of `customer_id` (or of the id it was merged
@@ -209,7 +242,7 @@ pub async fn erase(hub: &Hub, customer_id: &str) -> Response<Body> {
                 &[&id, &stores],
             )
             .await?;
-            scrub(tx, &ids, false).await?;
+            scrub(tx, &ids, EventScope::StoresKnowing).await?;
             db::exec(
                 tx,
                 "UPDATE customers SET erased_at = now() WHERE customer_id = ANY($1)",

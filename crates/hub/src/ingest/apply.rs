@@ -50,6 +50,9 @@ pub struct Effects {
     pub erasures_confirmed: u64,
     /// Customer ids named by the batch -> their surviving id (kept current by merges).
     resolved: HashMap<String, String>,
+    /// Surviving ids to check for an erasure before COMMIT: found erased when the batch was
+    /// resolved, or created by another transaction meanwhile.
+    pub erased: BTreeSet<String>,
     /// Store links to write once per customer at the end of the batch: (enrolled, latest time).
     links: BTreeMap<String, (bool, jiff::Timestamp)>,
 }
@@ -207,8 +210,9 @@ async fn enrolments(tx: &Transaction<'_>, store: &str, events: &[&Event<'_>]) ->
     Ok(())
 }
 
-/// Every customer id the batch names -> its surviving id; ids the hub has not seen yet become
-/// bare customers. Two statements for the batch.
+/// Every customer id the batch names -> its surviving id, and whether that one is erased; ids
+/// the hub has not seen yet become bare customers. One statement for the batch (a second only
+/// for ids another transaction created meanwhile, which this statement's snapshot misses).
 async fn resolve_all(
     tx: &Transaction<'_>,
     store: &str,
@@ -219,22 +223,35 @@ async fn resolve_all(
     if ids.is_empty() {
         return Ok(());
     }
-    db::exec(
+    let resolved = db::query(
         tx,
-        "INSERT INTO customers (customer_id, enrolled_store) SELECT unnest($1::text[]), $2
-         ON CONFLICT (customer_id) DO NOTHING",
+        "WITH created AS (
+             INSERT INTO customers (customer_id, enrolled_store) SELECT unnest($1::text[]), $2
+             ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id
+         )
+         SELECT c.customer_id, coalesce(c.merged_into, c.customer_id), s.erased_at IS NOT NULL
+         FROM customers c LEFT JOIN customers s
+             ON s.customer_id = coalesce(c.merged_into, c.customer_id)
+         WHERE c.customer_id = ANY($1)
+         UNION ALL SELECT customer_id, customer_id, false FROM created",
         &[&ids, &store],
     )
     .await?;
-    for row in db::query(
-        tx,
-        "SELECT customer_id, coalesce(merged_into, customer_id) FROM customers
-             WHERE customer_id = ANY($1)",
-        &[&ids],
-    )
-    .await?
-    {
-        effects.resolved.insert(row.get(0), row.get(1));
+    for row in resolved {
+        let survivor: String = row.get(1);
+        if row.get::<_, bool>(2) {
+            effects.erased.insert(survivor.clone());
+        }
+        effects.resolved.insert(row.get(0), survivor);
+    }
+    let missed: Vec<&str> = ids
+        .into_iter()
+        .filter(|id| !effects.resolved.contains_key(*id))
+        .collect();
+    for id in missed {
+        let survivor = resolve(tx, store, id).await?;
+        effects.erased.insert(survivor.clone());
+        effects.resolved.insert(id.to_string(), survivor);
     }
     Ok(())
 }

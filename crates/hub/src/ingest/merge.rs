@@ -110,23 +110,40 @@ pub async fn cards(
     }
     let cards: Vec<&str> = first.keys().copied().collect();
     let owners: Vec<&str> = first.values().map(String::as_str).collect();
-    db::exec(
+    // The cards new to the hub are ours (and locked by the insert); the others are read, locked
+    // in card order (rare: a card enrolled before, here or in another store).
+    let inserted: std::collections::HashSet<String> = db::query(
         tx,
         "INSERT INTO cards (card, customer_id, store_id)
          SELECT card, owner, $3 FROM unnest($1::text[], $2::text[]) AS t(card, owner)
-         ON CONFLICT (card) DO NOTHING",
+         ON CONFLICT (card) DO NOTHING RETURNING card",
         &[&cards, &owners, &store],
-    )
-    .await?;
-    let mut owner: HashMap<String, String> = db::query(
-        tx,
-        "SELECT card, customer_id FROM cards WHERE card = ANY($1) ORDER BY card FOR UPDATE",
-        &[&cards],
     )
     .await?
     .iter()
-    .map(|row| (row.get(0), row.get(1)))
+    .map(|row| row.get(0))
     .collect();
+    let mut owner: HashMap<String, String> = first
+        .iter()
+        .filter(|(card, _)| inserted.contains(**card))
+        .map(|(card, me)| (card.to_string(), me.clone()))
+        .collect();
+    let known: Vec<&str> = cards
+        .iter()
+        .copied()
+        .filter(|card| !inserted.contains(*card))
+        .collect();
+    if !known.is_empty() {
+        for row in db::query(
+            tx,
+            "SELECT card, customer_id FROM cards WHERE card = ANY($1) ORDER BY card FOR UPDATE",
+            &[&known],
+        )
+        .await?
+        {
+            owner.insert(row.get(0), row.get(1));
+        }
+    }
     for event in events {
         let Payload::Enrolled(c) = &event.payload else {
             continue;

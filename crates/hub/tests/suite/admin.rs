@@ -674,15 +674,18 @@ async fn spend_in_two_stores_qualifies_a_tier_both_stores_see_and_time_takes_it_
     // Thirteen months later the periodic job (run here as of that time) downgrades her.
     let text = env.config_text(&admin_config(&env, tiers));
     let config = loyalty_hub::config::parse(&text).expect("config");
-    let pool = loyalty_hub::db::pool(config.pg_config().expect("pg"), 2).expect("pool");
+    let pg = config.pg_config().expect("pg");
+    let pool = loyalty_hub::db::pool(pg.clone(), 2, loyalty_hub::db::Planning::PerExecution)
+        .expect("pool");
+    let ingest_pool = loyalty_hub::db::pool(pg, 1, loyalty_hub::db::Planning::Once).expect("pool");
     let job_hub = loyalty_hub::Hub {
         config,
         pool,
+        ingest_pool,
         metrics: loyalty_hub::metrics::Metrics::new(),
         notifier: Default::default(),
         admin_token: None,
         ingest_queue: tokio::sync::Semaphore::new(1),
-        ingest_slots: tokio::sync::Semaphore::new(1),
     };
     let later = now + jiff::SignedDuration::from_hours(24 * 400);
     let changed = loyalty_hub::tiers::round(&job_hub, &later.to_string())

@@ -133,7 +133,8 @@ async fn the_dashboard_shows_a_synced_stores_figures_fleet_and_erasures_in_a_bro
 
     // The figures job's work, run now rather than waited for.
     let pool_config: tokio_postgres::Config = env.pg.connection_string().parse().expect("pg");
-    let pool = loyalty_hub::db::pool(pool_config, 2).expect("pool");
+    let pool = loyalty_hub::db::pool(pool_config, 2, loyalty_hub::db::Planning::PerExecution)
+        .expect("pool");
     loyalty_hub::figures::refresh(&pool).await.expect("refresh");
 
     let headers = raw_get(dash, "/login");

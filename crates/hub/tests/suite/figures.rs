@@ -11,7 +11,7 @@ use std::time::Instant;
 
 async fn pool(env: &Env) -> deadpool_postgres::Pool {
     let config: tokio_postgres::Config = env.pg.connection_string().parse().expect("pg config");
-    loyalty_hub::db::pool(config, 2).expect("pool")
+    loyalty_hub::db::pool(config, 2, loyalty_hub::db::Planning::PerExecution).expect("pool")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,9 @@
 //!
 //! The cluster directory is made directly under the system temp dir and handed to the server's
 //! user: a directory below a root-only parent would be unreachable for it (FIELD-NOTES).
+//!
+//! `LOYALTY_PG_SETTINGS` (whitespace-separated `name=value`) adds server settings, for
+//! benchmarks that measure a tuned server (`crates/hub/benches/ingest.rs`); tests leave it unset.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,15 @@ pub fn bindir() -> PathBuf {
              (scripts/test.sh does) or set LOYALTY_PG_BINDIR to the folder holding initdb"
         ),
     }
+}
+
+/// The server settings named in `LOYALTY_PG_SETTINGS` (see the module doc).
+fn extra_settings() -> Vec<String> {
+    std::env::var("LOYALTY_PG_SETTINGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The uid and gid of the `postgres` user when running as root; `None` otherwise.
@@ -205,6 +217,7 @@ impl Postgres {
                 "-c",
                 "max_connections=200",
             ])
+            .args(extra_settings().iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
