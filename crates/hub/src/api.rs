@@ -7,7 +7,7 @@ mod ops;
 mod stores;
 
 use crate::Hub;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use loyalty_protocol::crm::ErrorBody;
@@ -103,6 +103,26 @@ pub fn error(status: StatusCode, code: &str, message: String) -> Response<Body> 
     )
 }
 
+/// Most bytes of a refused (too large) body read and dropped before the answer: a server that
+/// answers while the client is still sending, and closes, makes the client see a broken
+/// connection instead of the 413. Past this, the answer goes out at once.
+const DRAIN_MAX: u64 = 16 * 1024 * 1024;
+
+/// Reads and drops up to [`DRAIN_MAX`] bytes of `body` (nothing when its declared length is
+/// more).
+async fn drain(mut body: Incoming, declared: Option<u64>) {
+    if declared.is_some_and(|len| len > DRAIN_MAX) {
+        return;
+    }
+    let mut read = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if read > DRAIN_MAX {
+            return;
+        }
+    }
+}
+
 /// The request body, decompressed when `Content-Encoding: gzip`, at most `max` bytes either
 /// way; the refusal to answer otherwise (413 too large, 400 bad gzip).
 pub async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, Response<Body>> {
@@ -121,6 +141,7 @@ pub async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
+        drain(request.into_body(), declared).await;
         return Err(too_large());
     }
     let gzip = match request.headers().get(hyper::header::CONTENT_ENCODING) {
@@ -135,21 +156,25 @@ pub async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, 
             ))
         }
     };
-    let body = match Limited::new(request.into_body(), max).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return Err(too_large());
-            }
-            return Err(error(
+    let mut incoming = request.into_body();
+    let mut body = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| {
+            error(
                 StatusCode::BAD_REQUEST,
                 "bad_body",
                 format!("the body could not be read: {e}"),
-            ));
+            )
+        })?;
+        if let Some(data) = frame.data_ref() {
+            if body.len() + data.len() > max {
+                drain(incoming, declared).await;
+                return Err(too_large());
+            }
+            body.extend_from_slice(data);
         }
-    };
+    }
+    let body = Bytes::from(body);
     if !gzip {
         return Ok(body);
     }

@@ -322,27 +322,7 @@ async fn a_change_committed_after_a_later_one_is_not_skipped_by_the_cursor() {
         })
     };
     let watcher = env.sql().await;
-    let started = Instant::now();
-    loop {
-        let waiting = count(
-            &watcher,
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
-        )
-        .await;
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            !reader.is_finished(),
-            "the page did not wait for the first writer"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the read never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_a_reader_waits(&watcher, || reader.is_finished()).await;
     first.commit().await.expect("commit");
     let page = reader.await.expect("reader");
     assert_eq!(

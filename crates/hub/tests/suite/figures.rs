@@ -81,6 +81,77 @@ async fn a_gateways_receipts_show_in_the_figures_after_an_incremental_refresh() 
     cancel.cancel();
 }
 
+/// Writes, as ingest does (a position under the writer lock until COMMIT), one sale of today in
+/// `store`: its event and its receipt row.
+async fn sale_in(tx: &tokio_postgres::Transaction<'_>, store: &str, total: &str) {
+    let position: i64 = tx
+        .query_one(
+            "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, pg_backend_pid()))
+             SELECT nextval('change_seq') FROM held",
+            &[&loyalty_hub::ingest::changes::WRITER_LOCK_CLASS],
+        )
+        .await
+        .expect("position")
+        .get(0);
+    let now = jiff::Timestamp::now().to_string();
+    tx.execute(
+        "INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload, export_pos)
+         VALUES ($1, 'i', 1, $1 || '-e1', 'receipt', $2, '{}', $3)",
+        &[&store, &now, &position],
+    )
+    .await
+    .expect("event");
+    tx.execute(
+        "INSERT INTO receipts (customer_key, store_id, receipt_id, event_id, kind, lane, currency,
+             total, points, at)
+         VALUES ('store:' || $1, $1, 'R1', $1 || '-e1', 'sale', '1', 'EUR', $3::text::numeric, 0,
+             $2::text::timestamptz)",
+        &[&store, &now, &total],
+    )
+    .await
+    .expect("receipt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_committed_after_a_later_one_is_still_counted() {
+    let env = Env::new();
+    drop(env.hub("")); // migrated: the schema is there
+    let pool = pool(&env).await;
+    // Two ingest transactions: the first takes the lower position but commits after the second.
+    let mut early_sql = env.sql().await;
+    let mut late_sql = env.sql().await;
+    let early = early_sql.transaction().await.expect("tx");
+    sale_in(&early, "EARLY", "7.00").await;
+    let late = late_sql.transaction().await.expect("tx");
+    sale_in(&late, "LATE", "9.00").await;
+    late.commit().await.expect("commit");
+    // A refresh now must wait for the first writer: one that moved past its position while it
+    // was uncommitted would never count that store-day.
+    let refresh = {
+        let pool = pool.clone();
+        tokio::spawn(async move { figures::refresh(&pool).await.expect("refresh") })
+    };
+    let watcher = env.sql().await;
+    until_a_reader_waits(&watcher, || refresh.is_finished()).await;
+    early.commit().await.expect("commit");
+    assert_eq!(refresh.await.expect("refresh task"), 2);
+    let day = figures::window(&watcher, 1).await.expect("window");
+    let stores: Vec<(Option<String>, i64)> = day
+        .iter()
+        .map(|f| (f.store_id.clone(), f.receipts))
+        .collect();
+    assert_eq!(
+        stores,
+        vec![
+            (None, 2),
+            (Some("EARLY".into()), 1),
+            (Some("LATE".into()), 1)
+        ]
+    );
+    // Nothing new: the next run recomputes nothing.
+    assert_eq!(figures::refresh(&pool).await.expect("refresh"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: cargo test -p loyalty-hub --test hub figures_bench -- --ignored --nocapture"]
 async fn figures_bench_a_year_of_1000_stores() {
@@ -121,9 +192,11 @@ async fn figures_bench_a_year_of_1000_stores() {
                      + make_interval(secs => r % 3600)
              FROM (SELECT r, 'S' || lpad((r % 1000 + 1)::text, 4, '0') AS st
                    FROM generate_series(1, 300000) r) x;
-         INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload)
+         INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload,
+                 export_pos)
              SELECT 'S' || lpad((r % 1000 + 1)::text, 4, '0'), 'i1', r, 'e' || r, 'receipt',
-                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD') || 'T00:10:00Z', '{}'
+                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD') || 'T00:10:00Z', '{}',
+                 nextval('change_seq')
              FROM generate_series(1, 300000) r;
          ANALYZE;",
     )

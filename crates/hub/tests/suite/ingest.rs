@@ -347,3 +347,59 @@ impl ReplaceStr for Vec<u8> {
             .into_bytes()
     }
 }
+
+/// The plans of ingest's lookups (generic: planned once for every batch) in a session of
+/// `client`, with a few rows in the tables, analysed (as when a chain starts).
+async fn lookup_plans(client: &tokio_postgres::Client) -> String {
+    client
+        .batch_execute(
+            "DEALLOCATE ALL;
+             PREPARE survivors(text[]) AS SELECT coalesce(merged_into, customer_id)
+                 FROM customers WHERE customer_id = ANY($1);
+             PREPARE owners(text[]) AS SELECT customer_id FROM cards WHERE card = ANY($1);
+             PREPARE balances(text[]) AS SELECT customer_id, sum(points) FROM ledger_entries
+                 WHERE customer_id = ANY($1) GROUP BY customer_id;",
+        )
+        .await
+        .expect("prepare");
+    let mut plans = String::new();
+    for statement in ["survivors", "owners", "balances"] {
+        for row in client
+            .query(&format!("EXPLAIN EXECUTE {statement}('{{a,b}}')"), &[])
+            .await
+            .expect("explain")
+        {
+            plans.push_str(row.get::<_, &str>(0));
+            plans.push('\n');
+        }
+    }
+    plans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_plans_its_lookups_once_with_the_keys_even_while_the_tables_are_small() {
+    let env = Env::new();
+    drop(env.hub("")); // migrated: the schema is there
+    let sql = env.sql().await;
+    sql.batch_execute(
+        "INSERT INTO customers (customer_id) VALUES ('c1'), ('c2');
+         INSERT INTO cards (card, customer_id) VALUES ('k1', 'c1');
+         ANALYZE customers, cards, ledger_entries;",
+    )
+    .await
+    .expect("a few rows");
+    // A plan made once for every batch while the tables are small would scan them whole, and
+    // keep doing so while they grow: what a session that only plans once chooses.
+    sql.batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("set");
+    let generic = lookup_plans(&sql).await;
+    assert!(generic.contains("Seq Scan"), "{generic}");
+    // Ingest's sessions use the keys.
+    let config: tokio_postgres::Config = env.pg.connection_string().parse().expect("pg config");
+    let pool = loyalty_hub::db::pool(config, 1, loyalty_hub::db::Planning::Once).expect("pool");
+    let ingest = pool.get().await.expect("connection");
+    let plans = lookup_plans(&ingest).await;
+    assert!(!plans.contains("Seq Scan"), "{plans}");
+    assert_eq!(plans.matches("Index Scan using").count(), 3, "{plans}");
+}

@@ -376,6 +376,30 @@ pub fn enrolments(store: &str, first: u64, n: u64) -> Vec<Ev> {
 }
 
 /// Rows of a one-column bigint query.
+/// Waits until a session waits for an advisory lock (a reader waiting for a writer holding
+/// positions until its COMMIT); panics after 10 s, or if `finished()` (the reader) turns true
+/// first: it did not wait.
+pub async fn until_a_reader_waits(watcher: &tokio_postgres::Client, finished: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let waiting = count(
+            watcher,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
+        )
+        .await;
+        if waiting > 0 {
+            return;
+        }
+        assert!(!finished(), "the reader did not wait for the first writer");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the read never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn count(sql: &tokio_postgres::Client, query: &str) -> i64 {
     sql.query_one(query, &[]).await.expect(query).get(0)
 }
