@@ -173,15 +173,7 @@ async fn inject(
     probes: &Mutex<Probes>,
 ) {
     let tx = sql.transaction().await.expect("tx");
-    let last: i64 = tx
-        .query_one(
-            "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, pg_backend_pid()))
-             SELECT nextval('change_seq') FROM held",
-            &[&loyalty_hub::ingest::changes::WRITER_LOCK_CLASS],
-        )
-        .await
-        .expect("position")
-        .get(0);
+    let last: i64 = writer_position(&tx).await;
     tx.execute(
         "INSERT INTO changes (id, store_id, kind, voucher_id) VALUES ($1, $2, 'voucher_revoked', $3)",
         &[&last, &store, &voucher],

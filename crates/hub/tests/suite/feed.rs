@@ -277,15 +277,7 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
 /// Takes the next position as every hub writer does (its writer lock until COMMIT) and writes a
 /// `voucher_revoked` change for `store` with it.
 async fn revoke_in(tx: &tokio_postgres::Transaction<'_>, store: &str, voucher: &str) -> i64 {
-    let id: i64 = tx
-        .query_one(
-            "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, pg_backend_pid()))
-             SELECT nextval('change_seq') FROM held",
-            &[&loyalty_hub::ingest::changes::WRITER_LOCK_CLASS],
-        )
-        .await
-        .expect("position")
-        .get(0);
+    let id: i64 = writer_position(tx).await;
     tx.execute(
         "INSERT INTO changes (id, store_id, kind, voucher_id) VALUES ($1, $2, 'voucher_revoked', $3)",
         &[&id, &store, &voucher],

@@ -84,15 +84,7 @@ async fn a_gateways_receipts_show_in_the_figures_after_an_incremental_refresh() 
 /// Writes, as ingest does (a position under the writer lock until COMMIT), one sale of today in
 /// `store`: its event and its receipt row.
 async fn sale_in(tx: &tokio_postgres::Transaction<'_>, store: &str, total: &str) {
-    let position: i64 = tx
-        .query_one(
-            "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, pg_backend_pid()))
-             SELECT nextval('change_seq') FROM held",
-            &[&loyalty_hub::ingest::changes::WRITER_LOCK_CLASS],
-        )
-        .await
-        .expect("position")
-        .get(0);
+    let position: i64 = writer_position(tx).await;
     let now = jiff::Timestamp::now().to_string();
     tx.execute(
         "INSERT INTO store_events (store_id, instance, seq, event_id, kind, at, payload, export_pos)

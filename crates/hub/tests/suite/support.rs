@@ -376,6 +376,19 @@ pub fn enrolments(store: &str, first: u64, n: u64) -> Vec<Ev> {
 }
 
 /// Rows of a one-column bigint query.
+/// The next position (change id, export position), taken as every hub writer takes it: under
+/// its writer lock, held until the transaction ends.
+pub async fn writer_position(tx: &tokio_postgres::Transaction<'_>) -> i64 {
+    tx.query_one(
+        "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, pg_backend_pid()))
+         SELECT nextval('change_seq') FROM held",
+        &[&loyalty_hub::ingest::changes::WRITER_LOCK_CLASS],
+    )
+    .await
+    .expect("position")
+    .get(0)
+}
+
 /// Waits until a session waits for an advisory lock (a reader waiting for a writer holding
 /// positions until its COMMIT); panics after 10 s, or if `finished()` (the reader) turns true
 /// first: it did not wait.
