@@ -16,16 +16,6 @@ fn gateway_binary() -> GatewayBinary {
     GatewayBinary::new(env!("CARGO_BIN_EXE_loyalty-gateway"))
 }
 
-fn events_of(store: &Store, kind: EventType) -> Vec<serde_json::Value> {
-    store
-        .outbox_after(0, 100_000)
-        .expect("outbox")
-        .into_iter()
-        .filter(|e| e.kind == kind)
-        .map(|e| e.json)
-        .collect()
-}
-
 /// `loyalty-gateway compact --config C` for a store whose data dir is `dir`.
 fn compact_cli(dir: &std::path::Path) -> std::process::Output {
     let config = dir.join("gateway.toml");

@@ -105,15 +105,7 @@ pub fn receipt(id: &str, lane: &str, total: i64, rewards: &[VoucherId]) -> Recei
     }
 }
 
-pub fn events_of(store: &Store, kind: EventType) -> Vec<serde_json::Value> {
-    store
-        .outbox_after(0, 100_000)
-        .expect("outbox")
-        .into_iter()
-        .filter(|e| e.kind == kind)
-        .map(|e| e.json)
-        .collect()
-}
+pub use store_support::events_of;
 
 pub fn redeemed_events_for(store: &Store, id: &VoucherId) -> usize {
     events_of(store, EventType::VoucherRedeemed)

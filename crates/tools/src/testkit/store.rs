@@ -204,6 +204,17 @@ fn byte_forms(text: &str) -> Vec<Vec<u8>> {
     ]
 }
 
+/// The JSON of every outbox event of `kind` in `store`, oldest first.
+pub fn events_of(store: &Store, kind: EventType) -> Vec<serde_json::Value> {
+    store
+        .outbox_after(0, 100_000)
+        .expect("outbox")
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.json)
+        .collect()
+}
+
 /// The files under `dir` (recursively) that hold any form of `text` (the erasure's byte scan).
 /// A file that vanishes while it is read (a running store replacing its database) is skipped.
 pub fn files_holding(dir: &Path, text: &str) -> Vec<String> {
