@@ -9,10 +9,11 @@
 //! committed -> the store's long-poll answered with it), PostgreSQL bytes per event and the
 //! hub's peak RSS. `cargo bench -p loyalty-hub --bench ingest`.
 //!
-//! Where the database's time goes: `HUB_BENCH_STATEMENTS=12` with
-//! `LOYALTY_PG_SETTINGS=shared_preload_libraries=pg_stat_statements` prints the statements with
-//! the most execution time. Server settings beyond the test cluster's defaults (the tuned row of
-//! docs/hub.md) go in `LOYALTY_PG_SETTINGS` too.
+//! Where the database's time goes: `HUB_BENCH_STATEMENTS=20` with
+//! `LOYALTY_PG_SETTINGS="shared_preload_libraries=pg_stat_statements
+//! pg_stat_statements.track_planning=on"` prints the statements with the most time (execution
+//! and planning) per event. Other server settings to try (`shared_buffers=2GB ...`) go in
+//! `LOYALTY_PG_SETTINGS` too.
 
 #[path = "../tests/suite/support.rs"]
 #[allow(dead_code)]

@@ -33,59 +33,59 @@ pub async fn refresh(pool: &deadpool_postgres::Pool) -> Result<u64, DbError> {
         .get(0);
     let touched = tx
         .execute(
-                "WITH touched AS (
-                     SELECT DISTINCT store_id, (at::timestamptz AT TIME ZONE 'UTC')::date AS day
-                     FROM store_events
-                     WHERE export_pos > $1 AND export_pos <= $2
-                 ), bounds AS (
-                     SELECT store_id, day, day::timestamp AT TIME ZONE 'UTC' AS lo,
-                            (day + 1)::timestamp AT TIME ZONE 'UTC' AS hi
-                     FROM touched
-                 )
-                 INSERT INTO store_day_figures AS f (store_id, day, receipts, member_receipts,
-                     repeat_receipts, member_sales, nonmember_sales, enrolments, points_issued,
-                     points_redeemed, points_net, vouchers_issued, vouchers_redeemed)
-                 SELECT b.store_id, b.day, r.receipts, r.member_receipts, r.repeat_receipts,
-                     r.member_sales, r.nonmember_sales,
-                     (SELECT count(*) FROM store_events e WHERE e.kind = 'customer_enrolled'
-                          AND e.store_id = b.store_id AND left(e.at, 10) = b.day::text),
-                     l.issued, l.redeemed, l.net,
-                     (SELECT count(*) FROM vouchers v WHERE v.store_id = b.store_id
-                          AND v.valid_from >= b.lo AND v.valid_from < b.hi),
-                     (SELECT count(*) FROM redemptions d WHERE d.store_id = b.store_id
-                          AND d.redeemed_at >= b.lo AND d.redeemed_at < b.hi)
-                 FROM bounds b
-                 CROSS JOIN LATERAL (
-                     SELECT count(*) AS receipts,
-                         count(*) FILTER (WHERE s.customer_id IS NOT NULL) AS member_receipts,
-                         count(*) FILTER (WHERE s.repeat) AS repeat_receipts,
-                         coalesce(sum(s.total) FILTER (WHERE s.customer_id IS NOT NULL), 0) AS member_sales,
-                         coalesce(sum(s.total) FILTER (WHERE s.customer_id IS NULL), 0) AS nonmember_sales
-                     FROM (
-                         SELECT r.customer_id, r.total, r.customer_id IS NOT NULL AND EXISTS (
-                             SELECT 1 FROM receipts p
-                             WHERE p.customer_id = r.customer_id AND p.store_id = r.store_id
-                               AND p.kind = 'sale' AND p.at < r.at
-                               AND p.at >= r.at - interval '30 days') AS repeat
-                         FROM receipts r
-                         WHERE r.store_id = b.store_id AND r.kind = 'sale'
-                           AND r.at >= b.lo AND r.at < b.hi
-                     ) s
-                 ) r
-                 CROSS JOIN LATERAL (
-                     SELECT coalesce(sum(points) FILTER (WHERE kind = 'earn'), 0)::bigint AS issued,
-                         coalesce(-sum(points) FILTER (WHERE kind IN ('redeem', 'voucher_conversion')), 0)::bigint AS redeemed,
-                         coalesce(sum(points), 0)::bigint AS net
-                     FROM ledger_entries
-                     WHERE store_id = b.store_id AND at >= b.lo AND at < b.hi
-                 ) l
-                 ON CONFLICT (store_id, day) DO UPDATE SET
-                     receipts = excluded.receipts, member_receipts = excluded.member_receipts,
-                     repeat_receipts = excluded.repeat_receipts, member_sales = excluded.member_sales,
-                     nonmember_sales = excluded.nonmember_sales, enrolments = excluded.enrolments,
-                     points_issued = excluded.points_issued, points_redeemed = excluded.points_redeemed,
-                     points_net = excluded.points_net, vouchers_issued = excluded.vouchers_issued,
-                     vouchers_redeemed = excluded.vouchers_redeemed",
+            "WITH touched AS (
+                 SELECT DISTINCT store_id, (at::timestamptz AT TIME ZONE 'UTC')::date AS day
+                 FROM store_events
+                 WHERE export_pos > $1 AND export_pos <= $2
+             ), bounds AS (
+                 SELECT store_id, day, day::timestamp AT TIME ZONE 'UTC' AS lo,
+                        (day + 1)::timestamp AT TIME ZONE 'UTC' AS hi
+                 FROM touched
+             )
+             INSERT INTO store_day_figures AS f (store_id, day, receipts, member_receipts,
+                 repeat_receipts, member_sales, nonmember_sales, enrolments, points_issued,
+                 points_redeemed, points_net, vouchers_issued, vouchers_redeemed)
+             SELECT b.store_id, b.day, r.receipts, r.member_receipts, r.repeat_receipts,
+                 r.member_sales, r.nonmember_sales,
+                 (SELECT count(*) FROM store_events e WHERE e.kind = 'customer_enrolled'
+                      AND e.store_id = b.store_id AND left(e.at, 10) = b.day::text),
+                 l.issued, l.redeemed, l.net,
+                 (SELECT count(*) FROM vouchers v WHERE v.store_id = b.store_id
+                      AND v.valid_from >= b.lo AND v.valid_from < b.hi),
+                 (SELECT count(*) FROM redemptions d WHERE d.store_id = b.store_id
+                      AND d.redeemed_at >= b.lo AND d.redeemed_at < b.hi)
+             FROM bounds b
+             CROSS JOIN LATERAL (
+                 SELECT count(*) AS receipts,
+                     count(*) FILTER (WHERE s.customer_id IS NOT NULL) AS member_receipts,
+                     count(*) FILTER (WHERE s.repeat) AS repeat_receipts,
+                     coalesce(sum(s.total) FILTER (WHERE s.customer_id IS NOT NULL), 0) AS member_sales,
+                     coalesce(sum(s.total) FILTER (WHERE s.customer_id IS NULL), 0) AS nonmember_sales
+                 FROM (
+                     SELECT r.customer_id, r.total, r.customer_id IS NOT NULL AND EXISTS (
+                         SELECT 1 FROM receipts p
+                         WHERE p.customer_id = r.customer_id AND p.store_id = r.store_id
+                           AND p.kind = 'sale' AND p.at < r.at
+                           AND p.at >= r.at - interval '30 days') AS repeat
+                     FROM receipts r
+                     WHERE r.store_id = b.store_id AND r.kind = 'sale'
+                       AND r.at >= b.lo AND r.at < b.hi
+                 ) s
+             ) r
+             CROSS JOIN LATERAL (
+                 SELECT coalesce(sum(points) FILTER (WHERE kind = 'earn'), 0)::bigint AS issued,
+                     coalesce(-sum(points) FILTER (WHERE kind IN ('redeem', 'voucher_conversion')), 0)::bigint AS redeemed,
+                     coalesce(sum(points), 0)::bigint AS net
+                 FROM ledger_entries
+                 WHERE store_id = b.store_id AND at >= b.lo AND at < b.hi
+             ) l
+             ON CONFLICT (store_id, day) DO UPDATE SET
+                 receipts = excluded.receipts, member_receipts = excluded.member_receipts,
+                 repeat_receipts = excluded.repeat_receipts, member_sales = excluded.member_sales,
+                 nonmember_sales = excluded.nonmember_sales, enrolments = excluded.enrolments,
+                 points_issued = excluded.points_issued, points_redeemed = excluded.points_redeemed,
+                 points_net = excluded.points_net, vouchers_issued = excluded.vouchers_issued,
+                 vouchers_redeemed = excluded.vouchers_redeemed",
             &[&done, &upper],
         )
         .await?;

@@ -287,13 +287,8 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             return Err(reused_id(&client, store, &new).await?.unwrap_or(IngestError::from(e)));
         }
         // An offline store may upload an erased customer's card or name after the erasure:
-        // removed again before COMMIT. Resolving the batch found the erased ones; after a merge
-        // every customer touched is looked at.
-        let check: Vec<String> = if effects.merges > 0 {
-            effects.customers.iter().cloned().collect()
-        } else {
-            effects.erased.iter().cloned().collect()
-        };
+        // removed again before COMMIT (resolving the batch found who may be erased).
+        let check: Vec<String> = effects.erasure_checks.iter().cloned().collect();
         let scope = crate::admin::erasure::EventScope::Batch {
             store,
             instance,

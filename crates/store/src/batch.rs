@@ -212,54 +212,29 @@ mod tests {
         }))
     }
 
-    #[test]
-    fn every_request_gets_its_own_answer_and_batches_form_under_contention() {
-        let combiner = Combiner::<u32>::new();
+    /// What [`hammer`] saw: batches applied, the largest, answers checked.
+    struct Seen {
+        batches: usize,
+        largest: usize,
+        answered: usize,
+    }
+
+    /// `threads` callers submit `rounds` requests each; a batch yields its thread when
+    /// `pause(round)`. Every answer must be the caller's own.
+    fn hammer(combiner: &Combiner<u32>, threads: u32, rounds: u32, pause: fn(u32) -> bool) -> Seen {
         let batches = AtomicUsize::new(0);
         let largest = AtomicUsize::new(0);
+        let answered = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            for t in 0..16u32 {
-                let combiner = &combiner;
-                let batches = &batches;
-                let largest = &largest;
+            for t in 0..threads {
+                let (batches, largest, answered) = (&batches, &largest, &answered);
                 s.spawn(move || {
-                    for n in 0..200u32 {
+                    for n in 0..rounds {
                         let request = t * 1000 + n;
                         let answer = combiner.submit(request, |requests| {
                             batches.fetch_add(1, Ordering::Relaxed);
                             largest.fetch_max(requests.len(), Ordering::Relaxed);
-                            std::thread::yield_now();
-                            requests.iter().map(|r| done(*r)).collect()
-                        });
-                        match answer {
-                            BatchAnswer::Done(Ok(applied)) => {
-                                assert_eq!(applied.outcome.earned, request as i64)
-                            }
-                            other => panic!("unexpected answer {other:?}"),
-                        }
-                    }
-                });
-            }
-        });
-        assert!(batches.load(Ordering::Relaxed) <= 16 * 200);
-        assert!(largest.load(Ordering::Relaxed) <= MAX_BATCH);
-    }
-
-    /// Many callers, short batches, callers arriving while a leader hands over: every caller
-    /// gets its answer (a lost wake-up would hang here), each exactly once.
-    #[test]
-    fn no_caller_is_left_waiting_when_leaders_hand_over() {
-        let combiner = Combiner::<u32>::new();
-        let answered = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for t in 0..64u32 {
-                let combiner = &combiner;
-                let answered = &answered;
-                s.spawn(move || {
-                    for n in 0..300u32 {
-                        let request = t * 1000 + n;
-                        let answer = combiner.submit(request, |requests| {
-                            if n % 7 == 0 {
+                            if pause(n) {
                                 std::thread::yield_now();
                             }
                             requests.iter().map(|r| done(*r)).collect()
@@ -275,7 +250,27 @@ mod tests {
                 });
             }
         });
-        assert_eq!(answered.load(Ordering::Relaxed), 64 * 300);
+        Seen {
+            batches: batches.into_inner(),
+            largest: largest.into_inner(),
+            answered: answered.into_inner(),
+        }
+    }
+
+    #[test]
+    fn every_request_gets_its_own_answer_and_batches_form_under_contention() {
+        let seen = hammer(&Combiner::new(), 16, 200, |_| true);
+        assert!(seen.batches <= 16 * 200);
+        assert!(seen.largest <= MAX_BATCH);
+    }
+
+    /// Many callers, short batches, callers arriving while a leader hands over: every caller
+    /// gets its answer (a lost wake-up would hang here), each exactly once.
+    #[test]
+    fn no_caller_is_left_waiting_when_leaders_hand_over() {
+        let combiner = Combiner::new();
+        let seen = hammer(&combiner, 64, 300, |n| n % 7 == 0);
+        assert_eq!(seen.answered, 64 * 300);
         let state = lock(&combiner.state);
         assert!(state.queue.is_empty() && !state.busy);
     }

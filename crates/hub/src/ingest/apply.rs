@@ -51,8 +51,8 @@ pub struct Effects {
     /// Customer ids named by the batch -> their surviving id (kept current by merges).
     resolved: HashMap<String, String>,
     /// Surviving ids to check for an erasure before COMMIT: found erased when the batch was
-    /// resolved, or created by another transaction meanwhile.
-    pub erased: BTreeSet<String>,
+    /// resolved, created by another transaction meanwhile, or the survivors of merges.
+    pub erasure_checks: BTreeSet<String>,
     /// Store links to write once per customer at the end of the batch: (enrolled, latest time).
     links: BTreeMap<String, (bool, jiff::Timestamp)>,
 }
@@ -240,7 +240,7 @@ async fn resolve_all(
     for row in resolved {
         let survivor: String = row.get(1);
         if row.get::<_, bool>(2) {
-            effects.erased.insert(survivor.clone());
+            effects.erasure_checks.insert(survivor.clone());
         }
         effects.resolved.insert(row.get(0), survivor);
     }
@@ -250,7 +250,7 @@ async fn resolve_all(
         .collect();
     for id in missed {
         let survivor = resolve(tx, store, id).await?;
-        effects.erased.insert(survivor.clone());
+        effects.erasure_checks.insert(survivor.clone());
         effects.resolved.insert(id.to_string(), survivor);
     }
     Ok(())

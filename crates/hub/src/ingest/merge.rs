@@ -79,6 +79,8 @@ pub async fn merge(
     )
     .await?;
     effects.customers.remove(from);
+    effects.erasure_checks.remove(from);
+    effects.erasure_checks.insert(into.clone());
     effects.remap(from, &into);
     effects.merged.push(WireMerge {
         from: from.to_string(),
@@ -123,16 +125,14 @@ pub async fn cards(
     .iter()
     .map(|row| row.get(0))
     .collect();
-    let mut owner: HashMap<String, String> = first
+    let (ours, known): (Vec<_>, Vec<_>) = first
         .iter()
-        .filter(|(card, _)| inserted.contains(**card))
+        .partition(|(card, _)| inserted.contains(**card));
+    let mut owner: HashMap<String, String> = ours
+        .into_iter()
         .map(|(card, me)| (card.to_string(), me.clone()))
         .collect();
-    let known: Vec<&str> = cards
-        .iter()
-        .copied()
-        .filter(|card| !inserted.contains(*card))
-        .collect();
+    let known: Vec<&str> = known.into_iter().map(|(card, _)| *card).collect();
     if !known.is_empty() {
         for row in db::query(
             tx,

@@ -17,37 +17,6 @@ use loyalty_tools::testkit::store::{line, sale, Policy};
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "test-admin-token-0123456789";
-
-/// `[admin]` with a token file written in the test's directory.
-fn admin_config(env: &Env, more: &str) -> String {
-    let file = env.dir.path().join("admin.token");
-    std::fs::write(&file, format!("{TOKEN}\n")).expect("token");
-    format!("{more}\n[admin]\ntoken_file = {file:?}\n")
-}
-
-async fn admin(
-    c: &Client,
-    hub: &HubProcess,
-    method: &str,
-    path: &str,
-    body: serde_json::Value,
-) -> Answer {
-    let auth = format!("Bearer {TOKEN}");
-    c.request(
-        hub.addr,
-        method,
-        path,
-        body.to_string().into_bytes(),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-    )
-    .await
-    .expect("request")
-}
-
 async fn drain(c: &Client, hub: &HubProcess, store: &str, cursor: &str) -> (String, ChangesPage) {
     let mut cursor = cursor.to_string();
     let mut all = ChangesPage::default();
@@ -108,38 +77,6 @@ fn receipt(
 }
 
 /// Every row of every table of the hub's schema that contains `needle` (rows cast to text).
-async fn rows_containing(sql: &tokio_postgres::Client, needle: &str) -> Vec<String> {
-    let tables = sql
-        .query(
-            "SELECT table_name::text FROM information_schema.tables
-             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-            &[],
-        )
-        .await
-        .expect("tables");
-    assert!(
-        tables.len() >= 15,
-        "schema not found: {} tables",
-        tables.len()
-    );
-    let mut found = Vec::new();
-    for table in &tables {
-        let table: String = table.get(0);
-        let rows = sql
-            .query(
-                &format!("SELECT t::text FROM {table} t WHERE t::text LIKE '%' || $1 || '%'"),
-                &[&needle],
-            )
-            .await
-            .expect("search");
-        found.extend(
-            rows.iter()
-                .map(|r| format!("{table}: {}", r.get::<_, String>(0))),
-        );
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confirms_it() {
     let env = Env::new();

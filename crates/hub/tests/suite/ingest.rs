@@ -1,5 +1,6 @@
 //! Ingest exactly once: duplicates, overlaps, gaps, conflicting reuse, lost acks; the wrong
-//! store for the certificate; malformed, oversized and SQL-ish input.
+//! store for the certificate; malformed, oversized and SQL-ish input; an erased customer's card
+//! uploaded afterwards by an offline store; ingest's plans.
 
 use crate::support::*;
 use loyalty_protocol::crm::{AckResponse, ErrorBody};
@@ -215,6 +216,10 @@ async fn malformed_oversized_and_sql_ish_input_gets_a_clear_answer_and_changes_n
     let big = vec![b' '; 70_000];
     let answer = c.post_events(hub.addr, "S1", big.clone()).await;
     assert_eq!(answer.status, 413, "{}", answer.text());
+    // Far larger than the socket buffers: the client is still sending when the hub has decided,
+    // and gets the 413, not a broken connection.
+    let answer = c.post_events(hub.addr, "S1", vec![b' '; 4 << 20]).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut gz, &big).expect("gzip");
     let gz = gz.finish().expect("gzip");
@@ -402,4 +407,50 @@ async fn ingest_plans_its_lookups_once_with_the_keys_even_while_the_tables_are_s
     let plans = lookup_plans(&ingest).await;
     assert!(!plans.contains("Seq Scan"), "{plans}");
     assert_eq!(plans.matches("Index Scan using").count(), 3, "{plans}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_customers_card_uploaded_later_by_an_offline_store_is_removed_at_ingest() {
+    let env = Env::new();
+    let hub = env.hub(&admin_config(&env, ""));
+    let sql = env.sql().await;
+    let (a, b) = (env.client("A"), env.client("B"));
+    let card = "2990000000019";
+    let ack = a
+        .post_events(
+            hub.addr,
+            "A",
+            body("A", "i", &[enrolled(1, "a1", "A-c1", card)]),
+        )
+        .await;
+    assert_eq!(ack.status, 200, "{}", ack.text());
+    let erased = admin(
+        &env.client("head-office"),
+        &hub,
+        "POST",
+        "/v1/admin/erasures",
+        serde_json::json!({"customer_id": "A-c1"}),
+    )
+    .await;
+    assert_eq!(erased.status, 200, "{}", erased.text());
+    assert_eq!(rows_containing(&sql, card).await, Vec::<String>::new());
+    // Store B was offline during the erasure and uploads her enrolment with the card now.
+    let ack = b
+        .post_events(
+            hub.addr,
+            "B",
+            body("B", "i", &[enrolled(1, "b1", "A-c1", card)]),
+        )
+        .await;
+    assert_eq!(ack.status, 200, "{}", ack.text());
+    assert_eq!(
+        count(
+            &sql,
+            "SELECT count(*) FROM store_events WHERE store_id = 'B'"
+        )
+        .await,
+        1,
+        "the event is stored"
+    );
+    assert_eq!(rows_containing(&sql, card).await, Vec::<String>::new());
 }

@@ -1,7 +1,7 @@
 //! The hub tests' harness: a private PostgreSQL cluster (`testkit::Postgres`), a test PKI, real
 //! `loyalty-hub` processes started from the built binary with a generated configuration, a
-//! mutual-TLS HTTP client per store, event builders using the protocol's own payload types,
-//! and SQL helpers to look at what the hub stored.
+//! mutual-TLS HTTP client per store, event builders using the protocol's own payload types, the
+//! admin API with its token, and SQL helpers to look at what the hub stored.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -375,7 +375,6 @@ pub fn enrolments(store: &str, first: u64, n: u64) -> Vec<Ev> {
         .collect()
 }
 
-/// Rows of a one-column bigint query.
 /// The next position (change id, export position), taken as every hub writer takes it: under
 /// its writer lock, held until the transaction ends.
 pub async fn writer_position(tx: &tokio_postgres::Transaction<'_>) -> i64 {
@@ -413,6 +412,7 @@ pub async fn until_a_reader_waits(watcher: &tokio_postgres::Client, finished: im
     }
 }
 
+/// The value of a one-row, one-column bigint query.
 pub async fn count(sql: &tokio_postgres::Client, query: &str) -> i64 {
     sql.query_one(query, &[]).await.expect(query).get(0)
 }
@@ -463,4 +463,70 @@ pub fn apply_today(store: &loyalty_store::Store, id: &str, amount: i64, card: Op
         .expect("apply")
         .outcome
         .earned
+}
+
+/// The admin API's bearer token in the hub configurations of [`admin_config`].
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// `[admin]` with a token file written in the test's directory.
+pub fn admin_config(env: &Env, more: &str) -> String {
+    let file = env.dir.path().join("admin.token");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("token");
+    format!("{more}\n[admin]\ntoken_file = {file:?}\n")
+}
+
+/// A request to the admin API with [`TOKEN`].
+pub async fn admin(
+    c: &Client,
+    hub: &HubProcess,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Answer {
+    let auth = format!("Bearer {TOKEN}");
+    c.request(
+        hub.addr,
+        method,
+        path,
+        body.to_string().into_bytes(),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+    )
+    .await
+    .expect("request")
+}
+
+/// Every row of every table whose text holds `needle` (`table: row`): the erasure's search.
+pub async fn rows_containing(sql: &tokio_postgres::Client, needle: &str) -> Vec<String> {
+    let tables = sql
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            &[],
+        )
+        .await
+        .expect("tables");
+    assert!(
+        tables.len() >= 15,
+        "schema not found: {} tables",
+        tables.len()
+    );
+    let mut found = Vec::new();
+    for table in &tables {
+        let table: String = table.get(0);
+        let rows = sql
+            .query(
+                &format!("SELECT t::text FROM {table} t WHERE t::text LIKE '%' || $1 || '%'"),
+                &[&needle],
+            )
+            .await
+            .expect("search");
+        found.extend(
+            rows.iter()
+                .map(|r| format!("{table}: {}", r.get::<_, String>(0))),
+        );
+    }
+    found
 }
