@@ -9,11 +9,40 @@
 # "delivered" is receipts that reached upstream. Reported per rate: offered/s, delivered/s,
 # lost, duplicated, the peer's peak RSS and CPU per receipt (utime+stime of its process).
 #
-# Status (2026-12-02, thingsboard-gateway 3.8.5): the peer installs from PyPI, connects to both
-# brokers and writes every receipt to its file storage, but with a Mosquitto standing in for
-# ThingsBoard it never forwards anything upstream (it waits for answers only a ThingsBoard
-# server gives: "Cannot retrieve service configuration"), so delivered is 0 here. Measuring
-# its delivery needs a ThingsBoard server (not installable here) and counting through its API.
+# ThingsBoard's side is a stand-in, not ThingsBoard: the second Mosquitto carries the gateway's
+# device API traffic and a small stub on it (thingsboard_stub.py below) answers the one request the
+# gateway blocks on. After connecting, tb-mqtt-client asks for its session limits (RPC
+# `getSessionLimits` on v1/devices/me/rpc/request/N) and the gateway counts as "not connected",
+# so nothing leaves its storage, until a reply with "rateLimits" comes on
+# v1/devices/me/rpc/response/N; without one it waits for good (no timeout). The stub replies with
+# ThingsBoard's transport defaults (maxPayloadSize 65536, maxInflightMessages 100) and no rate
+# limits ("rateLimits" and "gatewayRateLimits" empty), so no tenant-profile limit throttles the
+# peer; the client then keeps up to 80 messages in flight. Nothing else is answered (the gateway
+# waits for nothing else), and nothing of ThingsBoard's own processing, storage or latency is
+# modelled: upstream acknowledges with Mosquitto's PUBACK. (The gateway's "Cannot retrieve
+# service configuration" warning comes from Mosquitto's CONNACK properties; it is harmless.)
+#
+# Mapping: the gateway sends telemetry as time series, one value per (device, key, ts), and merges
+# the records of a storage pack that share device and ts. Every receipt of the load carries the
+# same "timestamp", so with the key `receipt_id` the receipts of a lane in a pack collapsed into
+# one (about 1 in 10 arrived). Each receipt is therefore its own key here (`"R-n": total`, ts
+# parsed from "timestamp" into epoch ms as ThingsBoard expects), and the counter counts the R-n
+# keys of every {device: [{ts, values}]} message once; an R-n seen again is a duplicate.
+#
+# Status (2026-12-03, thingsboard-gateway 3.8.5): measured against the stand-in. Delivered is
+# receipts that reached the upstream Mosquitto (a QoS 1 subscriber counts them); lost is offered
+# minus delivered once upstream has been quiet for 5 s. What shapes the numbers is the peer's
+# file storage, not rate limits (there are none). Its connector acknowledges each receipt to the
+# store broker on arrival and queues it in memory, then converts it and appends it to a data file
+# (10,000 records a file); upstream it forwards packs of 100 records, waiting for a pack's
+# PUBACKs before reading the next. The whole (one Python process) gets through about 2,000/s on
+# this machine; above that the backlog waits in the peer's memory ahead of the data files (RSS
+# grows), acknowledged to the store broker but not yet on disk. The losses are 3.8.5's file
+# reader (EventStorageReader.read): after each pack, if a newer data file exists, it moves to it
+# and deletes the file it was reading, unread records included (250 records in 3 files of 100,
+# read in packs of 10, give back 70). So receipts are lost only when the reader is behind the
+# writer at a file rotation: none at 1,000/s, none or a few at 5,000/s, a few thousand flat out,
+# all next to the 10,000-record boundaries.
 #
 # Needs: python3 with venv, mosquitto and mosquitto_sub (apt-get install mosquitto
 # mosquitto-clients), and pip access to install thingsboard-gateway (3.8.5 was measured) into a
@@ -34,11 +63,11 @@ for tool in python3 mosquitto mosquitto_sub; do
   command -v "$tool" >/dev/null || { echo "peer-thingsboard: needs $tool (apt-get install python3-venv mosquitto mosquitto-clients)" >&2; exit 2; }
 done
 if [ ! -x "$TB_VENV/bin/thingsboard-gateway" ]; then
-  python3 -m venv "$TB_VENV" && "$TB_VENV/bin/pip" install -q thingsboard-gateway || {
+  if ! { python3 -m venv "$TB_VENV" && "$TB_VENV/bin/pip" install -q thingsboard-gateway; }; then
     echo "peer-thingsboard: could not install thingsboard-gateway with pip into $TB_VENV;" >&2
     echo "  it needs PyPI access (pip install thingsboard-gateway) and python3-venv" >&2
     exit 2
-  }
+  fi
 fi
 
 PIDS=()
@@ -65,7 +94,10 @@ def s(x): x = x.encode(); return struct.pack('>H', len(x)) + x
 sock = socket.create_connection(('127.0.0.1', port)); sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 var = s('MQTT') + bytes([4, 2]) + struct.pack('>H', 60) + s('peer-publisher')
 sock.sendall(bytes([0x10]) + length(len(var)) + var); sock.recv(4)
-threading.Thread(target=lambda: [None for _ in iter(lambda: sock.recv(65536), b'')], daemon=True).start()
+acked = [0]  # bytes of PUBACK read: after CONNACK the broker sends the publisher only PUBACKs, 4 bytes each
+def drain():
+    for data in iter(lambda: sock.recv(65536), b''): acked[0] += len(data)
+threading.Thread(target=drain, daemon=True).start()
 start = time.time(); n = 0; pid = 0
 while n < total:
     due = min(total, int((time.time() - start) * rate) if rate > 0 else n + 64)
@@ -80,21 +112,53 @@ while n < total:
         buf += bytes([0x32]) + length(len(var)) + var; n += 1
     if buf: sock.sendall(buf)
     if rate > 0: time.sleep(0.001)
-print(total / max(time.time() - start, 0.001))
+offered = total / max(time.time() - start, 0.001)
+# Close only once the store broker has acknowledged every receipt: closing with PUBACKs unread
+# resets the connection and the broker drops what it has not read yet (some 7,000 of a flat-out
+# step's 50,000 here), which would count against the peer.
+deadline = time.time() + 120
+while acked[0] < 4 * total and time.time() < deadline: time.sleep(0.01)
+if acked[0] < 4 * total: print('publisher: the store broker acknowledged %d of %d' % (acked[0] // 4, total), file=sys.stderr)
+sock.sendall(bytes([0xe0, 0])); sock.close()
+print(offered)
+EOF
+
+cat > "$WORK/thingsboard_stub.py" <<'EOF'
+# ThingsBoard's side of the protocol, only what the gateway waits for: the answer to its
+# getSessionLimits RPC (ThingsBoard's transport defaults, no rate limits). A stand-in, not ThingsBoard.
+import json, sys
+import paho.mqtt.client as mqtt
+LIMITS = json.dumps({"maxPayloadSize": 65536, "maxInflightMessages": 100, "rateLimits": {}, "gatewayRateLimits": {}})
+def on_connect(client, userdata, flags, reason, properties):
+    client.subscribe("v1/devices/me/rpc/request/+", qos=1)
+def on_subscribe(client, userdata, mid, reasons, properties):
+    print("subscribed", flush=True)
+def on_message(client, userdata, msg):
+    try: method = json.loads(msg.payload).get("method")
+    except (ValueError, AttributeError): return
+    if method == "getSessionLimits":
+        client.publish("v1/devices/me/rpc/response/" + msg.topic.rsplit("/", 1)[1], LIMITS, qos=1)
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="thingsboard-stub")
+client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+client.connect("127.0.0.1", int(sys.argv[1]))
+client.loop_forever()
 EOF
 
 cat > "$WORK/count.py" <<'EOF'
-import json, sys
+import json, re, sys
+receipt = re.compile(r'R-[0-9]+$')
 seen, dup = set(), 0
 for line in open(sys.argv[1], errors='replace'):
     try: message = json.loads(line)
     except ValueError: continue
+    if not isinstance(message, dict): continue
     for device, points in message.items():
         for point in points if isinstance(points, list) else [points]:
-            rid = point.get('values', point).get('receipt_id')
-            if rid is None: continue
-            if rid in seen: dup += 1
-            seen.add(rid)
+            values = point.get('values', point) if isinstance(point, dict) else {}
+            for rid in [k for k in values if receipt.match(k)] + [values.get('receipt_id')]:
+                if rid is None: continue
+                if rid in seen: dup += 1
+                seen.add(rid)
 print(len(seen), dup)
 EOF
 
@@ -107,8 +171,11 @@ for rate in $RATES; do
   broker "$STORE_PORT" "$step/store-broker"
   broker "$UPSTREAM_PORT" "$step/upstream-broker"
   sleep 0.5
-  mosquitto_sub -p "$UPSTREAM_PORT" -q 0 -t 'v1/gateway/telemetry' > "$step/upstream.txt" &
+  mosquitto_sub -p "$UPSTREAM_PORT" -q 1 -t 'v1/gateway/telemetry' > "$step/upstream.txt" &
   PIDS+=($!)
+  "$TB_VENV/bin/python" "$WORK/thingsboard_stub.py" "$UPSTREAM_PORT" > "$step/thingsboard-stub.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 20); do grep -q subscribed "$step/thingsboard-stub.log" && break; sleep 0.25; done
   cat > "$step/tb/config/tb_gateway.json" <<EOF
 {"thingsboard": {"host": "127.0.0.1", "port": $UPSTREAM_PORT, "remoteShell": false, "remoteConfiguration": false,
   "statistics": {"enable": false, "statsSendPeriodInSeconds": 3600}, "deviceFiltering": {"enable": false},
@@ -130,13 +197,12 @@ EOF
   "converter": {"type": "json", "deviceInfo": {"deviceNameExpressionSource": "message",
    "deviceNameExpression": "\${lane}", "deviceProfileExpressionSource": "constant", "deviceProfileExpression": "till"},
    "sendDataOnlyOnChange": false, "timeout": 60000, "attributes": [],
-   "timeseries": [{"type": "string", "key": "receipt_id", "value": "\${receipt_id}"},
-                  {"type": "string", "key": "total", "value": "\${total}"}]}}]}
+   "timeseries": [{"type": "string", "key": "\${receipt_id}", "value": "\${total}", "tsField": "\${timestamp}"}]}}]}
 EOF
   cp "$TB_VENV/lib/"python3*/site-packages/thingsboard_gateway/config/logs.json "$step/tb/config/" 2>/dev/null || true
   sed -i "s#\./logs/#$step/tb/logs/#g; s#/var/log/thingsboard-gateway/#$step/tb/logs/#g" "$step/tb/config/logs.json" 2>/dev/null || true
   (cd "$step/tb" && TB_GW_CONFIG_DIR="$step/tb/config" exec "$TB_VENV/bin/thingsboard-gateway" > "$step/tb/stdout.log" 2>&1) &
-  TB=$!; PIDS+=($TB)
+  TB=$!; PIDS+=("$TB")
   sleep 8
   total=$(( (rate > 0 ? rate : 5000) * SECONDS_PER_STEP ))
   before=$(cpu_ticks "$TB")
