@@ -515,6 +515,10 @@ pub(crate) fn refresh_gauges(handle: &GatewayHandle) {
         }
         Err(err) => tracing::debug!(error = %err, "outbox gauges not refreshed"),
     }
+    let durability = handle.store.durability_stats();
+    handle
+        .metrics
+        .durability(durability.commits, durability.tickets);
     handle.metrics.broker(handle.broker.borrow().connected);
     handle.metrics.input_queue(handle.input_queue_depth());
     redeem::refresh_gauges(handle);

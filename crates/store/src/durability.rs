@@ -10,7 +10,9 @@
 //! `snap.*` / `blobs/*` files and, when entries appeared, the directory, and publishes the
 //! durable generation. Each waiter is woken by the round that makes `durable >= ticket`, and
 //! only by it (waking every waiter after every round cost more thread wake-ups than receipts at
-//! 64 submitters). A lone writer (nothing else pending, no round running) leads its round on its
+//! 64 submitters): a parked thread, or an async task (`Committed::durable`: a busy lane awaits
+//! its receipts' tickets while it applies the next ones; such a wait never syncs on the
+//! caller's thread). A lone writer (nothing else pending, no round running) leads its round on its
 //! own thread, with no hand-off (each thread wake-up costs latency at the lanes); when writers
 //! overlap, a *syncer* thread runs rounds back to back, so a round never waits for a waiter to
 //! be scheduled (measured: leading every round from a waiter's thread halved the throughput at
@@ -48,7 +50,22 @@ struct State {
     shutdown: bool,
     /// Writers waiting, with their tickets: a round wakes only those it made durable (all of
     /// them when it failed), not the ones waiting for the next round.
-    waiting: Vec<(u64, std::thread::Thread)>,
+    waiting: Vec<(u64, Waiter)>,
+}
+
+/// Who waits for a ticket: a thread (parked) or an async task.
+enum Waiter {
+    Thread(std::thread::Thread),
+    Task(std::task::Waker),
+}
+
+impl Waiter {
+    fn wake(&self) {
+        match self {
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Task(waker) => waker.wake_by_ref(),
+        }
+    }
 }
 
 /// Counters for tests, the benchmark and metrics.
@@ -115,27 +132,40 @@ impl GroupCommit {
     }
 
     /// Blocks until everything this thread committed before the call is on disk.
+    pub(crate) fn wait_durable(&self) -> Result<(), DurabilityError> {
+        let ticket = self.ticket()?;
+        self.wait_ticket(ticket)
+    }
+
+    /// Takes a ticket (the newest write generation) for everything this thread committed
+    /// before the call; nothing is synced yet: wait for it with [`GroupCommit::wait_ticket`] or
+    /// [`GroupCommit::poll_ticket`].
+    pub(crate) fn ticket(&self) -> Result<u64, DurabilityError> {
+        let mut state = lock(&self.shared.state);
+        if let Some(failed) = &state.failed {
+            return Err(DurabilityError(failed.clone()));
+        }
+        state.written += 1;
+        self.shared.counters.tickets.fetch_add(1, Ordering::Relaxed);
+        Ok(state.written)
+    }
+
+    /// Blocks until `ticket` is durable.
     ///
     /// A lone writer (nothing else pending, no round running) syncs on its own thread: no
     /// hand-off, which would cost two thread wake-ups on the answer's path. Otherwise the writer
     /// wakes the syncer thread and waits; the syncer runs rounds back to back while writers keep
     /// coming, each covering every write committed before it began.
-    pub(crate) fn wait_durable(&self) -> Result<(), DurabilityError> {
+    pub(crate) fn wait_ticket(&self, ticket: u64) -> Result<(), DurabilityError> {
         let shared = &*self.shared;
         let mut state = lock(&shared.state);
-        if let Some(failed) = &state.failed {
-            return Err(DurabilityError(failed.clone()));
-        }
-        state.written += 1;
-        let ticket = state.written;
-        shared.counters.tickets.fetch_add(1, Ordering::Relaxed);
         if !state.syncing && state.durable + 1 == ticket {
             state.syncing = true;
             drop(state);
             let result = shared.sync_once();
             state = lock(&shared.state);
             shared.finish_round(&mut state, ticket, result);
-        } else {
+        } else if state.durable < ticket {
             shared.work.notify_one();
         }
         let mut registered = false;
@@ -147,7 +177,9 @@ impl GroupCommit {
                 return Err(DurabilityError(failed.clone()));
             }
             if !registered {
-                state.waiting.push((ticket, std::thread::current()));
+                state
+                    .waiting
+                    .push((ticket, Waiter::Thread(std::thread::current())));
                 registered = true;
             }
             drop(state);
@@ -156,6 +188,36 @@ impl GroupCommit {
             std::thread::park();
             state = lock(&shared.state);
         }
+    }
+
+    /// Polls whether `ticket` is durable, from async code: never syncs on the caller's thread
+    /// (the syncer thread runs the round) and wakes the task once the round that covers the
+    /// ticket has finished.
+    pub(crate) fn poll_ticket(
+        &self,
+        ticket: u64,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), DurabilityError>> {
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
+        if state.durable >= ticket {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        if let Some(failed) = &state.failed {
+            return std::task::Poll::Ready(Err(DurabilityError(failed.clone())));
+        }
+        let known = state.waiting.iter().any(|(waiting, waiter)| {
+            *waiting == ticket && matches!(waiter, Waiter::Task(w) if w.will_wake(cx.waker()))
+        });
+        if !known {
+            state
+                .waiting
+                .push((ticket, Waiter::Task(cx.waker().clone())));
+        }
+        if !state.syncing {
+            shared.work.notify_one();
+        }
+        std::task::Poll::Pending
     }
 
     pub(crate) fn counters(&self) -> &SyncCounters {
@@ -197,7 +259,7 @@ impl Shared {
         state.waiting.retain(|(ticket, writer)| {
             let done = failed || *ticket <= durable;
             if done {
-                writer.unpark();
+                writer.wake();
             }
             !done
         });

@@ -102,7 +102,7 @@ pub use receipts::{OutcomeNote, ReceiptOutcome};
 pub use retention::PruneReport;
 pub use schema::{Migration, SCHEMA_VERSION};
 use tx::tx_corrupt;
-pub use tx::{NewEntry, Tx};
+pub use tx::{Committed, NewEntry, Tx};
 
 /// Result inside a [`Store::transact`] closure.
 pub type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;

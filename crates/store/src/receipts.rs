@@ -95,6 +95,21 @@ impl Store {
         vouchers: Option<&vouchers::Vouchers>,
         now: Timestamp,
     ) -> Result<ReceiptApplied, StoreError> {
+        self.commit_valid_receipt(receipt, customer, policy, vouchers, now)?
+            .wait()
+    }
+
+    /// [`Store::apply_valid_receipt`] up to the commit: returns before the receipt is durable,
+    /// so that a lane can apply its next receipt while this one's group commit runs. A refusal
+    /// (nothing written) is an error at once.
+    pub fn commit_valid_receipt(
+        &self,
+        receipt: &ValidReceipt,
+        customer: ReceiptCustomer<'_>,
+        policy: &dyn EarningPolicy,
+        vouchers: Option<&vouchers::Vouchers>,
+        now: Timestamp,
+    ) -> Result<Committed<ReceiptApplied>, StoreError> {
         let mut customer_id = None;
         let mut enrolment = None;
         match customer {
@@ -166,9 +181,7 @@ impl Store {
         };
         // Refusals wrote nothing; anything else (applied, or a duplicate whose first
         // application may still be in flight) is answered only once it is on disk.
-        let applied = result?;
-        self.wait_durable()?;
-        Ok(applied)
+        self.committed(result?)
     }
 
     /// The extra trees of a receipt's transaction: the voucher trees, then `offers`.

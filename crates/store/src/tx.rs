@@ -363,6 +363,16 @@ impl Store {
         Ok(self.inner.commit.wait_durable()?)
     }
 
+    /// Wraps `value`, the result of writes this thread has committed, until those writes are
+    /// durable (see [`Committed`]).
+    pub(crate) fn committed<T>(&self, value: T) -> Result<Committed<T>, StoreError> {
+        Ok(Committed {
+            value,
+            ticket: self.inner.commit.ticket()?,
+            store: self.clone(),
+        })
+    }
+
     /// Durability counters since open.
     pub fn durability_stats(&self) -> DurabilityStats {
         let c = self.inner.commit.counters();
@@ -372,5 +382,37 @@ impl Store {
             tickets: c.tickets.load(Ordering::Relaxed),
             sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The result of a committed transaction that is not durable yet: what it holds may be reported
+/// only once [`Committed::wait`] or [`Committed::durable`] returned it, after the group commit
+/// that covers it. Meanwhile the caller can go on and commit more (a lane's next receipt): its
+/// later writes are durable no earlier than these (sled's log is written in order).
+#[must_use = "nothing may be reported before it is durable: wait for it"]
+pub struct Committed<T> {
+    value: T,
+    ticket: u64,
+    store: Store,
+}
+
+impl<T> Committed<T> {
+    /// The value, before it is durable, for bookkeeping that is lost with the process anyway
+    /// (a lane's session); never for an answer or an acknowledgement.
+    pub fn peek(&self) -> &T {
+        &self.value
+    }
+
+    /// Blocks until durable (a lone writer syncs on its own thread).
+    pub fn wait(self) -> Result<T, StoreError> {
+        self.store.inner.commit.wait_ticket(self.ticket)?;
+        Ok(self.value)
+    }
+
+    /// Waits, without blocking a thread, until durable (the syncer thread runs the round).
+    pub async fn durable(self) -> Result<T, StoreError> {
+        let commit = &self.store.inner.commit;
+        std::future::poll_fn(|cx| commit.poll_ticket(self.ticket, cx)).await?;
+        Ok(self.value)
     }
 }

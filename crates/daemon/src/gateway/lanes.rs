@@ -4,7 +4,11 @@
 //! and the drain at shutdown.
 
 use super::*;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 /// Which lanes are served: the configured list, or any lane up to a cap; and when an idle lane's
 /// actor is stopped.
@@ -184,94 +188,169 @@ fn evict_idle(lanes: &mut HashMap<String, LaneEntry>, idle_evict: Duration) {
     });
 }
 
+/// How many inputs a lane holds answered-to-be at once: receipts committed and waiting for their
+/// group commit, and the inputs queued behind them. A busy lane applies its next receipt while
+/// the last one's flush and fsync run, so one group commit serves several of its receipts.
+pub(super) const LANE_PIPELINE: usize = 32;
+
+/// An input's delivery: completes once the input is durable (or needed no write), giving its
+/// answers, its acknowledgement and its count.
+type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A lane: handles its inputs strictly in order (each sees the session the one before left) and
+/// answers them in that order, each once it is durable. A receipt's answer may wait for its
+/// group commit while the next inputs are already handled: only the oldest delivery is polled,
+/// so no answer overtakes an earlier one.
 pub(super) async fn lane_actor(
     lane: String,
     mut inputs: mpsc::Receiver<Input>,
     shared: Arc<Shared>,
 ) {
     let mut session = LaneSession::new(shared.card_before_receipt, shared.card_after_receipt);
-    while let Some(input) = inputs.recv().await {
-        let started = std::time::Instant::now();
-        match input {
-            Input::Scan {
-                data, origin, done, ..
-            } => {
-                shared
-                    .counters
-                    .scans
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let answers = on_scan(&lane, &data, &origin, &mut session, &shared).await;
-                let kind = match answers.first() {
-                    Some(Response::Reward { .. }) => ScanKind::Voucher,
-                    Some(Response::Error { .. }) | None => ScanKind::Refused,
-                    Some(_) => ScanKind::Card,
-                };
-                shared.metrics.scan(kind);
+    let mut in_flight: VecDeque<Delivery> = VecDeque::new();
+    loop {
+        let room = in_flight.len() < LANE_PIPELINE;
+        let oldest = std::future::poll_fn(|cx| match in_flight.front_mut() {
+            Some(delivery) => delivery.as_mut().poll(cx),
+            None => Poll::Pending,
+        });
+        let input = tokio::select! {
+            biased;
+            () = oldest => {
+                in_flight.pop_front();
+                continue;
+            }
+            input = inputs.recv(), if room => input,
+        };
+        let Some(input) = input else { break };
+        // Alone (nothing queued or in flight on this lane), a receipt waits for its own group
+        // commit on this thread, leading it when no other lane writes: no hand-off.
+        let alone = in_flight.is_empty() && inputs.is_empty();
+        in_flight.push_back(handle(&lane, input, &mut session, &shared, alone).await);
+    }
+    while let Some(delivery) = in_flight.pop_front() {
+        delivery.await;
+    }
+}
+
+/// Handles one input of the lane now; returns its delivery.
+async fn handle(
+    lane: &str,
+    input: Input,
+    session: &mut LaneSession,
+    shared: &Arc<Shared>,
+    alone: bool,
+) -> Delivery {
+    let started = std::time::Instant::now();
+    let shared = shared.clone();
+    match input {
+        Input::Scan {
+            data, origin, done, ..
+        } => {
+            shared
+                .counters
+                .scans
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let answers = on_scan(lane, &data, &origin, session, &shared).await;
+            let kind = match answers.first() {
+                Some(Response::Reward { .. }) => ScanKind::Voucher,
+                Some(Response::Error { .. }) | None => ScanKind::Refused,
+                Some(_) => ScanKind::Card,
+            };
+            shared.metrics.scan(kind);
+            Box::pin(async move {
                 for answer in answers {
                     send_answer(&shared, answer, started);
                 }
-                if let Some(done) = done {
-                    let _ = done.send(match kind {
-                        ScanKind::Refused => Handled::Refused,
-                        ScanKind::Card | ScanKind::Voucher => Handled::Durable,
-                    });
-                }
-            }
-            Input::Receipt {
-                receipt,
-                done,
-                answer: reply,
-                ..
-            } => {
-                let (answer, handled) = on_receipt(&lane, receipt, &mut session, &shared).await;
-                let outcome = match (&handled, &answer) {
-                    (
-                        Handled::Durable,
-                        Response::Points {
-                            duplicate: true, ..
-                        },
-                    ) => ReceiptMetric::Duplicate,
-                    (Handled::Durable, _) => ReceiptMetric::Applied,
-                    (Handled::Refused, _) => ReceiptMetric::Refused,
-                    (Handled::Failed, _) => ReceiptMetric::Failed,
+                let handled = match kind {
+                    ScanKind::Refused => Handled::Refused,
+                    ScanKind::Card | ScanKind::Voucher => Handled::Durable,
                 };
-                shared.metrics.receipt(outcome);
-                let failures = &shared.storage_failures;
-                match handled {
-                    Handled::Failed => {
-                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Handled::Durable => failures.store(0, std::sync::atomic::Ordering::Relaxed),
-                    Handled::Refused => {}
-                }
-                // The edge prints it (a printer lane's trailer), after MQTT and observers had it.
-                let printed = reply.map(|reply| (reply, answer.clone()));
-                send_answer(&shared, answer, started);
-                if let Some((reply, answer)) = printed {
-                    let _ = reply.send(answer);
-                }
-                if let Some(done) = done {
-                    let _ = done.send(handled);
-                }
-            }
-            Input::Redeem { request, done, .. } => {
-                let (answer, handled) = on_redeem(&lane, request, &shared).await;
-                send_answer(&shared, answer, started);
-                if let Some(done) = done {
-                    let _ = done.send(handled);
-                }
-            }
-            Input::Void { request, done, .. } => {
-                let (answer, handled) = on_void(&lane, request, &shared).await;
-                send_answer(&shared, answer, started);
-                if let Some(done) = done {
-                    let _ = done.send(handled);
-                }
-            }
-            Input::Device { .. } => {}
+                delivered(&shared, done, handled);
+            })
         }
-        shared.in_lanes.fetch_sub(1, Ordering::Relaxed);
+        Input::Receipt {
+            receipt,
+            done,
+            answer: reply,
+            ..
+        } => match on_receipt(lane, receipt, session, &shared).await {
+            ReceiptStep::Answered(answer, handled) => Box::pin(async move {
+                deliver_receipt(&shared, answer, handled, reply, done, started);
+            }),
+            ReceiptStep::Committed(pending) if alone => {
+                let (answer, handled) = pending.answer(true, &shared).await;
+                Box::pin(async move {
+                    deliver_receipt(&shared, answer, handled, reply, done, started);
+                })
+            }
+            ReceiptStep::Committed(pending) => Box::pin(async move {
+                let (answer, handled) = pending.answer(false, &shared).await;
+                deliver_receipt(&shared, answer, handled, reply, done, started);
+            }),
+        },
+        Input::Redeem { request, done, .. } => {
+            let (answer, handled) = on_redeem(lane, request, &shared).await;
+            Box::pin(async move {
+                send_answer(&shared, answer, started);
+                delivered(&shared, done, handled);
+            })
+        }
+        Input::Void { request, done, .. } => {
+            let (answer, handled) = on_void(lane, request, &shared).await;
+            Box::pin(async move {
+                send_answer(&shared, answer, started);
+                delivered(&shared, done, handled);
+            })
+        }
+        Input::Device { .. } => Box::pin(async move { delivered(&shared, None, Handled::Refused) }),
     }
+}
+
+/// A receipt's answer goes out: counted, to MQTT and observers, to the edge that prints it.
+fn deliver_receipt(
+    shared: &Shared,
+    answer: Response,
+    handled: Handled,
+    reply: Option<oneshot::Sender<Response>>,
+    done: Option<oneshot::Sender<Handled>>,
+    started: std::time::Instant,
+) {
+    let outcome = match (&handled, &answer) {
+        (
+            Handled::Durable,
+            Response::Points {
+                duplicate: true, ..
+            },
+        ) => ReceiptMetric::Duplicate,
+        (Handled::Durable, _) => ReceiptMetric::Applied,
+        (Handled::Refused, _) => ReceiptMetric::Refused,
+        (Handled::Failed, _) => ReceiptMetric::Failed,
+    };
+    shared.metrics.receipt(outcome);
+    let failures = &shared.storage_failures;
+    match handled {
+        Handled::Failed => {
+            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Handled::Durable => failures.store(0, std::sync::atomic::Ordering::Relaxed),
+        Handled::Refused => {}
+    }
+    // The edge prints it (a printer lane's trailer), after MQTT and observers had it.
+    let printed = reply.map(|reply| (reply, answer.clone()));
+    send_answer(shared, answer, started);
+    if let Some((reply, answer)) = printed {
+        let _ = reply.send(answer);
+    }
+    delivered(shared, done, handled);
+}
+
+/// The input is answered: its edge may acknowledge it, and it leaves the input queue's count.
+fn delivered(shared: &Shared, done: Option<oneshot::Sender<Handled>>, handled: Handled) {
+    if let Some(done) = done {
+        let _ = done.send(handled);
+    }
+    shared.in_lanes.fetch_sub(1, Ordering::Relaxed);
 }
 
 pub(super) fn send_answer(shared: &Shared, answer: Response, started: std::time::Instant) {

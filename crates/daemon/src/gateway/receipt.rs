@@ -5,14 +5,52 @@
 use super::*;
 use loyalty_core::receipt::ValidReceipt;
 use loyalty_store::vouchers::ReceiptVouchers;
-use loyalty_store::{ReceiptApplied, ReceiptCustomer};
+use loyalty_store::{Committed, ReceiptApplied, ReceiptCustomer};
 
+/// Where a receipt stands once its lane has handled it.
+pub(super) enum ReceiptStep {
+    /// Answered at once: refused (nothing written), or failed.
+    Answered(Response, Handled),
+    /// Committed: answered once durable ([`PendingReceipt::answer`]).
+    Committed(PendingReceipt),
+}
+
+/// A receipt committed but not yet durable, with what its answer needs.
+pub(super) struct PendingReceipt {
+    committed: Committed<ReceiptApplied>,
+    lane: String,
+    receipt_id: String,
+    unknown: Vec<String>,
+}
+
+impl PendingReceipt {
+    /// Waits until the receipt is durable (`lead`: blocking, syncing on this thread when no
+    /// other write is pending; otherwise without blocking a thread) and answers it.
+    pub(super) async fn answer(self, lead: bool, shared: &Shared) -> (Response, Handled) {
+        let PendingReceipt {
+            committed,
+            lane,
+            receipt_id,
+            unknown,
+        } = self;
+        let applied = if lead {
+            blocking(move || committed.wait()).await
+        } else {
+            committed.durable().await
+        };
+        answer_applied(&lane, &receipt_id, applied, unknown, shared)
+    }
+}
+
+/// Handles a receipt up to its commit: validates it, picks its customer and has the store apply
+/// it; the lane's session learns of it at once (a card scanned next may attach to it), the
+/// answer waits until it is durable.
 pub(super) async fn on_receipt(
     lane: &str,
     receipt: Result<Receipt, Unreadable>,
     session: &mut LaneSession,
     shared: &Shared,
-) -> (Response, Handled) {
+) -> ReceiptStep {
     let time = input_time(shared);
     let now = time.now;
     let receipt = match receipt {
@@ -21,7 +59,7 @@ pub(super) async fn on_receipt(
             receipt_id,
             message,
         }) => {
-            return (
+            return ReceiptStep::Answered(
                 Response::error(lane, receipt_id.as_deref(), "malformed_receipt", message),
                 Handled::Refused,
             )
@@ -40,7 +78,7 @@ pub(super) async fn on_receipt(
     let receipt = match ValidReceipt::check(receipt, rules.limits()) {
         Ok(receipt) => receipt,
         Err(err) => {
-            return (
+            return ReceiptStep::Answered(
                 Response::error(lane, Some(&receipt_id), "invalid_receipt", err.to_string()),
                 Handled::Refused,
             )
@@ -54,13 +92,13 @@ pub(super) async fn on_receipt(
                 let (code, message) = other
                     .refusal()
                     .unwrap_or(("unknown_card", "not a card of this program".into()));
-                return (
+                return ReceiptStep::Answered(
                     Response::error(lane, Some(&receipt.id), code, message),
                     Handled::Refused,
                 );
             }
             Err(err) => {
-                return (
+                return ReceiptStep::Answered(
                     Response::error(lane, Some(&receipt.id), "unknown_card", err.to_string()),
                     Handled::Refused,
                 )
@@ -82,12 +120,37 @@ pub(super) async fn on_receipt(
             (None, Some(who)) => ReceiptCustomer::Id(&who.customer_id),
             (None, None) => ReceiptCustomer::FromReceipt,
         };
-        store.apply_valid_receipt(&receipt, customer, rules.as_ref(), Some(&vouchers), now)
+        store.commit_valid_receipt(&receipt, customer, rules.as_ref(), Some(&vouchers), now)
     })
     .await;
     match applied {
-        Ok(ReceiptApplied { outcome, vouchers }) => {
+        Ok(committed) => {
+            let outcome = &committed.peek().outcome;
             session.on_receipt_applied(&outcome.receipt_id, outcome.customer_id.is_some(), now);
+            ReceiptStep::Committed(PendingReceipt {
+                committed,
+                lane: lane.to_string(),
+                receipt_id,
+                unknown,
+            })
+        }
+        Err(err) => {
+            let (answer, handled) = answer_applied(lane, &receipt_id, Err(err), unknown, shared);
+            ReceiptStep::Answered(answer, handled)
+        }
+    }
+}
+
+/// The answer to a receipt once it is durable (or failed, or was refused).
+fn answer_applied(
+    lane: &str,
+    receipt_id: &str,
+    applied: Result<ReceiptApplied, StoreError>,
+    unknown: Vec<String>,
+    shared: &Shared,
+) -> (Response, Handled) {
+    match applied {
+        Ok(ReceiptApplied { outcome, vouchers }) => {
             shared.sync.nudge();
             let counter = if outcome.duplicate {
                 &shared.counters.duplicates
@@ -130,13 +193,10 @@ pub(super) async fn on_receipt(
             (answer, Handled::Durable)
         }
         Err(StoreError::Refused(refused)) => (
-            Response::error(lane, Some(&receipt_id), "refused", refused.to_string()),
+            Response::error(lane, Some(receipt_id), "refused", refused.to_string()),
             Handled::Refused,
         ),
-        Err(err) => (
-            storage_error(lane, Some(&receipt_id), &err),
-            Handled::Failed,
-        ),
+        Err(err) => (storage_error(lane, Some(receipt_id), &err), Handled::Failed),
     }
 }
 

@@ -107,6 +107,10 @@ struct MetricsInner {
     redemptions: Family<RedemptionLabel, Counter>,
     reservations_open: Gauge,
     points_reserved: Gauge,
+    group_commits: Counter,
+    durable_writes: Counter,
+    /// The store's durability counters as last copied into the two above.
+    durability_seen: std::sync::Mutex<(u64, u64)>,
 }
 
 impl fmt::Debug for Metrics {
@@ -161,6 +165,9 @@ impl Metrics {
             redemptions: Family::default(),
             reservations_open: Gauge::default(),
             points_reserved: Gauge::default(),
+            group_commits: Counter::default(),
+            durable_writes: Counter::default(),
+            durability_seen: std::sync::Mutex::new((0, 0)),
             registry: Registry::default(),
         };
         registry.register("scans", "Scans handled, by kind", inner.scans.clone());
@@ -198,6 +205,16 @@ impl Metrics {
             "input_queue_depth",
             "Inputs taken from the edges that no lane has answered yet (queued or being handled)",
             inner.input_queue_depth.clone(),
+        );
+        registry.register(
+            "store_group_commits",
+            "Group commits (one flush and fsync each) since start",
+            inner.group_commits.clone(),
+        );
+        registry.register(
+            "store_durable_writes",
+            "Writes answered only once durable since start (a receipt, a scan that enrolled, ...); over loyalty_store_group_commits_total: how many share one",
+            inner.durable_writes.clone(),
         );
         registry.register(
             "outbox_depth",
@@ -372,6 +389,22 @@ impl Metrics {
         self.inner
             .input_queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// The store's durability counters since open ([`loyalty_store::Store::durability_stats`]).
+    pub fn durability(&self, group_commits: u64, durable_writes: u64) {
+        let mut seen = self
+            .inner
+            .durability_seen
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        self.inner
+            .group_commits
+            .inc_by(group_commits.saturating_sub(seen.0));
+        self.inner
+            .durable_writes
+            .inc_by(durable_writes.saturating_sub(seen.1));
+        *seen = (seen.0.max(group_commits), seen.1.max(durable_writes));
     }
 
     /// The outbox holds `depth` unacknowledged events, the oldest `oldest_unsent_age` old.
