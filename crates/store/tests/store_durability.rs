@@ -41,8 +41,85 @@ fn durability_child() {
     }
 }
 
+/// Runs inside the child process only (re-executed by
+/// `an_awaited_commit_resolves_only_after_an_fsync`): a busy lane's shape, each receipt committed
+/// before the one before it is awaited, each awaited without blocking (`Committed::durable`).
+#[test]
+#[ignore = "child process of an_awaited_commit_resolves_only_after_an_fsync"]
+fn durability_child_awaited() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let store = open(std::path::Path::new(&dir));
+    let policy = Policy::default();
+    let mut out = std::io::stdout().lock();
+    let mut previous = None;
+    for n in 0..4 {
+        let id = format!("R-{n}");
+        writeln!(out, "BEGIN {id}").expect("stdout");
+        out.flush().expect("flush");
+        let receipt = loyalty_core::receipt::ValidReceipt::check(
+            sale(&id, vec![line("a", 1000, None)]),
+            &policy.limits,
+        )
+        .expect("valid");
+        let committed = store
+            .commit_valid_receipt(
+                &receipt,
+                loyalty_store::ReceiptCustomer::FromReceipt,
+                &policy,
+                None,
+                now(),
+            )
+            .expect("commit");
+        // The receipt before this one is answered only now, while this one is committed.
+        if let Some((before, committed)) = previous.replace((id, committed)) {
+            let applied = block_on(committed.durable()).expect("durable");
+            assert_eq!(applied.outcome.receipt_id, before);
+            writeln!(out, "APPLIED {before}").expect("stdout");
+            out.flush().expect("flush");
+        }
+    }
+    if let Some((last, committed)) = previous {
+        block_on(committed.durable()).expect("durable");
+        writeln!(out, "APPLIED {last}").expect("stdout");
+        out.flush().expect("flush");
+    }
+}
+
+/// Polls `future` on this thread until it is ready, parked in between (the store has no async
+/// runtime; its waits wake whichever waker they are given).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::park();
+    }
+}
+
 #[test]
 fn fsync_happens_before_the_answer() {
+    assert_an_fsync_between_begin_and_applied("durability_child", 3);
+}
+
+#[test]
+fn an_awaited_commit_resolves_only_after_an_fsync() {
+    assert_an_fsync_between_begin_and_applied("durability_child_awaited", 4);
+}
+
+/// Runs `child` under strace: for each of its `receipts` receipts R-n, an fsync of sled's log
+/// must start after it printed "BEGIN R-n" and complete before it printed "APPLIED R-n".
+fn assert_an_fsync_between_begin_and_applied(child: &str, receipts: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let log = dir.path().join("strace.log");
@@ -51,12 +128,7 @@ fn fsync_happens_before_the_answer() {
         .args(["-f", "-y", "-e", "trace=fsync,fdatasync,write", "-o"])
         .arg(&log)
         .arg(&exe)
-        .args([
-            "--exact",
-            "durability_child",
-            "--nocapture",
-            "--include-ignored",
-        ])
+        .args(["--exact", child, "--nocapture", "--include-ignored"])
         .env(CHILD_DIR, &data)
         .output()
         .expect("strace must be installed (apt-get install strace)");
@@ -66,10 +138,13 @@ fn fsync_happens_before_the_answer() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("APPLIED R-2"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("APPLIED R-{}", receipts - 1)),
+        "{stdout}"
+    );
     let trace = std::fs::read_to_string(&log).expect("strace log");
     let db_file = format!("{}/db/db>", data.display());
-    for n in 0..3 {
+    for n in 0..receipts {
         let lines: Vec<&str> = trace.lines().collect();
         let begin = lines
             .iter()
