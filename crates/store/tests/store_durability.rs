@@ -17,10 +17,9 @@ const CHILD_DIR: &str = "LG_STORE_DURABILITY_CHILD_DIR";
 #[test]
 #[ignore = "child process of fsync_happens_before_the_answer"]
 fn durability_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
+    let Some(store) = child_store() else {
         return;
     };
-    let store = open(std::path::Path::new(&dir));
     let policy = Policy::default();
     let customer = store.enroll("2990000000019", now()).expect("enroll");
     let mut out = std::io::stdout().lock();
@@ -47,10 +46,9 @@ fn durability_child() {
 #[test]
 #[ignore = "child process of an_awaited_commit_resolves_only_after_an_fsync"]
 fn durability_child_awaited() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
+    let Some(store) = child_store() else {
         return;
     };
-    let store = open(std::path::Path::new(&dir));
     let policy = Policy::default();
     let mut out = std::io::stdout().lock();
     let mut previous = None;
@@ -85,6 +83,13 @@ fn durability_child_awaited() {
         writeln!(out, "APPLIED {last}").expect("stdout");
         out.flush().expect("flush");
     }
+}
+
+/// The store of a child process (its directory from the parent), or `None` when run as a test
+/// of its own.
+fn child_store() -> Option<loyalty_store::Store> {
+    let dir = std::env::var(CHILD_DIR).ok()?;
+    Some(open(std::path::Path::new(&dir)))
 }
 
 /// Polls `future` on this thread until it is ready, parked in between (the store has no async
