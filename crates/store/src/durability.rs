@@ -159,6 +159,11 @@ impl GroupCommit {
     pub(crate) fn wait_ticket(&self, ticket: u64) -> Result<(), DurabilityError> {
         let shared = &*self.shared;
         let mut state = lock(&shared.state);
+        // A round failed after the ticket was taken: a later round succeeding proves nothing
+        // (the kernel may have dropped the pages the failed one was writing).
+        if let (Some(failed), true) = (&state.failed, state.durable < ticket) {
+            return Err(DurabilityError(failed.clone()));
+        }
         if !state.syncing && state.durable + 1 == ticket {
             state.syncing = true;
             drop(state);
@@ -249,7 +254,8 @@ impl Shared {
     fn finish_round(&self, state: &mut State, target: u64, result: Result<(), String>) {
         state.syncing = false;
         match result {
-            Ok(()) => state.durable = state.durable.max(target),
+            Ok(()) if state.failed.is_none() => state.durable = state.durable.max(target),
+            Ok(()) => {}
             Err(err) => {
                 tracing::error!(error = %err, "storage is no longer durable; refusing writes");
                 state.failed = Some(err);
@@ -391,4 +397,42 @@ impl SyncFiles {
 /// fsyncs a directory (its entries: created, renamed or removed files).
 pub(crate) fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A round that failed poisons every ticket not yet durable, whichever way it is waited for:
+    /// a later round that succeeds (a lone writer leading one) must not report it durable.
+    #[test]
+    fn after_a_failed_round_no_pending_ticket_is_reported_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .expect("sled");
+        let commit = GroupCommit::start(db, dir.path()).expect("group commit");
+        commit.wait_durable().expect("the first round");
+        let ticket = commit.ticket().expect("ticket");
+        {
+            // A round covering the ticket fails (as a failed fdatasync would).
+            let mut state = lock(&commit.shared.state);
+            state.syncing = true;
+            let target = state.written;
+            commit
+                .shared
+                .finish_round(&mut state, target, Err("injected fsync failure".into()));
+        }
+        let waited = commit.wait_ticket(ticket);
+        assert!(waited.is_err(), "{waited:?}");
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(matches!(
+            commit.poll_ticket(ticket, &mut cx),
+            std::task::Poll::Ready(Err(_))
+        ));
+        assert!(commit.ticket().is_err(), "no new ticket after a failure");
+    }
 }
