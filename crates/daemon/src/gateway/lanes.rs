@@ -7,7 +7,7 @@ use super::*;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 /// Which lanes are served: the configured list, or any lane up to a cap; and when an idle lane's
@@ -24,6 +24,8 @@ pub(super) struct LanePolicy {
 struct LaneEntry {
     sender: mpsc::Sender<Input>,
     last_input: tokio::time::Instant,
+    /// Inputs sent to the lane's actor and not yet answered (queued or in flight).
+    unanswered: Arc<AtomicUsize>,
 }
 
 /// The main loop: routes every input to its lane's actor until `shutdown`, then drains: inputs
@@ -82,12 +84,19 @@ pub(super) async fn route_inputs(
                 continue;
             }
             let (tx, rx) = mpsc::channel(256);
-            actors.spawn(lane_actor(lane.clone(), rx, shared.clone()));
+            let unanswered = Arc::new(AtomicUsize::new(0));
+            actors.spawn(lane_actor(
+                lane.clone(),
+                rx,
+                shared.clone(),
+                unanswered.clone(),
+            ));
             lanes.insert(
                 lane.clone(),
                 LaneEntry {
                     sender: tx,
                     last_input: tokio::time::Instant::now(),
+                    unanswered,
                 },
             );
         }
@@ -97,8 +106,10 @@ pub(super) async fn route_inputs(
         entry.last_input = tokio::time::Instant::now();
         // Counted until its lane has answered it (the input queue's depth, for /health).
         shared.in_lanes.fetch_add(1, Ordering::Relaxed);
+        entry.unanswered.fetch_add(1, Ordering::Relaxed);
         if entry.sender.send(input).await.is_err() {
             shared.in_lanes.fetch_sub(1, Ordering::Relaxed);
+            entry.unanswered.fetch_sub(1, Ordering::Relaxed);
             tracing::error!(lane = %lane, "a lane actor stopped; restarting it");
             lanes.remove(&lane);
         }
@@ -174,13 +185,14 @@ fn refuse(shared: &Shared, input: Input, code: &str, message: String) {
     }
 }
 
-/// Stops the actors of lanes idle for `idle_evict` whose queue is empty: dropping the sender
-/// ends the actor after its last input. The next input for the lane starts a fresh one (with
+/// Stops the actors of lanes idle for `idle_evict` with nothing unanswered (queued or waiting
+/// for its group commit; a new actor must not answer before the old one's last answers):
+/// dropping the sender ends the actor after its last input. The next input for the lane starts a fresh one (with
 /// an empty session, which is what the old one held: the idle time exceeds the card windows).
 fn evict_idle(lanes: &mut HashMap<String, LaneEntry>, idle_evict: Duration) {
     lanes.retain(|lane, entry| {
         let idle = entry.last_input.elapsed() >= idle_evict
-            && entry.sender.capacity() == entry.sender.max_capacity();
+            && entry.unanswered.load(Ordering::Relaxed) == 0;
         if idle {
             tracing::debug!(lane = %lane, "lane idle: its actor stops until its next input");
         }
@@ -205,6 +217,7 @@ pub(super) async fn lane_actor(
     lane: String,
     mut inputs: mpsc::Receiver<Input>,
     shared: Arc<Shared>,
+    unanswered: Arc<AtomicUsize>,
 ) {
     let mut session = LaneSession::new(shared.card_before_receipt, shared.card_after_receipt);
     let mut in_flight: VecDeque<Delivery> = VecDeque::new();
@@ -218,6 +231,7 @@ pub(super) async fn lane_actor(
             biased;
             () = oldest => {
                 in_flight.pop_front();
+                unanswered.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
             input = inputs.recv(), if room => input,
@@ -230,6 +244,7 @@ pub(super) async fn lane_actor(
     }
     while let Some(delivery) = in_flight.pop_front() {
         delivery.await;
+        unanswered.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
