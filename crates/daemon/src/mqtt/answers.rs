@@ -12,9 +12,10 @@ use crate::backoff::{Backoff, Jitter};
 use loyalty_protocol::till::Response;
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, QoS};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Sends answers to the lanes, in the order given, never blocking (see the module's doc).
@@ -32,6 +33,9 @@ struct Outgoing {
     direct: OnceLock<(AsyncClient, Topics)>,
     backlog: Mutex<Backlog>,
     wake: Notify,
+    /// Answers handed to rumqttc's queue so far (the goodbye waits until the broker has
+    /// acknowledged as many).
+    queued: AtomicU64,
 }
 
 #[derive(Default)]
@@ -48,6 +52,7 @@ pub fn answer_channel() -> (AnswerSender, AnswerReceiver) {
         direct: OnceLock::new(),
         backlog: Mutex::new(Backlog::default()),
         wake: Notify::new(),
+        queued: AtomicU64::new(0),
     });
     (
         AnswerSender {
@@ -72,6 +77,7 @@ impl AnswerSender {
                     .try_publish(topic, QoS::AtLeastOnce, false, answer.to_json())
                     .is_ok()
                 {
+                    shared.queued.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             }
@@ -99,9 +105,12 @@ impl Outgoing {
 /// The running answers' connection.
 pub(super) struct AnswerConnection {
     client: AsyncClient,
+    shared: Arc<Outgoing>,
     publisher: tokio::task::JoinHandle<()>,
     poller: tokio::task::JoinHandle<()>,
     closing: CancellationToken,
+    /// Answers the broker has acknowledged (PUBACK), counted by the polling task.
+    acked: watch::Receiver<u64>,
 }
 
 impl AnswerConnection {
@@ -120,6 +129,7 @@ impl AnswerConnection {
         network.set_connection_timeout(5);
         eventloop.set_network_options(network);
         let _ = answers.shared.direct.set((client.clone(), topics.clone()));
+        let shared = answers.shared.clone();
         let publisher = tokio::spawn(send_backlog(
             answers.shared,
             client.clone(),
@@ -127,6 +137,7 @@ impl AnswerConnection {
             drained,
         ));
         let closing = CancellationToken::new();
+        let (acked_tx, acked) = watch::channel(0u64);
         let poller = {
             let closing = closing.clone();
             let mut backoff = backoff.with_jitter(Jitter::Extra);
@@ -134,6 +145,9 @@ impl AnswerConnection {
                 loop {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff.reset(),
+                        Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                            acked_tx.send_modify(|n| *n += 1);
+                        }
                         Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                         Ok(_) => {}
                         Err(err) => {
@@ -152,23 +166,31 @@ impl AnswerConnection {
         };
         AnswerConnection {
             client,
+            shared,
             publisher,
             poller,
             closing,
+            acked,
         }
     }
 
-    /// Once the lanes are drained: waits for the backlog to be queued, then disconnects (after
-    /// every queued answer was written), within `bound`.
+    /// Once the lanes are drained: waits for the backlog to be queued and for the broker to
+    /// acknowledge every answer (a connection lost meanwhile is reconnected and rumqttc sends
+    /// the unacknowledged ones again: their inputs are acknowledged already), then
+    /// disconnects, within `bound`.
     pub(super) async fn close(self, bound: Duration) {
         let AnswerConnection {
             client,
+            shared,
             publisher,
             mut poller,
             closing,
+            mut acked,
         } = self;
         let goodbye = async {
             let _ = publisher.await;
+            let queued = shared.queued.load(Ordering::Relaxed);
+            let _ = acked.wait_for(|acked| *acked >= queued).await;
             closing.cancel();
             let _ = client.disconnect().await;
             let _ = (&mut poller).await;
@@ -191,11 +213,16 @@ async fn send_backlog(
     loop {
         if let Some(answer) = shared.next() {
             let topic = topics.response(answer.lane());
-            if let Err(err) = client
+            match client
                 .publish(topic, QoS::AtLeastOnce, false, answer.to_json())
                 .await
             {
-                tracing::warn!(error = %err, "could not queue an answer for the broker");
+                Ok(()) => {
+                    shared.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not queue an answer for the broker");
+                }
             }
             continue;
         }
