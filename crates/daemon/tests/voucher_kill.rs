@@ -4,9 +4,11 @@
 
 use loyalty_core::voucher::{RedemptionState, Refusal};
 use loyalty_store::events::EventType;
+use loyalty_store::vouchers::Vouchers;
 use loyalty_store::ReceiptCustomer;
+use loyalty_store::Store;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 mod voucher_support;
 use voucher_support::*;
@@ -14,15 +16,22 @@ use voucher_support::*;
 const CHILD_ENV: &str = "VOUCHER_KILL_CHILD_DIR";
 const KILL_VOUCHERS: u8 = 12;
 
+/// A child's directory (from the parent), store and vouchers, or `None` when run as a test of
+/// its own.
+fn child_open() -> Option<(PathBuf, Store, Vouchers)> {
+    let dir = PathBuf::from(std::env::var(CHILD_ENV).ok()?);
+    let (store, vouchers) = open(&dir, "named");
+    Some((dir, store, vouchers))
+}
+
 /// Run only as a child of `kill_9_between_reservation_and_commit`: reserves vouchers at lane
 /// 1, reports it, then commits them one receipt at a time, reporting each, until killed.
 #[test]
 #[ignore = "child process of kill_9_between_reservation_and_commit"]
 fn kill_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let Some((dir, _store, vouchers)) = child_open() else {
         return;
     };
-    let (_store, vouchers) = open(Path::new(&dir), "named");
     for n in 0..KILL_VOUCHERS {
         let (_, text) = voucher_text(100 + n, None);
         assert!(is_valid(
@@ -30,7 +39,7 @@ fn kill_child() {
         ));
     }
     println!("CHILD RESERVED");
-    let go = Path::new(&dir).join("go");
+    let go = dir.join("go");
     while !go.exists() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -160,10 +169,9 @@ const RECEIPT_CHILD_CARD: &str = "2990000000033";
 #[ignore = "child process of kill_9_during_receipts_leaves_each_receipt_whole"]
 fn receipt_child() {
     use loyalty_core::ledger::EarningPolicy as _;
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let Some((_, store, vouchers)) = child_open() else {
         return;
     };
-    let (store, vouchers) = open(Path::new(&dir), "named");
     let policy = store_support::Policy::default();
     for n in 0..RECEIPT_CHILD_SALES {
         let (_, text) = voucher_text(n, None);

@@ -253,7 +253,8 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
         let through = last + new.len() as u64;
         db::exec(
             &tx,
-            "UPDATE ingest_positions SET last_seq = $3, last_seen_at = now()
+            // (`last_seen_at` was set by the position's upsert in this transaction.)
+            "UPDATE ingest_positions SET last_seq = $3
              WHERE store_id = $1 AND instance = $2",
             &[&store, &instance, &(through as i64)],
         )

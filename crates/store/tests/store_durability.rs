@@ -17,7 +17,7 @@ const CHILD_DIR: &str = "LG_STORE_DURABILITY_CHILD_DIR";
 #[test]
 #[ignore = "child process of fsync_happens_before_the_answer"]
 fn durability_child() {
-    let Some(store) = child_store() else {
+    let Some(store) = child_store(CHILD_DIR) else {
         return;
     };
     let policy = Policy::default();
@@ -46,7 +46,7 @@ fn durability_child() {
 #[test]
 #[ignore = "child process of an_awaited_commit_resolves_only_after_an_fsync"]
 fn durability_child_awaited() {
-    let Some(store) = child_store() else {
+    let Some(store) = child_store(CHILD_DIR) else {
         return;
     };
     let policy = Policy::default();
@@ -85,10 +85,10 @@ fn durability_child_awaited() {
     }
 }
 
-/// The store of a child process (its directory from the parent), or `None` when run as a test
-/// of its own.
-fn child_store() -> Option<loyalty_store::Store> {
-    let dir = std::env::var(CHILD_DIR).ok()?;
+/// The store of a child process (its directory from the parent in `var`), or `None` when run as
+/// a test of its own.
+fn child_store(var: &str) -> Option<loyalty_store::Store> {
+    let dir = std::env::var(var).ok()?;
     Some(open(std::path::Path::new(&dir)))
 }
 
@@ -290,10 +290,9 @@ const REOPEN_DIR: &str = "LG_STORE_DURABILITY_REOPEN_DIR";
 #[test]
 #[ignore = "child process of recovery_syncs_the_log_before_its_snapshot_points_into_it"]
 fn reopen_child() {
-    let Ok(dir) = std::env::var(REOPEN_DIR) else {
+    let Some(store) = child_store(REOPEN_DIR) else {
         return;
     };
-    let store = open(std::path::Path::new(&dir));
     assert!(store.verify().expect("verify").is_consistent());
 }
 

@@ -289,21 +289,22 @@ async fn handle(
             done,
             answer: reply,
             ..
-        } => match on_receipt(lane, receipt, session, &shared).await {
-            ReceiptStep::Answered(answer, handled) => Box::pin(async move {
+        } => {
+            let step = match on_receipt(lane, receipt, session, &shared).await {
+                ReceiptStep::Committed(pending) if alone => {
+                    let (answer, handled) = pending.answer(true, &shared).await;
+                    ReceiptStep::Answered(answer, handled)
+                }
+                step => step,
+            };
+            Box::pin(async move {
+                let (answer, handled) = match step {
+                    ReceiptStep::Answered(answer, handled) => (answer, handled),
+                    ReceiptStep::Committed(pending) => pending.answer(false, &shared).await,
+                };
                 deliver_receipt(&shared, answer, handled, reply, done, started);
-            }),
-            ReceiptStep::Committed(pending) if alone => {
-                let (answer, handled) = pending.answer(true, &shared).await;
-                Box::pin(async move {
-                    deliver_receipt(&shared, answer, handled, reply, done, started);
-                })
-            }
-            ReceiptStep::Committed(pending) => Box::pin(async move {
-                let (answer, handled) = pending.answer(false, &shared).await;
-                deliver_receipt(&shared, answer, handled, reply, done, started);
-            }),
-        },
+            })
+        }
         Input::Redeem { request, done, .. } => {
             let (answer, handled) = on_redeem(lane, request, &shared).await;
             Box::pin(async move {

@@ -109,8 +109,9 @@ struct MetricsInner {
     points_reserved: Gauge,
     group_commits: Counter,
     durable_writes: Counter,
-    /// The store's durability counters as last copied into the two above.
-    durability_seen: std::sync::Mutex<(u64, u64)>,
+    /// Held while the two above catch up with the store's counters (a scrape and housekeeping
+    /// may refresh at once; each increment must be counted once).
+    durability_refresh: std::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Metrics {
@@ -167,7 +168,7 @@ impl Metrics {
             points_reserved: Gauge::default(),
             group_commits: Counter::default(),
             durable_writes: Counter::default(),
-            durability_seen: std::sync::Mutex::new((0, 0)),
+            durability_refresh: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         registry.register("scans", "Scans handled, by kind", inner.scans.clone());
@@ -393,18 +394,17 @@ impl Metrics {
 
     /// The store's durability counters since open ([`loyalty_store::Store::durability_stats`]).
     pub fn durability(&self, group_commits: u64, durable_writes: u64) {
-        let mut seen = self
+        let _refreshing = self
             .inner
-            .durability_seen
+            .durability_refresh
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        self.inner
-            .group_commits
-            .inc_by(group_commits.saturating_sub(seen.0));
-        self.inner
-            .durable_writes
-            .inc_by(durable_writes.saturating_sub(seen.1));
-        *seen = (seen.0.max(group_commits), seen.1.max(durable_writes));
+        for (counter, total) in [
+            (&self.inner.group_commits, group_commits),
+            (&self.inner.durable_writes, durable_writes),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The outbox holds `depth` unacknowledged events, the oldest `oldest_unsent_age` old.

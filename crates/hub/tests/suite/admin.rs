@@ -76,7 +76,6 @@ fn receipt(
     }
 }
 
-/// Every row of every table of the hub's schema that contains `needle` (rows cast to text).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confirms_it() {
     let env = Env::new();

@@ -405,6 +405,8 @@ async fn ingest_plans_its_lookups_once_with_the_keys_even_while_the_tables_are_s
     let pool = loyalty_hub::db::pool(config, 1, loyalty_hub::db::Planning::Once).expect("pool");
     let ingest = pool.get().await.expect("connection");
     let plans = lookup_plans(&ingest).await;
+    // Planned once: the plan keeps its parameter (a plan made per call shows the values).
+    assert!(plans.contains("$1"), "{plans}");
     assert!(!plans.contains("Seq Scan"), "{plans}");
     assert_eq!(plans.matches("Index Scan using").count(), 3, "{plans}");
 }
