@@ -16,7 +16,7 @@
 //!   of inputs cannot hold them back (publishing from the polling task can deadlock, rumqttc
 //!   #1025);
 //! - an intake window: every input (scan or receipt) is acknowledged only after it is handled
-//!   and answered, and past [`INTAKE_WINDOW`] unanswered inputs the polling task stops reading
+//!   and the broker acknowledged its answer, and past [`INTAKE_WINDOW`] unanswered inputs the polling task stops reading
 //!   (acknowledgements still go out), so the broker's persistent session queue is the buffer
 //!   past capacity, not the gateway's memory.
 
@@ -277,6 +277,7 @@ pub async fn run(
         Duration::from_millis(config.mqtt.reconnect_min_ms),
         Duration::from_millis(config.mqtt.reconnect_max_ms),
     );
+    let delivered = answers.delivered();
     let answer_connection = AnswerConnection::start(
         answers,
         answer_options,
@@ -296,6 +297,7 @@ pub async fn run(
         metrics: &metrics,
         helpers: &helpers,
         held: Arc::new((std::sync::atomic::AtomicUsize::new(0), Notify::new())),
+        delivered,
     };
     let backoff = backoff.with_jitter(Jitter::Extra);
     poll_loop(
@@ -391,6 +393,9 @@ struct Intake<'a> {
     helpers: &'a tokio_util::task::TaskTracker,
     /// MQTT inputs taken and not yet answered, and the wake-up when one is.
     held: Arc<(std::sync::atomic::AtomicUsize, Notify)>,
+    /// The broker's acknowledgements of the answers: an input is acknowledged only after its
+    /// answer was (a kill -9 between the two would otherwise lose the answer for good).
+    delivered: answers::AnswersDelivered,
 }
 
 /// Polls the event loop until `shutdown`. **Never awaits the gateway's input queue**: while
@@ -540,6 +545,7 @@ impl Intake<'_> {
         let acks = self.acks.clone();
         let metrics = self.metrics.clone();
         let held = self.held.clone();
+        let delivered = self.delivered.clone();
         held.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.helpers.spawn(async move {
             // The lane reports once the input is durably handled and its answer queued, so the
@@ -548,6 +554,8 @@ impl Intake<'_> {
             match handled.await {
                 Ok(Handled::Durable | Handled::Refused) => {
                     metrics.answer_age(arrived.elapsed());
+                    // Its answer was given before it was handled.
+                    delivered.all_given_so_far().await;
                     let _ = acks.send(publish.pkid);
                 }
                 Ok(Handled::Failed) | Err(_) => {}

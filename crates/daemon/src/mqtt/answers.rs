@@ -33,9 +33,12 @@ struct Outgoing {
     direct: OnceLock<(AsyncClient, Topics)>,
     backlog: Mutex<Backlog>,
     wake: Notify,
-    /// Answers handed to rumqttc's queue so far (the goodbye waits until the broker has
-    /// acknowledged as many).
-    queued: AtomicU64,
+    /// Answers given to [`AnswerSender::send`] so far, in their order.
+    sent: AtomicU64,
+    /// Of those, how many the broker has acknowledged (PUBACK; one given up at shutdown counts
+    /// too): an input is acknowledged only once the answers given before it are, and the
+    /// goodbye waits for all of them ([`AnswersDelivered`]).
+    acked: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -52,7 +55,8 @@ pub fn answer_channel() -> (AnswerSender, AnswerReceiver) {
         direct: OnceLock::new(),
         backlog: Mutex::new(Backlog::default()),
         wake: Notify::new(),
-        queued: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        acked: watch::Sender::new(0),
     });
     (
         AnswerSender {
@@ -70,6 +74,8 @@ impl AnswerSender {
             .backlog
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Counted under the backlog's lock: the count's order is the answers' order.
+        shared.sent.fetch_add(1, Ordering::Relaxed);
         if backlog.queue.is_empty() && !backlog.sending {
             if let Some((client, topics)) = shared.direct.get() {
                 let topic = topics.response(answer.lane());
@@ -77,7 +83,6 @@ impl AnswerSender {
                     .try_publish(topic, QoS::AtLeastOnce, false, answer.to_json())
                     .is_ok()
                 {
-                    shared.queued.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             }
@@ -102,6 +107,32 @@ impl Outgoing {
     }
 }
 
+impl AnswerReceiver {
+    /// A handle that waits until the broker has the answers given so far.
+    pub(super) fn delivered(&self) -> AnswersDelivered {
+        AnswersDelivered {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Waits for the broker's acknowledgement of answers (see [`Outgoing::acked`]).
+#[derive(Clone)]
+pub(super) struct AnswersDelivered {
+    shared: Arc<Outgoing>,
+}
+
+impl AnswersDelivered {
+    /// Returns once the broker has acknowledged every answer given before the call: then an
+    /// input answered before it may be acknowledged (a kill -9 can no longer lose its answer
+    /// while the broker forgets the input).
+    pub(super) async fn all_given_so_far(&self) {
+        let given = self.shared.sent.load(Ordering::Relaxed);
+        let mut acked = self.shared.acked.subscribe();
+        let _ = acked.wait_for(|acked| *acked >= given).await;
+    }
+}
+
 /// The running answers' connection.
 pub(super) struct AnswerConnection {
     client: AsyncClient,
@@ -109,8 +140,6 @@ pub(super) struct AnswerConnection {
     publisher: tokio::task::JoinHandle<()>,
     poller: tokio::task::JoinHandle<()>,
     closing: CancellationToken,
-    /// Answers the broker has acknowledged (PUBACK), counted by the polling task.
-    acked: watch::Receiver<u64>,
 }
 
 impl AnswerConnection {
@@ -137,8 +166,8 @@ impl AnswerConnection {
             drained,
         ));
         let closing = CancellationToken::new();
-        let (acked_tx, acked) = watch::channel(0u64);
         let poller = {
+            let shared = shared.clone();
             let closing = closing.clone();
             let mut backoff = backoff.with_jitter(Jitter::Extra);
             tokio::spawn(async move {
@@ -146,7 +175,7 @@ impl AnswerConnection {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff.reset(),
                         Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => {
-                            acked_tx.send_modify(|n| *n += 1);
+                            shared.acked.send_modify(|n| *n += 1);
                         }
                         Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                         Ok(_) => {}
@@ -170,7 +199,6 @@ impl AnswerConnection {
             publisher,
             poller,
             closing,
-            acked,
         }
     }
 
@@ -185,12 +213,10 @@ impl AnswerConnection {
             publisher,
             mut poller,
             closing,
-            mut acked,
         } = self;
         let goodbye = async {
             let _ = publisher.await;
-            let queued = shared.queued.load(Ordering::Relaxed);
-            let _ = acked.wait_for(|acked| *acked >= queued).await;
+            AnswersDelivered { shared }.all_given_so_far().await;
             closing.cancel();
             let _ = client.disconnect().await;
             let _ = (&mut poller).await;
@@ -213,16 +239,13 @@ async fn send_backlog(
     loop {
         if let Some(answer) = shared.next() {
             let topic = topics.response(answer.lane());
-            match client
+            if let Err(err) = client
                 .publish(topic, QoS::AtLeastOnce, false, answer.to_json())
                 .await
             {
-                Ok(()) => {
-                    shared.queued.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not queue an answer for the broker");
-                }
+                // The connection's queue is gone (shutdown): nothing will acknowledge it.
+                tracing::warn!(error = %err, "could not queue an answer for the broker");
+                shared.acked.send_modify(|n| *n += 1);
             }
             continue;
         }
