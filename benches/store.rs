@@ -1,12 +1,14 @@
 //! Store benchmark: durable receipts per second with 1, 8 and 64 concurrent submitters (p50/p99
-//! latency per receipt, fsyncs per receipt), peak RSS, and the database size on disk after
+//! latency per receipt, fsyncs per receipt, CPU and log bytes per receipt, how busy the one
+//! batch leader and the group commit were), peak RSS, and the database size on disk after
 //! 1,000,000 events went through the outbox (acknowledged and compacted), before and after the
 //! offline compaction at open.
 //!
 //! Peak RSS is reported per section (VmHWM reset before each; see `reset_hwm` for its limits).
 //!
 //! Run: `cargo bench --bench store` (all), or `cargo bench --bench store -- throughput` /
-//! `-- outbox`. The database lives under `$CARGO_TARGET_DIR` (a real disk, not tmpfs).
+//! `-- outbox`; `STORE_SUBMITTERS=64` runs only those submitter counts (comma-separated). The
+//! database lives under `$CARGO_TARGET_DIR` (a real disk, not tmpfs).
 
 use loyalty_store::events::EventType;
 use loyalty_store::Store;
@@ -46,6 +48,16 @@ fn process_cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Bytes this process has handed to `write`-like calls so far (`wchar` of /proc/self/io: sled's
+/// log writes, including the zeroes of each new segment).
+fn process_written_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|line| line.strip_prefix("wchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Resets the process's peak RSS (VmHWM) to the current RSS (Linux >= 4.0) before a section.
 /// The new baseline still holds what earlier sections left in the allocator's arenas (stores
 /// opened and dropped, 64 submitter threads); run a section alone (`-- outbox`) for its own
@@ -57,6 +69,9 @@ fn reset_hwm() {
 struct Run {
     per_sec: f64,
     cpu_us_per_receipt: f64,
+    written_kib_per_receipt: f64,
+    leader_busy: f64,
+    receipts_per_batch: f64,
     sync_busy: f64,
     p50: Duration,
     p99: Duration,
@@ -77,7 +92,9 @@ fn throughput_run(submitters: usize, duration: Duration) -> Run {
         })
         .collect();
     let before = store.durability_stats();
+    let batches_before = store.batch_stats();
     let cpu_before = process_cpu_secs();
+    let written_before = process_written_bytes();
     let started = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..submitters)
@@ -116,17 +133,41 @@ fn throughput_run(submitters: usize, duration: Duration) -> Run {
     let elapsed = started.elapsed();
     let cpu = process_cpu_secs() - cpu_before;
     let after = store.durability_stats();
+    let batches = store.batch_stats();
     latencies.sort();
     let count = latencies.len();
     let pct = |p: f64| latencies[((count as f64 * p) as usize).min(count - 1)];
     Run {
         per_sec: count as f64 / elapsed.as_secs_f64(),
         cpu_us_per_receipt: cpu * 1e6 / count as f64,
+        written_kib_per_receipt: (process_written_bytes() - written_before) as f64
+            / 1024.0
+            / count as f64,
+        leader_busy: (batches.leading_nanos - batches_before.leading_nanos) as f64
+            / 1e9
+            / elapsed.as_secs_f64(),
+        receipts_per_batch: (batches.receipts - batches_before.receipts) as f64
+            / (batches.batches - batches_before.batches).max(1) as f64,
         sync_busy: (after.sync_nanos - before.sync_nanos) as f64 / 1e9 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
         fsyncs_per_receipt: (after.fsyncs - before.fsyncs) as f64 / count as f64,
         commits: after.commits - before.commits,
+    }
+}
+
+/// The submitter counts to run: `STORE_SUBMITTERS="64"` (comma-separated) or 1, 8 and 64.
+fn submitter_counts() -> Vec<usize> {
+    match std::env::var("STORE_SUBMITTERS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("STORE_SUBMITTERS: comma-separated counts")
+            })
+            .collect(),
+        Err(_) => vec![1, 8, 64],
     }
 }
 
@@ -136,11 +177,11 @@ fn throughput() -> u64 {
         "durable receipts (apply_receipt incl. flush + fsync), 3 runs of 4 s each, median run:"
     );
     println!(
-        "(cpu: process CPU time per receipt; sync busy: share of the time a group commit was flushing + fsyncing)"
+        "(cpu: process CPU time per receipt; written: bytes handed to the log file per receipt; leader busy: share of the time a batch leader was applying (one at a time); sync busy: share of the time a group commit was flushing + fsyncing)"
     );
-    println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits   cpu us/receipt   sync busy   peak RSS");
+    println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits   cpu us/receipt   written KiB/receipt   receipts/batch   leader busy   sync busy   peak RSS");
     let mut peak = 0;
-    for submitters in [1usize, 8, 64] {
+    for submitters in submitter_counts() {
         reset_hwm();
         let mut runs: Vec<Run> = (0..3)
             .map(|_| throughput_run(submitters, Duration::from_secs(4)))
@@ -148,13 +189,16 @@ fn throughput() -> u64 {
         runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
         let r = &runs[1];
         println!(
-            "{submitters:>10} {:>11.0} {:>8.2} {:>8.2} {:>16.3} {:>15} {:>16.0} {:>10.0}% {:>6.1} MiB   (runs: {:.0} / {:.0} / {:.0})",
+            "{submitters:>10} {:>11.0} {:>8.2} {:>8.2} {:>16.3} {:>15} {:>16.0} {:>21.1} {:>16.1} {:>12.0}% {:>10.0}% {:>6.1} MiB   (runs: {:.0} / {:.0} / {:.0})",
             r.per_sec,
             r.p50.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3,
             r.fsyncs_per_receipt,
             r.commits,
             r.cpu_us_per_receipt,
+            r.written_kib_per_receipt,
+            r.receipts_per_batch,
+            r.leader_busy * 100.0,
             r.sync_busy * 100.0,
             vm_hwm_kib() as f64 / 1024.0,
             runs[0].per_sec,

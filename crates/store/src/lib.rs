@@ -225,6 +225,19 @@ pub struct DurabilityStats {
     pub sync_nanos: u64,
 }
 
+/// What the receipt batches (`store/batch.rs`) did since open: one leader at a time applies a
+/// batch in one transaction, so `leading_nanos` over the wall time says how close receipts are
+/// to the most that one leader can apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches applied.
+    pub batches: u64,
+    /// Receipts in them.
+    pub receipts: u64,
+    /// Nanoseconds a leader spent applying batches (its transaction and posting the answers).
+    pub leading_nanos: u64,
+}
+
 impl Store {
     /// Replays the journal: checks the hash chain (an edited, inserted or deleted entry breaks
     /// it), recomputes every customer's balance state and compares it with the stored one.

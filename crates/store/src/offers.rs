@@ -336,9 +336,14 @@ impl Store {
     /// A customer's offers, clips and uses (an id merged away resolves to the survivor); empty
     /// for an unknown customer.
     pub fn customer_offers(&self, customer_id: &str) -> Result<CustomerOffers, StoreError> {
-        let Some(rec) = self.customer_rec(customer_id)? else {
-            return Ok(CustomerOffers::default());
-        };
+        match self.customer_rec(customer_id)? {
+            Some(rec) => self.offers_of(&rec),
+            None => Ok(CustomerOffers::default()),
+        }
+    }
+
+    /// The offers, clips and uses of the customer of this record.
+    pub(crate) fn offers_of(&self, rec: &CustomerRec) -> Result<CustomerOffers, StoreError> {
         let tree = self.offers_tree();
         let suffixes = |prefix: Vec<u8>| -> Result<Vec<(String, sled::IVec)>, StoreError> {
             let mut out = Vec::new();

@@ -210,22 +210,22 @@ impl Store {
         let mut offers = offers::PreparedOffers::default();
         let plan = match &receipt.kind {
             ReceiptKind::Sale => {
-                let tier = if enrolling {
-                    None
-                } else {
-                    self.expected_tier(customer_id, receipt.card.as_deref())?
+                // One read of the customer gives both the tier and the offers.
+                let customer = match enrolling {
+                    true => None,
+                    false => self.expected_customer(customer_id, receipt.card.as_deref())?,
                 };
+                let rec = match &customer {
+                    Some(id) => self.customer_rec(id)?,
+                    None => None,
+                };
+                let tier = rec.as_ref().and_then(|rec| rec.tier.clone());
                 let earning = policy.earn(receipt, tier.as_deref());
-                if !enrolling {
-                    if let Some(id) =
-                        self.expected_customer(customer_id, receipt.card.as_deref())?
-                    {
-                        let theirs = self.customer_offers(&id)?;
-                        if !theirs.offers.is_empty() && theirs.consent.is_some_and(|c| c.profiling)
-                        {
-                            offers.lines = policy.offer_lines(receipt, tier.as_deref());
-                            offers.candidates = theirs.matching(&id, receipt, &offers.lines, now);
-                        }
+                if let (Some(id), Some(rec)) = (&customer, &rec) {
+                    let theirs = self.offers_of(rec)?;
+                    if !theirs.offers.is_empty() && theirs.consent.is_some_and(|c| c.profiling) {
+                        offers.lines = policy.offer_lines(receipt, tier.as_deref());
+                        offers.candidates = theirs.matching(id, receipt, &offers.lines, now);
                     }
                 }
                 Plan::Sale { tier, earning }
@@ -262,24 +262,6 @@ impl Store {
                 .map(|id| String::from_utf8_lossy(&id).to_string()),
             (None, None) => None,
         })
-    }
-
-    /// The tier of the customer a sale will be applied to, as read outside a transaction
-    /// (`apply_planned` checks it again inside).
-    pub(crate) fn expected_tier(
-        &self,
-        customer_id: Option<&str>,
-        card: Option<&str>,
-    ) -> Result<Option<String>, StoreError> {
-        let id = match (customer_id, card) {
-            (Some(id), _) => id.to_string(),
-            (None, Some(card)) => match self.tree(CARDS).get(card.as_bytes())? {
-                Some(id) => String::from_utf8_lossy(&id).to_string(),
-                None => return Ok(None),
-            },
-            (None, None) => return Ok(None),
-        };
-        Ok(self.customer_rec(&id)?.and_then(|c| c.tier))
     }
 
     /// Applies a batch of receipts in one transaction; one answer per request, in order.

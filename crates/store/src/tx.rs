@@ -383,6 +383,11 @@ impl Store {
             sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
         }
     }
+
+    /// What the receipt batches did since open (see [`BatchStats`]).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.inner.receipts.stats()
+    }
 }
 
 /// The result of a committed transaction that is not durable yet: what it holds may be reported
