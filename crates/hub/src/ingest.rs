@@ -287,9 +287,9 @@ async fn ingest_once(hub: &Hub, batch: &Batch<'_>) -> Result<Ingested, IngestErr
             drop(tx);
             return Err(reused_id(&client, store, &new).await?.unwrap_or(IngestError::from(e)));
         }
-        // An offline store may upload an erased customer's card or name after the erasure:
-        // removed again before COMMIT (resolving the batch found who may be erased).
-        let check: Vec<String> = effects.erasure_checks.iter().cloned().collect();
+        // An offline store may upload an erased customer's card or name after the erasure, or
+        // an erasure may commit while this batch is applied: removed again before COMMIT.
+        let check = effects.erasure_candidates();
         let scope = crate::admin::erasure::EventScope::Batch {
             store,
             instance,

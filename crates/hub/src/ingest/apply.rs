@@ -50,14 +50,25 @@ pub struct Effects {
     pub erasures_confirmed: u64,
     /// Customer ids named by the batch -> their surviving id (kept current by merges).
     resolved: HashMap<String, String>,
-    /// Surviving ids to check for an erasure before COMMIT: found erased when the batch was
-    /// resolved, created by another transaction meanwhile, or the survivors of merges.
+    /// Surviving ids to check for an erasure before COMMIT beside those the batch names (see
+    /// [`Effects::erasure_candidates`]): found erased when the batch was resolved, created by
+    /// another transaction meanwhile, or the survivors of merges.
     pub erasure_checks: BTreeSet<String>,
     /// Store links to write once per customer at the end of the batch: (enrolled, latest time).
     links: BTreeMap<String, (bool, jiff::Timestamp)>,
 }
 
 impl Effects {
+    /// Every surviving id the batch named, and [`Effects::erasure_checks`]: the ids whose
+    /// erasure is checked again just before COMMIT. All of them, not only those found erased
+    /// when the batch was resolved: an erasure that commits while this transaction runs (it
+    /// does not wait for it) would otherwise miss the personal data this batch writes.
+    pub fn erasure_candidates(&self) -> Vec<String> {
+        let mut ids: BTreeSet<&String> = self.resolved.values().collect();
+        ids.extend(&self.erasure_checks);
+        ids.into_iter().cloned().collect()
+    }
+
     fn link(&mut self, customer: &str, enrolled: bool, at: jiff::Timestamp) {
         let entry = self
             .links

@@ -9,12 +9,10 @@ use crate::support::*;
 use loyalty_core::ledger::EarningPolicy;
 use loyalty_core::receipt::ValidReceipt;
 use loyalty_hub::export::ExportPage;
-use loyalty_protocol::crm::events::ReceiptEvent;
 use loyalty_protocol::crm::{ChangesPage, WireCustomer};
 use loyalty_store::ReceiptCustomer;
 use loyalty_tools::testkit::crm::{self as crmkit, STORE};
 use loyalty_tools::testkit::store::{line, sale, Policy};
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 async fn drain(c: &Client, hub: &HubProcess, store: &str, cursor: &str) -> (String, ChangesPage) {
@@ -41,38 +39,6 @@ async fn drain(c: &Client, hub: &HubProcess, store: &str, cursor: &str) -> (Stri
         if done {
             return (cursor, all);
         }
-    }
-}
-
-fn receipt(
-    seq: u64,
-    id: &str,
-    customer: &str,
-    receipt: &str,
-    total: &str,
-    at: jiff::Timestamp,
-) -> Ev {
-    let payload = ReceiptEvent {
-        card: None,
-        currency: Cow::Borrowed("EUR"),
-        customer_id: Some(Cow::Borrowed(customer)),
-        kind: Cow::Borrowed("sale"),
-        lane: Cow::Borrowed("1"),
-        lines: Vec::new(),
-        lines_withheld: false,
-        original_receipt_id: None,
-        points: 10,
-        receipt_id: Cow::Borrowed(receipt),
-        rewards: Cow::Owned(Vec::new()),
-        timestamp: at,
-        total: total.to_string(),
-        unknown_categories: Vec::new(),
-    };
-    Ev {
-        seq,
-        id: id.into(),
-        kind: "receipt",
-        payload: serde_json::to_string(&payload).expect("json"),
     }
 }
 
@@ -566,7 +532,7 @@ async fn spend_in_two_stores_qualifies_a_tier_both_stores_see_and_time_takes_it_
                 "i",
                 &[
                     enrolled(1, "a1", "C1", "4000100"),
-                    receipt(2, "a2", "C1", "RA1", "200.00", now),
+                    receipt(2, "a2", "C1", "RA1", "200.00", now, None),
                 ],
             ),
         )
@@ -584,7 +550,11 @@ async fn spend_in_two_stores_qualifies_a_tier_both_stores_see_and_time_takes_it_
         .post_events(
             hub.addr,
             "B",
-            body("B", "i", &[receipt(1, "b1", "C1", "RB1", "150.00", now)]),
+            body(
+                "B",
+                "i",
+                &[receipt(1, "b1", "C1", "RB1", "150.00", now, None)],
+            ),
         )
         .await;
     assert_eq!(ack.status, 200, "{}", ack.text());

@@ -1,6 +1,6 @@
 //! Ingest exactly once: duplicates, overlaps, gaps, conflicting reuse, lost acks; the wrong
 //! store for the certificate; malformed, oversized and SQL-ish input; an erased customer's card
-//! uploaded afterwards by an offline store; ingest's plans.
+//! uploaded afterwards by an offline store, or while its ingest was under way; ingest's plans.
 
 use crate::support::*;
 use loyalty_protocol::crm::{AckResponse, ErrorBody};
@@ -455,4 +455,103 @@ async fn an_erased_customers_card_uploaded_later_by_an_offline_store_is_removed_
         "the event is stored"
     );
     assert_eq!(rows_containing(&sql, card).await, Vec::<String>::new());
+}
+
+/// An erasure that commits while a batch naming the customer is being ingested (resolved
+/// before the erasure, committed after it): the batch's card is removed before its COMMIT too.
+/// The ingest is held between the two by a row lock on the customer's store link, which the
+/// erasure does not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_committed_during_an_ingest_still_removes_that_batchs_card() {
+    let env = Env::new();
+    let hub = env.hub(&admin_config(&env, ""));
+    let sql = env.sql().await;
+    let mut locker = env.sql().await;
+    let b = env.client("B");
+    let card = "2990000000057";
+    let now = at();
+    let first = b
+        .post_events(
+            hub.addr,
+            "B",
+            body(
+                "B",
+                "i",
+                &[receipt(1, "b1", "B-c1", "RB1", "10.00", now, None)],
+            ),
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+
+    let lock = locker.transaction().await.expect("begin");
+    lock.query_one(
+        "SELECT 1 FROM customer_stores WHERE customer_id = 'B-c1' AND store_id = 'B' FOR UPDATE",
+        &[],
+    )
+    .await
+    .expect("the store link");
+    let hub_addr = hub.addr;
+    let ingest = tokio::spawn(async move {
+        b.post_events(
+            hub_addr,
+            "B",
+            body(
+                "B",
+                "i",
+                &[receipt(2, "b2", "B-c1", "RB2", "20.00", now, Some(card))],
+            ),
+        )
+        .await
+    });
+    until_a_writer_waits_for_a_row(&sql, || ingest.is_finished()).await;
+
+    let erased = admin(
+        &env.client("head-office"),
+        &hub,
+        "POST",
+        "/v1/admin/erasures",
+        serde_json::json!({"customer_id": "B-c1"}),
+    )
+    .await;
+    assert_eq!(erased.status, 200, "{}", erased.text());
+    lock.rollback().await.expect("release");
+    let second = ingest.await.expect("ingest task");
+    assert_eq!(second.status, 200, "{}", second.text());
+
+    assert_eq!(
+        count(
+            &sql,
+            "SELECT count(*) FROM receipts WHERE receipt_id = 'RB2'"
+        )
+        .await,
+        1,
+        "the receipt is stored"
+    );
+    assert_eq!(rows_containing(&sql, card).await, Vec::<String>::new());
+}
+
+/// Waits until a session waits for a row lock held by another transaction; panics after 10 s,
+/// or if `finished()` turns true first (it never waited).
+async fn until_a_writer_waits_for_a_row(
+    watcher: &tokio_postgres::Client,
+    finished: impl Fn() -> bool,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let waiting = count(
+            watcher,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')",
+        )
+        .await;
+        if waiting > 0 {
+            return;
+        }
+        assert!(!finished(), "the ingest did not wait for the locked row");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the ingest never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

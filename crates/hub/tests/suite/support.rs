@@ -6,7 +6,9 @@
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use loyalty_protocol::crm::events::{CustomerEvent, LedgerEvent, VoucherRedeemedEvent};
+use loyalty_protocol::crm::events::{
+    CustomerEvent, LedgerEvent, ReceiptEvent, VoucherRedeemedEvent,
+};
 use loyalty_protocol::crm::{EventsRequest, WireEvent};
 use loyalty_tools::certs::{write_pem, Validity};
 use loyalty_tools::testkit::crm::Pki;
@@ -318,6 +320,40 @@ pub fn enrolled_at(seq: u64, id: &str, customer: &str, card: &str, when: jiff::T
         seq,
         id: id.into(),
         kind: "customer_enrolled",
+        payload: serde_json::to_string(&payload).expect("json"),
+    }
+}
+
+/// A `receipt` event: a sale of `total` for `customer`, with the card it was scanned with.
+pub fn receipt(
+    seq: u64,
+    id: &str,
+    customer: &str,
+    receipt: &str,
+    total: &str,
+    at: jiff::Timestamp,
+    card: Option<&str>,
+) -> Ev {
+    let payload = ReceiptEvent {
+        card: card.map(Cow::Borrowed),
+        currency: Cow::Borrowed("EUR"),
+        customer_id: Some(Cow::Borrowed(customer)),
+        kind: Cow::Borrowed("sale"),
+        lane: Cow::Borrowed("1"),
+        lines: Vec::new(),
+        lines_withheld: false,
+        original_receipt_id: None,
+        points: 10,
+        receipt_id: Cow::Borrowed(receipt),
+        rewards: Cow::Owned(Vec::new()),
+        timestamp: at,
+        total: total.to_string(),
+        unknown_categories: Vec::new(),
+    };
+    Ev {
+        seq,
+        id: id.into(),
+        kind: "receipt",
         payload: serde_json::to_string(&payload).expect("json"),
     }
 }
