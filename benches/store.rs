@@ -71,6 +71,7 @@ struct Run {
     cpu_us_per_receipt: f64,
     written_kib_per_receipt: f64,
     leader_busy: f64,
+    leader_cpu_us_per_receipt: f64,
     receipts_per_batch: f64,
     sync_busy: f64,
     p50: Duration,
@@ -146,6 +147,10 @@ fn throughput_run(submitters: usize, duration: Duration) -> Run {
         leader_busy: (batches.leading_nanos - batches_before.leading_nanos) as f64
             / 1e9
             / elapsed.as_secs_f64(),
+        leader_cpu_us_per_receipt: (batches.leading_cpu_nanos - batches_before.leading_cpu_nanos)
+            as f64
+            / 1e3
+            / count as f64,
         receipts_per_batch: (batches.receipts - batches_before.receipts) as f64
             / (batches.batches - batches_before.batches).max(1) as f64,
         sync_busy: (after.sync_nanos - before.sync_nanos) as f64 / 1e9 / elapsed.as_secs_f64(),
@@ -177,9 +182,9 @@ fn throughput() -> u64 {
         "durable receipts (apply_receipt incl. flush + fsync), 3 runs of 4 s each, median run:"
     );
     println!(
-        "(cpu: process CPU time per receipt; written: bytes handed to the log file per receipt; leader busy: share of the time a batch leader was applying (one at a time); sync busy: share of the time a group commit was flushing + fsyncing)"
+        "(cpu: process CPU time per receipt; written: bytes handed to the log file per receipt; leader busy: share of the time a batch leader was applying (one at a time), leader cpu: its CPU time per receipt; sync busy: share of the time a group commit was flushing + fsyncing)"
     );
-    println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits   cpu us/receipt   written KiB/receipt   receipts/batch   leader busy   sync busy   peak RSS");
+    println!("submitters  receipts/s   p50 ms   p99 ms   fsyncs/receipt   group commits   cpu us/receipt   written KiB/receipt   receipts/batch   leader busy   leader cpu us   sync busy   peak RSS");
     let mut peak = 0;
     for submitters in submitter_counts() {
         reset_hwm();
@@ -189,7 +194,7 @@ fn throughput() -> u64 {
         runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
         let r = &runs[1];
         println!(
-            "{submitters:>10} {:>11.0} {:>8.2} {:>8.2} {:>16.3} {:>15} {:>16.0} {:>21.1} {:>16.1} {:>12.0}% {:>10.0}% {:>6.1} MiB   (runs: {:.0} / {:.0} / {:.0})",
+            "{submitters:>10} {:>11.0} {:>8.2} {:>8.2} {:>16.3} {:>15} {:>16.0} {:>21.1} {:>16.1} {:>12.0}% {:>15.0} {:>10.0}% {:>6.1} MiB   (runs: {:.0} / {:.0} / {:.0})",
             r.per_sec,
             r.p50.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3,
@@ -199,6 +204,7 @@ fn throughput() -> u64 {
             r.written_kib_per_receipt,
             r.receipts_per_batch,
             r.leader_busy * 100.0,
+            r.leader_cpu_us_per_receipt,
             r.sync_busy * 100.0,
             vm_hwm_kib() as f64 / 1024.0,
             runs[0].per_sec,

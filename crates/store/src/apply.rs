@@ -124,7 +124,7 @@ pub(crate) fn enrol_in_tx(
     let rec = CustomerRec::enrolled_locally(enrolment.id.clone(), card.clone(), now);
     tx.put_customer_rec(&rec)?;
     tx.tree(CARDS)
-        .insert(card.as_bytes(), enrolment.id.as_bytes())?;
+        .put(card.as_bytes(), enrolment.id.as_bytes())?;
     tx.append_event(
         EventType::CustomerEnrolled,
         now,

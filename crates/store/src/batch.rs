@@ -101,6 +101,23 @@ pub(crate) struct Combiner<R> {
     batches: AtomicU64,
     requests: AtomicU64,
     leading_nanos: AtomicU64,
+    leading_cpu_nanos: AtomicU64,
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`; 0 if the clock is unavailable).
+fn thread_cpu_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return 0;
+    }
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,6 +160,7 @@ impl<R> Combiner<R> {
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             leading_nanos: AtomicU64::new(0),
+            leading_cpu_nanos: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +170,7 @@ impl<R> Combiner<R> {
             batches: self.batches.load(Ordering::Relaxed),
             receipts: self.requests.load(Ordering::Relaxed),
             leading_nanos: self.leading_nanos.load(Ordering::Relaxed),
+            leading_cpu_nanos: self.leading_cpu_nanos.load(Ordering::Relaxed),
         }
     }
 
@@ -175,6 +194,7 @@ impl<R> Combiner<R> {
                 let (slots, requests): (Vec<Arc<Slot>>, Vec<R>) = state.queue.drain(..take).unzip();
                 drop(state);
                 let started = Instant::now();
+                let started_cpu = thread_cpu_nanos();
                 let mut leading = Leading {
                     combiner: self,
                     own: &own,
@@ -199,6 +219,10 @@ impl<R> Combiner<R> {
                     .fetch_add(requests.len() as u64, Ordering::Relaxed);
                 self.leading_nanos
                     .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.leading_cpu_nanos.fetch_add(
+                    thread_cpu_nanos().saturating_sub(started_cpu),
+                    Ordering::Relaxed,
+                );
                 drop(leading);
                 if let Some(answer) = mine {
                     return answer;

@@ -82,7 +82,7 @@ impl Store {
             }
             let rec = CustomerRec::enrolled_locally(id.clone(), card.to_string(), at);
             tx.put_customer_rec(&rec)?;
-            tx.tree(CARDS).insert(card.as_bytes(), id.as_bytes())?;
+            tx.tree(CARDS).put(card.as_bytes(), id.as_bytes())?;
             let customer = rec.to_customer();
             tx.append_event(
                 EventType::CustomerEnrolled,
@@ -129,7 +129,7 @@ impl Store {
             };
             tx.put_customer_rec(&rec)?;
             if let Some(card) = &customer.card {
-                tx.tree(CARDS).insert(card.as_bytes(), rec.id.as_bytes())?;
+                tx.tree(CARDS).put(card.as_bytes(), rec.id.as_bytes())?;
             }
             Ok(())
         })

@@ -172,11 +172,11 @@ pub(crate) fn scrub_in_tx(tx: &Tx<'_>, scan: &ErasureScan) -> TxResult<u64> {
         if let Some(text) = text {
             let mut new = at.to_vec();
             new.extend_from_slice(&text);
-            tx.tree(OUTBOX).insert(key.as_slice(), new)?;
+            tx.tree(OUTBOX).put(key.as_slice(), new)?;
             changed += 1;
         }
     }
-    tx.tree(META).insert(COMPACTION_OWED, &[1u8][..])?;
+    tx.tree(META).put(COMPACTION_OWED, &[1u8][..])?;
     Ok(changed)
 }
 

@@ -33,7 +33,7 @@ impl<'a> Tx<'a> {
     pub(crate) fn count_visit(&self, at: Timestamp, customer_id: &str) -> TxResult<()> {
         let mut key = hour_key(b'v', hour_of(at));
         key.extend_from_slice(customer_id.as_bytes());
-        self.tree(FIGURES).insert(key, &[][..])?;
+        self.tree(FIGURES).put(key, &[][..])?;
         Ok(())
     }
 
@@ -98,7 +98,7 @@ impl<'a> Tx<'a> {
             Some(bytes) => read_i64(&bytes),
             None => 0,
         };
-        tree.insert(key, &(old + value).to_be_bytes()[..])?;
+        tree.put(key, &(old + value).to_be_bytes()[..])?;
         Ok(())
     }
 }

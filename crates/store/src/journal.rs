@@ -53,10 +53,10 @@ pub(crate) fn append(
     value.extend_from_slice(prev);
     value.extend_from_slice(&hash);
     value.extend_from_slice(&bytes);
-    journal.insert(&u64_be(body.index)[..], value)?;
+    journal.put(&u64_be(body.index)[..], value)?;
     let mut head = u64_be(body.index).to_vec();
     head.extend_from_slice(&hash);
-    meta.insert(meta_key::JOURNAL_HEAD, head)?;
+    meta.put(meta_key::JOURNAL_HEAD, head)?;
     Ok(hash)
 }
 

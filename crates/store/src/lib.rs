@@ -236,6 +236,9 @@ pub struct BatchStats {
     pub receipts: u64,
     /// Nanoseconds a leader spent applying batches (its transaction and posting the answers).
     pub leading_nanos: u64,
+    /// CPU nanoseconds of the leaders' threads in that time (less than `leading_nanos` by the
+    /// time they waited: for the CPU, for a lock, for sled's log).
+    pub leading_cpu_nanos: u64,
 }
 
 impl Store {

@@ -61,7 +61,7 @@ pub(crate) fn apply_merge(
     }
     for card in old.all_cards() {
         tx.tree(CARDS)
-            .insert(card.as_bytes(), survivor.id.as_bytes())?;
+            .put(card.as_bytes(), survivor.id.as_bytes())?;
         if !survivor.all_cards().any(|c| c == card) {
             if survivor.card.is_none() {
                 survivor.card = Some(card.clone());
@@ -96,7 +96,7 @@ pub(crate) fn apply_merge(
         survivor.email_hash = old.email_hash.clone();
     }
     for key in survivor.contact_keys() {
-        tx.tree(CARDS).insert(key, survivor.id.as_bytes())?;
+        tx.tree(CARDS).put(key, survivor.id.as_bytes())?;
     }
     survivor.merged_from.push(old.id.clone());
     survivor.merged_from.extend(old.merged_from.iter().cloned());

@@ -243,8 +243,8 @@ pub(crate) fn apply_page(
                 }
                 let rec = OfferRec::from_offer(offer);
                 let bytes = serde_json::to_vec(&rec).map_err(|e| tx_corrupt(e.to_string()))?;
-                tree.insert(offer_key(&offer.id), bytes)?;
-                tree.insert(rec.target_key(), &[][..])?;
+                tree.put(offer_key(&offer.id), bytes)?;
+                tree.put(rec.target_key(), &[][..])?;
                 report.stored += 1;
             }
         }
@@ -258,7 +258,7 @@ pub(crate) fn apply_page(
         if clip.withdrawn {
             tree.remove(k)?;
         } else {
-            tree.insert(k, &[][..])?;
+            tree.put(k, &[][..])?;
         }
         report.clips += 1;
     }
@@ -483,7 +483,7 @@ pub(crate) fn use_offers_in_tx(
     let decimals = loyalty_core::money::currency_decimals(&receipt.currency);
     for one in &used {
         let uses = holder.uses.get(&one.offer_id).copied().unwrap_or(0) + 1;
-        tree.insert(
+        tree.put(
             uses_key(&customer.id, &one.offer_id),
             &uses.to_be_bytes()[..],
         )?;

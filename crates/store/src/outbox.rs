@@ -56,8 +56,7 @@ impl Store {
             }
             let acked = tx.get_u64(meta_key::ACKED)?;
             if through > acked {
-                tx.tree(META)
-                    .insert(meta_key::ACKED, &u64_be(through)[..])?;
+                tx.tree(META).put(meta_key::ACKED, &u64_be(through)[..])?;
             }
             Ok(())
         })

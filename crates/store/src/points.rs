@@ -192,7 +192,7 @@ pub(crate) fn points_op_in(
     let (index, balance) = tx.ledger_entry(new, now)?;
     let mut value = u64_be(index).to_vec();
     value.extend_from_slice(&u64_be(new.points as u64));
-    tx.tree(OPS).insert(op_key.as_slice(), value)?;
+    tx.tree(OPS).put(op_key.as_slice(), value)?;
     Ok(LedgerOutcome {
         entry: index,
         customer_id: new.customer_id.into(),

@@ -480,7 +480,7 @@ pub(crate) fn decode_receipt(receipt_id: &str, bytes: &[u8]) -> TxResult<Receipt
 
 pub(crate) fn put_receipt(tx: &Tx<'_>, rec: &ReceiptRec) -> TxResult<()> {
     let bytes = serde_json::to_vec(rec).map_err(|e| tx_corrupt(e.to_string()))?;
-    tx.tree(RECEIPTS).insert(rec.data.id.as_bytes(), bytes)?;
+    tx.tree(RECEIPTS).put(rec.data.id.as_bytes(), bytes)?;
     Ok(())
 }
 
@@ -509,7 +509,7 @@ fn withhold_unsent_lines(
     if let Some(text) = rewritten {
         let mut new = at.to_vec();
         new.extend_from_slice(&text);
-        tx.tree(OUTBOX).insert(key, new)?;
+        tx.tree(OUTBOX).put(key, new)?;
     }
     Ok(())
 }

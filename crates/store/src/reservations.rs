@@ -186,7 +186,7 @@ impl<'a> Tx<'a> {
         if holds.is_empty() {
             self.reservations().remove(key)?;
         } else {
-            self.reservations().insert(key, encode(&holds)?)?;
+            self.reservations().put(key, encode(&holds)?)?;
         }
         Ok(())
     }
@@ -223,11 +223,11 @@ impl<'a> Tx<'a> {
         self.reservations()
             .remove(key(b'l', &[&rec.lane, reference]))?;
         self.reservations()
-            .insert(closed_key(now, reference), &[][..])?;
+            .put(closed_key(now, reference), &[][..])?;
         rec.state = state.into();
         rec.receipt_id = receipt_id.map(Into::into);
         self.reservations()
-            .insert(key(b'r', &[reference]), encode(&rec)?)?;
+            .put(key(b'r', &[reference]), encode(&rec)?)?;
         Ok(())
     }
 }
@@ -391,9 +391,9 @@ impl Store {
             });
             tx.put_holds(&customer.id, &holds)?;
             tx.reservations()
-                .insert(key(b'r', &[ask.reference]), encode(&rec)?)?;
+                .put(key(b'r', &[ask.reference]), encode(&rec)?)?;
             tx.reservations()
-                .insert(key(b'l', &[ask.lane, ask.reference]), &[][..])?;
+                .put(key(b'l', &[ask.lane, ask.reference]), &[][..])?;
             Ok(Reservation {
                 reference: ask.reference.into(),
                 status: Status::Reserved,

@@ -369,22 +369,22 @@ impl Store {
             // Her card and name also leave the stored receipts and the outbox.
             super::erasure::scrub_in_tx(tx, &erasing)?;
             for voucher_id in &changes.revoked_vouchers {
-                tx.extra(1).insert(voucher_id.as_bytes(), &now_bytes[..])?;
+                tx.extra(1).put(voucher_id.as_bytes(), &now_bytes[..])?;
                 if let Some(id) = loyalty_core::voucher::VoucherId::parse(voucher_id) {
-                    tx.extra(3).insert(&id.0[..], &now_bytes[..])?;
+                    tx.extra(3).put(&id.0[..], &now_bytes[..])?;
                 }
                 report.revoked_vouchers += 1;
             }
             for (key_id, value) in &key_values {
-                tx.extra(2).insert(key_id.as_bytes(), value.as_slice())?;
+                tx.extra(2).put(key_id.as_bytes(), value.as_slice())?;
                 report.keys += 1;
             }
             if let Some(rules) = &changes.rules_json {
-                tx.extra(0).insert(RULES, rules.as_bytes())?;
+                tx.extra(0).put(RULES, rules.as_bytes())?;
                 tx.extra(0).remove(RULES_REJECTION)?;
             }
             if let Some(reason) = &changes.rules_rejection {
-                tx.extra(0).insert(RULES_REJECTION, reason.as_bytes())?;
+                tx.extra(0).put(RULES_REJECTION, reason.as_bytes())?;
             }
             report.offers = super::offers::apply_page(
                 tx.extra(4),
@@ -392,7 +392,7 @@ impl Store {
                 &changes.clips,
                 changes.now,
             )?;
-            tx.extra(0).insert(CURSOR, changes.cursor.as_bytes())?;
+            tx.extra(0).put(CURSOR, changes.cursor.as_bytes())?;
             Ok(report)
         })?;
         // What a lane wrote for them between the scan and the commit.
@@ -517,13 +517,12 @@ fn apply_customer(tx: &Tx<'_>, customer: &CrmCustomer, now: Timestamp) -> TxResu
         }
     }
     for key in rec.contact_keys() {
-        tx.tree(CARDS)
-            .insert(key, customer.customer_id.as_bytes())?;
+        tx.tree(CARDS).put(key, customer.customer_id.as_bytes())?;
     }
     tx.put_customer_rec(&rec)?;
     for c in card.iter().chain(more_cards.iter()) {
         tx.tree(CARDS)
-            .insert(c.as_bytes(), customer.customer_id.as_bytes())?;
+            .put(c.as_bytes(), customer.customer_id.as_bytes())?;
     }
     Ok(Some(taken))
 }

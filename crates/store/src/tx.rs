@@ -72,7 +72,7 @@ impl<'a> Tx<'a> {
     ) -> TxResult<u64> {
         let next = self.get_u64(meta_key::NEXT_SEQ)?.max(1);
         self.tree(META)
-            .insert(meta_key::NEXT_SEQ, &u64_be(next + 1)[..])?;
+            .put(meta_key::NEXT_SEQ, &u64_be(next + 1)[..])?;
         self.count_event(at, kind)?;
         let n = self.next_id.get();
         self.next_id.set(n + 1);
@@ -89,7 +89,7 @@ impl<'a> Tx<'a> {
         event
             .write_to(&mut value)
             .map_err(|e| tx_corrupt(e.to_string()))?;
-        self.tree(OUTBOX).insert(&u64_be(next)[..], value)?;
+        self.tree(OUTBOX).put(&u64_be(next)[..], value)?;
         Ok(next)
     }
 
@@ -132,7 +132,7 @@ impl<'a> Tx<'a> {
 
     pub(crate) fn put_customer_rec(&self, rec: &CustomerRec) -> TxResult<()> {
         let bytes = serde_json::to_vec(rec).map_err(|e| tx_corrupt(e.to_string()))?;
-        self.tree(CUSTOMERS).insert(rec.id.as_bytes(), bytes)?;
+        self.tree(CUSTOMERS).put(rec.id.as_bytes(), bytes)?;
         self.customers
             .borrow_mut()
             .insert(rec.id.clone(), rec.clone());
@@ -272,7 +272,7 @@ impl<'a> Tx<'a> {
         let mut key = new.customer_id.as_bytes().to_vec();
         key.push(0);
         key.extend_from_slice(&u64_be(index));
-        self.tree(CUSTOMER_JOURNAL).insert(key, &[][..])?;
+        self.tree(CUSTOMER_JOURNAL).put(key, &[][..])?;
         let hash_hex = events::hex(&hash);
         let payload = LedgerEvent {
             entry: index,

@@ -282,7 +282,7 @@ impl Vouchers {
                 now,
                 &VoucherKeyEvent::new(&announcement),
             )?;
-            tx.extra(0).insert(ANNOUNCED_KEY, key_id.as_bytes())?;
+            tx.extra(0).put(ANNOUNCED_KEY, key_id.as_bytes())?;
             Ok(true)
         })
     }
@@ -435,7 +435,7 @@ impl Vouchers {
                     until,
                     text: canonical.clone(),
                 };
-                tx.extra(T_STATE).insert(&id.0, to_json(&rec)?)?;
+                tx.extra(T_STATE).put(&id.0, to_json(&rec)?)?;
             }
             Ok(verdict)
         })
@@ -509,7 +509,7 @@ impl Vouchers {
                     already += 1;
                 } else {
                     tx.extra(T_REVOKED)
-                        .insert(&id.0, &now.as_second().to_be_bytes()[..])?;
+                        .put(&id.0, &now.as_second().to_be_bytes()[..])?;
                     revoked += 1;
                 }
             }

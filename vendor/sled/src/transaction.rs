@@ -273,6 +273,27 @@ impl TransactionalTree {
         Ok(old)
     }
 
+    /// Set a key to a new value without reading the old one.
+    ///
+    /// loyalty-gateway patch: `insert` looks the key up in the tree to
+    /// return its old value; a caller that discards it pays a tree lookup
+    /// per write for nothing. The lookup plays no part in the transaction's
+    /// isolation (sled 0.34 runs every transaction under one global write
+    /// lock).
+    pub fn put<K, V>(
+        &self,
+        key: K,
+        value: V,
+    ) -> UnabortableTransactionResult<()>
+    where
+        K: Into<IVec>,
+        V: Into<IVec>,
+    {
+        let mut writes = self.writes.borrow_mut();
+        let _last_write = writes.insert(key.into(), Some(value.into()));
+        Ok(())
+    }
+
     /// Remove a key
     pub fn remove<K>(
         &self,

@@ -181,7 +181,7 @@ impl Vouchers {
             points: issued.points,
             issued_by: issued_by.map(str::to_string),
         };
-        tx.extra(T_ISSUED).insert(&id.0, to_json(&rec)?)?;
+        tx.extra(T_ISSUED).put(&id.0, to_json(&rec)?)?;
         tx.append_event(
             EventType::VoucherIssued,
             now,

@@ -253,7 +253,7 @@ impl Vouchers {
             discount: discount.0,
             text,
         };
-        tx.extra(T_STATE).insert(&id.0, to_json(&rec)?)?;
+        tx.extra(T_STATE).put(&id.0, to_json(&rec)?)?;
         tx.append_event(
             EventType::VoucherRedeemed,
             now,
