@@ -220,6 +220,18 @@ async fn malformed_oversized_and_sql_ish_input_gets_a_clear_answer_and_changes_n
     // and gets the 413, not a broken connection.
     let answer = c.post_events(hub.addr, "S1", vec![b' '; 4 << 20]).await;
     assert_eq!(answer.status, 413, "{}", answer.text());
+    // The same without a declared length (chunked): found too large while reading, drained.
+    let answer = c
+        .request(
+            hub.addr,
+            "POST",
+            "/v1/stores/S1/events",
+            vec![b' '; 4 << 20],
+            &[("transfer-encoding", "chunked")],
+        )
+        .await
+        .expect("a 413, not a broken connection");
+    assert_eq!(answer.status, 413, "{}", answer.text());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut gz, &big).expect("gzip");
     let gz = gz.finish().expect("gzip");
