@@ -16,9 +16,9 @@
 //!   of inputs cannot hold them back (publishing from the polling task can deadlock, rumqttc
 //!   #1025);
 //! - an intake window: every input (scan or receipt) is acknowledged only after it is handled
-//!   and the broker acknowledged its answer, and past [`INTAKE_WINDOW`] unanswered inputs the polling task stops reading
-//!   (acknowledgements still go out), so the broker's persistent session queue is the buffer
-//!   past capacity, not the gateway's memory.
+//!   and the broker acknowledged its answer, and past [`INTAKE_WINDOW`] unanswered inputs the
+//!   polling task stops reading (acknowledgements still go out), so the broker's persistent
+//!   session queue is the buffer past capacity, not the gateway's memory.
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;

@@ -404,7 +404,7 @@ impl Store {
         if !rec.consent.is_some_and(|c| c.profiling) {
             return Ok(Vec::new());
         }
-        Ok(self.customer_offers(&rec.id)?.active(&rec.id, now))
+        Ok(self.offers_of(&rec)?.active(&rec.id, now))
     }
 }
 

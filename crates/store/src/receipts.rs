@@ -211,9 +211,10 @@ impl Store {
         let plan = match &receipt.kind {
             ReceiptKind::Sale => {
                 // One read of the customer gives both the tier and the offers.
-                let customer = match enrolling {
-                    true => None,
-                    false => self.expected_customer(customer_id, receipt.card.as_deref())?,
+                let customer = if enrolling {
+                    None
+                } else {
+                    self.expected_customer(customer_id, receipt.card.as_deref())?
                 };
                 let rec = match &customer {
                     Some(id) => self.customer_rec(id)?,

@@ -187,8 +187,9 @@ fn refuse(shared: &Shared, input: Input, code: &str, message: String) {
 
 /// Stops the actors of lanes idle for `idle_evict` with nothing unanswered (queued or waiting
 /// for its group commit; a new actor must not answer before the old one's last answers):
-/// dropping the sender ends the actor after its last input. The next input for the lane starts a fresh one (with
-/// an empty session, which is what the old one held: the idle time exceeds the card windows).
+/// dropping the sender ends the actor after its last input. The next input for the lane starts
+/// a fresh one (with an empty session, which is what the old one held: the idle time exceeds
+/// the card windows).
 fn evict_idle(lanes: &mut HashMap<String, LaneEntry>, idle_evict: Duration) {
     lanes.retain(|lane, entry| {
         let idle = entry.last_input.elapsed() >= idle_evict
@@ -262,10 +263,7 @@ async fn handle(
         Input::Scan {
             data, origin, done, ..
         } => {
-            shared
-                .counters
-                .scans
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.counters.scans.fetch_add(1, Ordering::Relaxed);
             let answers = on_scan(lane, &data, &origin, session, &shared).await;
             let kind = match answers.first() {
                 Some(Response::Reward { .. }) => ScanKind::Voucher,
@@ -307,20 +305,29 @@ async fn handle(
         }
         Input::Redeem { request, done, .. } => {
             let (answer, handled) = on_redeem(lane, request, &shared).await;
-            Box::pin(async move {
-                send_answer(&shared, answer, started);
-                delivered(&shared, done, handled);
-            })
+            answer_in_turn(shared, answer, handled, done, started)
         }
         Input::Void { request, done, .. } => {
             let (answer, handled) = on_void(lane, request, &shared).await;
-            Box::pin(async move {
-                send_answer(&shared, answer, started);
-                delivered(&shared, done, handled);
-            })
+            answer_in_turn(shared, answer, handled, done, started)
         }
         Input::Device { .. } => Box::pin(async move { delivered(&shared, None, Handled::Refused) }),
     }
+}
+
+/// The delivery of an input already answered (durable, or refused): its answer goes out in the
+/// lane's turn.
+fn answer_in_turn(
+    shared: Arc<Shared>,
+    answer: Response,
+    handled: Handled,
+    done: Option<oneshot::Sender<Handled>>,
+    started: std::time::Instant,
+) -> Delivery {
+    Box::pin(async move {
+        send_answer(&shared, answer, started);
+        delivered(&shared, done, handled);
+    })
 }
 
 /// A receipt's answer goes out: counted, to MQTT and observers, to the edge that prints it.
@@ -347,9 +354,9 @@ fn deliver_receipt(
     let failures = &shared.storage_failures;
     match handled {
         Handled::Failed => {
-            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            failures.fetch_add(1, Ordering::Relaxed);
         }
-        Handled::Durable => failures.store(0, std::sync::atomic::Ordering::Relaxed),
+        Handled::Durable => failures.store(0, Ordering::Relaxed),
         Handled::Refused => {}
     }
     // The edge prints it (a printer lane's trailer), after MQTT and observers had it.
@@ -378,10 +385,7 @@ pub(super) fn send_answer(shared: &Shared, answer: Response, started: std::time:
         Response::Redemption { .. } => AnswerKind::Redemption,
         Response::Void { .. } => AnswerKind::Void,
         Response::Error { .. } => {
-            shared
-                .counters
-                .errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
             AnswerKind::Error
         }
     };

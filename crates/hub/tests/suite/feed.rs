@@ -314,7 +314,7 @@ async fn a_change_committed_after_a_later_one_is_not_skipped_by_the_cursor() {
         })
     };
     let watcher = env.sql().await;
-    until_a_reader_waits(&watcher, || reader.is_finished()).await;
+    until_a_session_waits(&watcher, LockWait::Advisory, || reader.is_finished()).await;
     first.commit().await.expect("commit");
     let page = reader.await.expect("reader");
     assert_eq!(

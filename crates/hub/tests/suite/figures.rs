@@ -124,7 +124,7 @@ async fn a_batch_committed_after_a_later_one_is_still_counted() {
         tokio::spawn(async move { figures::refresh(&pool).await.expect("refresh") })
     };
     let watcher = env.sql().await;
-    until_a_reader_waits(&watcher, || refresh.is_finished()).await;
+    until_a_session_waits(&watcher, LockWait::Advisory, || refresh.is_finished()).await;
     early.commit().await.expect("commit");
     assert_eq!(refresh.await.expect("refresh task"), 2);
     let day = figures::window(&watcher, 1).await.expect("window");

@@ -515,7 +515,7 @@ async fn an_erasure_committed_during_an_ingest_still_removes_that_batchs_card() 
         )
         .await
     });
-    until_a_writer_waits_for_a_row(&sql, || ingest.is_finished()).await;
+    until_a_session_waits(&sql, LockWait::Row, || ingest.is_finished()).await;
 
     let erased = admin(
         &env.client("head-office"),
@@ -540,30 +540,4 @@ async fn an_erasure_committed_during_an_ingest_still_removes_that_batchs_card() 
         "the receipt is stored"
     );
     assert_eq!(rows_containing(&sql, card).await, Vec::<String>::new());
-}
-
-/// Waits until a session waits for a row lock held by another transaction; panics after 10 s,
-/// or if `finished()` turns true first (it never waited).
-async fn until_a_writer_waits_for_a_row(
-    watcher: &tokio_postgres::Client,
-    finished: impl Fn() -> bool,
-) {
-    let started = std::time::Instant::now();
-    loop {
-        let waiting = count(
-            watcher,
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')",
-        )
-        .await;
-        if waiting > 0 {
-            return;
-        }
-        assert!(!finished(), "the ingest did not wait for the locked row");
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the ingest never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

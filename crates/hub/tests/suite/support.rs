@@ -424,25 +424,39 @@ pub async fn writer_position(tx: &tokio_postgres::Transaction<'_>) -> i64 {
     .get(0)
 }
 
-/// Waits until a session waits for an advisory lock (a reader waiting for a writer holding
-/// positions until its COMMIT); panics after 10 s, or if `finished()` (the reader) turns true
-/// first: it did not wait.
-pub async fn until_a_reader_waits(watcher: &tokio_postgres::Client, finished: impl Fn() -> bool) {
+/// A lock a session can be seen waiting for in `pg_stat_activity`.
+#[derive(Debug, Clone, Copy)]
+pub enum LockWait {
+    /// An advisory lock: a reader waiting for a writer holding positions until its COMMIT.
+    Advisory,
+    /// A row locked by another transaction.
+    Row,
+}
+
+/// Waits until a session waits for `lock`; panics after 10 s, or if `finished()` (the session
+/// expected to wait) turns true first: it did not wait.
+pub async fn until_a_session_waits(
+    watcher: &tokio_postgres::Client,
+    lock: LockWait,
+    finished: impl Fn() -> bool,
+) {
+    let events = match lock {
+        LockWait::Advisory => "('advisory')",
+        LockWait::Row => "('transactionid', 'tuple')",
+    };
+    let query = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND wait_event IN {events}"
+    );
     let started = std::time::Instant::now();
     loop {
-        let waiting = count(
-            watcher,
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
-        )
-        .await;
-        if waiting > 0 {
+        if count(watcher, &query).await > 0 {
             return;
         }
-        assert!(!finished(), "the reader did not wait for the first writer");
+        assert!(!finished(), "it finished without waiting ({lock:?} lock)");
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "the read never waited"
+            "it never waited ({lock:?} lock)"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
