@@ -15,9 +15,18 @@ impl Store {
         &self,
         customer_id: &str,
     ) -> Result<Option<CustomerRec>, StoreError> {
+        self.customer_rec_read(customer_id, Reading::Consistent)
+    }
+
+    /// [`Store::customer_rec`], read as `reading` says.
+    pub(crate) fn customer_rec_read(
+        &self,
+        customer_id: &str,
+        reading: Reading,
+    ) -> Result<Option<CustomerRec>, StoreError> {
         let mut id = customer_id.to_string();
         for _ in 0..=MAX_MERGE_HOPS {
-            let rec: CustomerRec = match self.tree(CUSTOMERS).get(id.as_bytes())? {
+            let rec: CustomerRec = match reading.get(self.tree(CUSTOMERS), id.as_bytes())? {
                 None => return Ok(None),
                 Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                     StoreError::Failed(Failure::Corrupt(format!("customer {id}: {e}")))

@@ -241,6 +241,35 @@ pub struct BatchStats {
     pub leading_cpu_nanos: u64,
 }
 
+/// How a read outside a transaction treats a transaction committing at that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Waits for it to finish (sled's default): several reads see all of a transaction or none.
+    Consistent,
+    /// Does not wait (sled patch 7): each key's value is read whole, but a committing
+    /// transaction may show some of its writes and not yet others. Only for a receipt's
+    /// preparation, whose reads the batch's transaction checks again (`apply_planned` resolves
+    /// the customer, compares the tier, skips withdrawn offers); waiting made 64 preparing
+    /// submitters queue behind every batch, and the batch behind them.
+    Hint,
+}
+
+impl Reading {
+    pub(crate) fn get(self, tree: &sled::Tree, key: &[u8]) -> sled::Result<Option<sled::IVec>> {
+        match self {
+            Reading::Consistent => tree.get(key),
+            Reading::Hint => tree.get_unisolated(key),
+        }
+    }
+
+    pub(crate) fn scan_prefix(self, tree: &sled::Tree, prefix: &[u8]) -> sled::Iter {
+        match self {
+            Reading::Consistent => tree.scan_prefix(prefix),
+            Reading::Hint => tree.scan_prefix_unisolated(prefix),
+        }
+    }
+}
+
 impl Store {
     /// Replays the journal: checks the hash chain (an edited, inserted or deleted entry breaks
     /// it), recomputes every customer's balance state and compares it with the stored one.
@@ -257,5 +286,80 @@ impl Store {
     #[doc(hidden)]
     pub fn raw_tree_for_tests(&self, name: &str) -> Result<sled::Tree, StoreError> {
         Ok(self.inner.db.open_tree(name)?)
+    }
+}
+
+#[cfg(test)]
+mod reading_tests {
+    use super::Reading;
+    use sled::transaction::ConflictableTransactionError;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    type TxResult = Result<(), ConflictableTransactionError<()>>;
+
+    /// While a transaction holds sled's lock, a hint read answers with the value before it,
+    /// and a consistent read waits for the transaction and sees its write.
+    #[test]
+    fn a_hint_read_answers_during_a_transaction_and_a_consistent_read_waits() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .expect("open sled");
+        let tree = db.open_tree("t").expect("open tree");
+        tree.insert(b"k", b"old".as_slice()).expect("insert");
+        tree.insert(b"p/1", b"one".as_slice()).expect("insert");
+        let (inside, transaction_started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                tree.transaction(move |t| -> TxResult {
+                    t.put(b"k", b"new".as_slice())?;
+                    t.put(b"p/2", b"two".as_slice())?;
+                    let _ = inside.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+            });
+            transaction_started.recv().expect("the transaction started");
+            let tree = &tree;
+
+            let (hint_done, hint_answered) = mpsc::channel();
+            scope.spawn(move || {
+                let value = Reading::Hint.get(tree, b"k");
+                let keys = Reading::Hint
+                    .scan_prefix(tree, b"p/")
+                    .map(|item| item.map(|(k, _)| k.to_vec()))
+                    .collect::<Result<Vec<_>, _>>();
+                let _ = hint_done.send((value, keys));
+            });
+            let hint = hint_answered.recv_timeout(Duration::from_secs(10));
+
+            let (read_done, consistent_answered) = mpsc::channel();
+            let reader = scope.spawn(move || {
+                let value = Reading::Consistent.get(tree, b"k");
+                let _ = read_done.send(());
+                value
+            });
+            let consistent_answered_early = consistent_answered
+                .recv_timeout(Duration::from_millis(200))
+                .is_ok();
+
+            release.send(()).expect("release the transaction");
+            writer.join().expect("writer thread").expect("transaction");
+            let (value, keys) = hint.expect("no hint read answered while a transaction ran");
+            assert_eq!(
+                value.expect("hint read").as_deref(),
+                Some(b"old".as_slice())
+            );
+            assert_eq!(keys.expect("hint scan"), vec![b"p/1".to_vec()]);
+            assert!(
+                !consistent_answered_early,
+                "a consistent read answered while a transaction held the lock"
+            );
+            let value = reader.join().expect("reader thread").expect("read");
+            assert_eq!(value.as_deref(), Some(b"new".as_slice()));
+        });
     }
 }

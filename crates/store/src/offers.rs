@@ -344,10 +344,19 @@ impl Store {
 
     /// The offers, clips and uses of the customer of this record.
     pub(crate) fn offers_of(&self, rec: &CustomerRec) -> Result<CustomerOffers, StoreError> {
+        self.offers_read(rec, Reading::Consistent)
+    }
+
+    /// [`Store::offers_of`], read as `reading` says.
+    pub(crate) fn offers_read(
+        &self,
+        rec: &CustomerRec,
+        reading: Reading,
+    ) -> Result<CustomerOffers, StoreError> {
         let tree = self.offers_tree();
         let suffixes = |prefix: Vec<u8>| -> Result<Vec<(String, sled::IVec)>, StoreError> {
             let mut out = Vec::new();
-            for item in tree.scan_prefix(&prefix) {
+            for item in reading.scan_prefix(tree, &prefix) {
                 let (k, v) = item?;
                 out.push((String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), v));
             }
@@ -364,7 +373,7 @@ impl Store {
                 if !seen.insert(offer_id.clone()) {
                     continue;
                 }
-                if let Some(bytes) = tree.get(offer_key(&offer_id))? {
+                if let Some(bytes) = reading.get(tree, &offer_key(&offer_id))? {
                     if let Some(offer) = decode(offer_id.as_bytes(), &bytes)?.to_offer() {
                         offers.push(offer);
                     }

@@ -120,8 +120,8 @@ impl Store {
             }
             ReceiptCustomer::Card { card, enrol } => {
                 check_id(card)?;
-                match self.tree(CARDS).get(card.as_bytes())? {
-                    Some(id) => customer_id = Some(String::from_utf8_lossy(&id).to_string()),
+                match self.expected_customer(None, Some(card))? {
+                    Some(id) => customer_id = Some(id),
                     None if enrol => {
                         let id = format!(
                             "{}-{}",
@@ -217,13 +217,13 @@ impl Store {
                     self.expected_customer(customer_id, receipt.card.as_deref())?
                 };
                 let rec = match &customer {
-                    Some(id) => self.customer_rec(id)?,
+                    Some(id) => self.customer_rec_read(id, Reading::Hint)?,
                     None => None,
                 };
                 let tier = rec.as_ref().and_then(|rec| rec.tier.clone());
                 let earning = policy.earn(receipt, tier.as_deref());
                 if let (Some(id), Some(rec)) = (&customer, &rec) {
-                    let theirs = self.offers_of(rec)?;
+                    let theirs = self.offers_read(rec, Reading::Hint)?;
                     if !theirs.offers.is_empty() && theirs.consent.is_some_and(|c| c.profiling) {
                         offers.lines = policy.offer_lines(receipt, tier.as_deref());
                         offers.candidates = theirs.matching(id, receipt, &offers.lines, now);
@@ -249,7 +249,8 @@ impl Store {
         })
     }
 
-    /// The id of the customer a sale will be applied to, as read outside a transaction.
+    /// The id of the customer a sale will be applied to, as read outside a transaction (a hint:
+    /// the batch resolves the customer again).
     pub(crate) fn expected_customer(
         &self,
         customer_id: Option<&str>,
@@ -257,9 +258,8 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         Ok(match (customer_id, card) {
             (Some(id), _) => Some(id.to_string()),
-            (None, Some(card)) => self
-                .tree(CARDS)
-                .get(card.as_bytes())?
+            (None, Some(card)) => Reading::Hint
+                .get(self.tree(CARDS), card.as_bytes())?
                 .map(|id| String::from_utf8_lossy(&id).to_string()),
             (None, None) => None,
         })

@@ -39,6 +39,9 @@ pub struct Iter {
     pub(super) lo: Bound<IVec>,
     pub(super) cached_node: Option<(PageId, Node)>,
     pub(super) going_forward: bool,
+    /// loyalty-gateway patch: whether each step waits for running transactions
+    /// (upstream always does); see `Tree::scan_prefix_unisolated`.
+    pub(super) isolated: bool,
 }
 
 impl Iter {
@@ -152,7 +155,7 @@ impl Iterator for Iter {
 
     fn next(&mut self) -> Option<Self::Item> {
         let _measure = Measure::new(&M.tree_scan);
-        let _cc = concurrency_control::read();
+        let _cc = if self.isolated { Some(concurrency_control::read()) } else { None };
         self.next_inner()
     }
 
@@ -165,7 +168,7 @@ impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
         let _measure = Measure::new(&M.tree_reverse_scan);
         let guard = pin();
-        let _cc = concurrency_control::read();
+        let _cc = if self.isolated { Some(concurrency_control::read()) } else { None };
 
         let (mut pid, mut node) = if let (false, Some((pid, node))) =
             (self.going_forward, self.cached_node.take())

@@ -425,6 +425,31 @@ impl Tree {
         }
     }
 
+    /// loyalty-gateway patch: [`Tree::get`] without waiting for a running
+    /// transaction to finish. The key's value is read atomically, but a
+    /// transaction committing at that moment may show some of its writes to
+    /// such reads and not yet others. For reads whose results a transaction
+    /// checks again before it relies on them.
+    pub fn get_unisolated<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<IVec>> {
+        let mut guard = pin();
+        loop {
+            if let Ok(get) = self.get_inner(key.as_ref(), &mut guard)? {
+                return Ok(get);
+            }
+        }
+    }
+
+    /// loyalty-gateway patch: [`Tree::scan_prefix`] whose steps do not wait for
+    /// a running transaction to finish (see [`Tree::get_unisolated`]).
+    pub fn scan_prefix_unisolated<P>(&self, prefix: P) -> Iter
+    where
+        P: AsRef<[u8]>,
+    {
+        let mut iter = self.scan_prefix(prefix);
+        iter.isolated = false;
+        iter
+    }
+
     pub(crate) fn get_inner(
         &self,
         key: &[u8],
@@ -1232,6 +1257,7 @@ impl Tree {
             lo,
             cached_node: None,
             going_forward: true,
+            isolated: true,
         }
     }
 
