@@ -11,7 +11,7 @@ use super::Topics;
 use crate::backoff::{Backoff, Jitter};
 use loyalty_protocol::till::Response;
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, QoS};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -133,6 +133,26 @@ impl AnswersDelivered {
     }
 }
 
+/// The answers sent to the broker and not acknowledged yet, by packet id, so that a PUBACK
+/// counts once, for an answer still waiting for it. The broker may acknowledge a publish twice
+/// around a reconnect (rumqttc sends the unacknowledged ones again), and rumqttc reports an
+/// unsolicited PUBACK as an event too: counting every PUBACK could let an input be
+/// acknowledged before its answer reached the broker.
+#[derive(Default)]
+struct Unacknowledged(HashSet<u16>);
+
+impl Unacknowledged {
+    /// A publish went out (again, after a reconnect: the same packet id).
+    fn sent(&mut self, pkid: u16) {
+        self.0.insert(pkid);
+    }
+
+    /// Whether this PUBACK acknowledges an answer still waiting for one.
+    fn acknowledged(&mut self, pkid: u16) -> bool {
+        self.0.remove(&pkid)
+    }
+}
+
 /// The running answers' connection.
 pub(super) struct AnswerConnection {
     client: AsyncClient,
@@ -171,11 +191,17 @@ impl AnswerConnection {
             let closing = closing.clone();
             let mut backoff = backoff.with_jitter(Jitter::Extra);
             tokio::spawn(async move {
+                let mut unacknowledged = Unacknowledged::default();
                 loop {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff.reset(),
-                        Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => {
-                            shared.acked.send_modify(|n| *n += 1);
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                            unacknowledged.sent(pkid);
+                        }
+                        Ok(Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
+                            if unacknowledged.acknowledged(ack.pkid) {
+                                shared.acked.send_modify(|n| *n += 1);
+                            }
                         }
                         Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                         Ok(_) => {}
@@ -256,5 +282,26 @@ async fn send_backlog(
             () = shared.wake.notified() => {}
             () = drained.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unacknowledged;
+
+    #[test]
+    fn a_puback_counts_once_for_an_answer_still_waiting_for_it() {
+        let mut unacknowledged = Unacknowledged::default();
+        unacknowledged.sent(5);
+        unacknowledged.sent(6);
+        assert!(unacknowledged.acknowledged(5));
+        // The broker acknowledges 5 again after a reconnect: no second answer counted.
+        assert!(!unacknowledged.acknowledged(5));
+        // 6 is sent again after the reconnect (same packet id) and acknowledged once.
+        unacknowledged.sent(6);
+        assert!(unacknowledged.acknowledged(6));
+        assert!(!unacknowledged.acknowledged(6));
+        // An acknowledgement for a publish never sent counts nothing.
+        assert!(!unacknowledged.acknowledged(7));
     }
 }
