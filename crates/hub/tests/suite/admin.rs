@@ -147,15 +147,7 @@ async fn an_erasure_leaves_no_personal_data_in_any_row_and_a_real_gateway_confir
         "the search finds the card before"
     );
 
-    let erased = admin(
-        &office,
-        &hub,
-        "POST",
-        "/v1/admin/erasures",
-        serde_json::json!({"customer_id": customer}),
-    )
-    .await;
-    assert_eq!(erased.status, 200, "{}", erased.text());
+    let erased = erase(&office, &hub, &customer).await;
     let body: serde_json::Value = erased.json();
     assert_eq!(body["stores"][0]["store_id"], STORE, "{body}");
     assert_eq!(body["complete"], false, "{body}");

@@ -438,15 +438,7 @@ async fn an_erased_customers_card_uploaded_later_by_an_offline_store_is_removed_
         )
         .await;
     assert_eq!(ack.status, 200, "{}", ack.text());
-    let erased = admin(
-        &env.client("head-office"),
-        &hub,
-        "POST",
-        "/v1/admin/erasures",
-        serde_json::json!({"customer_id": "A-c1"}),
-    )
-    .await;
-    assert_eq!(erased.status, 200, "{}", erased.text());
+    erase(&env.client("head-office"), &hub, "A-c1").await;
     assert_eq!(rows_containing(&sql, card).await, Vec::<String>::new());
     // Store B was offline during the erasure and uploads her enrolment with the card now.
     let ack = b
@@ -517,15 +509,7 @@ async fn an_erasure_committed_during_an_ingest_still_removes_that_batchs_card() 
     });
     until_a_session_waits(&sql, LockWait::Row, || ingest.is_finished()).await;
 
-    let erased = admin(
-        &env.client("head-office"),
-        &hub,
-        "POST",
-        "/v1/admin/erasures",
-        serde_json::json!({"customer_id": "B-c1"}),
-    )
-    .await;
-    assert_eq!(erased.status, 200, "{}", erased.text());
+    erase(&env.client("head-office"), &hub, "B-c1").await;
     lock.rollback().await.expect("release");
     let second = ingest.await.expect("ingest task");
     assert_eq!(second.status, 200, "{}", second.text());

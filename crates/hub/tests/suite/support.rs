@@ -518,6 +518,20 @@ pub fn apply_today(store: &loyalty_store::Store, id: &str, amount: i64, card: Op
 /// The admin API's bearer token in the hub configurations of [`admin_config`].
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
+/// Head office erases `customer_id` through the admin API; asserts it was accepted (200).
+pub async fn erase(c: &Client, hub: &HubProcess, customer_id: &str) -> Answer {
+    let erased = admin(
+        c,
+        hub,
+        "POST",
+        "/v1/admin/erasures",
+        serde_json::json!({ "customer_id": customer_id }),
+    )
+    .await;
+    assert_eq!(erased.status, 200, "{}", erased.text());
+    erased
+}
+
 /// `[admin]` with a token file written in the test's directory.
 pub fn admin_config(env: &Env, more: &str) -> String {
     let file = env.dir.path().join("admin.token");
