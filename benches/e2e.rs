@@ -115,6 +115,7 @@ fn run_step(runtime: &tokio::runtime::Runtime, rate: Option<f64>, seconds: u64) 
         lanes: LANES,
         per_second: rate,
         total,
+        first: 0,
         client_id: "e2e-publisher".into(),
     };
     let cpu_before = cpu_seconds(pid);

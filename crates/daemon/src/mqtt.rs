@@ -440,6 +440,9 @@ async fn poll_loop(
             }
             () = shutdown.cancelled() => return,
         };
+        if let Ok(Event::Incoming(_)) = &event {
+            heard_from_broker(eventloop);
+        }
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
@@ -605,6 +608,17 @@ async fn write_ack_batch(
     if let Err(err) = network.flush().await {
         tracing::warn!(error = ?err, "could not acknowledge messages to the broker");
     }
+}
+
+/// Counts a packet heard from the broker as the answer to our last keep-alive ping. Under a
+/// backlog the gateway reads its input connection only as fast as it answers, and Mosquitto
+/// queues its PINGRESP behind every message it has already sent down that connection (2.0 sends
+/// far past `max_inflight_messages`): at 5x capacity the PINGRESP came more than a keep-alive
+/// later, rumqttc gave up on the connection ("Last pingreq isn't acked") once a minute, and
+/// every reconnection redelivered the unacknowledged messages (answered again as duplicates).
+/// A broker that sends nothing for a whole keep-alive still fails the check.
+fn heard_from_broker(eventloop: &mut EventLoop) {
+    eventloop.state.await_pingresp = false;
 }
 
 fn describe(err: &ConnectionError) -> String {

@@ -36,19 +36,30 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The messages the broker queues for a client before it drops newer ones, as in the store's
+/// configuration (`config/mosquitto-gateway.conf`).
+pub const QUEUE_LIMIT: usize = 200_000;
+
 /// A running private broker.
 pub struct Mosquitto {
     /// Its port on 127.0.0.1.
     pub port: u16,
     binary: PathBuf,
     dir: PathBuf,
+    queue_limit: usize,
     child: Option<Child>,
 }
 
 impl Mosquitto {
-    /// Starts a broker with persistence in `dir` on a free port. Fails when mosquitto is not
-    /// installed or does not come up within 10 s.
+    /// Starts a broker with persistence in `dir` on a free port, queueing up to [`QUEUE_LIMIT`]
+    /// messages per client. Fails when mosquitto is not installed or does not come up within
+    /// 10 s.
     pub fn start(dir: &Path) -> std::io::Result<Mosquitto> {
+        Mosquitto::start_queueing(dir, QUEUE_LIMIT)
+    }
+
+    /// [`Mosquitto::start`] with a queue of `queue_limit` messages per client.
+    pub fn start_queueing(dir: &Path, queue_limit: usize) -> std::io::Result<Mosquitto> {
         let binary = find_mosquitto().ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -60,6 +71,7 @@ impl Mosquitto {
             port: free_port()?,
             binary,
             dir: dir.to_path_buf(),
+            queue_limit,
             child: None,
         };
         // The free port may be taken by someone else before mosquitto binds it: then it exits,
@@ -84,9 +96,10 @@ impl Mosquitto {
             file,
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {dir}/\nautosave_interval 1\nset_tcp_nodelay true\n\
-             max_queued_messages 200000\nmax_inflight_messages 100\n",
+             max_queued_messages {queue_limit}\nmax_inflight_messages 100\n",
             port = self.port,
-            dir = self.dir.display()
+            dir = self.dir.display(),
+            queue_limit = self.queue_limit
         )?;
         let child = Command::new(&self.binary)
             .arg("-c")

@@ -1,7 +1,8 @@
 //! An open-loop MQTT publisher on a plain socket, as a peer comparison offers load: QoS 1
 //! receipts on several lanes at a fixed rate (or flat out), never waiting for the broker's
 //! PUBACKs (a thread reads them away), so the offered rate does not bend to the system under
-//! test. Receipt `i` is `R-{i}` on lane `L{i % lanes + 1}`; the send time of each is returned.
+//! test. Receipt `i` is `R-{i}` on lane `L{i % lanes + 1}`, numbered from `first`; the send time
+//! of each is returned.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ pub struct Offer {
     pub per_second: Option<f64>,
     /// Receipts in total.
     pub total: usize,
+    /// The number of the first receipt (a second offer to the same gateway starts past the first).
+    pub first: usize,
     /// The MQTT client id.
     pub client_id: String,
 }
@@ -63,7 +66,7 @@ fn receipt_packet(offer: &Offer, index: usize, pkid: u16, out: &mut Vec<u8>) {
 }
 
 /// Connects to the broker on `127.0.0.1:port` and publishes `offer`; returns when every receipt
-/// is written, with the time each was written (index = receipt number).
+/// is written, with the time each was written (index = receipt number less `offer.first`).
 pub fn publish(port: u16, offer: &Offer) -> Vec<Instant> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
@@ -94,10 +97,10 @@ pub fn publish(port: u16, offer: &Offer) -> Vec<Instant> {
             None => (sent_at.len() + 64).min(offer.total),
         };
         batch.clear();
-        let first = sent_at.len();
-        for index in first..due {
+        let written = sent_at.len();
+        for index in written..due {
             pkid = pkid % u16::MAX + 1;
-            receipt_packet(offer, index, pkid, &mut batch);
+            receipt_packet(offer, offer.first + index, pkid, &mut batch);
         }
         if !batch.is_empty() {
             stream.write_all(&batch).expect("PUBLISH");

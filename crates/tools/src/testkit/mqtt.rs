@@ -15,10 +15,16 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Starts a broker on a free port (panics, saying how to install Mosquitto, if it cannot).
+    /// Starts a broker on a free port, queueing as much for a client as a store's broker
+    /// (panics, saying how to install Mosquitto, if it cannot).
     pub fn start() -> Mosquitto {
+        Mosquitto::start_queueing(crate::demo::broker::QUEUE_LIMIT)
+    }
+
+    /// [`Mosquitto::start`] queueing up to `queue_limit` messages for a client.
+    pub fn start_queueing(queue_limit: usize) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
-        let broker = crate::demo::broker::Mosquitto::start(dir.path())
+        let broker = crate::demo::broker::Mosquitto::start_queueing(dir.path(), queue_limit)
             .expect("mosquitto (apt-get install mosquitto; .ci/run does this)");
         Mosquitto {
             port: broker.port,
