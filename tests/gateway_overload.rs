@@ -63,16 +63,9 @@ struct Heard {
     index: usize,
 }
 
-/// Offers `offer` from its own thread and hears answers until `offer.total` have come (or none
-/// for 30 s); each must be a sale's points, not a duplicate. Returns the answers and the time
-/// each receipt was written.
-async fn offer_and_hear(
-    till: &mut Till,
-    port: u16,
-    offer: flood::Offer,
-) -> (Vec<Heard>, Vec<Instant>) {
-    let expected = offer.total;
-    let publisher = std::thread::spawn(move || flood::publish(port, &offer));
+/// Hears answers until `expected` have come (or none for 30 s); each must be a sale's points,
+/// not a duplicate.
+async fn hear(till: &mut Till, expected: usize) -> Vec<Heard> {
     let mut heard = Vec::with_capacity(expected);
     while heard.len() < expected {
         let Some(answer) = till.try_next(Duration::from_secs(30)).await else {
@@ -87,6 +80,19 @@ async fn offer_and_hear(
             index: id.trim_start_matches("R-").parse().expect("receipt number"),
         });
     }
+    heard
+}
+
+/// Offers `offer` from its own thread and hears its answers; returns them and the time each
+/// receipt was written.
+async fn offer_and_hear(
+    till: &mut Till,
+    port: u16,
+    offer: flood::Offer,
+) -> (Vec<Heard>, Vec<Instant>) {
+    let expected = offer.total;
+    let publisher = std::thread::spawn(move || flood::publish(port, &offer));
+    let heard = hear(till, expected).await;
     (heard, publisher.join().expect("publisher"))
 }
 
@@ -306,16 +312,11 @@ async fn a_busy_lane_answers_in_order_while_its_receipts_share_group_commits() {
         .expect("publisher");
     gateway.spawn();
 
-    let mut order = Vec::new();
-    while order.len() < RECEIPTS {
-        let Some(answer) = till.try_next(Duration::from_secs(30)).await else {
-            break;
-        };
-        assert_eq!(answer["type"], "points", "{answer}");
-        assert_eq!(answer["duplicate"], false, "{answer}");
-        let id = answer["receipt_id"].as_str().expect("receipt id");
-        order.push(id.trim_start_matches("R-").parse::<usize>().expect("index"));
-    }
+    let order: Vec<usize> = hear(&mut till, RECEIPTS)
+        .await
+        .iter()
+        .map(|answer| answer.index)
+        .collect();
     assert_eq!(
         order.len(),
         RECEIPTS,
