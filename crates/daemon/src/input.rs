@@ -1,10 +1,12 @@
 //! The closed set of inputs that flow from the edges (MQTT, serial, printer proxy, demo) into
-//! the gateway's main loop, and the origin of each. Edges only construct these; the gateway
-//! only consumes them.
+//! the gateway's main loop, and the origin of each; a printed document sent as a receipt, the
+//! same for both printer edges. Edges only construct these; the gateway only consumes them.
 
+use crate::capture::ReceiptCapture;
+use loyalty_core::escpos::Document;
 use loyalty_core::receipt::Receipt;
 use loyalty_protocol::till::{RedeemRequest, Response};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Where an input came from (for logs, metrics and answers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,49 @@ impl AwaitedAnswer {
             },
         )
     }
+}
+
+/// Sends a finished printed document on `lane` as a receipt from a printer edge (a serial tap or a
+/// printer proxy, named by `origin`); returns the answer to await when the capture prints
+/// answers (and the receipt could be read). An unreadable receipt is logged with its masked
+/// text at debug level, to help an integrator fix the profile.
+pub fn send_printed_receipt(
+    tx: &mpsc::UnboundedSender<Input>,
+    lane: &str,
+    origin: Origin,
+    capture: &ReceiptCapture,
+    document: &Document,
+) -> Option<AwaitedAnswer> {
+    let device = match &origin {
+        Origin::Serial(name) | Origin::PrinterProxy(name) => name.as_str(),
+        Origin::Mqtt => "mqtt",
+    };
+    let receipt = capture.read(document, jiff::Timestamp::now());
+    match &receipt {
+        Ok(r) => tracing::info!(
+            device, receipt_id = %r.id, masked_pans = document.masked_pans,
+            "receipt captured from the printer stream"
+        ),
+        Err(err) => {
+            tracing::warn!(device, error = %err, "printed receipt not readable");
+            tracing::debug!(device, text = %document.text(), "unreadable receipt");
+        }
+    }
+    let (answer, awaited) = match (&receipt, capture.answer_timeout()) {
+        (Ok(_), Some(timeout)) => {
+            let (tx, awaited) = AwaitedAnswer::channel(timeout);
+            (Some(tx), Some(awaited))
+        }
+        _ => (None, None),
+    };
+    let _ = tx.send(Input::Receipt {
+        lane: lane.to_string(),
+        receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
+        origin,
+        done: None,
+        answer,
+    });
+    awaited
 }
 
 /// One input for the gateway's main loop.

@@ -20,7 +20,7 @@
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Built, PrinterProxyConfig};
-use crate::input::{AwaitedAnswer, Input, Origin, Unreadable};
+use crate::input::{send_printed_receipt, AwaitedAnswer, Input, Origin};
 use loyalty_core::escpos::Document;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,32 +112,8 @@ impl Events {
     /// Sends a finished document as a receipt; returns the answer to await when the capture
     /// prints answers (and the receipt could be read).
     fn receipt(&self, capture: &ReceiptCapture, document: &Document) -> Option<AwaitedAnswer> {
-        let receipt = capture.read(document, jiff::Timestamp::now());
-        match &receipt {
-            Ok(r) => tracing::info!(
-                proxy = %self.name, receipt_id = %r.id, masked_pans = document.masked_pans,
-                "receipt captured from the printer stream"
-            ),
-            Err(err) => {
-                tracing::warn!(proxy = %self.name, error = %err, "printed receipt not readable");
-                tracing::debug!(proxy = %self.name, text = %document.text(), "unreadable receipt");
-            }
-        }
-        let (answer, awaited) = match (&receipt, capture.answer_timeout()) {
-            (Ok(_), Some(timeout)) => {
-                let (tx, awaited) = AwaitedAnswer::channel(timeout);
-                (Some(tx), Some(awaited))
-            }
-            _ => (None, None),
-        };
-        let _ = self.tx.send(Input::Receipt {
-            lane: self.lane.clone(),
-            receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
-            origin: Origin::PrinterProxy(self.name.clone()),
-            done: None,
-            answer,
-        });
-        awaited
+        let origin = Origin::PrinterProxy(self.name.clone());
+        send_printed_receipt(&self.tx, &self.lane, origin, capture, document)
     }
 }
 

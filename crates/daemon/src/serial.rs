@@ -27,7 +27,7 @@
 use crate::backoff::Backoff;
 use crate::capture::{CaptureSetupError, ReceiptCapture};
 use crate::config::{Built, SerialConfig, SerialKind};
-use crate::input::{AwaitedAnswer, Input, Origin, Unreadable};
+use crate::input::{send_printed_receipt, AwaitedAnswer, Input, Origin};
 use loyalty_core::escpos::Document;
 use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits, TTYPort};
 use std::io::{self, Read, Write};
@@ -192,33 +192,8 @@ impl Events {
     /// Sends a finished document as a receipt; returns the answer to await when the capture
     /// prints answers (and the receipt could be read).
     fn receipt(&self, capture: &ReceiptCapture, document: &Document) -> Option<AwaitedAnswer> {
-        let receipt = capture.read(document, jiff::Timestamp::now());
-        match &receipt {
-            Ok(r) => tracing::info!(
-                device = %self.name, receipt_id = %r.id, masked_pans = document.masked_pans,
-                "receipt captured from the printer stream"
-            ),
-            Err(err) => {
-                tracing::warn!(device = %self.name, error = %err, "printed receipt not readable");
-                // Masked text only: helps an integrator fix the profile.
-                tracing::debug!(device = %self.name, text = %document.text(), "unreadable receipt");
-            }
-        }
-        let (answer, awaited) = match (&receipt, capture.answer_timeout()) {
-            (Ok(_), Some(timeout)) => {
-                let (tx, awaited) = AwaitedAnswer::channel(timeout);
-                (Some(tx), Some(awaited))
-            }
-            _ => (None, None),
-        };
-        let _ = self.tx.send(Input::Receipt {
-            lane: self.lane.clone(),
-            receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
-            origin: Origin::Serial(self.name.clone()),
-            done: None,
-            answer,
-        });
-        awaited
+        let origin = Origin::Serial(self.name.clone());
+        send_printed_receipt(&self.tx, &self.lane, origin, capture, document)
     }
 }
 
