@@ -31,14 +31,12 @@ async fn a_long_poll_returns_as_soon_as_a_change_for_the_store_commits() {
     let a = env.client("A");
     let b = env.client("B");
     // Store B enrolled the customer; A knows nothing yet.
-    let ack = b
-        .post_events(
-            hub.addr,
-            "B",
-            body("B", "i", &[enrolled(1, "b1", "B-c1", "4000001")]),
-        )
-        .await;
-    assert_eq!(ack.status, 200, "{}", ack.text());
+    b.post_ok(
+        hub.addr,
+        "B",
+        body("B", "i", &[enrolled(1, "b1", "B-c1", "4000001")]),
+    )
+    .await;
     let cursor = drain(&b, &hub, "B").await;
     let waiter = {
         let b = b.clone();
@@ -103,46 +101,40 @@ async fn the_same_card_enrolled_offline_in_two_stores_is_merged_with_every_point
     let b = env.client("B");
     let early: jiff::Timestamp = "2026-11-20T10:00:00Z".parse().expect("t");
     let late: jiff::Timestamp = "2026-11-21T10:00:00Z".parse().expect("t");
-    let ack = b
-        .post_events(
-            hub.addr,
+    b.post_ok(
+        hub.addr,
+        "B",
+        body(
             "B",
-            body(
-                "B",
-                "i",
-                &[
-                    enrolled_at(1, "b1", "B-c", "4111", late),
-                    ledger(2, "b2", "B-c", "earn", 70, "RB1"),
-                ],
-            ),
-        )
-        .await;
-    assert_eq!(ack.status, 200, "{}", ack.text());
+            "i",
+            &[
+                enrolled_at(1, "b1", "B-c", "4111", late),
+                ledger(2, "b2", "B-c", "earn", 70, "RB1"),
+            ],
+        ),
+    )
+    .await;
     let cursor_b = drain(&b, &hub, "B").await;
-    let ack = a
-        .post_events(
-            hub.addr,
+    a.post_ok(
+        hub.addr,
+        "A",
+        body(
             "A",
-            body(
-                "A",
-                "i",
-                &[
-                    enrolled_at(1, "a1", "A-c", "4111", early),
-                    ledger(2, "a2", "A-c", "earn", 30, "RA1"),
-                ],
-            ),
-        )
-        .await;
-    assert_eq!(ack.status, 200, "{}", ack.text());
+            "i",
+            &[
+                enrolled_at(1, "a1", "A-c", "4111", early),
+                ledger(2, "a2", "A-c", "earn", 30, "RA1"),
+            ],
+        ),
+    )
+    .await;
     // B still uses its id: the entry lands on the survivor.
-    let ack = b
-        .post_events(
-            hub.addr,
-            "B",
-            body("B", "i", &[ledger(3, "b3", "B-c", "clawback", -5, "RB1")]),
-        )
-        .await;
-    assert_eq!(ack.status, 200, "{}", ack.text());
+    b.post_ok(
+        hub.addr,
+        "B",
+        body("B", "i", &[ledger(3, "b3", "B-c", "clawback", -5, "RB1")]),
+    )
+    .await;
     let page: ChangesPage = b
         .get(hub.addr, &format!("/v1/stores/B/changes?cursor={cursor_b}"))
         .await
@@ -193,14 +185,12 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
     let a = env.client("A");
     let b = env.client("B");
     let cursor_b = drain(&b, &hub, "B").await;
-    let ack = a
-        .post_events(
-            hub.addr,
-            "A",
-            body("A", "i", &[redeemed(1, "a1", "V00FF", "RA1")]),
-        )
-        .await;
-    assert_eq!(ack.status, 200, "{}", ack.text());
+    a.post_ok(
+        hub.addr,
+        "A",
+        body("A", "i", &[redeemed(1, "a1", "V00FF", "RA1")]),
+    )
+    .await;
     // B (online) learns at once that the voucher is used.
     let page: ChangesPage = b
         .get(hub.addr, &format!("/v1/stores/B/changes?cursor={cursor_b}"))
@@ -208,14 +198,12 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
         .json();
     assert_eq!(page.revoked_vouchers, vec!["V00FF".to_string()]);
     // B had been offline and redeemed it too.
-    let ack = b
-        .post_events(
-            hub.addr,
-            "B",
-            body("B", "i", &[redeemed(1, "b1", "V00FF", "RB7")]),
-        )
-        .await;
-    assert_eq!(ack.status, 200, "{}", ack.text());
+    b.post_ok(
+        hub.addr,
+        "B",
+        body("B", "i", &[redeemed(1, "b1", "V00FF", "RB7")]),
+    )
+    .await;
     let sql = env.sql().await;
     let row = sql
         .query_one(
@@ -235,25 +223,23 @@ async fn a_voucher_redeemed_in_two_stores_is_recorded_counted_and_revoked_everyw
         "{metrics}"
     );
     // Points spent beyond the chain-wide balance are recorded too.
-    let ack = a
-        .post_events(
-            hub.addr,
+    a.post_ok(
+        hub.addr,
+        "A",
+        body(
             "A",
-            body(
-                "A",
-                "i",
-                &[
-                    enrolled(2, "a2", "A-c", "4222"),
-                    ledger(3, "a3", "A-c", "earn", 10, "RA2"),
-                    ledger(4, "a4", "A-c", "redeem", -25, "RA3"),
-                    // Applied set-wise, yet counted in event order: this later earn does not
-                    // hide the overdraft before it.
-                    ledger(5, "a5", "A-c", "earn", 100, "RA4"),
-                ],
-            ),
-        )
-        .await;
-    assert_eq!(ack.status, 200, "{}", ack.text());
+            "i",
+            &[
+                enrolled(2, "a2", "A-c", "4222"),
+                ledger(3, "a3", "A-c", "earn", 10, "RA2"),
+                ledger(4, "a4", "A-c", "redeem", -25, "RA3"),
+                // Applied set-wise, yet counted in event order: this later earn does not
+                // hide the overdraft before it.
+                ledger(5, "a5", "A-c", "earn", 100, "RA4"),
+            ],
+        ),
+    )
+    .await;
     let row = sql
         .query_one(
             "SELECT balance_after FROM double_redemptions WHERE kind = 'points'",

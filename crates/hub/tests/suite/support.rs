@@ -248,6 +248,13 @@ impl Client {
         .expect("request")
     }
 
+    /// Posts a batch of events and asserts the hub took it (200), showing its answer otherwise.
+    pub async fn post_ok(&self, addr: SocketAddr, store: &str, body: Vec<u8>) -> Answer {
+        let ack = self.post_events(addr, store, body).await;
+        assert_eq!(ack.status, 200, "{}", ack.text());
+        ack
+    }
+
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Answer {
         self.request(addr, "GET", path, Vec::new(), &[])
             .await
