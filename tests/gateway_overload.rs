@@ -36,7 +36,10 @@ fn health(port: u16) -> serde_json::Value {
 /// A gateway for store `ov` on a fresh Mosquitto, with its HTTP port (`/health`, `/metrics`).
 /// The broker queues up to 2,000,000 messages: 5x the capacity for 30 s leaves a backlog of
 /// 120 s of capacity (~270,000 receipts for a debug build here), more than a store's broker is
-/// sized for (200,000: 50 s of 5x a Pi 4's ~1,000 receipts/s).
+/// sized for (200,000: 50 s of 5x a Pi 4's ~1,000 receipts/s). The keep-alive is 5 s: under the
+/// backlog the broker's PINGRESP waits behind what it has already sent, and before the gateway
+/// took any packet from the broker as its answer the connection dropped within 11 s (each
+/// reconnection answered the redelivered receipts again, as duplicates).
 async fn gateway_on_a_broker(dir: &std::path::Path) -> (Mosquitto, harness::Gateway, u16) {
     let broker = Mosquitto::start_queueing(2_000_000);
     let http_port = harness::free_port();
