@@ -120,7 +120,8 @@ impl Store {
             }
             ReceiptCustomer::Card { card, enrol } => {
                 check_id(card)?;
-                match self.expected_customer(None, Some(card))? {
+                // Consistent, not a hint: a card missing here is refused or enrolled.
+                match self.card_customer(card, Reading::Consistent)? {
                     Some(id) => customer_id = Some(id),
                     None if enrol => {
                         let id = format!(
@@ -258,11 +259,16 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         Ok(match (customer_id, card) {
             (Some(id), _) => Some(id.to_string()),
-            (None, Some(card)) => Reading::Hint
-                .get(self.tree(CARDS), card.as_bytes())?
-                .map(|id| String::from_utf8_lossy(&id).to_string()),
+            (None, Some(card)) => self.card_customer(card, Reading::Hint)?,
             (None, None) => None,
         })
+    }
+
+    /// The id of the customer who holds `card`, read as `reading` says.
+    fn card_customer(&self, card: &str, reading: Reading) -> Result<Option<String>, StoreError> {
+        Ok(reading
+            .get(self.tree(CARDS), card.as_bytes())?
+            .map(|id| String::from_utf8_lossy(&id).to_string()))
     }
 
     /// Applies a batch of receipts in one transaction; one answer per request, in order.
