@@ -80,21 +80,18 @@ impl AwaitedAnswer {
     }
 }
 
-/// Sends a finished printed document on `lane` as a receipt from a printer edge (a serial tap or a
-/// printer proxy, named by `origin`); returns the answer to await when the capture prints
-/// answers (and the receipt could be read). An unreadable receipt is logged with its masked
-/// text at debug level, to help an integrator fix the profile.
+/// Sends a finished printed document on `lane` as a receipt from the printer edge `device`
+/// (`origin`: `Origin::Serial` or `Origin::PrinterProxy`); returns the answer to await when the
+/// capture prints answers (and the receipt could be read). An unreadable receipt is logged with
+/// its masked text at debug level, to help an integrator fix the profile.
 pub fn send_printed_receipt(
     tx: &mpsc::UnboundedSender<Input>,
     lane: &str,
-    origin: Origin,
+    device: &str,
+    origin: fn(String) -> Origin,
     capture: &ReceiptCapture,
     document: &Document,
 ) -> Option<AwaitedAnswer> {
-    let device = match &origin {
-        Origin::Serial(name) | Origin::PrinterProxy(name) => name.as_str(),
-        Origin::Mqtt => "mqtt",
-    };
     let receipt = capture.read(document, jiff::Timestamp::now());
     match &receipt {
         Ok(r) => tracing::info!(
@@ -116,7 +113,7 @@ pub fn send_printed_receipt(
     let _ = tx.send(Input::Receipt {
         lane: lane.to_string(),
         receipt: receipt.map_err(|err| Unreadable::without_id(err.to_string())),
-        origin,
+        origin: origin(device.to_string()),
         done: None,
         answer,
     });

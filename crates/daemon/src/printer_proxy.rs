@@ -112,8 +112,8 @@ impl Events {
     /// Sends a finished document as a receipt; returns the answer to await when the capture
     /// prints answers (and the receipt could be read).
     fn receipt(&self, capture: &ReceiptCapture, document: &Document) -> Option<AwaitedAnswer> {
-        let origin = Origin::PrinterProxy(self.name.clone());
-        send_printed_receipt(&self.tx, &self.lane, origin, capture, document)
+        let (tx, lane, device) = (&self.tx, &self.lane, &self.name);
+        send_printed_receipt(tx, lane, device, Origin::PrinterProxy, capture, document)
     }
 }
 

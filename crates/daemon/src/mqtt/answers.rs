@@ -142,14 +142,18 @@ impl AnswersDelivered {
 struct Unacknowledged(HashSet<u16>);
 
 impl Unacknowledged {
-    /// A publish went out (again, after a reconnect: the same packet id).
-    fn sent(&mut self, pkid: u16) {
-        self.0.insert(pkid);
-    }
-
-    /// Whether this PUBACK acknowledges an answer still waiting for one.
-    fn acknowledged(&mut self, pkid: u16) -> bool {
-        self.0.remove(&pkid)
+    /// Follows the connection's `event`: a publish going out (again, after a reconnect: the same
+    /// packet id) waits for its PUBACK; whether this event is the PUBACK of an answer still
+    /// waiting for one.
+    fn acknowledges_an_answer(&mut self, event: &Event) -> bool {
+        match event {
+            Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+                self.0.insert(*pkid);
+                false
+            }
+            Event::Incoming(rumqttc::Packet::PubAck(ack)) => self.0.remove(&ack.pkid),
+            _ => false,
+        }
     }
 }
 
@@ -193,16 +197,14 @@ impl AnswerConnection {
             tokio::spawn(async move {
                 let mut unacknowledged = Unacknowledged::default();
                 loop {
-                    match eventloop.poll().await {
+                    let event = eventloop.poll().await;
+                    if let Ok(event) = &event {
+                        if unacknowledged.acknowledges_an_answer(event) {
+                            shared.acked.send_modify(|n| *n += 1);
+                        }
+                    }
+                    match event {
                         Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff.reset(),
-                        Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
-                            unacknowledged.sent(pkid);
-                        }
-                        Ok(Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
-                            if unacknowledged.acknowledged(ack.pkid) {
-                                shared.acked.send_modify(|n| *n += 1);
-                            }
-                        }
                         Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                         Ok(_) => {}
                         Err(err) => {
@@ -288,20 +290,23 @@ async fn send_backlog(
 #[cfg(test)]
 mod tests {
     use super::Unacknowledged;
+    use rumqttc::{Event, Outgoing, Packet, PubAck};
 
     #[test]
     fn a_puback_counts_once_for_an_answer_still_waiting_for_it() {
+        let sent = |pkid| Event::Outgoing(Outgoing::Publish(pkid));
+        let puback = |pkid| Event::Incoming(Packet::PubAck(PubAck::new(pkid)));
         let mut unacknowledged = Unacknowledged::default();
-        unacknowledged.sent(5);
-        unacknowledged.sent(6);
-        assert!(unacknowledged.acknowledged(5));
+        assert!(!unacknowledged.acknowledges_an_answer(&sent(5)));
+        assert!(!unacknowledged.acknowledges_an_answer(&sent(6)));
+        assert!(unacknowledged.acknowledges_an_answer(&puback(5)));
         // The broker acknowledges 5 again after a reconnect: no second answer counted.
-        assert!(!unacknowledged.acknowledged(5));
+        assert!(!unacknowledged.acknowledges_an_answer(&puback(5)));
         // 6 is sent again after the reconnect (same packet id) and acknowledged once.
-        unacknowledged.sent(6);
-        assert!(unacknowledged.acknowledged(6));
-        assert!(!unacknowledged.acknowledged(6));
+        assert!(!unacknowledged.acknowledges_an_answer(&sent(6)));
+        assert!(unacknowledged.acknowledges_an_answer(&puback(6)));
+        assert!(!unacknowledged.acknowledges_an_answer(&puback(6)));
         // An acknowledgement for a publish never sent counts nothing.
-        assert!(!unacknowledged.acknowledged(7));
+        assert!(!unacknowledged.acknowledges_an_answer(&puback(7)));
     }
 }

@@ -101,10 +101,9 @@ async fn run_case(env: &Env, hub: &HubProcess, n: u32, base: jiff::Timestamp, ca
             continue;
         }
         let event = queues[s][next[s]].clone();
-        let answer = clients[s]
-            .post_events(hub.addr, &stores[s], body(&stores[s], "i", &[event]))
+        clients[s]
+            .post_ok(hub.addr, &stores[s], body(&stores[s], "i", &[event]))
             .await;
-        assert_eq!(answer.status, 200, "{}", answer.text());
         next[s] += 1;
     }
     let survivor = if (case.enrolled[0], &ids[0]) <= (case.enrolled[1], &ids[1]) {
