@@ -100,7 +100,22 @@ async fn the_dashboard_shows_a_synced_stores_figures_fleet_and_erasures_in_a_bro
         .get(0);
     let office = env.client("head-office");
     for customer in [member.as_str(), EVIL_CUSTOMER] {
-        erase(&office, &hub, customer).await;
+        let answer = office
+            .request(
+                hub.addr,
+                "POST",
+                "/v1/admin/erasures",
+                serde_json::json!({ "customer_id": customer })
+                    .to_string()
+                    .into_bytes(),
+                &[
+                    ("authorization", &format!("Bearer {TOKEN}")),
+                    ("content-type", "application/json"),
+                ],
+            )
+            .await
+            .expect("request");
+        assert_eq!(answer.status, 200, "{}", answer.text());
     }
     let confirmed = format!(
         "SELECT count(*) FROM erasure_stores WHERE customer_id = '{member}' AND confirmed_at IS NOT NULL"
